@@ -1,0 +1,155 @@
+//! The forwarding information base: route selection and longest-prefix match.
+//!
+//! Selection happens once per change, not per packet: among the routes of one
+//! prefix whose port is up, the lowest metric wins and routes tied on it form
+//! an ECMP group. Each distinct set of adjacencies becomes one
+//! [`NextHopGroup`], and the LPM structure maps prefixes to group indices, so
+//! a full table with a handful of next hops stores a handful of groups.
+//!
+//! The LPM structure sits behind the [`Lpm`] trait so that the reference
+//! implementation (the tree-bitmap crate, [`TreeBitmapLpm`]) and faster ones
+//! can be swapped and compared.
+
+mod select;
+mod treebitmap;
+
+pub use select::{select, Selection};
+pub use treebitmap::TreeBitmapLpm;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::port::PortId;
+
+/// A route as the FIB sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Destination prefix (host bits zero).
+    pub prefix: IpNet,
+    /// Egress port.
+    pub port: PortId,
+    /// Gateway, or `None` for a directly connected prefix.
+    pub next_hop: Option<IpAddr>,
+    /// Lower wins among routes of the same prefix.
+    pub metric: u32,
+}
+
+/// Where a packet goes: a port and, unless directly connected, a gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Adjacency {
+    /// Egress port.
+    pub port: PortId,
+    /// Gateway (`None`: the destination itself is on the link).
+    pub next_hop: Option<IpAddr>,
+}
+
+/// One or more adjacencies sharing traffic by flow hash (ECMP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHopGroup {
+    /// Members, sorted; never empty.
+    pub members: Vec<Adjacency>,
+}
+
+impl NextHopGroup {
+    /// The member for a flow hash.
+    pub fn pick(&self, hash: u32) -> Adjacency {
+        if self.members.len() == 1 {
+            self.members[0]
+        } else {
+            // Multiply-shift maps the hash onto the members without a division.
+            let i = (u64::from(hash) * self.members.len() as u64) >> 32;
+            self.members[i as usize]
+        }
+    }
+}
+
+/// A longest-prefix-match table from prefixes to group indices.
+pub trait Lpm: Send + Sync {
+    /// Builds the table. Prefixes are canonical and unique per family.
+    fn build(v4: &[(Ipv4Net, u32)], v6: &[(Ipv6Net, u32)]) -> Self
+    where
+        Self: Sized;
+    /// The value of the longest prefix containing `a`.
+    fn lookup_v4(&self, a: Ipv4Addr) -> Option<u32>;
+    /// The value of the longest prefix containing `a`.
+    fn lookup_v6(&self, a: Ipv6Addr) -> Option<u32>;
+    /// Approximate heap memory in bytes.
+    fn memory_bytes(&self) -> usize;
+}
+
+/// An immutable FIB snapshot: the LPM table and the groups it points to.
+pub struct Fib {
+    lpm: Box<dyn Lpm>,
+    groups: Vec<NextHopGroup>,
+}
+
+impl Fib {
+    /// Selects among `routes` (ports for which `is_up` is false are skipped)
+    /// and builds the reference FIB. Also returns which routes were selected.
+    pub fn build(routes: &[Route], is_up: impl Fn(PortId) -> bool) -> (Fib, Selection) {
+        Self::build_with::<TreeBitmapLpm>(routes, is_up)
+    }
+
+    /// [`Fib::build`] with a chosen LPM structure.
+    pub fn build_with<L: Lpm + 'static>(
+        routes: &[Route],
+        is_up: impl Fn(PortId) -> bool,
+    ) -> (Fib, Selection) {
+        let selection = select(routes, is_up);
+        let mut groups: Vec<NextHopGroup> = Vec::new();
+        let mut group_ids: HashMap<Vec<Adjacency>, u32> = HashMap::new();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for (prefix, members) in selection.prefixes(routes) {
+            let id = *group_ids.entry(members.clone()).or_insert_with(|| {
+                groups.push(NextHopGroup { members });
+                (groups.len() - 1) as u32
+            });
+            match prefix {
+                IpNet::V4(p) => v4.push((p, id)),
+                IpNet::V6(p) => v6.push((p, id)),
+            }
+        }
+        let fib = Fib {
+            lpm: Box::new(L::build(&v4, &v6)),
+            groups,
+        };
+        (fib, selection)
+    }
+
+    /// An empty FIB.
+    pub fn empty() -> Fib {
+        Self::build(&[], |_| true).0
+    }
+
+    /// The group index and group for `a`.
+    #[inline]
+    pub fn lookup(&self, a: IpAddr) -> Option<(u32, &NextHopGroup)> {
+        let id = match a {
+            IpAddr::V4(a) => self.lpm.lookup_v4(a),
+            IpAddr::V6(a) => self.lpm.lookup_v6(a),
+        }?;
+        self.groups.get(id as usize).map(|g| (id, g))
+    }
+
+    /// [`Fib::lookup`] for an IPv4 address.
+    #[inline]
+    pub fn lookup_v4(&self, a: Ipv4Addr) -> Option<(u32, &NextHopGroup)> {
+        let id = self.lpm.lookup_v4(a)?;
+        self.groups.get(id as usize).map(|g| (id, g))
+    }
+
+    /// All groups, indexed by group id.
+    pub fn groups(&self) -> &[NextHopGroup] {
+        &self.groups
+    }
+
+    /// Approximate memory of the LPM structure in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.lpm.memory_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! The neighbour table (ARP for IPv4, NDP for IPv6).
+//!
+//! A packet whose next hop has no link-layer address yet is held in a small
+//! bounded queue on that neighbour while the pipeline sends a request; the
+//! reply releases the queue, and after [`PROBES`] unanswered requests one
+//! [`PROBE_INTERVAL`] apart the queue is dropped as `neighbor_unresolved`.
+//! Both the number of resolving neighbours and each queue are bounded, so a
+//! scan of a connected subnet cannot grow memory without limit.
+
+use ahash::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::packet::{MacAddr, Packet};
+use crate::port::PortId;
+use crate::stats::DropReason;
+use crate::time::Time;
+
+/// Time between two requests for an unresolved neighbour.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Requests sent before giving up.
+pub const PROBES: u8 = 3;
+/// How long a learned entry stays valid without being confirmed again.
+pub const REACHABLE_LIFETIME: Duration = Duration::from_secs(300);
+/// Packets held per unresolved neighbour.
+pub const QUEUE_LIMIT: usize = 16;
+/// Neighbours resolving at once.
+pub const MAX_INCOMPLETE: usize = 1024;
+/// Entries in the table at most.
+pub const MAX_ENTRIES: usize = 65536;
+
+type Key = (PortId, IpAddr);
+
+/// State of one neighbour.
+pub enum State {
+    /// Configured; never expires.
+    Static(MacAddr),
+    /// Learned from a reply or a request.
+    Reachable {
+        /// Its MAC address.
+        mac: MacAddr,
+        /// When it was last confirmed.
+        confirmed: Time,
+    },
+    /// Being resolved.
+    Incomplete {
+        /// When the last request was sent.
+        last_probe: Time,
+        /// Requests sent so far.
+        probes: u8,
+        /// Packets waiting for the answer.
+        queue: VecDeque<Packet>,
+    },
+}
+
+/// What became of a packet handed to [`NeighTable::resolve`].
+pub enum Resolution {
+    /// Send it to this MAC now.
+    Ready(Packet, MacAddr),
+    /// Held; `probe` is true when the caller must send the first request.
+    Held {
+        /// Send a request now.
+        probe: bool,
+    },
+    /// Not held; drop it under this reason.
+    Refused(Packet, DropReason),
+}
+
+/// One line of the table, for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighborView {
+    /// Port.
+    pub port: PortId,
+    /// IP address.
+    pub addr: IpAddr,
+    /// MAC, when known.
+    pub mac: Option<MacAddr>,
+    /// `static`, `reachable`, `stale` or `incomplete`.
+    pub state: &'static str,
+}
+
+/// The table.
+#[derive(Default)]
+pub struct NeighTable {
+    map: HashMap<Key, State, RandomState>,
+    incomplete: Vec<Key>,
+}
+
+impl NeighTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a configured entry.
+    pub fn add_static(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
+        self.map.insert((port, addr), State::Static(mac));
+    }
+
+    /// The MAC to use for `addr` on `port` now, if known and fresh.
+    #[inline]
+    pub fn lookup(&self, port: PortId, addr: IpAddr, now: Time) -> Option<MacAddr> {
+        match self.map.get(&(port, addr))? {
+            State::Static(mac) => Some(*mac),
+            State::Reachable { mac, confirmed } => {
+                (now.since(*confirmed) < REACHABLE_LIFETIME).then_some(*mac)
+            }
+            State::Incomplete { .. } => None,
+        }
+    }
+
+    /// Returns the MAC for the packet's next hop, or holds the packet until
+    /// the neighbour answers.
+    pub fn resolve(&mut self, port: PortId, addr: IpAddr, pkt: Packet, now: Time) -> Resolution {
+        if let Some(mac) = self.lookup(port, addr, now) {
+            return Resolution::Ready(pkt, mac);
+        }
+        let key = (port, addr);
+        if let Some(State::Incomplete { queue, .. }) = self.map.get_mut(&key) {
+            if queue.len() >= QUEUE_LIMIT {
+                return Resolution::Refused(pkt, DropReason::NeighborQueueFull);
+            }
+            queue.push_back(pkt);
+            return Resolution::Held { probe: false };
+        }
+        let fresh = !self.map.contains_key(&key);
+        if self.incomplete.len() >= MAX_INCOMPLETE || (fresh && self.map.len() >= MAX_ENTRIES) {
+            return Resolution::Refused(pkt, DropReason::NeighborTableFull);
+        }
+        let mut queue = VecDeque::with_capacity(QUEUE_LIMIT);
+        queue.push_back(pkt);
+        self.map.insert(
+            key,
+            State::Incomplete {
+                last_probe: now,
+                probes: 1,
+                queue,
+            },
+        );
+        self.incomplete.push(key);
+        Resolution::Held { probe: true }
+    }
+
+    /// Records that `addr` on `port` has `mac`. A new entry is made only when
+    /// `create` is true (the sender addressed us); otherwise only existing
+    /// entries are updated. Static entries never change. Returns the packets
+    /// that were waiting for it.
+    pub fn learn(
+        &mut self,
+        port: PortId,
+        addr: IpAddr,
+        mac: MacAddr,
+        now: Time,
+        create: bool,
+    ) -> Option<VecDeque<Packet>> {
+        let key = (port, addr);
+        let fresh = State::Reachable {
+            mac,
+            confirmed: now,
+        };
+        match self.map.get_mut(&key) {
+            Some(State::Static(_)) => None,
+            Some(state @ State::Reachable { .. }) => {
+                *state = fresh;
+                None
+            }
+            Some(state) => {
+                let old = std::mem::replace(state, fresh);
+                self.incomplete.retain(|k| *k != key);
+                match old {
+                    State::Incomplete { queue, .. } => Some(queue),
+                    _ => None,
+                }
+            }
+            None => {
+                if create && self.map.len() < MAX_ENTRIES {
+                    self.map.insert(key, fresh);
+                }
+                None
+            }
+        }
+    }
+
+    /// Advances timers: neighbours due for another request are pushed to
+    /// `probe`; the queues of those that ran out of requests are moved to
+    /// `failed` and their entries removed.
+    pub fn tick(&mut self, now: Time, probe: &mut Vec<Key>, failed: &mut Vec<Packet>) {
+        let map = &mut self.map;
+        self.incomplete.retain(|key| {
+            let Some(State::Incomplete {
+                last_probe,
+                probes,
+                queue,
+            }) = map.get_mut(key)
+            else {
+                return false;
+            };
+            if now.since(*last_probe) < PROBE_INTERVAL {
+                return true;
+            }
+            if *probes >= PROBES {
+                failed.extend(queue.drain(..));
+                map.remove(key);
+                return false;
+            }
+            *probes += 1;
+            *last_probe = now;
+            probe.push(*key);
+            true
+        });
+    }
+
+    /// Gives up on every neighbour still resolving (end of a replay): their
+    /// queues go to `failed`.
+    pub fn flush(&mut self, failed: &mut Vec<Packet>) {
+        for key in self.incomplete.drain(..) {
+            if let Some(State::Incomplete { mut queue, .. }) = self.map.remove(&key) {
+                failed.extend(queue.drain(..));
+            }
+        }
+    }
+
+    /// Packets currently held.
+    pub fn held(&self) -> usize {
+        self.incomplete
+            .iter()
+            .filter_map(|k| match self.map.get(k) {
+                Some(State::Incomplete { queue, .. }) => Some(queue.len()),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// The table, sorted by port and address.
+    pub fn entries(&self, now: Time) -> Vec<NeighborView> {
+        let mut v: Vec<NeighborView> = self
+            .map
+            .iter()
+            .map(|(&(port, addr), s)| {
+                let (mac, state) = match s {
+                    State::Static(m) => (Some(*m), "static"),
+                    State::Reachable { mac, confirmed } => {
+                        let fresh = now.since(*confirmed) < REACHABLE_LIFETIME;
+                        (Some(*mac), if fresh { "reachable" } else { "stale" })
+                    }
+                    State::Incomplete { .. } => (None, "incomplete"),
+                };
+                NeighborView {
+                    port,
+                    addr,
+                    mac,
+                    state,
+                }
+            })
+            .collect();
+        v.sort_by_key(|n| (n.port, n.addr));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Meta, PacketBuf};
+
+    fn pkt() -> Packet {
+        Packet {
+            buf: PacketBuf::new(),
+            meta: Meta::received(0, Time(0)),
+        }
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
+    #[test]
+    fn hold_then_release_on_reply() {
+        let mut t = NeighTable::new();
+        assert!(matches!(
+            t.resolve(0, A, pkt(), Time(0)),
+            Resolution::Held { probe: true }
+        ));
+        assert!(matches!(
+            t.resolve(0, A, pkt(), Time(1)),
+            Resolution::Held { probe: false }
+        ));
+        assert_eq!(t.held(), 2);
+        let q = t.learn(0, A, MAC, Time(2), false).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(t.held(), 0);
+        assert!(matches!(t.resolve(0, A, pkt(), Time(3)), Resolution::Ready(_, m) if m == MAC));
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let mut t = NeighTable::new();
+        for _ in 0..QUEUE_LIMIT {
+            assert!(matches!(
+                t.resolve(0, A, pkt(), Time(0)),
+                Resolution::Held { .. }
+            ));
+        }
+        assert!(matches!(
+            t.resolve(0, A, pkt(), Time(0)),
+            Resolution::Refused(_, DropReason::NeighborQueueFull)
+        ));
+    }
+
+    #[test]
+    fn unanswered_requests_fail_the_queue() {
+        let mut t = NeighTable::new();
+        let _ = t.resolve(0, A, pkt(), Time(0));
+        let (mut probes, mut failed) = (Vec::new(), Vec::new());
+        let s = |n: u64| Time(n * 1_000_000_000);
+        t.tick(s(1), &mut probes, &mut failed);
+        t.tick(s(2), &mut probes, &mut failed);
+        assert_eq!(probes.len(), 2, "second and third request");
+        assert!(failed.is_empty());
+        t.tick(s(3), &mut probes, &mut failed);
+        assert_eq!(failed.len(), 1);
+        assert!(t.entries(s(3)).is_empty());
+    }
+
+    #[test]
+    fn unsolicited_reply_does_not_create_entries() {
+        let mut t = NeighTable::new();
+        t.learn(0, A, MAC, Time(0), false);
+        assert!(t.lookup(0, A, Time(0)).is_none());
+        t.learn(0, A, MAC, Time(0), true);
+        assert_eq!(t.lookup(0, A, Time(0)), Some(MAC));
+    }
+
+    #[test]
+    fn static_entries_do_not_change_or_expire() {
+        let mut t = NeighTable::new();
+        t.add_static(0, A, MAC);
+        t.learn(0, A, MacAddr([9; 6]), Time(0), true);
+        assert_eq!(t.lookup(0, A, Time(u64::MAX)), Some(MAC));
+    }
+}

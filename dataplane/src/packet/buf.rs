@@ -1,0 +1,289 @@
+//! Reusable packet buffers with headroom, and the per-packet metadata the
+//! pipeline stages pass along.
+//!
+//! A [`PacketBuf`] is allocated once (a `BytesMut` of fixed size) and recycled
+//! through a [`BufPool`], so the hot path never allocates. The frame sits at an
+//! offset inside the buffer; the headroom in front lets a stage prepend a
+//! header (an ICMP error wrapping the packet it quotes) without copying.
+
+use bytes::BytesMut;
+use std::net::IpAddr;
+
+use crate::port::PortId;
+use crate::stats::DropReason;
+use crate::time::Time;
+
+/// Bytes kept free in front of a received frame.
+pub const HEADROOM: usize = 128;
+/// Largest frame a buffer holds (a 9000-byte jumbo payload plus Ethernet and
+/// one VLAN tag, rounded up). Larger frames are dropped as `oversize`.
+pub const MAX_FRAME: usize = 9216;
+
+/// A fixed-size frame buffer with headroom.
+pub struct PacketBuf {
+    data: BytesMut,
+    start: usize,
+    end: usize,
+}
+
+impl Default for PacketBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PacketBuf {
+    /// A new, empty buffer (allocates; use a [`BufPool`] on the hot path).
+    pub fn new() -> Self {
+        PacketBuf {
+            data: BytesMut::zeroed(HEADROOM + MAX_FRAME),
+            start: HEADROOM,
+            end: HEADROOM,
+        }
+    }
+
+    /// Empties the buffer, restoring the full headroom.
+    pub fn clear(&mut self) {
+        self.start = HEADROOM;
+        self.end = HEADROOM;
+    }
+
+    /// Copies `frame` in after the headroom. Fails (leaving the buffer empty)
+    /// when the frame is larger than [`MAX_FRAME`].
+    pub fn set_frame(&mut self, frame: &[u8]) -> Result<(), usize> {
+        self.clear();
+        if frame.len() > MAX_FRAME {
+            return Err(frame.len());
+        }
+        self.data[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+        self.end = HEADROOM + frame.len();
+        Ok(())
+    }
+
+    /// The frame.
+    pub fn frame(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// The frame, writable.
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
+    /// Frame length in bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// True when the buffer holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// Sets the frame length to `len` bytes from its start (growing into the
+    /// tailroom, whose bytes are whatever the buffer last held). Returns false
+    /// if that does not fit.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if self.start + len > self.data.len() {
+            return false;
+        }
+        self.end = self.start + len;
+        true
+    }
+
+    /// Grows the frame at the front by `n` bytes of headroom.
+    pub fn push_front(&mut self, n: usize) -> bool {
+        if n > self.start {
+            return false;
+        }
+        self.start -= n;
+        true
+    }
+
+    /// Removes `n` bytes from the front of the frame.
+    pub fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len() {
+            return false;
+        }
+        self.start += n;
+        true
+    }
+}
+
+/// Where a packet came from, for the accounting identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Received on a port: it ends forwarded, local or dropped.
+    Received,
+    /// Made by edgefwd itself (ICMP errors, echo replies, ARP/NDP): counted as
+    /// `generated` when sent.
+    Generated,
+}
+
+/// The stage a packet goes to next, or how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// eth-input: L2 checks and demultiplexing.
+    EthInput,
+    /// arp-input.
+    ArpInput,
+    /// ip4-input: validation, local delivery, TTL.
+    Ip4Input,
+    /// ip6-input: validation, local delivery (NDP, echo), hop limit.
+    Ip6Input,
+    /// ip-lookup: FIB lookup and MTU check.
+    IpLookup,
+    /// ip-rewrite: TTL decrement, neighbour, MACs.
+    IpRewrite,
+    /// Ready to transmit on `meta.tx_port`.
+    Tx,
+    /// Consumed by the appliance (counted as `local`).
+    Local,
+    /// Held in a neighbour's queue waiting for resolution.
+    Held,
+    /// Dropped under a reason.
+    Drop(DropReason),
+}
+
+/// Per-packet metadata carried between stages.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    /// Port the packet arrived on (for generated packets: the port whose
+    /// traffic caused them).
+    pub rx_port: PortId,
+    /// Egress port, once looked up.
+    pub tx_port: PortId,
+    /// Next stage or final disposition.
+    pub next: Next,
+    /// Received or generated.
+    pub origin: Origin,
+    /// Offset of the L3 header in the frame.
+    pub l3: u16,
+    /// Address whose link-layer address the rewrite needs (gateway or the
+    /// destination itself when directly connected).
+    pub neighbor: Option<IpAddr>,
+    /// Index of the FIB next-hop group used (for per-route hit counters).
+    pub group: u32,
+    /// For generated packets: the source address is still to be chosen from
+    /// the egress port and the checksums finished (ICMP errors).
+    pub needs_source: bool,
+    /// Arrival time.
+    pub ts: Time,
+}
+
+impl Meta {
+    /// Metadata of a frame just received on `port` at `ts`.
+    pub fn received(port: PortId, ts: Time) -> Self {
+        Meta {
+            rx_port: port,
+            tx_port: port,
+            next: Next::EthInput,
+            origin: Origin::Received,
+            l3: crate::packet::ETH_HLEN as u16,
+            neighbor: None,
+            group: u32::MAX,
+            needs_source: false,
+            ts,
+        }
+    }
+}
+
+/// A buffer and its metadata.
+pub struct Packet {
+    /// The frame.
+    pub buf: PacketBuf,
+    /// Where it is going.
+    pub meta: Meta,
+}
+
+impl Packet {
+    /// The L3 header and everything after it.
+    pub fn l3(&self) -> &[u8] {
+        self.buf.frame().get(self.meta.l3 as usize..).unwrap_or(&[])
+    }
+
+    /// The L3 header and everything after it, writable.
+    pub fn l3_mut(&mut self) -> &mut [u8] {
+        let l3 = self.meta.l3 as usize;
+        self.buf.frame_mut().get_mut(l3..).unwrap_or(&mut [])
+    }
+}
+
+/// A free list of buffers. Buffers are allocated only when the list is empty,
+/// so after warm-up the steady state allocates nothing.
+#[derive(Default)]
+pub struct BufPool {
+    free: Vec<PacketBuf>,
+    allocated: usize,
+}
+
+impl BufPool {
+    /// A pool with `n` buffers ready.
+    pub fn with_capacity(n: usize) -> Self {
+        BufPool {
+            free: (0..n).map(|_| PacketBuf::new()).collect(),
+            allocated: n,
+        }
+    }
+
+    /// An empty buffer.
+    pub fn get(&mut self) -> PacketBuf {
+        match self.free.pop() {
+            Some(mut b) => {
+                b.clear();
+                b
+            }
+            None => {
+                self.allocated += 1;
+                PacketBuf::new()
+            }
+        }
+    }
+
+    /// Returns a buffer to the pool.
+    pub fn put(&mut self, buf: PacketBuf) {
+        self.free.push(buf);
+    }
+
+    /// Buffers ever allocated by this pool.
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headroom_push_and_pull() {
+        let mut b = PacketBuf::new();
+        b.set_frame(&[1, 2, 3]).unwrap();
+        assert!(b.push_front(2));
+        assert_eq!(b.len(), 5);
+        b.frame_mut()[..2].copy_from_slice(&[9, 9]);
+        assert_eq!(b.frame(), &[9, 9, 1, 2, 3]);
+        assert!(b.pull_front(4));
+        assert_eq!(b.frame(), &[3]);
+        assert!(!b.push_front(HEADROOM + 10));
+    }
+
+    #[test]
+    fn oversize_frame_is_refused() {
+        let mut b = PacketBuf::new();
+        assert_eq!(b.set_frame(&vec![0; MAX_FRAME + 1]), Err(MAX_FRAME + 1));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn pool_recycles() {
+        let mut p = BufPool::with_capacity(1);
+        let a = p.get();
+        let b = p.get();
+        assert_eq!(p.allocated(), 2);
+        p.put(a);
+        p.put(b);
+        let _ = p.get();
+        assert_eq!(p.allocated(), 2);
+    }
+}

@@ -1,0 +1,107 @@
+//! Internet checksums (RFC 1071) and incremental updates (RFC 1624).
+//!
+//! A router rewrites a few fields per packet (TTL, addresses, ports); updating
+//! the checksum from the old and new field values costs a few additions where
+//! a full recomputation would touch the whole header or payload.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// One's-complement sum of `data` as big-endian 16-bit words (not folded).
+pub fn sum(data: &[u8]) -> u32 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    fold64(acc)
+}
+
+fn fold64(mut acc: u64) -> u32 {
+    while acc > 0xffff_ffff {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Folds a 32-bit sum to 16 bits and complements it: the checksum field value.
+pub fn finish(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The checksum of `data` (the field value that makes `sum` of it all zero).
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum(data))
+}
+
+/// True when `data`, checksum field included, sums to 0xffff.
+pub fn verify(data: &[u8]) -> bool {
+    checksum(data) == 0
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit field changes from `old`
+/// to `new`: `HC' = ~(~HC + ~m + m')`.
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    let s = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    finish(s)
+}
+
+/// [`update16`] for a 32-bit field (an IPv4 address).
+pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
+    let c = update16(csum, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
+/// Sum of the IPv4 pseudo-header for TCP/UDP/ICMP-less protocols.
+pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
+    sum(&src.octets()) + sum(&dst.octets()) + u32::from(proto) + u32::from(len)
+}
+
+/// Sum of the IPv6 pseudo-header (RFC 8200 §8.1).
+pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
+    sum(&src.octets()) + sum(&dst.octets()) + (len >> 16) + (len & 0xffff) + u32::from(next_header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // The example words of RFC 1071 §3: sum 0xddf2, checksum 0x220d.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(finish(sum(&data)), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(sum(&[0x12]), 0x1200);
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_update_matches_recomputation(
+            mut data in proptest::collection::vec(any::<u8>(), 4..64),
+            at in 0usize..30,
+            new in any::<u16>(),
+        ) {
+            // Put a checksum over the first 2 bytes, then change another word.
+            if data.len() % 2 == 1 { data.pop(); }
+            let at = 2 + (at % ((data.len() - 2) / 2)) * 2;
+            data[0] = 0; data[1] = 0;
+            let c = checksum(&data);
+            data[..2].copy_from_slice(&c.to_be_bytes());
+            let old = u16::from_be_bytes([data[at], data[at + 1]]);
+            data[at..at + 2].copy_from_slice(&new.to_be_bytes());
+            let inc = update16(c, old, new);
+            data[..2].copy_from_slice(&inc.to_be_bytes());
+            prop_assert!(verify(&data));
+        }
+    }
+}

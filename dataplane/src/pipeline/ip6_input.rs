@@ -1,0 +1,147 @@
+//! ip6-input: validates IPv6 headers, handles neighbour discovery and echo
+//! for the appliance's addresses, and catches hop-limit expiry.
+//!
+//! NDP messages are accepted only with hop limit 255 (RFC 4861 §7.1), so they
+//! cannot come from off-link. Multicast the appliance listens to: all-nodes,
+//! all-routers and the solicited-node groups of the receiving port.
+
+use etherparse::Ipv6HeaderSlice;
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::icmp::{self, v6};
+use super::nd::{self, NA, ND_HOP_LIMIT, NS};
+use super::{ip_rewrite, Router};
+use crate::packet::{MacAddr, Next, Origin, Packet};
+use crate::stats::DropReason;
+
+const NH_ICMPV6: u8 = 58;
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+
+pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::Ip6Input) {
+        p.meta.next = handle(r, p);
+    }
+}
+
+fn handle(r: &mut Router, p: &mut Packet) -> Next {
+    let l3 = p.l3();
+    let Ok(h) = Ipv6HeaderSlice::from_slice(l3) else {
+        return Next::Drop(DropReason::Ip6Malformed);
+    };
+    let total = 40 + usize::from(h.payload_length());
+    if total > l3.len() {
+        return Next::Drop(DropReason::Ip6Malformed);
+    }
+    let (src, dst, hop) = (h.source_addr(), h.destination_addr(), h.hop_limit());
+    p.buf.set_len(usize::from(p.meta.l3) + total);
+
+    if listens_to(r, p.meta.rx_port, dst) {
+        return deliver_local(r, p, src, dst, hop);
+    }
+    if src.is_multicast()
+        || src.is_unspecified()
+        || src.is_loopback()
+        || r.ports.is_local(IpAddr::V6(src))
+    {
+        return Next::Drop(DropReason::BadSource);
+    }
+    if dst.is_multicast() || dst.is_unspecified() || dst.is_loopback() {
+        return Next::Drop(DropReason::NotRoutable);
+    }
+    if dst.is_unicast_link_local() || src.is_unicast_link_local() {
+        return Next::Drop(DropReason::LinkLocal);
+    }
+    if hop <= 1 {
+        icmp::error6(r, p, v6::TIME_EXCEEDED, 0, 0);
+        return Next::Drop(DropReason::TtlExpired);
+    }
+    Next::IpLookup
+}
+
+fn listens_to(r: &Router, port: u16, dst: Ipv6Addr) -> bool {
+    if !dst.is_multicast() {
+        return r.ports.is_local(IpAddr::V6(dst));
+    }
+    dst == ALL_NODES
+        || dst == ALL_ROUTERS
+        || r.ports
+            .get(port)
+            .is_some_and(|p| p.v6.iter().any(|n| nd::solicited_node(n.addr()) == dst))
+}
+
+fn deliver_local(r: &mut Router, p: &mut Packet, src: Ipv6Addr, dst: Ipv6Addr, hop: u8) -> Next {
+    let Some((proto, at)) = icmp::upper_layer6(p.l3()) else {
+        return Next::Drop(DropReason::LocalUnsupported);
+    };
+    if proto != NH_ICMPV6 {
+        return Next::Drop(DropReason::LocalUnsupported);
+    }
+    let msg = &p.l3()[at..];
+    if msg.len() < 8 || icmp::checksum6(src, dst, msg) != 0 {
+        return Next::Drop(DropReason::IcmpMalformed);
+    }
+    match msg[0] {
+        NS | NA if hop != ND_HOP_LIMIT || msg.len() < 24 => Next::Drop(DropReason::IcmpMalformed),
+        NS => solicitation(r, p, src, at),
+        NA => advertisement(r, p, at),
+        v6::ECHO_REQUEST if !dst.is_multicast() => {
+            icmp::echo_reply6(p, at);
+            r.stats.local += 1;
+            p.meta.origin = Origin::Generated;
+            Next::IpLookup
+        }
+        _ => Next::Local,
+    }
+}
+
+fn target(msg: &[u8]) -> Ipv6Addr {
+    let t: [u8; 16] = msg[8..24].try_into().unwrap_or([0; 16]);
+    Ipv6Addr::from(t)
+}
+
+fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Next {
+    let port_id = p.meta.rx_port;
+    let msg = &p.l3()[at..];
+    let target = target(msg);
+    let Some(port) = r.ports.get(port_id) else {
+        return Next::Drop(DropReason::PortDown);
+    };
+    if !port.has_address(IpAddr::V6(target)) {
+        return Next::Drop(DropReason::ArpNotForUs);
+    }
+    if src.is_unspecified() {
+        // Duplicate address detection by another node: nothing to learn.
+        return Next::Local;
+    }
+    let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
+    let mac = nd::link_addr_option(&msg[24..], true).unwrap_or(eth_src);
+    let mut buf = r.pool.get();
+    nd::build_advert(&mut buf, port, target, src, mac);
+    if let Some(queue) = r.neigh.learn(port_id, IpAddr::V6(src), mac, r.now, true) {
+        for held in queue {
+            ip_rewrite::send(r, held, mac);
+        }
+    }
+    let mut meta = p.meta;
+    meta.origin = Origin::Generated;
+    meta.tx_port = port_id;
+    r.transmit(Packet { buf, meta });
+    Next::Local
+}
+
+fn advertisement(r: &mut Router, p: &mut Packet, at: usize) -> Next {
+    let msg = &p.l3()[at..];
+    let target = target(msg);
+    let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
+    let mac = nd::link_addr_option(&msg[24..], false).unwrap_or(eth_src);
+    if let Some(queue) = r
+        .neigh
+        .learn(p.meta.rx_port, IpAddr::V6(target), mac, r.now, false)
+    {
+        for held in queue {
+            ip_rewrite::send(r, held, mac);
+        }
+    }
+    Next::Local
+}

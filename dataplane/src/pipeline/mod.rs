@@ -1,0 +1,301 @@
+//! The router pipeline, VPP style: each stage is a function over a burst of
+//! packets, one file per stage, and each packet leaves a stage with the next
+//! stage or a drop reason in its [`Meta::next`].
+//!
+//! ```text
+//! eth-input ─┬─ arp-input ──────────────────────────────────────┐
+//!            ├─ ip4-input ─┬─ ip-lookup ─ ip-rewrite ─ tx       │ local / drop
+//!            └─ ip6-input ─┘      (neighbour hold, ARP/NS)       │
+//! ```
+//!
+//! Packets the appliance makes (ICMP errors, echo replies) enter at ip-lookup
+//! in a second pass over the same stages, so they are routed, rate-limited
+//! and resolved like any other. Nothing here allocates per packet once the
+//! buffer pool and queues have warmed up, takes a lock or makes a syscall.
+
+mod arp_input;
+mod eth_input;
+mod flow;
+mod icmp;
+mod ip4_input;
+mod ip6_input;
+mod ip_lookup;
+mod ip_rewrite;
+mod nd;
+mod ratelimit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::fib::Fib;
+use crate::neigh::{NeighTable, NeighborView};
+use crate::packet::{BufPool, MacAddr, Meta, Next, Origin, Packet, PacketBuf};
+use crate::port::{PortId, PortTable};
+use crate::stats::{DropReason, Stats};
+use crate::time::Time;
+use ratelimit::TokenBucket;
+
+/// Tunables of the router.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// ICMP errors per second per port.
+    pub icmp_rate: u32,
+    /// ICMP errors allowed in a burst per port.
+    pub icmp_burst: u32,
+    /// Packets a port's transmit queue holds before drops (`tx_queue_full`).
+    pub tx_queue_depth: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            icmp_rate: 10,
+            icmp_burst: 10,
+            tx_queue_depth: 1024,
+        }
+    }
+}
+
+/// The forwarding core: ports, FIB snapshot, neighbours, counters and the
+/// per-port transmit queues.
+pub struct Router {
+    ports: PortTable,
+    fib: Arc<Fib>,
+    neigh: NeighTable,
+    pool: BufPool,
+    stats: Stats,
+    limiters: Vec<TokenBucket>,
+    tx: Vec<Vec<Packet>>,
+    tx_depth: usize,
+    generated: Vec<Packet>,
+    scratch: Vec<Packet>,
+    probes: Vec<(PortId, IpAddr)>,
+    group_hits: Vec<u64>,
+    now: Time,
+}
+
+impl Router {
+    /// A router over `ports` forwarding with `fib`.
+    pub fn new(ports: PortTable, fib: Arc<Fib>, cfg: &RouterConfig) -> Self {
+        let n = ports.len();
+        Router {
+            stats: Stats::new(n),
+            limiters: vec![TokenBucket::new(cfg.icmp_rate, cfg.icmp_burst); n],
+            tx: (0..n)
+                .map(|_| Vec::with_capacity(cfg.tx_queue_depth))
+                .collect(),
+            tx_depth: cfg.tx_queue_depth,
+            group_hits: vec![0; fib.groups().len()],
+            ports,
+            fib,
+            neigh: NeighTable::new(),
+            pool: BufPool::with_capacity(256),
+            generated: Vec::with_capacity(64),
+            scratch: Vec::with_capacity(64),
+            probes: Vec::new(),
+            now: Time(0),
+        }
+    }
+
+    /// Installs a new FIB snapshot (per-group hit counters restart).
+    pub fn set_fib(&mut self, fib: Arc<Fib>) {
+        self.group_hits = vec![0; fib.groups().len()];
+        self.fib = fib;
+    }
+
+    /// The FIB in use.
+    pub fn fib(&self) -> &Fib {
+        &self.fib
+    }
+
+    /// Packets forwarded through each next-hop group of the current FIB.
+    pub fn group_hits(&self) -> &[u64] {
+        &self.group_hits
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> &PortTable {
+        &self.ports
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Adds a static neighbour.
+    pub fn add_static_neighbor(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
+        self.neigh.add_static(port, addr, mac);
+    }
+
+    /// The neighbour table.
+    pub fn neighbors(&self) -> Vec<NeighborView> {
+        self.neigh.entries(self.now)
+    }
+
+    /// Packets waiting for a neighbour to resolve.
+    pub fn held(&self) -> usize {
+        self.neigh.held()
+    }
+
+    /// Takes in one received frame: counts it and appends it to `burst`, or
+    /// drops it at once when it cannot be carried (`whole` false: the capture
+    /// cut it short; or larger than a buffer).
+    pub fn receive(
+        &mut self,
+        burst: &mut Vec<Packet>,
+        port: PortId,
+        ts: Time,
+        frame: &[u8],
+        whole: bool,
+    ) {
+        let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
+            return;
+        };
+        ps.rx += 1;
+        ps.rx_bytes += frame.len() as u64;
+        let meta = Meta::received(port, ts);
+        if !whole {
+            self.count_drop(&meta, DropReason::Truncated);
+            return;
+        }
+        let mut buf = self.pool.get();
+        if buf.set_frame(frame).is_err() {
+            self.pool.put(buf);
+            self.count_drop(&meta, DropReason::Oversize);
+            return;
+        }
+        burst.push(Packet { buf, meta });
+    }
+
+    /// Runs a burst through the pipeline at time `now`. Afterwards `burst` is
+    /// empty and every packet is in a transmit queue, held for a neighbour,
+    /// counted as local or dropped.
+    pub fn process(&mut self, burst: &mut Vec<Packet>, now: Time) {
+        self.tick(now);
+        self.run(burst);
+        // Packets made during a pass (ICMP errors, echo replies) take a pass
+        // of their own; they never make further packets, so this ends.
+        while !self.generated.is_empty() {
+            let mut gen = std::mem::replace(&mut self.generated, std::mem::take(&mut self.scratch));
+            self.run(&mut gen);
+            self.scratch = gen;
+        }
+    }
+
+    fn run(&mut self, pkts: &mut Vec<Packet>) {
+        eth_input::run(self, pkts);
+        arp_input::run(self, pkts);
+        ip4_input::run(self, pkts);
+        ip6_input::run(self, pkts);
+        ip_lookup::run(self, pkts);
+        for pkt in pkts.drain(..) {
+            match pkt.meta.next {
+                Next::IpRewrite => ip_rewrite::run(self, pkt),
+                Next::Tx => self.transmit(pkt),
+                Next::Local => {
+                    self.stats.local += 1;
+                    self.pool.put(pkt.buf);
+                }
+                Next::Drop(reason) => self.drop_packet(pkt, reason),
+                // A stage left a packet without a disposition: a bug, but
+                // the packet is still accounted for.
+                _ => self.drop_packet(pkt, DropReason::LocalUnsupported),
+            }
+        }
+    }
+
+    /// Advances timers to `now`: neighbour requests are repeated, and queues
+    /// of neighbours that never answered are dropped.
+    pub fn tick(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        let mut failed = std::mem::take(&mut self.scratch);
+        let mut probes = std::mem::take(&mut self.probes);
+        self.neigh.tick(self.now, &mut probes, &mut failed);
+        for (port, addr) in probes.drain(..) {
+            self.solicit(port, addr);
+        }
+        self.probes = probes;
+        for p in failed.drain(..) {
+            self.drop_packet(p, DropReason::NeighborUnresolved);
+        }
+        self.scratch = failed;
+    }
+
+    /// Ends a run: packets still waiting for a neighbour are dropped as
+    /// `neighbor_unresolved`.
+    pub fn finish(&mut self) {
+        let mut failed = Vec::new();
+        self.neigh.flush(&mut failed);
+        for p in failed {
+            self.drop_packet(p, DropReason::NeighborUnresolved);
+        }
+    }
+
+    /// Hands every frame queued for `port` to `out` with its time, then
+    /// recycles the buffers.
+    pub fn drain_tx(&mut self, port: PortId, mut out: impl FnMut(&[u8], Time)) {
+        let Some(q) = self.tx.get_mut(usize::from(port)) else {
+            return;
+        };
+        for p in q.drain(..) {
+            out(p.buf.frame(), p.meta.ts);
+            self.pool.put(p.buf);
+        }
+    }
+
+    fn transmit(&mut self, mut pkt: Packet) {
+        let port = pkt.meta.tx_port;
+        let q = &mut self.tx[usize::from(port)];
+        if q.len() >= self.tx_depth {
+            return self.drop_packet(pkt, DropReason::TxQueueFull);
+        }
+        pkt.meta.ts = pkt.meta.ts.max(self.now);
+        let ps = &mut self.stats.ports[usize::from(port)];
+        ps.tx += 1;
+        ps.tx_bytes += pkt.buf.len() as u64;
+        match pkt.meta.origin {
+            Origin::Received => self.stats.forwarded += 1,
+            Origin::Generated => self.stats.generated += 1,
+        }
+        q.push(pkt);
+    }
+
+    fn count_drop(&mut self, meta: &Meta, reason: DropReason) {
+        let i = reason as usize;
+        match meta.origin {
+            Origin::Received => self.stats.ports[usize::from(meta.rx_port)].drops[i] += 1,
+            Origin::Generated => self.stats.generated_drops[i] += 1,
+        }
+    }
+
+    fn drop_packet(&mut self, pkt: Packet, reason: DropReason) {
+        self.count_drop(&pkt.meta, reason);
+        self.pool.put(pkt.buf);
+    }
+
+    /// A fresh buffer for a packet the appliance makes.
+    fn new_buf(&mut self) -> PacketBuf {
+        self.pool.get()
+    }
+
+    /// Sends an ARP request or neighbour solicitation for `addr` out of `port`.
+    fn solicit(&mut self, port: PortId, addr: IpAddr) {
+        let mut buf = self.new_buf();
+        let built = match self.ports.get(port) {
+            Some(info) => nd::build_solicit(&mut buf, info, addr),
+            None => false,
+        };
+        if !built {
+            self.pool.put(buf);
+            return;
+        }
+        let mut meta = Meta::received(port, self.now);
+        meta.origin = Origin::Generated;
+        meta.tx_port = port;
+        self.transmit(Packet { buf, meta });
+    }
+}
+
+#[cfg(test)]
+mod tests;

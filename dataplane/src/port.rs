@@ -1,0 +1,118 @@
+//! The router's view of its ports: identity, addresses, MTU and link state.
+//!
+//! How a port is bound (TAP, AF_PACKET, pcap) is not the core's business; the
+//! control plane builds a [`PortTable`] from the config and the drivers move
+//! frames in and out by [`PortId`].
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::packet::MacAddr;
+
+/// Index of a port in the [`PortTable`].
+pub type PortId = u16;
+
+/// One routed port.
+#[derive(Clone, Debug)]
+pub struct PortInfo {
+    /// Operator's name (`Port2`).
+    pub name: String,
+    /// The port's MAC address.
+    pub mac: MacAddr,
+    /// IPv4 addresses with their subnets.
+    pub v4: Vec<Ipv4Net>,
+    /// IPv6 addresses with their subnets.
+    pub v6: Vec<Ipv6Net>,
+    /// IP MTU.
+    pub mtu: u16,
+    /// Link up (routes through a down port leave the FIB).
+    pub up: bool,
+}
+
+impl PortInfo {
+    /// True when `a` is one of this port's addresses.
+    pub fn has_address(&self, a: IpAddr) -> bool {
+        match a {
+            IpAddr::V4(a) => self.v4.iter().any(|n| n.addr() == a),
+            IpAddr::V6(a) => self.v6.iter().any(|n| n.addr() == a),
+        }
+    }
+
+    /// True when `a` is the directed broadcast of one of this port's subnets.
+    pub fn is_subnet_broadcast(&self, a: Ipv4Addr) -> bool {
+        self.v4
+            .iter()
+            .any(|n| n.prefix_len() < 31 && n.broadcast() == a)
+    }
+
+    /// The IPv4 address to use as source towards `dst` (one on the same
+    /// subnet if any, else the first).
+    pub fn source_v4(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.v4
+            .iter()
+            .find(|n| n.contains(&dst))
+            .or(self.v4.first())
+            .map(|n| n.addr())
+    }
+
+    /// The IPv6 address to use as source towards `dst`.
+    pub fn source_v6(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        self.v6
+            .iter()
+            .find(|n| n.contains(&dst))
+            .or(self.v6.first())
+            .map(|n| n.addr())
+    }
+}
+
+/// All ports, indexed by [`PortId`].
+#[derive(Clone, Debug, Default)]
+pub struct PortTable {
+    ports: Vec<PortInfo>,
+}
+
+impl PortTable {
+    /// A table of the given ports; their ids are their positions.
+    pub fn new(ports: Vec<PortInfo>) -> Self {
+        PortTable { ports }
+    }
+
+    /// The port with id `id`.
+    pub fn get(&self, id: PortId) -> Option<&PortInfo> {
+        self.ports.get(usize::from(id))
+    }
+
+    /// Mutable access to a port (link state changes).
+    pub fn get_mut(&mut self, id: PortId) -> Option<&mut PortInfo> {
+        self.ports.get_mut(usize::from(id))
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// True when there are no ports.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// Ports with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (PortId, &PortInfo)> {
+        self.ports.iter().enumerate().map(|(i, p)| (i as PortId, p))
+    }
+
+    /// The id of the port named `name`.
+    pub fn by_name(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| i as PortId)
+    }
+
+    /// True when `a` is an address of any port (the weak host model: the
+    /// appliance answers for all its addresses on every port).
+    pub fn is_local(&self, a: IpAddr) -> bool {
+        self.ports.iter().any(|p| p.has_address(a))
+    }
+}

@@ -1,0 +1,176 @@
+//! Counters: one drop-reason enum for every way a packet can stop, counted per
+//! port (STYLE.md 5).
+//!
+//! The accounting identity holds at all times outside a burst:
+//! `rx == forwarded + local + dropped + held`, where `held` are packets
+//! waiting for a neighbour to resolve.
+
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )*) => {
+        /// Why a packet was dropped.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant),*];
+
+            /// The reason's stable snake_case name (used in reports and JSON).
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header.
+    Runt = "runt",
+    /// Longer than the largest frame a buffer holds.
+    Oversize = "oversize",
+    /// The capture cut the frame short (snap length), so it cannot be forwarded whole.
+    Truncated = "truncated",
+    /// Unicast to another MAC address.
+    NotOurMac = "not_our_mac",
+    /// 802.1Q tagged with a VLAN this port does not carry (only untagged and priority-tagged frames are routed).
+    VlanUnsupported = "vlan_unsupported",
+    /// EtherType that edgefwd does not route (LLDP, MPLS, PPPoE, ...).
+    UnknownEthertype = "unknown_ethertype",
+    /// ARP packet too short or not Ethernet/IPv4.
+    ArpMalformed = "arp_malformed",
+    /// ARP request for an address that is not ours.
+    ArpNotForUs = "arp_not_for_us",
+    /// IPv4 header invalid (version, header length, total length).
+    Ip4Malformed = "ip4_malformed",
+    /// IPv4 header checksum wrong.
+    Ip4BadChecksum = "ip4_bad_checksum",
+    /// IPv6 header or extension header chain invalid.
+    Ip6Malformed = "ip6_malformed",
+    /// Source address that may not appear on the wire (multicast, broadcast, loopback, unspecified, ours).
+    BadSource = "bad_source",
+    /// Multicast or broadcast destination (edgefwd does not route multicast).
+    NotRoutable = "not_routable",
+    /// Link-local address that must not cross a router.
+    LinkLocal = "link_local",
+    /// TTL or hop limit ran out (answered with ICMP time exceeded).
+    TtlExpired = "ttl_expired",
+    /// No route to the destination (answered with ICMP destination unreachable).
+    NoRoute = "no_route",
+    /// Larger than the egress MTU with DF set, or IPv6 (answered with ICMP fragmentation needed / packet too big).
+    MtuExceeded = "mtu_exceeded",
+    /// Larger than the egress MTU without DF: edgefwd does not fragment.
+    FragmentationUnsupported = "fragmentation_unsupported",
+    /// The next hop did not answer ARP/NDP in time.
+    NeighborUnresolved = "neighbor_unresolved",
+    /// Too many packets already waiting for this next hop to resolve.
+    NeighborQueueFull = "neighbor_queue_full",
+    /// Too many next hops resolving at once.
+    NeighborTableFull = "neighbor_table_full",
+    /// Addressed to the appliance, for a protocol it does not serve.
+    LocalUnsupported = "local_unsupported",
+    /// ICMP/ICMPv6 message too short or with a bad checksum.
+    IcmpMalformed = "icmp_malformed",
+    /// Egress port is down.
+    PortDown = "port_down",
+    /// Egress queue full.
+    TxQueueFull = "tx_queue_full",
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = DropReason::ALL.len();
+
+    /// Looks a reason up by its [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.name() == name)
+    }
+}
+
+/// Counters of one port.
+#[derive(Clone, Debug, Default)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted (forwarded and generated).
+    pub tx: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received frames dropped, by reason.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortStats {
+    /// Total drops on this port.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// Counters of a router.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Per-port counters, indexed by port id.
+    pub ports: Vec<PortStats>,
+    /// Received packets sent out again.
+    pub forwarded: u64,
+    /// Received packets consumed by the appliance.
+    pub local: u64,
+    /// Packets the appliance made and sent.
+    pub generated: u64,
+    /// Packets the appliance made but could not send (no route back, next hop
+    /// unresolved, rate limit), by reason. Not part of the identity.
+    pub generated_drops: [u64; DropReason::COUNT],
+    /// ICMP errors not sent because of the rate limit.
+    pub icmp_rate_limited: u64,
+}
+
+impl Stats {
+    /// Counters for `n` ports.
+    pub fn new(n: usize) -> Self {
+        Stats {
+            ports: vec![PortStats::default(); n],
+            ..Default::default()
+        }
+    }
+
+    /// Received packets so far.
+    pub fn received(&self) -> u64 {
+        self.ports.iter().map(|p| p.rx).sum()
+    }
+
+    /// Received packets dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.ports.iter().map(PortStats::dropped).sum()
+    }
+
+    /// Drops by reason over all ports.
+    pub fn drops_by_reason(&self) -> [u64; DropReason::COUNT] {
+        let mut out = [0; DropReason::COUNT];
+        for p in &self.ports {
+            for (o, d) in out.iter_mut().zip(p.drops) {
+                *o += d;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::from_name(r.name()), Some(*r));
+        }
+    }
+}
