@@ -21,6 +21,11 @@ macro_rules! drop_reasons {
             pub fn name(self) -> &'static str {
                 match self { $(DropReason::$variant => $name,)* }
             }
+
+            /// One line saying what the reason means.
+            pub fn describe(self) -> &'static str {
+                match self { $(DropReason::$variant => concat!($($doc),*).trim_ascii(),)* }
+            }
         }
     };
 }

@@ -1,0 +1,15 @@
+//! The edgefwd control plane: config, RIB, pcap replay and the `edgefwd`
+//! command line.
+//!
+//! Everything that decides (which routes exist, which ports are up, what a
+//! config means) lives here; the dataplane only forwards. Dependencies go one
+//! way: control uses dataplane, never the reverse.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod replay;
+pub mod report;
+pub mod rib;
+pub mod trace;

@@ -1,0 +1,286 @@
+//! What a replay did, for people (a text report) and for scripts (JSON, the
+//! shape in ARCHITECTURE.md §5).
+
+use edgefwd_dataplane::fib::Selection;
+use edgefwd_dataplane::pipeline::Router;
+use edgefwd_dataplane::stats::DropReason;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::rib::{Rib, RouteView};
+
+/// Routes listed in the text report at most (a full table is summarised).
+const MAX_ROUTES_SHOWN: usize = 40;
+
+/// Packet totals. `in == forwarded + local + dropped` and
+/// `dropped == sum(drops)` always hold.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Packets {
+    /// Every record fed, runts and truncated ones included.
+    #[serde(rename = "in")]
+    pub received: u64,
+    /// Received and sent out again.
+    pub forwarded: u64,
+    /// Consumed by the appliance.
+    pub local: u64,
+    /// Dropped under a reason.
+    pub dropped: u64,
+    /// Made by the appliance and sent (not part of `in`).
+    pub generated: u64,
+}
+
+/// One port's counters.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PortReport {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames sent.
+    pub tx: u64,
+    /// Received frames dropped.
+    pub drops: u64,
+    /// Those drops by reason.
+    pub drop_reasons: BTreeMap<String, u64>,
+}
+
+/// Traffic through one next-hop group.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NextHopReport {
+    /// `PORT via GATEWAY` (or `PORT on-link`) for each ECMP member.
+    pub members: Vec<String>,
+    /// Packets forwarded through it.
+    pub packets: u64,
+}
+
+/// One neighbour entry.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NeighborReport {
+    /// Port name.
+    pub interface: String,
+    /// IP address.
+    pub address: IpAddr,
+    /// MAC, when resolved.
+    pub mac: Option<String>,
+    /// static, reachable, stale or incomplete.
+    pub state: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Totals.
+    pub packets: Packets,
+    /// Drops by reason (non-zero ones).
+    pub drops: BTreeMap<String, u64>,
+    /// Per-port counters by port name.
+    pub ports: BTreeMap<String, PortReport>,
+    /// Packets the appliance made but could not send, by reason.
+    pub generated_dropped: BTreeMap<String, u64>,
+    /// ICMP errors held back by the rate limit.
+    pub icmp_rate_limited: u64,
+    /// Every route and whether the FIB selected it.
+    pub routes: Vec<RouteView>,
+    /// Traffic per next hop.
+    pub next_hops: Vec<NextHopReport>,
+    /// The neighbour table at the end.
+    pub neighbors: Vec<NeighborReport>,
+    /// Output file per port.
+    pub outputs: BTreeMap<String, PathBuf>,
+    /// Inputs that could not be read to the end.
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    port_order: Vec<String>,
+}
+
+fn by_reason(counts: &[u64]) -> BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| (r.name().to_owned(), *n))
+        .collect()
+}
+
+impl Report {
+    /// Collects the report from a router after its run.
+    pub fn build(
+        router: &Router,
+        rib: &Rib,
+        selection: &Selection,
+        outputs: Vec<PathBuf>,
+        warnings: Vec<String>,
+    ) -> Report {
+        let s = router.stats();
+        let port_order: Vec<String> = router.ports().iter().map(|(_, p)| p.name.clone()).collect();
+        let ports = port_order
+            .iter()
+            .zip(&s.ports)
+            .map(|(name, p)| {
+                let rep = PortReport {
+                    rx: p.rx,
+                    tx: p.tx,
+                    drops: p.dropped(),
+                    drop_reasons: by_reason(&p.drops),
+                };
+                (name.clone(), rep)
+            })
+            .collect();
+        let next_hops = router
+            .fib()
+            .groups()
+            .iter()
+            .zip(router.group_hits())
+            .filter(|(_, n)| **n > 0)
+            .map(|(g, n)| NextHopReport {
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| match m.next_hop {
+                        Some(gw) => format!("{} via {gw}", rib.port_name(m.port)),
+                        None => format!("{} on-link", rib.port_name(m.port)),
+                    })
+                    .collect(),
+                packets: *n,
+            })
+            .collect();
+        let neighbors = router
+            .neighbors()
+            .into_iter()
+            .map(|n| NeighborReport {
+                interface: rib.port_name(n.port).to_owned(),
+                address: n.addr,
+                mac: n.mac.map(|m| m.to_string()),
+                state: n.state.to_owned(),
+            })
+            .collect();
+        Report {
+            packets: Packets {
+                received: s.received(),
+                forwarded: s.forwarded,
+                local: s.local,
+                dropped: s.dropped(),
+                generated: s.generated,
+            },
+            drops: by_reason(&s.drops_by_reason()),
+            ports,
+            generated_dropped: by_reason(&s.generated_drops),
+            icmp_rate_limited: s.icmp_rate_limited,
+            routes: rib.show(selection),
+            next_hops,
+            neighbors,
+            outputs: port_order.iter().cloned().zip(outputs).collect(),
+            warnings,
+            port_order,
+        }
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The report for a person at a terminal.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let p = &self.packets;
+        let _ = writeln!(o, "Packets");
+        let _ = writeln!(
+            o,
+            "  in {} = forwarded {} + local {} + dropped {}      generated {}",
+            p.received, p.forwarded, p.local, p.dropped, p.generated
+        );
+        let _ = writeln!(o, "\nPorts            rx        tx   dropped  output");
+        for name in &self.port_order {
+            let (Some(r), Some(out)) = (self.ports.get(name), self.outputs.get(name)) else {
+                continue;
+            };
+            let _ = writeln!(
+                o,
+                "  {name:<10} {:>8}  {:>8}  {:>8}  {}",
+                r.rx,
+                r.tx,
+                r.drops,
+                out.display()
+            );
+        }
+        if !self.drops.is_empty() {
+            let _ = writeln!(o, "\nDrops by reason");
+            for (reason, n) in &self.drops {
+                let why = DropReason::from_name(reason).map_or("", |r| r.describe());
+                let _ = writeln!(o, "  {reason:<26} {n:>8}  {why}");
+            }
+        }
+        let selected = self.routes.iter().filter(|r| r.selected).count();
+        let _ = writeln!(
+            o,
+            "\nRoutes ({} in the RIB, {selected} selected; * = in the FIB)",
+            self.routes.len()
+        );
+        if self.routes.len() <= MAX_ROUTES_SHOWN {
+            let _ = writeln!(
+                o,
+                "    {:<22} {:<18} {:<10} {:>6}  kind",
+                "destination", "next hop", "interface", "metric"
+            );
+            for r in &self.routes {
+                let nh = r
+                    .next_hop
+                    .map_or_else(|| "on-link".to_owned(), |a| a.to_string());
+                let mark = if r.selected { '*' } else { ' ' };
+                let kind = serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let lost = if r.selected { "" } else { "  (lost on metric)" };
+                let _ = writeln!(
+                    o,
+                    "  {mark} {:<22} {nh:<18} {:<10} {:>6}  {kind}{lost}",
+                    r.destination.to_string(),
+                    r.interface,
+                    r.metric
+                );
+            }
+        } else {
+            let _ = writeln!(o, "  (too many to list; see `route lookup` or --json)");
+        }
+        if !self.next_hops.is_empty() {
+            let _ = writeln!(o, "\nRouted by next hop (forwarded and generated packets)");
+            for n in &self.next_hops {
+                let _ = writeln!(o, "  {:<40} {:>8}", n.members.join(" | "), n.packets);
+            }
+        }
+        let _ = writeln!(o, "\nNeighbours");
+        if self.neighbors.is_empty() {
+            let _ = writeln!(o, "  (none)");
+        }
+        for n in &self.neighbors {
+            let mac = n.mac.as_deref().unwrap_or("(unresolved)");
+            let _ = writeln!(
+                o,
+                "  {:<10} {:<26} {mac:<18} {}",
+                n.interface,
+                n.address.to_string(),
+                n.state
+            );
+        }
+        if p.generated > 0 || !self.generated_dropped.is_empty() || self.icmp_rate_limited > 0 {
+            let _ = writeln!(o, "\nGenerated by the appliance: {} sent", p.generated);
+            for (reason, n) in &self.generated_dropped {
+                let _ = writeln!(o, "  not sent, {reason}: {n}");
+            }
+            if self.icmp_rate_limited > 0 {
+                let _ = writeln!(
+                    o,
+                    "  ICMP errors held back by the rate limit: {}",
+                    self.icmp_rate_limited
+                );
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "\nwarning: {w}");
+        }
+        o
+    }
+}
