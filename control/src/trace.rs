@@ -35,7 +35,10 @@ impl LinkType {
     fn from_datalink(d: DataLink) -> Option<Self> {
         match d {
             DataLink::ETHERNET => Some(LinkType::Ethernet),
-            DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(LinkType::RawIp),
+            // 12 and 14 are DLT_RAW on some BSDs; libpcap reads both as raw IP.
+            DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 | DataLink::Unknown(12 | 14) => {
+                Some(LinkType::RawIp)
+            }
             DataLink::LINUX_SLL => Some(LinkType::LinuxSll),
             DataLink::LINUX_SLL2 => Some(LinkType::LinuxSll2),
             _ => None,
@@ -156,8 +159,12 @@ impl TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read>>> {
 }
 
 fn unsupported(d: DataLink) -> String {
+    let name = match d {
+        DataLink::Unknown(_) => String::new(),
+        known => format!("{known:?} "),
+    };
     format!(
-        "link type {d:?} ({}) is not supported (edgefwd reads Ethernet, raw IPv4/IPv6 and Linux cooked captures)",
+        "link type {name}({}) is not supported (edgefwd reads Ethernet, raw IPv4/IPv6 and Linux cooked captures)",
         u32::from(d)
     )
 }
