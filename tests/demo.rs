@@ -66,6 +66,9 @@ enum Want {
     },
 }
 
+/// An output frame: its time, what it is, and its (destination, source) MACs.
+type Expected = (Duration, Want, ([u8; 6], [u8; 6]));
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -216,7 +219,7 @@ fn demo_outputs_packet_by_packet() {
         [198, 51, 100, 7],
         [192, 168, 21, 7],
     );
-    let port2: Vec<(Duration, Want, ([u8; 6], [u8; 6]))> = vec![
+    let port2: Vec<Expected> = vec![
         (
             ms(100),
             Want::ArpRequest {
@@ -255,7 +258,7 @@ fn demo_outputs_packet_by_packet() {
         ),
     ];
     let c6 = "2001:db8:20::50";
-    let port3: Vec<(Duration, Want, ([u8; 6], [u8; 6]))> = vec![
+    let port3: Vec<Expected> = vec![
         (
             ms(0),
             Want::ArpReply {

@@ -12,4 +12,5 @@ pub mod demo;
 pub mod replay;
 pub mod report;
 pub mod rib;
+pub mod ribfile;
 pub mod trace;

@@ -66,15 +66,41 @@ impl PortInfo {
 }
 
 /// All ports, indexed by [`PortId`].
+///
+/// The addresses checked on every packet (ours, and our subnets' directed
+/// broadcasts) are also kept as flat arrays, which a packet scans in a few
+/// nanoseconds instead of walking each port's subnet list.
 #[derive(Clone, Debug, Default)]
 pub struct PortTable {
     ports: Vec<PortInfo>,
+    local_v4: Vec<Ipv4Addr>,
+    broadcast_v4: Vec<Ipv4Addr>,
+    local_v6: Vec<Ipv6Addr>,
 }
 
 impl PortTable {
     /// A table of the given ports; their ids are their positions.
     pub fn new(ports: Vec<PortInfo>) -> Self {
-        PortTable { ports }
+        let mut t = PortTable {
+            ports,
+            ..Default::default()
+        };
+        t.index();
+        t
+    }
+
+    fn index(&mut self) {
+        let v4 = || self.ports.iter().flat_map(|p| p.v4.iter());
+        self.local_v4 = v4().map(|n| n.addr()).collect();
+        self.broadcast_v4 = v4()
+            .filter(|n| n.prefix_len() < 31)
+            .map(|n| n.broadcast())
+            .collect();
+        self.local_v6 = self
+            .ports
+            .iter()
+            .flat_map(|p| p.v6.iter().map(|n| n.addr()))
+            .collect();
     }
 
     /// The port with id `id`.
@@ -82,9 +108,11 @@ impl PortTable {
         self.ports.get(usize::from(id))
     }
 
-    /// Mutable access to a port (link state changes).
-    pub fn get_mut(&mut self, id: PortId) -> Option<&mut PortInfo> {
-        self.ports.get_mut(usize::from(id))
+    /// Sets a port's link state.
+    pub fn set_up(&mut self, id: PortId, up: bool) {
+        if let Some(p) = self.ports.get_mut(usize::from(id)) {
+            p.up = up;
+        }
     }
 
     /// Number of ports.
@@ -112,7 +140,17 @@ impl PortTable {
 
     /// True when `a` is an address of any port (the weak host model: the
     /// appliance answers for all its addresses on every port).
+    #[inline]
     pub fn is_local(&self, a: IpAddr) -> bool {
-        self.ports.iter().any(|p| p.has_address(a))
+        match a {
+            IpAddr::V4(a) => self.local_v4.contains(&a),
+            IpAddr::V6(a) => self.local_v6.contains(&a),
+        }
+    }
+
+    /// True when `a` is the directed broadcast of one of the ports' subnets.
+    #[inline]
+    pub fn is_subnet_broadcast(&self, a: Ipv4Addr) -> bool {
+        self.broadcast_v4.contains(&a)
     }
 }

@@ -44,9 +44,7 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
         || dst.is_multicast()
         || dst.is_unspecified()
         || dst.is_loopback()
-        || r.ports
-            .iter()
-            .any(|(_, port)| port.is_subnet_broadcast(dst))
+        || r.ports.is_subnet_broadcast(dst)
     {
         return Next::Drop(DropReason::NotRoutable);
     }

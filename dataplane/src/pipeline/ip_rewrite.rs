@@ -16,6 +16,10 @@ pub(super) fn run(r: &mut Router, mut pkt: Packet) {
         return r.drop_packet(pkt, DropReason::NoRoute);
     };
     let port = pkt.meta.tx_port;
+    // The common case by reference; only a miss hands the packet over.
+    if let Some(mac) = r.neigh.lookup(port, next_hop, r.now) {
+        return send(r, pkt, mac);
+    }
     match r.neigh.resolve(port, next_hop, pkt, r.now) {
         Resolution::Ready(pkt, mac) => send(r, pkt, mac),
         Resolution::Held { probe } => {

@@ -191,7 +191,7 @@ fn ttl_expiry_is_answered_with_time_exceeded_from_the_ingress_side() {
     let host_mac = MacAddr([2, 0, 0, 0, 0x20, 0x51]);
     r.add_static_neighbor(P3, "192.168.20.51".parse().unwrap(), host_mac);
     let f = udp4(host_mac, P3_MAC, [192, 168, 20, 51], [8, 8, 8, 8], 1);
-    feed(&mut r, P3, t(0), &[f.clone()]);
+    feed(&mut r, P3, t(0), std::slice::from_ref(&f));
     let out = sent(&mut r, P3);
     assert_eq!(out.len(), 1);
     let (src, dst, ttl, proto) = ipv4_of(&out[0]);

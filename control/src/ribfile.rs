@@ -1,0 +1,60 @@
+//! Route lists in the `PREFIX/LEN NEXTHOP` format of the shared RIB files
+//! (one route a line; NEXTHOP is an address, `-`, or a label).
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::config::parse_prefix;
+
+/// One line of a route list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedRoute {
+    /// Destination prefix.
+    pub prefix: IpNet,
+    /// Next hop, when the line gives an address.
+    pub next_hop: Option<IpAddr>,
+}
+
+/// Parses a route list; an error names the line.
+pub fn parse(text: &str) -> Result<Vec<ListedRoute>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let prefix = parse_prefix(f.next().unwrap_or_default())
+            .map_err(|e| format!("line {}: {e}", i + 1))?;
+        let next_hop = f.next().and_then(|n| n.parse().ok());
+        out.push(ListedRoute { prefix, next_hop });
+    }
+    Ok(out)
+}
+
+/// Reads and parses a route list file.
+pub fn load(path: &Path) -> Result<Vec<ListedRoute>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_shared_format() {
+        let r = parse("1.0.0.0/24 -\n2001:db8::/32 13\n10.0.0.0/8 192.0.2.1\n").unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].next_hop, None);
+        assert_eq!(r[1].next_hop, None, "a label is not an address");
+        assert_eq!(r[2].next_hop, Some("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn names_the_bad_line() {
+        let e = parse("1.0.0.0/24 -\n1.0.0.1/24 -\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+    }
+}
