@@ -67,13 +67,16 @@ fn table() -> Vec<ipnet::Ipv4Net> {
 
 struct Setup {
     router: Router,
+    /// The same pipeline with only a default route: its cost without the
+    /// full-table lookup.
+    small: Router,
     frames: Vec<Vec<u8>>,
     dsts: Vec<Ipv4Addr>,
     reference: IpLookupTable<Ipv4Addr, u32>,
 }
 
-fn setup() -> Setup {
-    let prefixes = table();
+/// A router with `prefixes` spread over the four gateways, all resolved.
+fn make_router(prefixes: &[ipnet::Ipv4Net]) -> Router {
     let cfg = Config::parse(CFG).unwrap();
     let mut rib = Rib::from_config(&cfg, false);
     let gw = |i: usize| GATEWAYS[i % GATEWAYS.len()];
@@ -89,12 +92,16 @@ fn setup() -> Setup {
     let (fib, _) = rib.build_fib();
     let mut router = Router::new(rib.ports().clone(), Arc::new(fib), &RouterConfig::default());
     for (i, (port, a)) in GATEWAYS.iter().enumerate() {
-        router.add_static_neighbor(
-            *port,
-            IpAddr::V4((*a).into()),
-            edgefwd_dataplane::packet::MacAddr([2, 0, 0, 0, 0x99, i as u8]),
-        );
+        let mac = edgefwd_dataplane::packet::MacAddr([2, 0, 0, 0, 0x99, i as u8]);
+        router.add_static_neighbor(*port, IpAddr::V4((*a).into()), mac);
     }
+    router
+}
+
+fn setup() -> Setup {
+    let prefixes = table();
+    let router = make_router(&prefixes);
+    let small = make_router(&["0.0.0.0/0".parse().unwrap()]);
     let mut reference = IpLookupTable::new();
     for (i, p) in prefixes.iter().enumerate() {
         reference.insert(p.network(), u32::from(p.prefix_len()), i as u32);
@@ -122,6 +129,7 @@ fn setup() -> Setup {
         .collect();
     Setup {
         router,
+        small,
         frames,
         dsts,
         reference,
@@ -153,14 +161,35 @@ fn lookup_burst(t: &IpLookupTable<Ipv4Addr, u32>, dsts: &[Ipv4Addr]) -> u32 {
         .fold(0, u32::wrapping_add)
 }
 
+/// `EDGEFWD_BENCH_BURSTS=N`: run N bursts through the one-route and the
+/// full-table pipelines and exit, for instruction counts under callgrind
+/// (`--toggle-collect='*fixed_bursts*'`), which are repeatable where
+/// wall-clock time on a shared machine is not.
+#[inline(never)]
+fn fixed_bursts(router: &mut Router, burst: &mut Vec<Packet>, frames: &[Vec<u8>], n: usize) -> u64 {
+    (0..n)
+        .map(|i| pipeline_burst(router, burst, frames, (i * BURST) % frames.len()))
+        .sum()
+}
+
 fn bench(c: &mut Criterion) {
     let Setup {
         mut router,
+        mut small,
         frames,
         dsts,
         reference,
     } = setup();
     let mut burst = Vec::with_capacity(BURST);
+    if let Some(n) = std::env::var("EDGEFWD_BENCH_BURSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        black_box(fixed_bursts(&mut small, &mut burst, &frames, n));
+        black_box(fixed_bursts(&mut router, &mut burst, &frames, n));
+        println!("ran {n} bursts of {BURST} through each pipeline");
+        return;
+    }
     let mut g = c.benchmark_group("ipv4_fullview_64B");
     g.throughput(Throughput::Elements(BURST as u64));
     let mut at = 0;
@@ -168,6 +197,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             at = (at + BURST) % frames.len();
             black_box(pipeline_burst(&mut router, &mut burst, &frames, at))
+        })
+    });
+    let mut at = 0;
+    g.bench_function(BenchmarkId::new("edgefwd_pipeline_one_route", BURST), |b| {
+        b.iter(|| {
+            at = (at + BURST) % frames.len();
+            black_box(pipeline_burst(&mut small, &mut burst, &frames, at))
         })
     });
     let mut at = 0;

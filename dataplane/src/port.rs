@@ -148,6 +148,12 @@ impl PortTable {
         }
     }
 
+    /// [`PortTable::is_local`] for an IPv4 address.
+    #[inline]
+    pub fn is_local_v4(&self, a: Ipv4Addr) -> bool {
+        self.local_v4.contains(&a)
+    }
+
     /// True when `a` is the directed broadcast of one of the ports' subnets.
     #[inline]
     pub fn is_subnet_broadcast(&self, a: Ipv4Addr) -> bool {

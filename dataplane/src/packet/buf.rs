@@ -135,6 +135,8 @@ pub enum Next {
     IpLookup,
     /// ip-rewrite: TTL decrement, neighbour, MACs.
     IpRewrite,
+    /// Next hop not resolved yet: to be held while ARP/NDP asks for it.
+    Resolve,
     /// Ready to transmit on `meta.tx_port`.
     Tx,
     /// Consumed by the appliance (counted as `local`).

@@ -3,7 +3,6 @@
 //! to the appliance, and catches TTL expiry before the lookup.
 
 use etherparse::Ipv4HeaderSlice;
-use std::net::{IpAddr, Ipv4Addr};
 
 use super::icmp::{self, v4};
 use super::Router;
@@ -34,21 +33,18 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     // Drop Ethernet padding: the packet is what its total length says.
     p.buf.set_len(usize::from(p.meta.l3) + total);
 
-    if bad_source(r, src) {
+    let ([s0, s1, ..], [d0, d1, ..]) = (src.octets(), dst.octets());
+    // Martian sources: 0/8, 127/8, and 224/3 (multicast, class E, broadcast).
+    if s0 == 0 || s0 == 127 || s0 >= 224 || r.ports.is_local_v4(src) {
         return Next::Drop(DropReason::BadSource);
     }
-    if r.ports.is_local(IpAddr::V4(dst)) {
+    if r.ports.is_local_v4(dst) {
         return deliver_local(p, proto, fragment, hl, &mut r.stats.local);
     }
-    if dst.is_broadcast()
-        || dst.is_multicast()
-        || dst.is_unspecified()
-        || dst.is_loopback()
-        || r.ports.is_subnet_broadcast(dst)
-    {
+    if d0 == 0 || d0 == 127 || d0 >= 224 || r.ports.is_subnet_broadcast(dst) {
         return Next::Drop(DropReason::NotRoutable);
     }
-    if dst.is_link_local() || src.is_link_local() {
+    if (d0, d1) == (169, 254) || (s0, s1) == (169, 254) {
         return Next::Drop(DropReason::LinkLocal);
     }
     if ttl <= 1 {
@@ -56,14 +52,6 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::TtlExpired);
     }
     Next::IpLookup
-}
-
-fn bad_source(r: &Router, src: Ipv4Addr) -> bool {
-    src.is_multicast()
-        || src.is_broadcast()
-        || src.is_loopback()
-        || src.is_unspecified()
-        || r.ports.is_local(IpAddr::V4(src))
 }
 
 /// Echo requests are answered; other ICMP is consumed; anything else

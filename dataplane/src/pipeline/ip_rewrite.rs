@@ -1,33 +1,33 @@
 //! ip-rewrite: TTL / hop-limit decrement with an incremental checksum update,
-//! then the MAC rewrite from the neighbour table. A packet whose next hop is
-//! not resolved yet is held on that neighbour and a request goes out.
+//! then the MAC rewrite from the neighbour table, in place over the burst.
+//! A packet whose next hop is not resolved yet leaves as `Resolve` and is
+//! handed to [`hold`], which queues it on that neighbour and sends a request.
 
 use super::Router;
 use crate::neigh::Resolution;
 use crate::packet::view::{set_eth_addrs, Ipv4View, Ipv6View};
-use crate::packet::{MacAddr, Origin, Packet};
+use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::stats::DropReason;
 
-pub(super) fn run(r: &mut Router, mut pkt: Packet) {
-    if pkt.meta.origin == Origin::Received && !decrement(&mut pkt) {
-        return r.drop_packet(pkt, DropReason::TtlExpired);
+pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
+        p.meta.next = rewrite(r, p);
     }
-    let Some(next_hop) = pkt.meta.neighbor else {
-        return r.drop_packet(pkt, DropReason::NoRoute);
+}
+
+fn rewrite(r: &mut Router, p: &mut Packet) -> Next {
+    if p.meta.origin == Origin::Received && !decrement(p) {
+        return Next::Drop(DropReason::TtlExpired);
+    }
+    let Some(next_hop) = p.meta.neighbor else {
+        return Next::Drop(DropReason::NoRoute);
     };
-    let port = pkt.meta.tx_port;
-    // The common case by reference; only a miss hands the packet over.
-    if let Some(mac) = r.neigh.lookup(port, next_hop, r.now) {
-        return send(r, pkt, mac);
-    }
-    match r.neigh.resolve(port, next_hop, pkt, r.now) {
-        Resolution::Ready(pkt, mac) => send(r, pkt, mac),
-        Resolution::Held { probe } => {
-            if probe {
-                r.solicit(port, next_hop);
-            }
+    match r.neigh.lookup(p.meta.tx_port, next_hop, r.now) {
+        Some(mac) => {
+            write_macs(r, p, mac);
+            Next::Tx
         }
-        Resolution::Refused(pkt, reason) => r.drop_packet(pkt, reason),
+        None => Next::Resolve,
     }
 }
 
@@ -44,13 +44,34 @@ fn decrement(pkt: &mut Packet) -> bool {
     }
 }
 
-/// Writes the MACs (next hop's, egress port's) and queues the packet.
-pub(super) fn send(r: &mut Router, mut pkt: Packet, mac: MacAddr) {
+fn write_macs(r: &Router, p: &mut Packet, mac: MacAddr) {
     let src = r
         .ports
-        .get(pkt.meta.tx_port)
+        .get(p.meta.tx_port)
         .map(|p| p.mac)
         .unwrap_or_default();
-    set_eth_addrs(pkt.buf.frame_mut(), mac, src);
+    set_eth_addrs(p.buf.frame_mut(), mac, src);
+}
+
+/// Holds a packet until its next hop resolves; the first packet for a
+/// neighbour sends the request.
+pub(super) fn hold(r: &mut Router, pkt: Packet) {
+    let (port, Some(next_hop)) = (pkt.meta.tx_port, pkt.meta.neighbor) else {
+        return r.drop_packet(pkt, DropReason::NoRoute);
+    };
+    match r.neigh.resolve(port, next_hop, pkt, r.now) {
+        Resolution::Ready(pkt, mac) => send(r, pkt, mac),
+        Resolution::Held { probe } => {
+            if probe {
+                r.solicit(port, next_hop);
+            }
+        }
+        Resolution::Refused(pkt, reason) => r.drop_packet(pkt, reason),
+    }
+}
+
+/// Writes the MACs (next hop's, egress port's) and queues the packet.
+pub(super) fn send(r: &mut Router, mut pkt: Packet, mac: MacAddr) {
+    write_macs(r, &mut pkt, mac);
     r.transmit(pkt);
 }

@@ -189,10 +189,11 @@ impl Router {
         ip4_input::run(self, pkts);
         ip6_input::run(self, pkts);
         ip_lookup::run(self, pkts);
+        ip_rewrite::run(self, pkts);
         for pkt in pkts.drain(..) {
             match pkt.meta.next {
-                Next::IpRewrite => ip_rewrite::run(self, pkt),
                 Next::Tx => self.transmit(pkt),
+                Next::Resolve => ip_rewrite::hold(self, pkt),
                 Next::Local => {
                     self.stats.local += 1;
                     self.pool.put(pkt.buf);
