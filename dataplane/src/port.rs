@@ -38,13 +38,6 @@ impl PortInfo {
         }
     }
 
-    /// True when `a` is the directed broadcast of one of this port's subnets.
-    pub fn is_subnet_broadcast(&self, a: Ipv4Addr) -> bool {
-        self.v4
-            .iter()
-            .any(|n| n.prefix_len() < 31 && n.broadcast() == a)
-    }
-
     /// The IPv4 address to use as source towards `dst` (one on the same
     /// subnet if any, else the first).
     pub fn source_v4(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
@@ -106,13 +99,6 @@ impl PortTable {
     /// The port with id `id`.
     pub fn get(&self, id: PortId) -> Option<&PortInfo> {
         self.ports.get(usize::from(id))
-    }
-
-    /// Sets a port's link state.
-    pub fn set_up(&mut self, id: PortId, up: bool) {
-        if let Some(p) = self.ports.get_mut(usize::from(id)) {
-            p.up = up;
-        }
     }
 
     /// Number of ports.

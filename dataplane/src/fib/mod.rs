@@ -133,13 +133,6 @@ impl Fib {
         self.groups.get(id as usize).map(|g| (id, g))
     }
 
-    /// [`Fib::lookup`] for an IPv4 address.
-    #[inline]
-    pub fn lookup_v4(&self, a: Ipv4Addr) -> Option<(u32, &NextHopGroup)> {
-        let id = self.lpm.lookup_v4(a)?;
-        self.groups.get(id as usize).map(|g| (id, g))
-    }
-
     /// All groups, indexed by group id.
     pub fn groups(&self) -> &[NextHopGroup] {
         &self.groups

@@ -4,7 +4,7 @@
 //! A [`PacketBuf`] is allocated once (a `BytesMut` of fixed size) and recycled
 //! through a [`BufPool`], so the hot path never allocates. The frame sits at an
 //! offset inside the buffer; the headroom in front lets a stage prepend a
-//! header (an ICMP error wrapping the packet it quotes) without copying.
+//! header (a tag, an encapsulation) without moving the frame.
 
 use bytes::BytesMut;
 use std::net::IpAddr;
@@ -141,8 +141,6 @@ pub enum Next {
     Tx,
     /// Consumed by the appliance (counted as `local`).
     Local,
-    /// Held in a neighbour's queue waiting for resolution.
-    Held,
     /// Dropped under a reason.
     Drop(DropReason),
 }

@@ -199,9 +199,12 @@ impl Router {
                     self.pool.put(pkt.buf);
                 }
                 Next::Drop(reason) => self.drop_packet(pkt, reason),
-                // A stage left a packet without a disposition: a bug, but
-                // the packet is still accounted for.
-                _ => self.drop_packet(pkt, DropReason::LocalUnsupported),
+                // Every stage hands each packet to a later stage or a final
+                // disposition; should one not, the packet is still counted.
+                other => {
+                    debug_assert!(false, "packet left the pipeline at {other:?}");
+                    self.drop_packet(pkt, DropReason::LocalUnsupported)
+                }
             }
         }
     }
