@@ -74,6 +74,14 @@ pub trait Lpm: Send + Sync {
     fn lookup_v4(&self, a: Ipv4Addr) -> Option<u32>;
     /// The value of the longest prefix containing `a`.
     fn lookup_v6(&self, a: Ipv6Addr) -> Option<u32>;
+    /// [`Lpm::lookup_v4`] for a burst of addresses: `out[i]` answers
+    /// `addrs[i]`. One tight loop keeps the structure hot in cache and lets
+    /// independent lookups overlap; faster structures interleave them.
+    fn lookup_v4_batch(&self, addrs: &[Ipv4Addr], out: &mut [Option<u32>]) {
+        for (a, o) in addrs.iter().zip(out.iter_mut()) {
+            *o = self.lookup_v4(*a);
+        }
+    }
     /// Approximate heap memory in bytes.
     fn memory_bytes(&self) -> usize;
 }
@@ -131,6 +139,18 @@ impl Fib {
             IpAddr::V6(a) => self.lpm.lookup_v6(a),
         }?;
         self.groups.get(id as usize).map(|g| (id, g))
+    }
+
+    /// Group ids for a burst of IPv4 addresses (see [`Lpm::lookup_v4_batch`]).
+    #[inline]
+    pub fn lookup_v4_batch(&self, addrs: &[Ipv4Addr], out: &mut [Option<u32>]) {
+        self.lpm.lookup_v4_batch(addrs, out);
+    }
+
+    /// The group with id `id`.
+    #[inline]
+    pub fn group(&self, id: u32) -> Option<&NextHopGroup> {
+        self.groups.get(id as usize)
     }
 
     /// All groups, indexed by group id.

@@ -12,12 +12,32 @@ use crate::stats::DropReason;
 
 pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     let fib = r.fib.clone();
+    // IPv4 destinations are looked up for the whole burst first, in one
+    // tight loop (Lpm::lookup_v4_batch); the rest of the stage then works
+    // per packet with the answers.
+    let mut dsts = std::mem::take(&mut r.lookup_dsts);
+    let mut found = std::mem::take(&mut r.lookup_found);
+    dsts.clear();
+    dsts.extend(
+        pkts.iter()
+            .filter(|p| p.meta.next == Next::IpLookup)
+            .filter_map(|p| Ipv4View::new_checked(p.l3()).map(|h| h.dst())),
+    );
+    found.clear();
+    found.resize(dsts.len(), None);
+    fib.lookup_v4_batch(&dsts, &mut found);
+    let mut answers = found.iter().copied();
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpLookup) {
-        p.meta.next = handle(r, &fib, p);
+        let pre = Ipv4View::new_checked(p.l3()).map(|_| answers.next().flatten());
+        p.meta.next = handle(r, &fib, p, pre);
     }
+    r.lookup_dsts = dsts;
+    r.lookup_found = found;
 }
 
-fn handle(r: &mut Router, fib: &crate::fib::Fib, p: &mut Packet) -> Next {
+/// `pre`: the batch lookup's answer for an IPv4 packet (`None` for IPv6,
+/// which is looked up here).
+fn handle(r: &mut Router, fib: &crate::fib::Fib, p: &mut Packet, pre: Option<Option<u32>>) -> Next {
     let l3 = p.l3();
     let (dst, v6) = match l3.first().map(|b| b >> 4) {
         Some(4) => match Ipv4View::new_checked(l3) {
@@ -29,7 +49,11 @@ fn handle(r: &mut Router, fib: &crate::fib::Fib, p: &mut Packet) -> Next {
             None => return Next::Drop(DropReason::Ip6Malformed),
         },
     };
-    let Some((group_id, group)) = fib.lookup(dst) else {
+    let found = match pre {
+        Some(id) => id.and_then(|id| fib.group(id).map(|g| (id, g))),
+        None => fib.lookup(dst),
+    };
+    let Some((group_id, group)) = found else {
         if v6 {
             icmp::error6(r, p, v6::DEST_UNREACH, 0, 0);
         } else {

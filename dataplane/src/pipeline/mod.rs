@@ -70,6 +70,8 @@ pub struct Router {
     generated: Vec<Packet>,
     scratch: Vec<Packet>,
     probes: Vec<(PortId, IpAddr)>,
+    lookup_dsts: Vec<std::net::Ipv4Addr>,
+    lookup_found: Vec<Option<u32>>,
     group_hits: Vec<u64>,
     now: Time,
 }
@@ -93,6 +95,8 @@ impl Router {
             generated: Vec::with_capacity(64),
             scratch: Vec::with_capacity(64),
             probes: Vec::new(),
+            lookup_dsts: Vec::with_capacity(256),
+            lookup_found: Vec::with_capacity(256),
             now: Time(0),
         }
     }
