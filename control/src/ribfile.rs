@@ -1,7 +1,7 @@
 //! Route lists in the `PREFIX/LEN NEXTHOP` format of the shared RIB files
 //! (one route a line; NEXTHOP is an address, `-`, or a label).
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -14,6 +14,28 @@ pub struct ListedRoute {
     pub prefix: IpNet,
     /// Next hop, when the line gives an address.
     pub next_hop: Option<IpAddr>,
+}
+
+/// A route list split by family, each prefix with a value: the input of
+/// an LPM structure.
+#[derive(Clone, Debug, Default)]
+pub struct Entries {
+    /// IPv4 prefixes.
+    pub v4: Vec<(Ipv4Net, u32)>,
+    /// IPv6 prefixes.
+    pub v6: Vec<(Ipv6Net, u32)>,
+}
+
+/// Splits `routes` by family; `value(i)` is the value of `routes[i]`.
+pub fn entries(routes: &[ListedRoute], value: impl Fn(usize) -> u32) -> Entries {
+    let mut e = Entries::default();
+    for (i, r) in routes.iter().enumerate() {
+        match r.prefix {
+            IpNet::V4(p) => e.v4.push((p, value(i))),
+            IpNet::V6(p) => e.v6.push((p, value(i))),
+        }
+    }
+    e
 }
 
 /// Parses a route list; an error names the line.

@@ -6,13 +6,16 @@
 //! [`NextHopGroup`], and the LPM structure maps prefixes to group indices, so
 //! a full table with a handful of next hops stores a handful of groups.
 //!
-//! The LPM structure sits behind the [`Lpm`] trait so that the reference
-//! implementation (the tree-bitmap crate, [`TreeBitmapLpm`]) and faster ones
-//! can be swapped and compared.
+//! The LPM structure sits behind the [`Lpm`] trait: the pipeline uses
+//! [`PoptrieLpm`] (see its module for why), and the tree-bitmap crate
+//! ([`TreeBitmapLpm`]) stays as the reference it is tested and benchmarked
+//! against.
 
+mod poptrie;
 mod select;
 mod treebitmap;
 
+pub use poptrie::PoptrieLpm;
 pub use select::{select, Selection};
 pub use treebitmap::TreeBitmapLpm;
 
@@ -94,9 +97,10 @@ pub struct Fib {
 
 impl Fib {
     /// Selects among `routes` (ports for which `is_up` is false are skipped)
-    /// and builds the reference FIB. Also returns which routes were selected.
+    /// and builds the FIB on [`PoptrieLpm`]. Also returns which routes were
+    /// selected.
     pub fn build(routes: &[Route], is_up: impl Fn(PortId) -> bool) -> (Fib, Selection) {
-        Self::build_with::<TreeBitmapLpm>(routes, is_up)
+        Self::build_with::<PoptrieLpm>(routes, is_up)
     }
 
     /// [`Fib::build`] with a chosen LPM structure.

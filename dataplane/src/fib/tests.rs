@@ -81,11 +81,11 @@ fn sample_address(rng: &mut StdRng, routes: &[Route]) -> IpAddr {
     }
 }
 
-fn check_against_oracle(seed: u64, v6: bool) {
+fn check_against_oracle<L: Lpm + 'static>(seed: u64, v6: bool) {
     let mut rng = StdRng::seed_from_u64(seed);
     let routes = random_routes(&mut rng, 300, v6);
     let up: Vec<bool> = (0..4).map(|p| p != 3 || seed % 2 == 0).collect();
-    let (fib, sel) = Fib::build(&routes, |p| up[p as usize]);
+    let (fib, sel) = Fib::build_with::<L>(&routes, |p| up[p as usize]);
     for (i, r) in routes.iter().enumerate() {
         if !up[r.port as usize] {
             assert!(!sel.selected[i], "route on a down port selected: {r:?}");
@@ -101,14 +101,16 @@ fn check_against_oracle(seed: u64, v6: bool) {
 #[test]
 fn ipv4_matches_naive_oracle() {
     for seed in 0..8 {
-        check_against_oracle(seed, false);
+        check_against_oracle::<TreeBitmapLpm>(seed, false);
+        check_against_oracle::<PoptrieLpm>(seed, false);
     }
 }
 
 #[test]
 fn ipv6_matches_naive_oracle() {
     for seed in 0..8 {
-        check_against_oracle(seed, true);
+        check_against_oracle::<TreeBitmapLpm>(seed, true);
+        check_against_oracle::<PoptrieLpm>(seed, true);
     }
 }
 
