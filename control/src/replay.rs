@@ -105,6 +105,7 @@ pub fn replay(
         icmp_rate: cfg.dataplane.icmp_rate,
         icmp_burst: cfg.dataplane.icmp_burst,
         tx_queue_depth: cfg.dataplane.queue_depth,
+        ..RouterConfig::default()
     };
     let mut router = Router::new(rib.ports().clone(), Arc::new(fib), &rcfg);
     for n in &cfg.neighbors {

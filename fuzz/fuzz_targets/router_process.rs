@@ -9,18 +9,30 @@
 use edgefwd_control::config::Config;
 use edgefwd_control::demo;
 use edgefwd_control::rib::Rib;
+use edgefwd_dataplane::fib::Fib;
 use edgefwd_dataplane::packet::check::check_headers;
 use edgefwd_dataplane::pipeline::{Router, RouterConfig};
-use edgefwd_dataplane::port::PortId;
+use edgefwd_dataplane::port::{PortId, PortTable};
 use edgefwd_dataplane::time::Time;
 use libfuzzer_sys::fuzz_target;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The config, ports and FIB, built once per process; each input gets a
+/// fresh router over them.
+fn appliance() -> &'static (Config, PortTable, Arc<Fib>) {
+    static APPLIANCE: OnceLock<(Config, PortTable, Arc<Fib>)> = OnceLock::new();
+    APPLIANCE.get_or_init(|| {
+        let cfg = Config::parse(demo::CONFIG).expect("demo config");
+        let rib = Rib::from_config(&cfg, false);
+        let fib = Arc::new(rib.build_fib().0);
+        (cfg, rib.ports().clone(), fib)
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
-    let cfg = Config::parse(demo::CONFIG).expect("demo config");
-    let rib = Rib::from_config(&cfg, false);
-    let (fib, _) = rib.build_fib();
-    let mut router = Router::new(rib.ports().clone(), Arc::new(fib), &RouterConfig::default());
+    let (cfg, ports, fib) = appliance();
+    let rcfg = RouterConfig { buffers: 4, ..RouterConfig::default() };
+    let mut router = Router::new(ports.clone(), fib.clone(), &rcfg);
     for n in &cfg.neighbors {
         let port = cfg.port(&n.interface).expect("port").0 as PortId;
         router.add_static_neighbor(port, n.address, n.mac);
@@ -30,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let port = PortId::from(port % 3);
     let mut burst = Vec::new();
     for i in 0..2u64 {
-        // Twice: the second time the neighbours learned from the first count.
+        // Twice: the second time, neighbours learned from the first count.
         router.receive(&mut burst, port, Time(i), frame, true);
         router.process(&mut burst, Time(i));
     }

@@ -44,6 +44,9 @@ pub struct RouterConfig {
     pub icmp_burst: u32,
     /// Packets a port's transmit queue holds before drops (`tx_queue_full`).
     pub tx_queue_depth: usize,
+    /// Buffers allocated up front (more are allocated if ever needed, and
+    /// then kept).
+    pub buffers: usize,
 }
 
 impl Default for RouterConfig {
@@ -52,6 +55,7 @@ impl Default for RouterConfig {
             icmp_rate: 10,
             icmp_burst: 10,
             tx_queue_depth: 1024,
+            buffers: 256,
         }
     }
 }
@@ -91,7 +95,7 @@ impl Router {
             ports,
             fib,
             neigh: NeighTable::new(),
-            pool: BufPool::with_capacity(256),
+            pool: BufPool::with_capacity(cfg.buffers),
             generated: Vec::with_capacity(64),
             scratch: Vec::with_capacity(64),
             probes: Vec::new(),
