@@ -1,0 +1,210 @@
+//! The TOML config (ARCHITECTURE.md §4): parsing with serde, then validation
+//! into typed values.
+//!
+//! Unknown fields are errors. Every error names the field (`route[2].next_hop`)
+//! and, when the file has one, the line, so an operator can fix the file
+//! without guessing. Validation builds a new [`Config`] and never touches
+//! running state: a refused config changes nothing.
+
+use edgefwd_dataplane::packet::MacAddr;
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Default burst size.
+pub const DEFAULT_BURST: usize = 64;
+/// Default per-port queue depth.
+pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+/// Default IP MTU.
+pub const DEFAULT_MTU: u16 = 1500;
+/// Metric of a custom route when the config gives none (as Windows does).
+pub const DEFAULT_METRIC: u32 = 256;
+/// Largest metric accepted.
+pub const MAX_METRIC: u32 = 65535;
+
+/// A config refused, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when read from one.
+    pub file: Option<PathBuf>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The field (`port[1].mac`), or empty for a whole-file error.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(l)) => write!(f, "{}:{l}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            (None, Some(l)) => write!(f, "line {l}: ")?,
+            (None, None) => {}
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `[dataplane]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Worker threads (`None`: one per core).
+    pub workers: Option<usize>,
+    /// Packets per burst.
+    pub burst: usize,
+    /// Per-port queue depth.
+    pub queue_depth: usize,
+    /// ICMP errors per second per port.
+    pub icmp_rate: u32,
+    /// ICMP error burst per port.
+    pub icmp_burst: u32,
+}
+
+/// `[control]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Control socket path.
+    pub socket: Option<PathBuf>,
+    /// Group allowed on the socket.
+    pub group: Option<String>,
+    /// Persisted state file.
+    pub state: Option<PathBuf>,
+}
+
+/// How a port is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// A TAP device.
+    Tap(String),
+    /// A real NIC through AF_PACKET.
+    AfPacket(String),
+    /// Fed and drained by `replay`.
+    Pcap,
+    /// Administratively down.
+    None,
+}
+
+/// One `[[port]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Name (`Port2`).
+    pub name: String,
+    /// Binding.
+    pub bind: Binding,
+    /// MAC address.
+    pub mac: MacAddr,
+    /// Addresses with prefix length.
+    pub addresses: Vec<IpNet>,
+    /// Default gateway.
+    pub gateway: Option<IpAddr>,
+    /// Metric of the default route via `gateway`.
+    pub gateway_metric: u32,
+    /// IP MTU.
+    pub mtu: u16,
+}
+
+/// One `[[route]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Egress port name.
+    pub interface: String,
+    /// Destination prefix.
+    pub destination: IpNet,
+    /// Gateway (`None`: the destination is on the link).
+    pub next_hop: Option<IpAddr>,
+    /// Metric.
+    pub metric: u32,
+}
+
+/// One `[[neighbor]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighborConfig {
+    /// Port name.
+    pub interface: String,
+    /// IP address.
+    pub address: IpAddr,
+    /// Its MAC.
+    pub mac: MacAddr,
+}
+
+/// A validated config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `[dataplane]`.
+    pub dataplane: DataplaneConfig,
+    /// `[control]`.
+    pub control: ControlConfig,
+    /// Ports in file order (their index is their port id).
+    pub ports: Vec<PortConfig>,
+    /// Custom routes.
+    pub routes: Vec<RouteConfig>,
+    /// Static neighbours.
+    pub neighbors: Vec<NeighborConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            line: None,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse_with_name(&text, Some(path.to_owned()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_name(text, None)
+    }
+
+    fn parse_with_name(text: &str, file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let lines = Lines { text, file };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_owned();
+            lines.err(e.span(), "", msg)
+        })?;
+        validate(raw, &lines)
+    }
+
+    /// The port named `name` and its index.
+    pub fn port(&self, name: &str) -> Option<(usize, &PortConfig)> {
+        self.ports.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+}
+
+/// True when `a` lies in one of the subnets of `addresses`.
+pub fn on_link(addresses: &[IpNet], a: IpAddr) -> bool {
+    addresses.iter().any(|n| n.contains(&a))
+}
+
+/// Parses a destination prefix: `ADDRESS/LENGTH` with host bits zero.
+pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not PREFIX/LENGTH"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{net} has host bits set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+mod raw;
+mod validate;
+
+use raw::{Lines, RawConfig};
+use validate::validate;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! The config file's shape as serde reads it, with the spans that let
+//! validation name lines.
+
+use serde::Deserialize;
+use std::ops::Range;
+use std::path::PathBuf;
+use toml::Spanned;
+
+use super::ConfigError;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDataplane {
+    pub(super) workers: Option<usize>,
+    pub(super) burst: Option<Spanned<usize>>,
+    pub(super) queue_depth: Option<Spanned<usize>>,
+    pub(super) icmp_rate: Option<u32>,
+    pub(super) icmp_burst: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    pub(super) socket: Option<PathBuf>,
+    pub(super) group: Option<String>,
+    pub(super) state: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPort {
+    pub(super) name: Spanned<String>,
+    pub(super) bind: Option<Spanned<String>>,
+    pub(super) mac: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) addresses: Vec<Spanned<String>>,
+    pub(super) gateway: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) gateway_metric: Option<Spanned<u32>>,
+    pub(super) mtu: Option<Spanned<u16>>,
+    pub(super) switch: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct RawSwitch {
+    pub(super) name: Spanned<String>,
+    pub(super) kind: Option<String>,
+    pub(super) address: Option<String>,
+    pub(super) nat: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) interface: Spanned<String>,
+    pub(super) destination: Spanned<String>,
+    pub(super) next_hop: Option<Spanned<String>>,
+    pub(super) metric: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNeighbor {
+    pub(super) interface: Spanned<String>,
+    pub(super) address: Spanned<String>,
+    pub(super) mac: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) dataplane: RawDataplane,
+    #[serde(default)]
+    pub(super) control: RawControl,
+    #[serde(default)]
+    pub(super) port: Vec<RawPort>,
+    #[serde(default)]
+    pub(super) switch: Vec<RawSwitch>,
+    #[serde(default)]
+    pub(super) route: Vec<RawRoute>,
+    #[serde(default)]
+    pub(super) neighbor: Vec<RawNeighbor>,
+}
+
+/// Turns byte spans into 1-based lines.
+pub(super) struct Lines<'a> {
+    pub(super) text: &'a str,
+    pub(super) file: Option<PathBuf>,
+}
+
+impl Lines<'_> {
+    pub(super) fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    pub(super) fn err(
+        &self,
+        span: Option<Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: span.map(|s| self.line(s)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn at<T>(
+        &self,
+        v: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.err(Some(v.span()), field, message)
+    }
+}
