@@ -3,10 +3,13 @@
 //! A packet whose next hop is not resolved yet leaves as `Resolve` and is
 //! handed to [`hold`], which queues it on that neighbour and sends a request.
 
+use std::net::IpAddr;
+
 use super::Router;
 use crate::neigh::Resolution;
 use crate::packet::view::{set_eth_addrs, Ipv4View, Ipv6View};
 use crate::packet::{MacAddr, Next, Origin, Packet};
+use crate::port::PortId;
 use crate::stats::DropReason;
 
 pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
@@ -68,6 +71,27 @@ pub(super) fn hold(r: &mut Router, pkt: Packet) {
         }
         Resolution::Refused(pkt, reason) => r.drop_packet(pkt, reason),
     }
+}
+
+/// Records that `addr` on `port` is at `mac` (see [`NeighTable::learn`] for
+/// `create`) and sends the packets that were waiting for it. True when
+/// some were.
+///
+/// [`NeighTable::learn`]: crate::neigh::NeighTable::learn
+pub(super) fn learn(
+    r: &mut Router,
+    port: PortId,
+    addr: IpAddr,
+    mac: MacAddr,
+    create: bool,
+) -> bool {
+    let Some(queue) = r.neigh.learn(port, addr, mac, r.now, create) else {
+        return false;
+    };
+    for held in queue {
+        send(r, held, mac);
+    }
+    true
 }
 
 /// Writes the MACs (next hop's, egress port's) and queues the packet.
