@@ -2,7 +2,7 @@
 //! among ECMP members), the egress MTU check, and the source address of
 //! generated errors.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::icmp::{self, v4, v6};
 use super::{flow, Router};
@@ -26,32 +26,38 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     found.clear();
     found.resize(dsts.len(), None);
     fib.lookup_v4_batch(&dsts, &mut found);
-    let mut answers = found.iter().copied();
+    let mut answers = dsts.iter().copied().zip(found.iter().copied());
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpLookup) {
-        let pre = Ipv4View::new_checked(p.l3()).map(|_| answers.next().flatten());
+        // The same test as the gathering pass, so answers stay in step.
+        let pre = Ipv4View::new_checked(p.l3()).and_then(|_| answers.next());
         p.meta.next = handle(r, &fib, p, pre);
     }
     r.lookup_dsts = dsts;
     r.lookup_found = found;
 }
 
-/// `pre`: the batch lookup's answer for an IPv4 packet (`None` for IPv6,
-/// which is looked up here).
-fn handle(r: &mut Router, fib: &crate::fib::Fib, p: &mut Packet, pre: Option<Option<u32>>) -> Next {
+/// `pre`: for an IPv4 packet, its destination and the batch lookup's
+/// answer; `None` otherwise (IPv6 is looked up here).
+fn handle(
+    r: &mut Router,
+    fib: &crate::fib::Fib,
+    p: &mut Packet,
+    pre: Option<(Ipv4Addr, Option<u32>)>,
+) -> Next {
     let l3 = p.l3();
-    let (dst, v6) = match l3.first().map(|b| b >> 4) {
-        Some(4) => match Ipv4View::new_checked(l3) {
-            Some(h) => (IpAddr::V4(h.dst()), false),
-            None => return Next::Drop(DropReason::Ip4Malformed),
-        },
-        _ => match Ipv6View::new_checked(l3) {
-            Some(h) => (IpAddr::V6(h.dst()), true),
+    let (dst, v6, found) = match pre {
+        Some((d, id)) => (
+            IpAddr::V4(d),
+            false,
+            id.and_then(|id| fib.group(id).map(|g| (id, g))),
+        ),
+        None if l3.first().map(|b| b >> 4) == Some(4) => {
+            return Next::Drop(DropReason::Ip4Malformed)
+        }
+        None => match Ipv6View::new_checked(l3) {
+            Some(h) => (IpAddr::V6(h.dst()), true, fib.lookup(IpAddr::V6(h.dst()))),
             None => return Next::Drop(DropReason::Ip6Malformed),
         },
-    };
-    let found = match pre {
-        Some(id) => id.and_then(|id| fib.group(id).map(|g| (id, g))),
-        None => fib.lookup(dst),
     };
     let Some((group_id, group)) = found else {
         if v6 {
