@@ -221,11 +221,8 @@ pub fn replay(
         now = now.max(Time::from_duration(rec.ts));
         let mac = router.ports().get(port).map(|p| p.mac).unwrap_or_default();
         let whole = rec.whole();
-        if to_ethernet(&rec, mac, &mut frame) {
-            router.receive(&mut burst, port, now, &frame, whole);
-        } else {
-            router.receive(&mut burst, port, now, &rec.data, whole);
-        }
+        to_ethernet(&rec, mac, &mut frame);
+        router.receive(&mut burst, port, now, &frame, whole);
         advance(&mut feeds[i], &mut warnings);
     }
     router.process(&mut burst, now);

@@ -281,16 +281,13 @@ fn scale(ticks: u128, resol: u8) -> Duration {
 pub const SYNTHETIC_MAC: MacAddr = MacAddr([0x02, 0xed, 0x9f, 0, 0, 1]);
 
 /// Turns a record into an Ethernet frame addressed to `port_mac` in `out`.
-/// Returns false when the record is too short to hold its link header; the
-/// caller then feeds it as it is, to be counted as a runt.
-pub fn to_ethernet(rec: &Record, port_mac: MacAddr, out: &mut Vec<u8>) -> bool {
+/// A record too short to hold its own link header is copied as it is, so
+/// the router counts it as a runt.
+pub fn to_ethernet(rec: &Record, port_mac: MacAddr, out: &mut Vec<u8>) {
     out.clear();
     let d = &rec.data;
     let (src, ethertype, payload) = match rec.link {
-        LinkType::Ethernet => {
-            out.extend_from_slice(d);
-            return true;
-        }
+        LinkType::Ethernet => return out.extend_from_slice(d),
         LinkType::RawIp => {
             let et = match d.first().map(|b| b >> 4) {
                 Some(6) => ETHERTYPE_IPV6,
@@ -300,7 +297,7 @@ pub fn to_ethernet(rec: &Record, port_mac: MacAddr, out: &mut Vec<u8>) -> bool {
         }
         LinkType::LinuxSll => {
             if d.len() < 16 {
-                return false;
+                return out.extend_from_slice(d);
             }
             let alen = usize::from(u16::from_be_bytes([d[4], d[5]]));
             let src = if alen == 6 {
@@ -312,7 +309,7 @@ pub fn to_ethernet(rec: &Record, port_mac: MacAddr, out: &mut Vec<u8>) -> bool {
         }
         LinkType::LinuxSll2 => {
             if d.len() < 20 {
-                return false;
+                return out.extend_from_slice(d);
             }
             let src = if d[11] == 6 {
                 MacAddr::from_slice(&d[12..18]).unwrap_or(SYNTHETIC_MAC)
@@ -326,7 +323,6 @@ pub fn to_ethernet(rec: &Record, port_mac: MacAddr, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(&src.0);
     out.extend_from_slice(&ethertype.to_be_bytes());
     out.extend_from_slice(payload);
-    true
 }
 
 /// Writes Ethernet frames to a pcap file.
@@ -405,6 +401,19 @@ mod tests {
     }
 
     #[test]
+    fn cooked_record_shorter_than_its_header_is_passed_as_it_is() {
+        let rec = Record {
+            ts: Duration::ZERO,
+            link: LinkType::LinuxSll,
+            data: vec![0; 10],
+            orig_len: 10,
+        };
+        let mut out = vec![1, 2, 3];
+        to_ethernet(&rec, MacAddr([2, 0, 0, 0, 0, 9]), &mut out);
+        assert_eq!(out, vec![0; 10]);
+    }
+
+    #[test]
     fn raw_ip_gets_an_ethernet_header() {
         let rec = Record {
             ts: Duration::ZERO,
@@ -413,7 +422,7 @@ mod tests {
             orig_len: 4,
         };
         let mut out = Vec::new();
-        assert!(to_ethernet(&rec, MacAddr([2, 0, 0, 0, 0, 9]), &mut out));
+        to_ethernet(&rec, MacAddr([2, 0, 0, 0, 0, 9]), &mut out);
         assert_eq!(&out[..6], &[2, 0, 0, 0, 0, 9]);
         assert_eq!(&out[12..14], &[8, 0]);
         assert_eq!(&out[14..], &[0x45, 0, 0, 20]);
