@@ -9,8 +9,6 @@ use edgefwd_control::replay::{replay, Input, Source};
 use edgefwd_control::rib::Rib;
 use edgefwd_control::trace::{to_ethernet, TraceReader};
 use edgefwd_dataplane::packet::check::{check_frame, check_headers};
-use edgefwd_dataplane::pipeline::{Router, RouterConfig};
-use edgefwd_dataplane::port::PortId;
 use edgefwd_dataplane::time::Time;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,11 +175,7 @@ fn every_shared_frame_through_the_ip_stages() {
     let cfg = Config::parse(CFG).unwrap();
     let rib = Rib::from_config(&cfg, false);
     let (fib, _) = rib.build_fib();
-    let mut router = Router::new(rib.ports().clone(), Arc::new(fib), &RouterConfig::default());
-    for n in &cfg.neighbors {
-        let port = cfg.port(&n.interface).unwrap().0 as PortId;
-        router.add_static_neighbor(port, n.address, n.mac);
-    }
+    let mut router = rib.router(&cfg, Arc::new(fib), &cfg.router_config());
     let mac = rib.ports().get(1).unwrap().mac;
     let (mut frame, mut burst, mut out) = (Vec::new(), Vec::new(), 0u64);
     let mut now = Time(0);

@@ -5,7 +5,7 @@
 //! `burst` packets, at most 1 ms apart); packet timestamps drive the router's
 //! clock, so the same trace always gives the same output.
 
-use edgefwd_dataplane::pipeline::{Router, RouterConfig};
+use edgefwd_dataplane::pipeline::Router;
 use edgefwd_dataplane::port::PortId;
 use edgefwd_dataplane::time::Time;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -101,18 +101,7 @@ pub fn replay(
     }
     let rib = Rib::from_config(cfg, false);
     let (fib, selection) = rib.build_fib();
-    let rcfg = RouterConfig {
-        icmp_rate: cfg.dataplane.icmp_rate,
-        icmp_burst: cfg.dataplane.icmp_burst,
-        tx_queue_depth: cfg.dataplane.queue_depth,
-        ..RouterConfig::default()
-    };
-    let mut router = Router::new(rib.ports().clone(), Arc::new(fib), &rcfg);
-    for n in &cfg.neighbors {
-        if let Some((i, _)) = cfg.port(&n.interface) {
-            router.add_static_neighbor(i as PortId, n.address, n.mac);
-        }
-    }
+    let mut router = rib.router(cfg, Arc::new(fib), &cfg.router_config());
 
     let mut total_bytes = 0u64;
     let mut feeds = Vec::new();

@@ -6,10 +6,12 @@
 //! come from here.
 
 use edgefwd_dataplane::fib::{Fib, Route, Selection};
+use edgefwd_dataplane::pipeline::{Router, RouterConfig};
 use edgefwd_dataplane::port::{PortId, PortInfo, PortTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::{Binding, Config};
 
@@ -171,6 +173,18 @@ impl Rib {
     /// The name of a port.
     pub fn port_name(&self, id: PortId) -> &str {
         self.ports.get(id).map_or("?", |p| p.name.as_str())
+    }
+
+    /// A router over these ports forwarding with `fib`, with the config's
+    /// static neighbours installed.
+    pub fn router(&self, cfg: &Config, fib: Arc<Fib>, rcfg: &RouterConfig) -> Router {
+        let mut router = Router::new(self.ports.clone(), fib, rcfg);
+        for n in &cfg.neighbors {
+            if let Some(port) = self.ports.by_name(&n.interface) {
+                router.add_static_neighbor(port, n.address, n.mac);
+            }
+        }
+        router
     }
 
     /// Compiles the FIB from the routes whose port is up.

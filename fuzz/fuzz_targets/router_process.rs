@@ -11,34 +11,35 @@ use edgefwd_control::demo;
 use edgefwd_control::rib::Rib;
 use edgefwd_dataplane::fib::Fib;
 use edgefwd_dataplane::packet::check::check_headers;
-use edgefwd_dataplane::pipeline::{Router, RouterConfig};
-use edgefwd_dataplane::port::{PortId, PortTable};
+use edgefwd_dataplane::pipeline::RouterConfig;
+use edgefwd_dataplane::port::PortId;
 use edgefwd_dataplane::time::Time;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 
-/// The config, ports and FIB, built once per process; each input gets a
+/// The config, RIB and FIB, built once per process; each input gets a
 /// fresh router over them.
-fn appliance() -> &'static (Config, PortTable, Arc<Fib>) {
-    static APPLIANCE: OnceLock<(Config, PortTable, Arc<Fib>)> = OnceLock::new();
+fn appliance() -> &'static (Config, Rib, Arc<Fib>) {
+    static APPLIANCE: OnceLock<(Config, Rib, Arc<Fib>)> = OnceLock::new();
     APPLIANCE.get_or_init(|| {
         let cfg = Config::parse(demo::CONFIG).expect("demo config");
         let rib = Rib::from_config(&cfg, false);
         let fib = Arc::new(rib.build_fib().0);
-        (cfg, rib.ports().clone(), fib)
+        (cfg, rib, fib)
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (cfg, ports, fib) = appliance();
-    let rcfg = RouterConfig { buffers: 4, ..RouterConfig::default() };
-    let mut router = Router::new(ports.clone(), fib.clone(), &rcfg);
-    for n in &cfg.neighbors {
-        let port = cfg.port(&n.interface).expect("port").0 as PortId;
-        router.add_static_neighbor(port, n.address, n.mac);
-    }
+    let (cfg, rib, fib) = appliance();
+    let rcfg = RouterConfig {
+        buffers: 4,
+        ..cfg.router_config()
+    };
+    let mut router = rib.router(cfg, fib.clone(), &rcfg);
     // The first byte picks the ingress port; the rest is the frame.
-    let Some((&port, frame)) = data.split_first() else { return };
+    let Some((&port, frame)) = data.split_first() else {
+        return;
+    };
     let port = PortId::from(port % 3);
     let mut burst = Vec::new();
     for i in 0..2u64 {

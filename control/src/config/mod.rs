@@ -7,6 +7,7 @@
 //! running state: a refused config changes nothing.
 
 use edgefwd_dataplane::packet::MacAddr;
+use edgefwd_dataplane::pipeline::RouterConfig;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -173,6 +174,16 @@ impl Config {
             lines.err(e.span(), "", msg)
         })?;
         validate(raw, &lines)
+    }
+
+    /// The dataplane tunables this config sets.
+    pub fn router_config(&self) -> RouterConfig {
+        RouterConfig {
+            icmp_rate: self.dataplane.icmp_rate,
+            icmp_burst: self.dataplane.icmp_burst,
+            tx_queue_depth: self.dataplane.queue_depth,
+            ..RouterConfig::default()
+        }
     }
 
     /// The port named `name` and its index.
