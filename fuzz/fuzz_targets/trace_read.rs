@@ -7,7 +7,9 @@ use edgefwd_dataplane::packet::MacAddr;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut r) = TraceReader::from_reader("fuzz".into(), Box::new(std::io::Cursor::new(data.to_vec()))) else {
+    let Ok(mut r) =
+        TraceReader::from_reader("fuzz".into(), Box::new(std::io::Cursor::new(data.to_vec())))
+    else {
         return;
     };
     let mut frame = Vec::new();
