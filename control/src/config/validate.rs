@@ -106,13 +106,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
                 "missing (a routed port needs a MAC address)",
             )
         })?;
-        let mac: MacAddr = mac_s
-            .get_ref()
-            .parse()
-            .map_err(|e| l.at(mac_s, f("mac"), format!("{:?}: {e}", mac_s.get_ref())))?;
-        if mac.is_multicast() || mac == MacAddr::ZERO {
-            return Err(l.at(mac_s, f("mac"), format!("{mac} is not a unicast address")));
-        }
+        let mac = unicast_mac(l, mac_s, f("mac"))?;
         if !macs.insert(mac) {
             return Err(l.at(mac_s, f("mac"), format!("duplicate MAC {mac}")));
         }
@@ -157,13 +151,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         };
         let gateway = match &p.gateway {
             Some(g) => {
-                let gw: IpAddr = g.get_ref().parse().map_err(|_| {
-                    l.at(
-                        g,
-                        f("gateway"),
-                        format!("{:?} is not an IP address", g.get_ref()),
-                    )
-                })?;
+                let gw = ip_address(l, g, f("gateway"))?;
                 if !on_link(&addresses, gw) {
                     return Err(l.at(
                         g,
@@ -212,13 +200,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             .map_err(|m| l.at(&r.destination, f("destination"), m))?;
         let next_hop = match &r.next_hop {
             Some(n) => {
-                let nh: IpAddr = n.get_ref().parse().map_err(|_| {
-                    l.at(
-                        n,
-                        f("next_hop"),
-                        format!("{:?} is not an IP address", n.get_ref()),
-                    )
-                })?;
+                let nh = ip_address(l, n, f("next_hop"))?;
                 if nh.is_ipv4() != destination.addr().is_ipv4() {
                     return Err(l.at(
                         n,
@@ -283,13 +265,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
     for (i, n) in raw.neighbor.iter().enumerate() {
         let f = |name: &str| format!("neighbor[{i}].{name}");
         let port = find_port(&n.interface, f("interface"))?;
-        let address: IpAddr = n.address.get_ref().parse().map_err(|_| {
-            l.at(
-                &n.address,
-                f("address"),
-                format!("{:?} is not an IP address", n.address.get_ref()),
-            )
-        })?;
+        let address = ip_address(l, &n.address, f("address"))?;
         if !on_link(&port.addresses, address) {
             return Err(l.at(
                 &n.address,
@@ -297,14 +273,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
                 format!("{address} is not on a subnet of {}", port.name),
             ));
         }
-        let mac: MacAddr = n
-            .mac
-            .get_ref()
-            .parse()
-            .map_err(|e| l.at(&n.mac, f("mac"), format!("{:?}: {e}", n.mac.get_ref())))?;
-        if mac.is_multicast() || mac == MacAddr::ZERO {
-            return Err(l.at(&n.mac, f("mac"), format!("{mac} is not a unicast address")));
-        }
+        let mac = unicast_mac(l, &n.mac, f("mac"))?;
         if neighbors
             .iter()
             .any(|o| o.interface == port.name && o.address == address)
@@ -337,4 +306,23 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
 
 fn fmt_nh(nh: Option<IpAddr>) -> String {
     nh.map_or_else(|| "on-link".to_owned(), |a| a.to_string())
+}
+
+/// Parses an IP address field.
+fn ip_address(l: &Lines, s: &Spanned<String>, field: String) -> Result<IpAddr, ConfigError> {
+    s.get_ref()
+        .parse()
+        .map_err(|_| l.at(s, field, format!("{:?} is not an IP address", s.get_ref())))
+}
+
+/// Parses a MAC field that must be a unicast address.
+fn unicast_mac(l: &Lines, s: &Spanned<String>, field: String) -> Result<MacAddr, ConfigError> {
+    let mac: MacAddr = s
+        .get_ref()
+        .parse()
+        .map_err(|e| l.at(s, field.clone(), format!("{:?}: {e}", s.get_ref())))?;
+    if mac.is_multicast() || mac == MacAddr::ZERO {
+        return Err(l.at(s, field, format!("{mac} is not a unicast address")));
+    }
+    Ok(mac)
 }
