@@ -229,10 +229,7 @@ impl Report {
                     .next_hop
                     .map_or_else(|| "on-link".to_owned(), |a| a.to_string());
                 let mark = if r.selected { '*' } else { ' ' };
-                let kind = serde_json::to_value(r.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let kind = r.kind.name();
                 let lost = if r.selected { "" } else { "  (lost on metric)" };
                 let _ = writeln!(
                     o,

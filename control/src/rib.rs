@@ -27,6 +27,17 @@ pub enum RouteKind {
     Default,
 }
 
+impl RouteKind {
+    /// The kind's name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Static => "static",
+            RouteKind::Connected => "connected",
+            RouteKind::Default => "default",
+        }
+    }
+}
+
 /// A route with its provenance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RibRoute {
@@ -292,6 +303,13 @@ metric = 100
         let rib = Rib::from_config(&Config::parse(CFG).unwrap(), live);
         let (fib, sel) = rib.build_fib();
         rib.lookup(&fib, &sel, a.parse().unwrap())
+    }
+
+    #[test]
+    fn kind_names_match_their_json() {
+        for k in [RouteKind::Static, RouteKind::Connected, RouteKind::Default] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
     }
 
     #[test]
