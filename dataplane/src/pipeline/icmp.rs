@@ -73,7 +73,7 @@ pub(super) fn error4(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
     }
     let quote = l3.len().min(V4_ERROR_MAX - 28);
     let total = 20 + 8 + quote;
-    let mut buf = r.new_buf();
+    let mut buf = r.pool.get();
     buf.set_len(ETH_HLEN + total);
     let f = buf.frame_mut();
     f[..12].fill(0);
@@ -121,7 +121,7 @@ pub(super) fn error6(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
     }
     let quote = l3.len().min(V6_ERROR_MAX - 48);
     let plen = 8 + quote;
-    let mut buf = r.new_buf();
+    let mut buf = r.pool.get();
     buf.set_len(ETH_HLEN + 40 + plen);
     let f = buf.frame_mut();
     f[..12].fill(0);

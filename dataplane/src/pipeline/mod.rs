@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::fib::Fib;
 use crate::neigh::{NeighTable, NeighborView};
-use crate::packet::{BufPool, MacAddr, Meta, Next, Origin, Packet, PacketBuf};
+use crate::packet::{BufPool, MacAddr, Meta, Next, Origin, Packet};
 use crate::port::{PortId, PortTable};
 use crate::stats::{DropReason, Stats};
 use crate::time::Time;
@@ -286,14 +286,9 @@ impl Router {
         self.pool.put(pkt.buf);
     }
 
-    /// A fresh buffer for a packet the appliance makes.
-    fn new_buf(&mut self) -> PacketBuf {
-        self.pool.get()
-    }
-
     /// Sends an ARP request or neighbour solicitation for `addr` out of `port`.
     fn solicit(&mut self, port: PortId, addr: IpAddr) {
-        let mut buf = self.new_buf();
+        let mut buf = self.pool.get();
         let built = match self.ports.get(port) {
             Some(info) => nd::build_solicit(&mut buf, info, addr),
             None => false,
