@@ -150,7 +150,7 @@ fn pipeline_burst(
     router.process(burst, Time(0));
     let mut sent = 0;
     for port in [0, 2] {
-        router.drain_tx(port, |f, _| sent += f.len() as u64);
+        router.drain_tx(port, |p| sent += p.buf.len() as u64);
     }
     sent
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Netns;
+
 use edgefwd_control::config::Config;
 use edgefwd_control::rib::Rib;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -12,68 +14,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Stdio};
 
 const TEST: &str = "route_selection_matches_the_kernel";
 const PORTS: usize = 3;
-
-/// A network namespace removed when dropped, even when the test fails.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("edgefwd-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ip netns add {name}");
-        Netns(name)
-    }
-
-    /// Runs `ip -n NS [-j] -force -batch -` on `script`; returns stdout.
-    fn batch(&self, json: bool, script: &str) -> String {
-        // Bounded in time: a wedged `ip` fails the test instead of hanging it.
-        let mut args = vec!["60", "ip", "-n", &self.0];
-        if json {
-            args.push("-j");
-        }
-        args.extend(["-force", "-batch", "-"]);
-        let mut child = Command::new("timeout")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Feed stdin from a thread: the answers fill stdout's pipe long
-        // before the script is written.
-        let mut stdin = child.stdin.take().unwrap();
-        let script = script.to_owned();
-        let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && err.trim().is_empty(),
-            "ip batch failed ({}): {err}",
-            out.status
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn port_v4(i: usize) -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::new(10, 99, i as u8, 1), 24).unwrap()

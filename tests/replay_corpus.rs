@@ -193,7 +193,8 @@ fn every_shared_frame_through_the_ip_stages() {
             router.receive(&mut burst, 1, now, &frame, rec.whole());
             router.process(&mut burst, now);
             for port in 0..2 {
-                router.drain_tx(port, |f, _| {
+                router.drain_tx(port, |p| {
+                    let f = p.buf.frame();
                     let verdict = if strict {
                         check_frame(f)
                     } else {

@@ -25,6 +25,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the dataplane on the configured ports until SIGINT or SIGTERM
+    /// (SIGUSR1 logs the counters; RUST_LOG sets the log level).
+    Run {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Replay pcap traces through the router and write one pcap per port.
     /// With no arguments, runs the bundled demo.
     Replay {
@@ -82,6 +89,14 @@ impl<E: std::fmt::Display> From<E> for Failure {
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let mut out = std::io::stdout().lock();
     match run(cli, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +127,16 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             } else {
                 write!(out, "{}", report.to_text())?;
             }
+        }
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let control = crate::run::Control::from_signals()?;
+            let summary = crate::run::run(&cfg, &config, &control)?;
+            write!(
+                out,
+                "{}",
+                crate::run::counters_text(&summary.names, &summary.links, &summary.stats)
+            )?;
         }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;

@@ -1,5 +1,5 @@
-//! The edgefwd control plane: config, RIB, pcap replay and the `edgefwd`
-//! command line.
+//! The edgefwd control plane: config, RIB, pcap replay, the `run` daemon and
+//! the `edgefwd` command line.
 //!
 //! Everything that decides (which routes exist, which ports are up, what a
 //! config means) lives here; the dataplane only forwards. Dependencies go one
@@ -13,4 +13,5 @@ pub mod replay;
 pub mod report;
 pub mod rib;
 pub mod ribfile;
+pub mod run;
 pub mod trace;

@@ -280,8 +280,8 @@ fn drain<W: io::Write>(
 ) {
     for (port, w) in writers.iter_mut().enumerate() {
         let port = port as PortId;
-        router.drain_tx(port, |frame, ts| {
-            if let Err(e) = w.write(ts.as_duration(), frame) {
+        router.drain_tx(port, |p| {
+            if let Err(e) = w.write(p.meta.ts.as_duration(), p.buf.frame()) {
                 error.get_or_insert((port, e));
             }
         });

@@ -181,6 +181,12 @@ impl Rib {
             .extend(routes.into_iter().map(|route| RibRoute { route, kind }));
     }
 
+    /// Marks a port's link up or down; routes through a down port leave
+    /// the next FIB built.
+    pub fn set_link(&mut self, port: PortId, up: bool) {
+        self.ports.set_up(port, up);
+    }
+
     /// The name of a port.
     pub fn port_name(&self, id: PortId) -> &str {
         self.ports.get(id).map_or("?", |p| p.name.as_str())

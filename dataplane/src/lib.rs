@@ -1,10 +1,12 @@
 //! The edgefwd forwarding library.
 //!
-//! Everything here is a core without I/O (STYLE.md 6): the [`pipeline::Router`]
+//! The forwarding core is without I/O (STYLE.md 6): the [`pipeline::Router`]
 //! takes bursts of packets and leaves them in per-port transmit queues, drops
-//! them with a [`stats::DropReason`], or consumes them as local traffic.
-//! Ports, pcap replay, TAP devices and the control plane live outside and feed
-//! it; time is injected ([`time::Time`]) so that a replay is deterministic.
+//! them with a [`stats::DropReason`], or consumes them as local traffic; time
+//! is injected ([`time::Time`]) so that a replay is deterministic. Around it,
+//! [`port`] has the device drivers (TAP) and [`worker`] the threads that run
+//! the core over them in real time; pcap replay and the control plane live in
+//! the `control` crate and feed the same core.
 #![deny(unsafe_code)]
 
 pub mod fib;
@@ -14,3 +16,4 @@ pub mod pipeline;
 pub mod port;
 pub mod stats;
 pub mod time;
+pub mod worker;

@@ -81,6 +81,8 @@ drop_reasons! {
     PortDown = "port_down",
     /// Egress queue full.
     TxQueueFull = "tx_queue_full",
+    /// A device's offload header does not fit the packet it came with.
+    OffloadInvalid = "offload_invalid",
 }
 
 impl DropReason {
@@ -106,12 +108,26 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Received frames dropped, by reason.
     pub drops: [u64; DropReason::COUNT],
+    /// Frames counted in `tx` that the device then refused (its queue full,
+    /// or the device gone).
+    pub tx_errors: u64,
 }
 
 impl PortStats {
     /// Total drops on this port.
     pub fn dropped(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    fn add(&mut self, o: &PortStats) {
+        self.rx += o.rx;
+        self.rx_bytes += o.rx_bytes;
+        self.tx += o.tx;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_errors += o.tx_errors;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
     }
 }
 
@@ -139,6 +155,23 @@ impl Stats {
         Stats {
             ports: vec![PortStats::default(); n],
             ..Default::default()
+        }
+    }
+
+    /// Adds another router's counters (the workers' sum).
+    pub fn add(&mut self, o: &Stats) {
+        if self.ports.len() < o.ports.len() {
+            self.ports.resize(o.ports.len(), PortStats::default());
+        }
+        for (a, b) in self.ports.iter_mut().zip(&o.ports) {
+            a.add(b);
+        }
+        self.forwarded += o.forwarded;
+        self.local += o.local;
+        self.generated += o.generated;
+        self.icmp_rate_limited += o.icmp_rate_limited;
+        for (a, b) in self.generated_drops.iter_mut().zip(o.generated_drops) {
+            *a += b;
         }
     }
 

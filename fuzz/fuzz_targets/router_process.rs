@@ -49,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
     }
     router.finish();
     for p in 0..3 {
-        router.drain_tx(p, |f, _| {
+        router.drain_tx(p, |p| {
+            let f = p.buf.frame();
             if let Err(e) = check_headers(f) {
                 panic!("malformed output frame: {e}: {f:02x?}");
             }

@@ -2,8 +2,9 @@
 //! loud refusals when a test cannot run here.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// True when running under CI (which must run every test).
 pub fn in_ci() -> bool {
@@ -69,4 +70,91 @@ pub fn temp_dir(tag: &str) -> tempfile::TempDir {
         .prefix(&format!("edgefwd-{tag}-"))
         .tempdir()
         .expect("temp dir")
+}
+
+/// A network namespace removed when dropped, even when the test fails.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("efw-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// Runs `ip -n NS [-j] -force -batch -` on `script`; returns stdout.
+    pub fn batch(&self, json: bool, script: &str) -> String {
+        // Bounded in time: a wedged `ip` fails the test instead of hanging it.
+        let mut args = vec!["60", "ip", "-n", &self.0];
+        if json {
+            args.push("-j");
+        }
+        args.extend(["-force", "-batch", "-"]);
+        let mut child = Command::new("timeout")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Feed stdin from a thread: the answers fill stdout's pipe long
+        // before the script is written.
+        let mut stdin = child.stdin.take().unwrap();
+        let script = script.to_owned();
+        let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "ip batch failed ({}): {err}",
+            out.status
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Netns {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Runs `ip -n NS ARGS…` (bounded in time); panics with its stderr if
+    /// it fails.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["10", "ip", "-n", &self.0];
+        full.extend_from_slice(args);
+        let out = Command::new("timeout").args(&full).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {} {}: {}",
+            self.0,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command inside the namespace, bounded to `secs` seconds.
+    pub fn exec(&self, secs: u32, cmd: &[&str]) -> std::process::Output {
+        let secs = secs.to_string();
+        let mut full = vec![secs.as_str(), "ip", "netns", "exec", &self.0];
+        full.extend_from_slice(cmd);
+        Command::new("timeout").args(&full).output().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }

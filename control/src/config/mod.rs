@@ -8,6 +8,7 @@
 
 use edgefwd_dataplane::packet::MacAddr;
 use edgefwd_dataplane::pipeline::RouterConfig;
+pub use edgefwd_dataplane::port::Binding;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_BURST: usize = 64;
 /// Default per-port queue depth.
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+/// Most worker threads accepted.
+pub const MAX_WORKERS: usize = 64;
 /// Default IP MTU.
 pub const DEFAULT_MTU: u16 = 1500;
 /// Metric of a custom route when the config gives none (as Windows does).
@@ -58,6 +61,8 @@ impl std::error::Error for ConfigError {}
 pub struct DataplaneConfig {
     /// Worker threads (`None`: one per core).
     pub workers: Option<usize>,
+    /// Checksum and segmentation offload on TAP ports (virtio-net headers).
+    pub offload: bool,
     /// Packets per burst.
     pub burst: usize,
     /// Per-port queue depth.
@@ -77,19 +82,6 @@ pub struct ControlConfig {
     pub group: Option<String>,
     /// Persisted state file.
     pub state: Option<PathBuf>,
-}
-
-/// How a port is attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Binding {
-    /// A TAP device.
-    Tap(String),
-    /// A real NIC through AF_PACKET.
-    AfPacket(String),
-    /// Fed and drained by `replay`.
-    Pcap,
-    /// Administratively down.
-    None,
 }
 
 /// One `[[port]]`.

@@ -11,7 +11,8 @@ use super::ConfigError;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDataplane {
-    pub(super) workers: Option<usize>,
+    pub(super) workers: Option<Spanned<usize>>,
+    pub(super) offload: Option<bool>,
     pub(super) burst: Option<Spanned<usize>>,
     pub(super) queue_depth: Option<Spanned<usize>>,
     pub(super) icmp_rate: Option<u32>,

@@ -45,7 +45,13 @@ fn good_config_parses() {
     let c = Config::parse(GOOD).unwrap();
     assert_eq!(c.dataplane.burst, 32);
     assert_eq!(c.ports.len(), 2);
-    assert_eq!(c.ports[0].bind, Binding::Tap("edge-port2".into()));
+    assert_eq!(
+        c.ports[0].bind,
+        Binding::Tap {
+            name: "edge-port2".into(),
+            netns: None
+        }
+    );
     assert_eq!(c.ports[0].gateway, Some("10.0.2.1".parse().unwrap()));
     assert_eq!(c.routes[0].metric, 100);
     assert_eq!(c.neighbors.len(), 1);

@@ -11,7 +11,7 @@ use super::raw::{Lines, RawConfig};
 use super::{
     on_link, parse_prefix, Binding, Config, ConfigError, ControlConfig, DataplaneConfig,
     NeighborConfig, PortConfig, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC, DEFAULT_MTU,
-    DEFAULT_QUEUE_DEPTH, MAX_METRIC,
+    DEFAULT_QUEUE_DEPTH, MAX_METRIC, MAX_WORKERS,
 };
 
 fn valid_name(s: &str) -> bool {
@@ -19,21 +19,6 @@ fn valid_name(s: &str) -> bool {
         && s.len() <= 32
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn parse_binding(s: &str) -> Option<Binding> {
-    match s.split_once(':') {
-        Some(("tap", n)) if valid_ifname(n) => Some(Binding::Tap(n.to_owned())),
-        Some(("afpacket", n)) if valid_ifname(n) => Some(Binding::AfPacket(n.to_owned())),
-        None if s == "pcap" => Some(Binding::Pcap),
-        None if s == "none" => Some(Binding::None),
-        _ => None,
-    }
-}
-
-/// Linux interface names: 1 to 15 bytes, no '/', ':' or white space.
-fn valid_ifname(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 15 && !n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError> {
@@ -52,8 +37,19 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         Some(q) => *q.get_ref(),
         None => DEFAULT_QUEUE_DEPTH,
     };
+    let workers = match &dp.workers {
+        Some(w) if !(1..=MAX_WORKERS).contains(w.get_ref()) => {
+            return Err(l.at(
+                w,
+                "dataplane.workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
+        }
+        w => w.as_ref().map(|w| *w.get_ref()),
+    };
     let dataplane = DataplaneConfig {
-        workers: dp.workers,
+        workers,
+        offload: dp.offload.unwrap_or(true),
         burst,
         queue_depth,
         icmp_rate: dp.icmp_rate.unwrap_or(10),
@@ -87,12 +83,12 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             return Err(l.at(s, f("switch"), "virtual switches are not supported yet"));
         }
         let bind = match &p.bind {
-            Some(b) => parse_binding(b.get_ref()).ok_or_else(|| {
+            Some(b) => Binding::parse(b.get_ref()).ok_or_else(|| {
                 l.at(
                     b,
                     f("bind"),
                     format!(
-                        "{:?}: expected tap:NAME, afpacket:IFNAME, pcap or none",
+                        "{:?}: expected tap:NAME, tap:NAME@NETNS, afpacket:IFNAME, pcap or none",
                         b.get_ref()
                     ),
                 )

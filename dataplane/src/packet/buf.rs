@@ -9,6 +9,7 @@
 use bytes::BytesMut;
 use std::net::IpAddr;
 
+use super::Offload;
 use crate::port::PortId;
 use crate::stats::DropReason;
 use crate::time::Time;
@@ -33,13 +34,24 @@ impl Default for PacketBuf {
 }
 
 impl PacketBuf {
-    /// A new, empty buffer (allocates; use a [`BufPool`] on the hot path).
+    /// A new, empty buffer for frames up to [`MAX_FRAME`] (allocates; use a
+    /// [`BufPool`] on the hot path).
     pub fn new() -> Self {
+        Self::with_capacity(MAX_FRAME)
+    }
+
+    /// A new, empty buffer for frames up to `max_frame` bytes.
+    pub fn with_capacity(max_frame: usize) -> Self {
         PacketBuf {
-            data: BytesMut::zeroed(HEADROOM + MAX_FRAME),
+            data: BytesMut::zeroed(HEADROOM + max_frame),
             start: HEADROOM,
             end: HEADROOM,
         }
+    }
+
+    /// The largest frame the buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.data.len() - HEADROOM
     }
 
     /// Empties the buffer, restoring the full headroom.
@@ -49,15 +61,39 @@ impl PacketBuf {
     }
 
     /// Copies `frame` in after the headroom. Fails (leaving the buffer empty)
-    /// when the frame is larger than [`MAX_FRAME`].
+    /// when the frame is larger than the buffer's capacity.
     pub fn set_frame(&mut self, frame: &[u8]) -> Result<(), usize> {
         self.clear();
-        if frame.len() > MAX_FRAME {
+        if frame.len() > self.capacity() {
             return Err(frame.len());
         }
         self.data[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
         self.end = HEADROOM + frame.len();
         Ok(())
+    }
+
+    /// Fills the buffer with one read: `read` gets the space from `front`
+    /// bytes before the frame's start (a device header, which lands in the
+    /// headroom; see [`PacketBuf::front`]) to the end, and returns how many
+    /// bytes it wrote. The frame is what follows the `front` bytes.
+    pub fn fill_with(
+        &mut self,
+        front: usize,
+        read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        self.clear();
+        let front = front.min(HEADROOM);
+        let n = read(&mut self.data[HEADROOM - front..])?;
+        self.end = (HEADROOM - front + n).max(HEADROOM);
+        Ok(n)
+    }
+
+    /// The `n` bytes in front of the frame (a device header read by
+    /// [`PacketBuf::fill_with`]); empty if the headroom is shorter.
+    pub fn front(&self, n: usize) -> &[u8] {
+        self.data
+            .get(self.start.wrapping_sub(n)..self.start)
+            .unwrap_or(&[])
     }
 
     /// The frame.
@@ -169,6 +205,8 @@ pub struct Meta {
     pub needs_source: bool,
     /// Arrival time.
     pub ts: Time,
+    /// Checksum and segmentation offload state from the receiving device.
+    pub offload: Offload,
 }
 
 impl Meta {
@@ -184,6 +222,7 @@ impl Meta {
             group: u32::MAX,
             needs_source: false,
             ts,
+            offload: Offload::default(),
         }
     }
 }
@@ -211,18 +250,32 @@ impl Packet {
 
 /// A free list of buffers. Buffers are allocated only when the list is empty,
 /// so after warm-up the steady state allocates nothing.
-#[derive(Default)]
 pub struct BufPool {
     free: Vec<PacketBuf>,
     allocated: usize,
+    max_frame: usize,
+}
+
+impl Default for BufPool {
+    fn default() -> Self {
+        Self::new(0, MAX_FRAME)
+    }
 }
 
 impl BufPool {
-    /// A pool with `n` buffers ready.
+    /// A pool with `n` buffers of [`MAX_FRAME`] ready.
     pub fn with_capacity(n: usize) -> Self {
+        Self::new(n, MAX_FRAME)
+    }
+
+    /// A pool with `n` buffers ready, each for frames up to `max_frame`.
+    pub fn new(n: usize, max_frame: usize) -> Self {
         BufPool {
-            free: (0..n).map(|_| PacketBuf::new()).collect(),
+            free: (0..n)
+                .map(|_| PacketBuf::with_capacity(max_frame))
+                .collect(),
             allocated: n,
+            max_frame,
         }
     }
 
@@ -235,7 +288,7 @@ impl BufPool {
             }
             None => {
                 self.allocated += 1;
-                PacketBuf::new()
+                PacketBuf::with_capacity(self.max_frame)
             }
         }
     }

@@ -11,10 +11,12 @@ pub mod buf;
 pub mod check;
 pub mod checksum;
 pub mod mac;
+pub mod offload;
 pub mod view;
 
 pub use buf::{BufPool, Meta, Next, Origin, Packet, PacketBuf};
 pub use mac::MacAddr;
+pub use offload::Offload;
 
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;

@@ -14,6 +14,7 @@ use super::MacAddr;
 mod v4 {
     pub const VER_IHL: usize = 0;
     pub const TOTAL_LEN: usize = 2;
+    pub const ID: usize = 4;
     pub const FLAGS_FRAG: usize = 6;
     pub const TTL: usize = 8;
     pub const PROTO: usize = 9;
@@ -151,6 +152,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4View<T> {
         self.set_csum(c);
     }
 
+    /// Sets the total length (the checksum is left for the caller).
+    pub fn set_total_len(&mut self, len: u16) {
+        self.bm()[v4::TOTAL_LEN..v4::TOTAL_LEN + 2].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Sets the identification (the checksum is left for the caller).
+    pub fn set_id(&mut self, id: u16) {
+        self.bm()[v4::ID..v4::ID + 2].copy_from_slice(&id.to_be_bytes());
+    }
+
     /// Recomputes the header checksum from scratch.
     pub fn fill_checksum(&mut self) {
         self.set_csum(0);
@@ -219,6 +230,11 @@ impl<T: AsRef<[u8]>> Ipv6View<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6View<T> {
+    /// Sets the payload length.
+    pub fn set_payload_len(&mut self, len: u16) {
+        self.0.as_mut()[v6::PAYLOAD_LEN..v6::PAYLOAD_LEN + 2].copy_from_slice(&len.to_be_bytes());
+    }
+
     /// Decrements the hop limit; `None` (unchanged) when it is 0 or 1.
     #[must_use]
     pub fn decrement_hop_limit(&mut self) -> Option<u8> {

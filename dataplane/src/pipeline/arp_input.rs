@@ -66,7 +66,7 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     if on_link && !arp.spa.is_unspecified() && !port.has_address(IpAddr::V4(arp.spa)) {
         let spa = IpAddr::V4(arp.spa);
         refreshed = r.neigh.lookup(port_id, spa, r.now).is_some();
-        refreshed |= ip_rewrite::learn(r, port_id, spa, arp.sha, for_us);
+        refreshed |= ip_rewrite::learn(r, port_id, spa, arp.sha, for_us, true);
     }
     match arp.op {
         ArpOperation::REQUEST if for_us => {

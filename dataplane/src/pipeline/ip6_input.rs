@@ -118,7 +118,7 @@ fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Nex
     let mac = nd::link_addr_option(&msg[24..], true).unwrap_or(eth_src);
     let mut buf = r.pool.get();
     nd::build_advert(&mut buf, port, target, src, mac);
-    ip_rewrite::learn(r, port_id, IpAddr::V6(src), mac, true);
+    ip_rewrite::learn(r, port_id, IpAddr::V6(src), mac, true, true);
     let mut meta = p.meta;
     meta.origin = Origin::Generated;
     meta.tx_port = port_id;
@@ -131,6 +131,6 @@ fn advertisement(r: &mut Router, p: &mut Packet, at: usize) -> Next {
     let target = target(msg);
     let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
     let mac = nd::link_addr_option(&msg[24..], false).unwrap_or(eth_src);
-    ip_rewrite::learn(r, p.meta.rx_port, IpAddr::V6(target), mac, false);
+    ip_rewrite::learn(r, p.meta.rx_port, IpAddr::V6(target), mac, false, true);
     Next::Local
 }

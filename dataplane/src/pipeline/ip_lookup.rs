@@ -89,7 +89,17 @@ fn handle(
         };
         icmp::finish_source(p, src);
     }
-    let len = p.l3().len();
+    // A super-packet (TCP segmentation offload) leaves as segments: the
+    // largest of them is what must fit the MTU.
+    let len = if p.meta.offload.is_gso() {
+        let l3 = usize::from(p.meta.l3);
+        match p.meta.offload.segment_l3_len(p.buf.frame(), l3) {
+            Some(len) => len,
+            None => return Next::Drop(DropReason::OffloadInvalid),
+        }
+    } else {
+        p.l3().len()
+    };
     if len > mtu {
         if p.meta.origin == Origin::Generated {
             return Next::Drop(DropReason::MtuExceeded);

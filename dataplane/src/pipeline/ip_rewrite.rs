@@ -73,9 +73,15 @@ pub(super) fn hold(r: &mut Router, pkt: Packet) {
     }
 }
 
+/// Neighbours learned and kept for [`Router::take_learned`] between two
+/// calls; more in one burst (an ARP storm) are not passed on.
+const LEARNED_LIMIT: usize = 256;
+
 /// Records that `addr` on `port` is at `mac` (see [`NeighTable::learn`] for
 /// `create`) and sends the packets that were waiting for it. True when
-/// some were.
+/// some were. When `share`, the answer is also kept for
+/// [`Router::take_learned`], whether or not this table took it: a peer may
+/// be the one waiting for it.
 ///
 /// [`NeighTable::learn`]: crate::neigh::NeighTable::learn
 pub(super) fn learn(
@@ -84,8 +90,13 @@ pub(super) fn learn(
     addr: IpAddr,
     mac: MacAddr,
     create: bool,
+    share: bool,
 ) -> bool {
-    let Some(queue) = r.neigh.learn(port, addr, mac, r.now, create) else {
+    let queue = r.neigh.learn(port, addr, mac, r.now, create);
+    if share && r.learned.len() < LEARNED_LIMIT {
+        r.learned.push((port, addr, mac));
+    }
+    let Some(queue) = queue else {
         return false;
     };
     for held in queue {

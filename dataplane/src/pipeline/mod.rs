@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::fib::Fib;
 use crate::neigh::{NeighTable, NeighborView};
-use crate::packet::{BufPool, MacAddr, Meta, Next, Origin, Packet};
+use crate::packet::{BufPool, MacAddr, Meta, Next, Offload, Origin, Packet, PacketBuf};
 use crate::port::{PortId, PortTable};
 use crate::stats::{DropReason, Stats};
 use crate::time::Time;
@@ -47,6 +47,9 @@ pub struct RouterConfig {
     /// Buffers allocated up front (more are allocated if ever needed, and
     /// then kept).
     pub buffers: usize,
+    /// Largest frame a buffer holds (a device with segmentation offload
+    /// hands over 64 KiB super-packets).
+    pub max_frame: usize,
 }
 
 impl Default for RouterConfig {
@@ -56,6 +59,7 @@ impl Default for RouterConfig {
             icmp_burst: 10,
             tx_queue_depth: 1024,
             buffers: 256,
+            max_frame: crate::packet::buf::MAX_FRAME,
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct Router {
     lookup_dsts: Vec<std::net::Ipv4Addr>,
     lookup_found: Vec<Option<u32>>,
     group_hits: Vec<u64>,
+    learned: Vec<(PortId, IpAddr, MacAddr)>,
     now: Time,
 }
 
@@ -95,12 +100,13 @@ impl Router {
             ports,
             fib,
             neigh: NeighTable::new(),
-            pool: BufPool::with_capacity(cfg.buffers),
+            pool: BufPool::new(cfg.buffers, cfg.max_frame),
             generated: Vec::with_capacity(64),
             scratch: Vec::with_capacity(64),
             probes: Vec::new(),
             lookup_dsts: Vec::with_capacity(256),
             lookup_found: Vec::with_capacity(256),
+            learned: Vec::new(),
             now: Time(0),
         }
     }
@@ -126,6 +132,13 @@ impl Router {
         &self.ports
     }
 
+    /// Marks a port's link up or down. Packets routed to a down port are
+    /// dropped as `port_down`; the FIB that avoids it comes from the control
+    /// plane ([`Router::set_fib`]).
+    pub fn set_link(&mut self, port: PortId, up: bool) {
+        self.ports.set_up(port, up);
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -134,6 +147,19 @@ impl Router {
     /// Adds a static neighbour.
     pub fn add_static_neighbor(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
         self.neigh.add_static(port, addr, mac);
+    }
+
+    /// Hands over the neighbour answers (ARP, NDP) seen since the last call,
+    /// for other routers sharing the ports: with several workers, the ARP
+    /// reply that answers one worker's request may reach another.
+    pub fn take_learned(&mut self, out: &mut Vec<(PortId, IpAddr, MacAddr)>) {
+        out.append(&mut self.learned);
+    }
+
+    /// Takes a neighbour another router saw: resolves or refreshes an entry
+    /// this router has (sending what waited for it), never creates one.
+    pub fn learn_neighbor(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
+        ip_rewrite::learn(self, port, addr, mac, false, false);
     }
 
     /// The neighbour table.
@@ -172,6 +198,44 @@ impl Router {
             self.pool.put(buf);
             self.count_drop(&meta, DropReason::Oversize);
             return;
+        }
+        burst.push(Packet { buf, meta });
+    }
+
+    /// An empty buffer from the router's pool, for a driver to read into.
+    pub fn take_buf(&mut self) -> PacketBuf {
+        self.pool.get()
+    }
+
+    /// Returns a buffer a driver did not use.
+    pub fn recycle(&mut self, buf: PacketBuf) {
+        self.pool.put(buf);
+    }
+
+    /// Takes in a frame a driver read into `buf` (from [`Router::take_buf`])
+    /// with its device offload state: counts it and appends it to `burst`.
+    /// `None` offload: the device header was unusable, and the frame is
+    /// dropped as `offload_invalid`.
+    pub fn receive_buf(
+        &mut self,
+        burst: &mut Vec<Packet>,
+        port: PortId,
+        ts: Time,
+        buf: PacketBuf,
+        offload: Option<Offload>,
+    ) {
+        let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
+            return self.pool.put(buf);
+        };
+        ps.rx += 1;
+        ps.rx_bytes += buf.len() as u64;
+        let mut meta = Meta::received(port, ts);
+        match offload {
+            Some(o) if o.fits(buf.len()) => meta.offload = o,
+            _ => {
+                self.count_drop(&meta, DropReason::OffloadInvalid);
+                return self.pool.put(buf);
+            }
         }
         burst.push(Packet { buf, meta });
     }
@@ -244,16 +308,28 @@ impl Router {
         }
     }
 
-    /// Hands every frame queued for `port` to `out` with its time, then
-    /// recycles the buffers.
-    pub fn drain_tx(&mut self, port: PortId, mut out: impl FnMut(&[u8], Time)) {
+    /// Hands every packet queued for `port` to `out`, then recycles the
+    /// buffers.
+    pub fn drain_tx(&mut self, port: PortId, mut out: impl FnMut(&mut Packet)) {
         let Some(q) = self.tx.get_mut(usize::from(port)) else {
             return;
         };
-        for p in q.drain(..) {
-            out(p.buf.frame(), p.meta.ts);
+        for mut p in q.drain(..) {
+            out(&mut p);
             self.pool.put(p.buf);
         }
+    }
+
+    /// Counts frames the device of `port` refused after they were queued.
+    pub fn count_tx_errors(&mut self, port: PortId, n: u64) {
+        if let Some(ps) = self.stats.ports.get_mut(usize::from(port)) {
+            ps.tx_errors += n;
+        }
+    }
+
+    /// True when some port has packets waiting in its transmit queue.
+    pub fn has_tx(&self) -> bool {
+        self.tx.iter().any(|q| !q.is_empty())
     }
 
     fn transmit(&mut self, mut pkt: Packet) {

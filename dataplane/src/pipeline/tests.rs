@@ -73,7 +73,7 @@ fn feed(r: &mut Router, port: PortId, at: Time, frames: &[Vec<u8>]) {
 
 fn sent(r: &mut Router, port: PortId) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    r.drain_tx(port, |f, _| out.push(f.to_vec()));
+    r.drain_tx(port, |p| out.push(p.buf.frame().to_vec()));
     for f in &out {
         check_frame(f).unwrap_or_else(|e| panic!("malformed output frame: {e}: {f:02x?}"));
     }

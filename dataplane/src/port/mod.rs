@@ -1,13 +1,26 @@
-//! The router's view of its ports: identity, addresses, MTU and link state.
+//! Ports: the router's view of them (identity, addresses, MTU, link state)
+//! and the drivers that move their frames.
 //!
-//! How a port is bound (TAP, AF_PACKET, pcap) is not the core's business; the
-//! control plane builds a [`PortTable`] from the config and the drivers move
-//! frames in and out by [`PortId`].
+//! How a port is bound (TAP, AF_PACKET, pcap) is not the pipeline's
+//! business: the control plane builds a [`PortTable`] from the config, and
+//! the drivers here ([`tap`]) move frames in and out by
+//! [`PortId`] for the workers. All syscalls, and all `unsafe`, are in `sys`.
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::packet::MacAddr;
+
+pub mod binding;
+pub mod link;
+mod sys;
+
+pub use sys::in_netns;
+pub mod tap;
+
+pub use binding::Binding;
+pub use link::{LinkProbe, LinkState};
+pub use tap::Tap;
 
 /// Index of a port in the [`PortTable`].
 pub type PortId = u16;
@@ -114,6 +127,13 @@ impl PortTable {
     /// Ports with their ids.
     pub fn iter(&self) -> impl Iterator<Item = (PortId, &PortInfo)> {
         self.ports.iter().enumerate().map(|(i, p)| (i as PortId, p))
+    }
+
+    /// Sets a port's link state.
+    pub fn set_up(&mut self, id: PortId, up: bool) {
+        if let Some(p) = self.ports.get_mut(usize::from(id)) {
+            p.up = up;
+        }
     }
 
     /// The id of the port named `name`.

@@ -1,0 +1,289 @@
+//! `edgefwd run`: the daemon. Opens every port's device, starts the workers,
+//! and then watches: link state (every 100 ms), device failures reported by
+//! the workers, and signals.
+//!
+//! A link change recompiles the FIB from the RIB with that port up or down
+//! and publishes it; the workers pick it up between bursts, so routes through
+//! a port that went down fall out within about 100 ms and the next metric
+//! takes over. SIGUSR1 logs the counters, SIGINT/SIGTERM stop the workers
+//! (packets still waiting for a neighbour are dropped and counted) and the
+//! final counters are printed.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use edgefwd_dataplane::pipeline::RouterConfig;
+use edgefwd_dataplane::port::tap::GSO_MAX_FRAME;
+use edgefwd_dataplane::port::{Binding, LinkProbe, LinkState, PortId, Tap};
+use edgefwd_dataplane::stats::{DropReason, Stats};
+use edgefwd_dataplane::worker::{
+    Device, Event, Shared, Snapshot, Worker, WorkerConfig, NEIGHBOR_INBOX,
+};
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::rib::Rib;
+
+/// How often link state is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the daemon could not start or stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A port's device could not be opened.
+    #[error("port {port} (bind {bind}): {error}")]
+    Port {
+        /// Port name.
+        port: String,
+        /// Its binding.
+        bind: Binding,
+        /// What failed.
+        error: io::Error,
+    },
+    /// The config asks for something `run` cannot do.
+    #[error("{0}")]
+    Config(String),
+    /// A worker or the signal handlers failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The final counters and link states of a run.
+pub struct RunSummary {
+    /// Port names, by id.
+    pub names: Vec<String>,
+    /// Last link state of each port.
+    pub links: Vec<LinkState>,
+    /// Counters summed over the workers.
+    pub stats: Stats,
+}
+
+/// What asks a running daemon to act: set by signal handlers in the binary,
+/// or directly by a test running the daemon in-process.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Stop forwarding and return the final counters (SIGINT, SIGTERM).
+    pub stop: Arc<AtomicBool>,
+    /// Log the counters (SIGUSR1).
+    pub dump: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Flags wired to SIGINT/SIGTERM (stop) and SIGUSR1 (dump).
+    pub fn from_signals() -> io::Result<Control> {
+        let c = Control::default();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&c.stop))?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&c.dump))?;
+        Ok(c)
+    }
+}
+
+/// Runs the dataplane for `cfg` until `control.stop` is set. `name` names
+/// the config in the log.
+pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, RunError> {
+    let workers = cfg
+        .dataplane
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let offload = cfg.dataplane.offload;
+    let mut devices = Vec::with_capacity(cfg.ports.len());
+    let mut probes: Vec<Option<LinkProbe>> = Vec::with_capacity(cfg.ports.len());
+    for p in &cfg.ports {
+        let fail = |error| RunError::Port {
+            port: p.name.clone(),
+            bind: p.bind.clone(),
+            error,
+        };
+        match &p.bind {
+            Binding::Tap { name, netns } => {
+                let (tap, probe) =
+                    Tap::open(name, netns.as_deref(), workers, offload).map_err(fail)?;
+                info!(port = %p.name, bind = %p.bind, queues = tap.queues(), offload, "opened");
+                devices.push(Device::Tap(tap));
+                probes.push(Some(probe));
+            }
+            Binding::None => {
+                devices.push(Device::Down);
+                probes.push(None);
+            }
+            Binding::AfPacket(_) => {
+                return Err(fail(io::Error::other(
+                    "afpacket ports are not supported yet",
+                )))
+            }
+            Binding::Pcap => {
+                return Err(fail(io::Error::other(
+                    "pcap is for replay; run needs tap:NAME, tap:NAME@NETNS or none",
+                )))
+            }
+        }
+    }
+    let mut rib = Rib::from_config(cfg, true);
+    let mut links: Vec<LinkState> = probes
+        .iter()
+        .map(|p| p.as_ref().map_or(LinkState::AdminDown, LinkProbe::state))
+        .collect();
+    for (port, state) in links.iter().enumerate() {
+        rib.set_link(port as PortId, state.is_up());
+    }
+    let (fib, _) = rib.build_fib();
+    let fib = Arc::new(fib);
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared {
+        devices,
+        snapshot: ArcSwap::from_pointee(Snapshot {
+            fib: fib.clone(),
+            links: links.iter().map(|l| l.is_up()).collect(),
+        }),
+        stop: AtomicBool::new(false),
+        stats: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
+        events: events_tx,
+        neighbors: (0..workers)
+            .map(|_| ArrayQueue::new(NEIGHBOR_INBOX))
+            .collect(),
+    });
+    let mut rcfg = cfg.router_config();
+    rcfg.max_frame = if offload {
+        GSO_MAX_FRAME
+    } else {
+        RouterConfig::default().max_frame
+    };
+    let wcfg = WorkerConfig {
+        burst: cfg.dataplane.burst,
+    };
+    let handles: Vec<_> = (0..workers)
+        .map(|i| {
+            let router = rib.router(cfg, fib.clone(), &rcfg);
+            let worker = Worker::new(i, router, Arc::clone(&shared), wcfg.clone());
+            std::thread::Builder::new()
+                .name(format!("edgefwd-w{i}"))
+                .spawn(move || worker.run())
+        })
+        .collect::<Result<_, _>>()?;
+    info!(config = %name.display(), workers, ports = cfg.ports.len(), "forwarding");
+
+    let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
+    while !control.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(PROBE_EVERY);
+        let mut changed = false;
+        for (port, probe) in probes.iter().enumerate() {
+            let Some(probe) = probe else { continue };
+            // A device that failed under a worker stays down.
+            let state = match links[port] {
+                LinkState::Gone => LinkState::Gone,
+                _ => probe.state(),
+            };
+            changed |= set_link(&mut rib, &mut links, &names, port, state);
+        }
+        while let Ok(Event::DeviceFailed { port, error }) = events.try_recv() {
+            warn!(port = %names[usize::from(port)], %error, "device failed; port down");
+            changed |= set_link(
+                &mut rib,
+                &mut links,
+                &names,
+                usize::from(port),
+                LinkState::Gone,
+            );
+        }
+        if changed {
+            let (fib, _) = rib.build_fib();
+            shared.snapshot.store(Arc::new(Snapshot {
+                fib: Arc::new(fib),
+                links: links.iter().map(|l| l.is_up()).collect(),
+            }));
+        }
+        if control.dump.swap(false, Ordering::Relaxed) {
+            info!("counters\n{}", counters_text(&names, &links, &sum(&shared)));
+        }
+    }
+    info!("stopping");
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(io::Error::other("a worker panicked")),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    Ok(RunSummary {
+        stats: sum(&shared),
+        names,
+        links,
+    })
+}
+
+fn set_link(
+    rib: &mut Rib,
+    links: &mut [LinkState],
+    names: &[String],
+    port: usize,
+    state: LinkState,
+) -> bool {
+    if links[port] == state {
+        return false;
+    }
+    info!(port = %names[port], from = %links[port], to = %state, "link");
+    let was_up = links[port].is_up();
+    links[port] = state;
+    rib.set_link(port as PortId, state.is_up());
+    was_up != state.is_up()
+}
+
+fn sum(shared: &Shared) -> Stats {
+    let mut total = Stats::default();
+    for s in &shared.stats {
+        total.add(&s.lock());
+    }
+    total
+}
+
+/// The counters as a table: totals, then per port with link state, then
+/// drops by reason.
+pub fn counters_text(names: &[String], links: &[LinkState], s: &Stats) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "packets: in {} forwarded {} local {} dropped {} generated {}",
+        s.received(),
+        s.forwarded,
+        s.local,
+        s.dropped(),
+        s.generated
+    );
+    let _ = writeln!(
+        t,
+        "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+        "port", "link", "rx", "tx", "drops", "tx_errors"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let p = s.ports.get(i).cloned().unwrap_or_default();
+        let link = links.get(i).map_or("-".to_owned(), ToString::to_string);
+        let _ = writeln!(
+            t,
+            "{name:<12} {link:<10} {:>12} {:>12} {:>10} {:>10}",
+            p.rx,
+            p.tx,
+            p.dropped(),
+            p.tx_errors
+        );
+    }
+    for (r, n) in DropReason::ALL.iter().zip(s.drops_by_reason()) {
+        if n > 0 {
+            let _ = writeln!(t, "drop {:<26} {n}", r.name());
+        }
+    }
+    t
+}

@@ -1,0 +1,120 @@
+//! What a port is bound to: the `bind` value of a `[[port]]`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::sys::IFNAME_MAX;
+
+/// How a port is attached to the outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// `tap:NAME` or `tap:NAME@NETNS`: a TAP device, created if absent, in
+    /// edgefwd's own network namespace or in `NETNS` (a name under
+    /// `/run/netns`, or a path such as `/proc/PID/ns/net`).
+    Tap {
+        /// Device name.
+        name: String,
+        /// Network namespace the device lives in.
+        netns: Option<String>,
+    },
+    /// `afpacket:IFNAME`: a real NIC through an AF_PACKET socket.
+    AfPacket(String),
+    /// `pcap`: fed and drained by `replay`.
+    Pcap,
+    /// `none`: administratively down.
+    None,
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', ':', '@' or white space.
+pub fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= IFNAME_MAX
+        && !n
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '@' || c.is_whitespace() || c == '\0')
+}
+
+impl Binding {
+    /// Parses a `bind` value; `None` when it is not one of the forms above.
+    pub fn parse(s: &str) -> Option<Binding> {
+        match s.split_once(':') {
+            Some(("tap", rest)) => {
+                let (name, netns) = match rest.split_once('@') {
+                    Some((n, ns)) if !ns.is_empty() && !ns.contains('\0') => (n, Some(ns)),
+                    Some(_) => return None,
+                    None => (rest, None),
+                };
+                valid_ifname(name).then(|| Binding::Tap {
+                    name: name.to_owned(),
+                    netns: netns.map(str::to_owned),
+                })
+            }
+            Some(("afpacket", n)) if valid_ifname(n) => Some(Binding::AfPacket(n.to_owned())),
+            None if s == "pcap" => Some(Binding::Pcap),
+            None if s == "none" => Some(Binding::None),
+            _ => None,
+        }
+    }
+}
+
+/// The file of a network namespace named in a binding: a bare name is one
+/// made by `ip netns add`, anything with a '/' is a path.
+pub fn netns_path(netns: &str) -> PathBuf {
+    if netns.contains('/') {
+        PathBuf::from(netns)
+    } else {
+        PathBuf::from("/run/netns").join(netns)
+    }
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Binding::Tap { name, netns: None } => write!(f, "tap:{name}"),
+            Binding::Tap {
+                name,
+                netns: Some(ns),
+            } => write!(f, "tap:{name}@{ns}"),
+            Binding::AfPacket(n) => write!(f, "afpacket:{n}"),
+            Binding::Pcap => f.write_str("pcap"),
+            Binding::None => f.write_str("none"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_every_form() {
+        for s in [
+            "tap:vm1",
+            "tap:edge-port2@h2",
+            "tap:p@/proc/1/ns/net",
+            "afpacket:eth0",
+            "pcap",
+            "none",
+        ] {
+            let b = Binding::parse(s).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(b.to_string(), s);
+        }
+        for bad in [
+            "tap:",
+            "tap:x@",
+            "tap:@ns",
+            "tap:sixteen-chars-xx",
+            "tun:x",
+            "afpacket:a/b",
+            "PCAP",
+            "",
+        ] {
+            assert_eq!(Binding::parse(bad), None, "{bad}");
+        }
+        assert_eq!(netns_path("h2"), PathBuf::from("/run/netns/h2"));
+        assert_eq!(
+            netns_path("/proc/1/ns/net"),
+            PathBuf::from("/proc/1/ns/net")
+        );
+    }
+}

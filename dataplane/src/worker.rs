@@ -1,0 +1,363 @@
+//! Workers: the threads that move frames between the port devices and the
+//! pipeline in real time.
+//!
+//! Each worker owns one [`Router`] and one queue of every TAP (queue `i` for
+//! worker `i`, so no two workers touch the same fd and a flow, hashed to one
+//! queue by the kernel, stays in order on one worker). It waits for
+//! readiness with mio (edge-triggered), then takes one burst from each ready
+//! port in turn until every port is drained to `WouldBlock`; each burst runs
+//! through the pipeline and what it queued goes out at once, one write per
+//! frame (a TAP has no batch write; offloads make each write count for up to
+//! 64 KiB).
+//!
+//! The control plane never stops a worker: it publishes a new [`Snapshot`]
+//! (FIB and link states) through an `ArcSwap`, which each worker picks up
+//! between bursts without a lock. A worker's counters are copied out every
+//! 100 ms (a `try_lock`, skipped when the reader holds it) for `stats`.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use crossbeam_queue::ArrayQueue;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use parking_lot::Mutex;
+
+use crate::fib::Fib;
+use crate::packet::offload::{self, Offload};
+use crate::packet::{MacAddr, Packet, PacketBuf};
+use crate::pipeline::Router;
+use crate::port::{PortId, Tap};
+use crate::stats::Stats;
+use crate::time::Time;
+
+/// What a port is bound to, for the workers.
+pub enum Device {
+    /// A TAP device.
+    Tap(Tap),
+    /// Nothing: the port is administratively down.
+    Down,
+}
+
+impl Device {
+    fn rx_fd(&self, worker: usize) -> Option<RawFd> {
+        match self {
+            Device::Tap(t) if worker < t.queues() => Some(t.fd(worker)),
+            _ => None,
+        }
+    }
+}
+
+/// What the dataplane forwards with; replaced whole by the control plane.
+pub struct Snapshot {
+    /// The FIB.
+    pub fib: Arc<Fib>,
+    /// Link state of each port, by [`PortId`].
+    pub links: Vec<bool>,
+}
+
+/// Something a worker tells the control plane.
+#[derive(Debug)]
+pub enum Event {
+    /// A port's device failed (removed, or an error other than "try again"):
+    /// its fd is no longer polled.
+    DeviceFailed {
+        /// The port.
+        port: PortId,
+        /// What the read returned.
+        error: io::Error,
+    },
+}
+
+/// State shared by the workers and the control plane.
+pub struct Shared {
+    /// The devices, by [`PortId`].
+    pub devices: Vec<Device>,
+    /// The current snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set to make every worker finish.
+    pub stop: AtomicBool,
+    /// Each worker's counters, as last copied out.
+    pub stats: Vec<Mutex<Stats>>,
+    /// Where workers report device failures.
+    pub events: Sender<Event>,
+    /// Each worker's inbox of neighbour answers seen by the others.
+    pub neighbors: Vec<ArrayQueue<Learned>>,
+}
+
+/// A neighbour answer passed between workers: port, address, MAC.
+pub type Learned = (PortId, IpAddr, MacAddr);
+
+/// Capacity of a worker's neighbour inbox; answers beyond it are dropped
+/// (the neighbour is asked again).
+pub const NEIGHBOR_INBOX: usize = 1024;
+
+/// Tunables of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Frames taken from one port before turning to the next.
+    pub burst: usize,
+}
+
+const TICK: Duration = Duration::from_millis(10);
+const PUBLISH: Duration = Duration::from_millis(100);
+/// Largest frame a segment of a super-packet makes (jumbo MTU and headers).
+const SEGMENT_MAX: usize = 9216 + 18;
+
+/// One worker thread's state.
+pub struct Worker {
+    id: usize,
+    router: Router,
+    shared: Arc<Shared>,
+    cfg: WorkerConfig,
+    snapshot: Arc<Snapshot>,
+    epoch: Instant,
+    scratch: Vec<u8>,
+    learned: Vec<Learned>,
+}
+
+enum Rx {
+    /// The port has nothing more for now.
+    Drained,
+    /// A full burst was read; there may be more.
+    More,
+    /// The device failed.
+    Failed(io::Error),
+}
+
+impl Worker {
+    /// Worker `id` (which picks its TAP queues) running `router`.
+    pub fn new(id: usize, router: Router, shared: Arc<Shared>, cfg: WorkerConfig) -> Self {
+        let snapshot = shared.snapshot.load_full();
+        let mut w = Worker {
+            id,
+            router,
+            shared,
+            cfg,
+            snapshot: snapshot.clone(),
+            epoch: Instant::now(),
+            scratch: vec![0; SEGMENT_MAX],
+            learned: Vec::new(),
+        };
+        w.apply(&snapshot);
+        w
+    }
+
+    fn now(&self) -> Time {
+        Time::from_duration(self.epoch.elapsed())
+    }
+
+    fn apply(&mut self, snap: &Snapshot) {
+        self.router.set_fib(snap.fib.clone());
+        for (port, &up) in snap.links.iter().enumerate() {
+            self.router.set_link(port as PortId, up);
+        }
+    }
+
+    /// Passes the neighbour answers this worker saw to the others, and takes
+    /// theirs.
+    fn share_neighbors(&mut self) {
+        self.router.take_learned(&mut self.learned);
+        for l in self.learned.drain(..) {
+            for (i, inbox) in self.shared.neighbors.iter().enumerate() {
+                if i != self.id {
+                    let _ = inbox.push(l);
+                }
+            }
+        }
+        if let Some(inbox) = self.shared.neighbors.get(self.id) {
+            while let Some((port, addr, mac)) = inbox.pop() {
+                self.router.learn_neighbor(port, addr, mac);
+            }
+        }
+    }
+
+    fn refresh(&mut self) {
+        let cur = self.shared.snapshot.load();
+        if !Arc::ptr_eq(&cur, &self.snapshot) {
+            let snap = Arc::clone(&cur);
+            drop(cur);
+            self.apply(&snap);
+            self.snapshot = snap;
+        }
+    }
+
+    /// Runs until [`Shared::stop`] is set; returns the router (with its
+    /// final counters) after dropping what still waits for a neighbour.
+    pub fn run(mut self) -> io::Result<Router> {
+        let mut poll = Poll::new()?;
+        let shared = Arc::clone(&self.shared);
+        let mut ready = vec![false; shared.devices.len()];
+        for (port, dev) in shared.devices.iter().enumerate() {
+            if let Some(fd) = dev.rx_fd(self.id) {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(port), Interest::READABLE)?;
+                // Frames may have arrived before registration.
+                ready[port] = true;
+            }
+        }
+        let mut events = Events::with_capacity(64);
+        let mut burst: Vec<Packet> = Vec::with_capacity(self.cfg.burst);
+        let (mut last_tick, mut last_publish) = (Instant::now(), Instant::now());
+        while !shared.stop.load(Ordering::Relaxed) {
+            match poll.poll(&mut events, Some(TICK)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for e in events.iter() {
+                if let Some(r) = ready.get_mut(e.token().0) {
+                    *r = true;
+                }
+            }
+            // One burst from each ready port in turn, until all are drained.
+            while ready.iter().any(|&r| r) && !shared.stop.load(Ordering::Relaxed) {
+                self.refresh();
+                for (port, ready) in ready.iter_mut().enumerate() {
+                    if !*ready {
+                        continue;
+                    }
+                    let now = self.now();
+                    match self.rx_burst(port as PortId, &mut burst, now) {
+                        Rx::More => {}
+                        Rx::Drained => *ready = false,
+                        Rx::Failed(error) => {
+                            *ready = false;
+                            if let Some(fd) = shared.devices[port].rx_fd(self.id) {
+                                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                            }
+                            let _ = shared.events.send(Event::DeviceFailed {
+                                port: port as PortId,
+                                error,
+                            });
+                        }
+                    }
+                    self.router.process(&mut burst, now);
+                    self.share_neighbors();
+                    self.flush();
+                }
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.refresh();
+                self.router.tick(self.now());
+                self.share_neighbors();
+                self.flush();
+            }
+            if last_publish.elapsed() >= PUBLISH {
+                last_publish = Instant::now();
+                self.publish(false);
+            }
+        }
+        self.router.finish();
+        self.flush();
+        self.publish(true);
+        Ok(self.router)
+    }
+
+    fn publish(&self, wait: bool) {
+        let slot = &self.shared.stats[self.id];
+        let guard = if wait {
+            Some(slot.lock())
+        } else {
+            slot.try_lock()
+        };
+        if let Some(mut s) = guard {
+            s.clone_from(self.router.stats());
+        }
+    }
+
+    fn rx_burst(&mut self, port: PortId, burst: &mut Vec<Packet>, now: Time) -> Rx {
+        let shared = Arc::clone(&self.shared);
+        let Device::Tap(tap) = &shared.devices[usize::from(port)] else {
+            return Rx::Drained;
+        };
+        for _ in 0..self.cfg.burst {
+            let mut buf = self.router.take_buf();
+            match tap.recv(self.id, &mut buf) {
+                Ok(off) => self.router.receive_buf(burst, port, now, buf, off),
+                Err(e) => {
+                    self.router.recycle(buf);
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Rx::Drained,
+                        io::ErrorKind::Interrupted => Rx::More,
+                        _ => Rx::Failed(e),
+                    };
+                }
+            }
+        }
+        Rx::More
+    }
+
+    /// Writes out everything the router queued, one write per frame.
+    fn flush(&mut self) {
+        if !self.router.has_tx() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        for (port, dev) in shared.devices.iter().enumerate() {
+            let port = port as PortId;
+            let mut errors = 0;
+            let (id, scratch) = (self.id, &mut self.scratch);
+            self.router.drain_tx(port, |p| {
+                if let Device::Tap(tap) = dev {
+                    if send(tap, id, &mut p.buf, &p.meta.offload, scratch).is_err() {
+                        errors += 1;
+                    }
+                } else {
+                    errors += 1;
+                }
+            });
+            if errors > 0 {
+                self.router.count_tx_errors(port, errors);
+            }
+        }
+    }
+}
+
+/// Sends one frame on queue `q` of `tap`. A TAP that takes offloads gets the
+/// frame as it is with its header; one that does not gets a finished
+/// checksum, or the segments of a super-packet cut here.
+fn send(
+    tap: &Tap,
+    q: usize,
+    buf: &mut PacketBuf,
+    off: &Offload,
+    scratch: &mut [u8],
+) -> io::Result<()> {
+    if tap.offloads() || off.is_plain() {
+        return tap.send(q, buf.frame(), off);
+    }
+    if off.is_gso() {
+        let l3 = l3_offset(buf.frame());
+        let mut result = Ok(());
+        let plain = Offload::default();
+        let cut = offload::segment(buf.frame(), l3, off, scratch, |seg| {
+            if let Err(e) = tap.send(q, seg, &plain) {
+                result = Err(e);
+            }
+        });
+        return match cut {
+            Some(_) => result,
+            None => Err(io::Error::other("super-packet that cannot be segmented")),
+        };
+    }
+    if !offload::finish_checksum(buf.frame_mut(), off) {
+        return Err(io::Error::other("checksum offsets outside the frame"));
+    }
+    tap.send(q, buf.frame(), &Offload::default())
+}
+
+/// Where the network header starts (after one optional VLAN tag).
+fn l3_offset(frame: &[u8]) -> usize {
+    match frame.get(12..14) {
+        Some([0x81, 0x00]) => 18,
+        _ => 14,
+    }
+}

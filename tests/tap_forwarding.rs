@@ -1,0 +1,402 @@
+//! edgefwd forwarding in real time on TAP devices. Network namespaces play
+//! the hosts and VMs; each port's TAP is opened inside its host's namespace
+//! (`tap:NAME@NETNS`), and the daemon runs in this process between them.
+//! Traffic stays inside those namespaces. Needs root; CI is root.
+//!
+//! Topology (each test builds its own, with unique namespace names):
+//!
+//! ```text
+//!  h2 10.0.2.2 ── Port2 10.0.2.1 ┐          ┌ Port3 10.0.3.1 ── h3 10.0.3.2
+//!                                 edgefwd ──┤
+//!  vm 172.28.0.10 ── vm1 172.28.0.1┘          └ Port4 10.0.4.1 ── h4 10.0.4.2
+//! ```
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::Netns;
+use edgefwd_control::config::Config;
+use edgefwd_control::run::{run, Control, RunError, RunSummary};
+use edgefwd_dataplane::port::binding::netns_path;
+use edgefwd_dataplane::port::{in_netns, LinkState};
+use sha2::{Digest, Sha256};
+
+/// One host namespace on one appliance port.
+struct Host {
+    ns: Netns,
+    dev: &'static str,
+    port: &'static str,
+    subnet: &'static str,
+}
+
+impl Host {
+    fn gateway(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
+    fn addr(&self) -> String {
+        let last = if self.port == "vm1" { 10 } else { 2 };
+        format!("{}.{last}", self.subnet)
+    }
+
+    fn port_toml(&self, i: usize) -> String {
+        format!(
+            "[[port]]\nname = \"{}\"\nbind = \"tap:{}@{}\"\nmac = \"02:00:00:00:0{i}:01\"\naddresses = [\"{}/24\"]\n\n",
+            self.port,
+            self.dev,
+            self.ns.name(),
+            self.gateway(),
+        )
+    }
+
+    /// Addresses the host side of the TAP once the daemon has made it.
+    fn configure(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self
+            .ns
+            .exec(5, &["ip", "link", "show", self.dev])
+            .status
+            .code()
+            != Some(0)
+        {
+            assert!(Instant::now() < deadline, "{} never appeared", self.dev);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let cidr = format!("{}/24", self.addr());
+        self.ns.ip(&["addr", "add", &cidr, "dev", self.dev]);
+        self.ns.ip(&["link", "set", self.dev, "up"]);
+        self.ns.ip(&["link", "set", "lo", "up"]);
+        self.ns
+            .ip(&["route", "replace", "default", "via", &self.gateway()]);
+    }
+
+    /// Frames the host's side of the TAP has received.
+    fn rx_packets(&self) -> u64 {
+        let path = format!("/sys/class/net/{}/statistics/rx_packets", self.dev);
+        let out = self.ns.exec(5, &["cat", &path]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// `ping` from this host; true when every echo was answered.
+    fn ping(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = vec!["ping", "-n"];
+        cmd.extend_from_slice(args);
+        let out = self.ns.exec(15, &cmd);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text)
+    }
+}
+
+/// The daemon running in this process; stopped (and joined) on drop, before
+/// the namespaces go.
+struct Appliance {
+    control: Control,
+    thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
+    hosts: Vec<Host>,
+}
+
+impl Appliance {
+    /// Hosts for `ports` (of "Port2", "Port3", "Port4", "vm1"), the daemon
+    /// with `extra` config, then the hosts addressed.
+    fn start(tag: &str, ports: &[&'static str], extra: &str) -> Appliance {
+        let hosts: Vec<Host> = ports
+            .iter()
+            .map(|&port| {
+                let (dev, subnet) = match port {
+                    "Port2" => ("p2", "10.0.2"),
+                    "Port3" => ("p3", "10.0.3"),
+                    "Port4" => ("p4", "10.0.4"),
+                    _ => ("vm1", "172.28.0"),
+                };
+                Host {
+                    ns: Netns::new(&format!("{tag}-{dev}")),
+                    dev,
+                    port,
+                    subnet,
+                }
+            })
+            .collect();
+        let mut toml = String::from("[dataplane]\nworkers = 2\n\n");
+        for (i, h) in hosts.iter().enumerate() {
+            toml += &h.port_toml(i + 2);
+        }
+        toml += extra;
+        let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let control = Control::default();
+        let c = control.clone();
+        let thread = std::thread::spawn(move || run(&cfg, Path::new(&"test"), &c));
+        let app = Appliance {
+            control,
+            thread: Some(thread),
+            hosts,
+        };
+        for h in &app.hosts {
+            h.configure();
+        }
+        // The daemon sees each link come up within its probe period; the
+        // appliance answering a host's ping shows that host's port is up.
+        for h in &app.hosts {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !h.ping(&["-c", "1", "-W", "0.2", &h.gateway()]).0 {
+                assert!(Instant::now() < deadline, "{} never came up", h.port);
+            }
+        }
+        app
+    }
+
+    fn host(&self, port: &str) -> &Host {
+        self.hosts.iter().find(|h| h.port == port).unwrap()
+    }
+
+    fn stop(mut self) -> RunSummary {
+        self.stop_inner().expect("daemon failed")
+    }
+
+    fn stop_inner(&mut self) -> Result<RunSummary, RunError> {
+        self.control.stop.store(true, Ordering::Relaxed);
+        let t = self.thread.take().expect("stopped twice");
+        t.join().expect("daemon panicked")
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop_inner();
+        }
+    }
+}
+
+fn root(test: &str) -> bool {
+    common::need_root(test) && common::need_tool(test, "ping", "-V")
+}
+
+fn counters(s: &RunSummary) -> String {
+    edgefwd_control::run::counters_text(&s.names, &s.links, &s.stats)
+}
+
+/// Every packet that entered is accounted for.
+fn assert_identity(s: &RunSummary) {
+    let st = &s.stats;
+    assert_eq!(
+        st.received(),
+        st.forwarded + st.local + st.dropped(),
+        "accounting identity"
+    );
+}
+
+#[test]
+fn ping_crosses_the_appliance_both_ways_and_from_a_vm() {
+    const T: &str = "ping_crosses_the_appliance_both_ways_and_from_a_vm";
+    if !root(T) {
+        return;
+    }
+    let app = Appliance::start("ping", &["Port2", "Port3", "vm1"], "");
+    let (h2, h3, vm) = (app.host("Port2"), app.host("Port3"), app.host("vm1"));
+    for (from, to) in [(h2, h3), (h3, h2), (vm, h2), (vm, h3)] {
+        let (ok, out) = from.ping(&["-c", "3", "-i", "0.2", "-W", "2", &to.addr()]);
+        assert!(ok, "{} -> {}: {out}", from.port, to.port);
+        assert!(out.contains("ttl=63"), "one routed hop: {out}");
+    }
+    let (ok, out) = h2.ping(&["-c", "2", "-i", "0.2", "-W", "2", &h2.gateway()]);
+    assert!(ok && out.contains("ttl=64"), "the appliance answers: {out}");
+    let s = app.stop();
+    assert_identity(&s);
+    assert!(s.stats.forwarded >= 24, "{}", counters(&s));
+    assert!(s.links.iter().all(|l| *l == LinkState::Up), "{:?}", s.links);
+}
+
+#[test]
+fn ttl_expiry_is_answered_by_the_hop_that_saw_it() {
+    const T: &str = "ttl_expiry_is_answered_by_the_hop_that_saw_it";
+    if !root(T) {
+        return;
+    }
+    let app = Appliance::start("ttl", &["Port2", "Port3"], "");
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    // Traceroute by hand: TTL 1 dies at the appliance, TTL 2 arrives.
+    for (from, to) in [(h2, h3), (h3, h2)] {
+        let (ok, out) = from.ping(&["-c", "1", "-t", "1", "-W", "2", &to.addr()]);
+        assert!(!ok, "TTL 1 must not arrive: {out}");
+        let expect = format!("From {} icmp_seq=1 Time to live exceeded", from.gateway());
+        assert!(out.contains(&expect), "expected {expect:?} in {out}");
+        let (ok, out) = from.ping(&["-c", "1", "-t", "2", "-W", "2", &to.addr()]);
+        assert!(ok, "TTL 2 arrives: {out}");
+    }
+    let s = app.stop();
+    assert_identity(&s);
+    let expired = s
+        .stats
+        .ports
+        .iter()
+        .map(|p| p.drops[edgefwd_dataplane::stats::DropReason::TtlExpired as usize])
+        .sum::<u64>();
+    assert_eq!(expired, 2);
+}
+
+#[test]
+fn tcp_transfer_of_50_mb_arrives_intact() {
+    const T: &str = "tcp_transfer_of_50_mb_arrives_intact";
+    if !root(T) {
+        return;
+    }
+    const LEN: usize = 50 << 20;
+    let app = Appliance::start("tcp", &["Port2", "Port3"], "");
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    let dst: SocketAddr = format!("{}:5001", h3.addr()).parse().unwrap();
+    let ns = |h: &Host| netns_path(h.ns.name());
+    let listener = in_netns(&ns(h3), || TcpListener::bind(dst)).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (mut hash, mut n, mut buf) = (Sha256::new(), 0usize, vec![0; 1 << 16]);
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => break,
+                k => {
+                    hash.update(&buf[..k]);
+                    n += k;
+                }
+            }
+        }
+        (n, hash.finalize())
+    });
+    let mut stream = in_netns(&ns(h2), || {
+        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+    })
+    .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sent = Sha256::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut chunk = vec![0u8; 1 << 16];
+    let started = Instant::now();
+    for _ in 0..LEN / chunk.len() {
+        for b in chunk.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b.copy_from_slice(&state.to_le_bytes());
+        }
+        sent.update(&chunk);
+        stream.write_all(&chunk).unwrap();
+    }
+    drop(stream);
+    let (n, got) = receiver.join().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{T}: {n} bytes in {secs:.2} s ({:.2} Gbit/s)",
+        n as f64 * 8.0 / secs / 1e9
+    );
+    assert_eq!(n, LEN);
+    assert_eq!(got, sent.finalize(), "sha256 of what arrived");
+    let s = app.stop();
+    assert_identity(&s);
+}
+
+#[test]
+fn metric_failover_moves_traffic_within_a_second_and_back() {
+    const T: &str = "metric_failover_moves_traffic_within_a_second_and_back";
+    if !root(T) {
+        return;
+    }
+    let routes = "[[route]]\ninterface = \"Port3\"\ndestination = \"10.9.9.0/24\"\nnext_hop = \"10.0.3.2\"\nmetric = 100\n\n\
+                  [[route]]\ninterface = \"Port4\"\ndestination = \"10.9.9.0/24\"\nnext_hop = \"10.0.4.2\"\nmetric = 200\n";
+    let app = Appliance::start("fo", &["Port2", "Port3", "Port4"], routes);
+    let (h2, h3, h4) = (app.host("Port2"), app.host("Port3"), app.host("Port4"));
+    // The service address lives on both far hosts.
+    for h in [h3, h4] {
+        h.ns.ip(&["addr", "add", "10.9.9.9/32", "dev", "lo"]);
+    }
+    let probe = || h2.ping(&["-c", "1", "-W", "0.2", "10.9.9.9"]).0;
+    // Through the metric-100 route.
+    let (r3, r4) = (h3.rx_packets(), h4.rx_packets());
+    assert!(probe(), "10.9.9.9 answers through Port3");
+    assert!(
+        h3.rx_packets() > r3 && h4.rx_packets() == r4,
+        "metric 100 route used"
+    );
+
+    // Port3's link goes down: within 1 s traffic takes the metric-200 route.
+    h3.ns.ip(&["link", "set", h3.dev, "down"]);
+    let down_at = Instant::now();
+    let r4 = h4.rx_packets();
+    let moved = loop {
+        if probe() && h4.rx_packets() > r4 {
+            break down_at.elapsed();
+        }
+        assert!(
+            down_at.elapsed() < Duration::from_secs(5),
+            "traffic never moved to Port4"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("{T}: moved to the metric-200 route after {moved:?}");
+    assert!(moved < Duration::from_secs(1), "failover took {moved:?}");
+
+    // Back up: traffic returns to Port3.
+    h3.ns.ip(&["link", "set", h3.dev, "up"]);
+    h3.ns
+        .ip(&["route", "replace", "default", "via", &h3.gateway()]);
+    let up_at = Instant::now();
+    let returned = loop {
+        let r3 = h3.rx_packets();
+        if probe() && h3.rx_packets() > r3 {
+            break up_at.elapsed();
+        }
+        assert!(
+            up_at.elapsed() < Duration::from_secs(5),
+            "traffic never returned to Port3"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("{T}: back on the metric-100 route after {returned:?}");
+    let s = app.stop();
+    assert_identity(&s);
+}
+
+#[test]
+fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
+    const T: &str = "a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding";
+    if !root(T) {
+        return;
+    }
+    let app = Appliance::start("gone", &["Port2", "Port3", "vm1"], "");
+    let (h2, h3, vm) = (app.host("Port2"), app.host("Port3"), app.host("vm1"));
+    assert!(vm.ping(&["-c", "1", "-W", "2", &h2.addr()]).0);
+    vm.ns.ip(&["link", "del", vm.dev]);
+    let (ok, out) = h2.ping(&["-c", "3", "-i", "0.2", "-W", "2", &h3.addr()]);
+    assert!(ok, "Port2 to Port3 still forwards: {out}");
+    // Give the link probe a moment, then check what the daemon saw.
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, _) = h2.ping(&["-c", "1", "-W", "1", &vm.addr()]);
+    assert!(!ok, "nothing answers for the vanished VM");
+    let s = app.stop();
+    assert_identity(&s);
+    assert_eq!(s.links, [LinkState::Up, LinkState::Up, LinkState::Gone]);
+}
+
+#[test]
+fn a_port_that_cannot_be_opened_is_named_with_its_binding() {
+    let toml = "[[port]]\nname = \"Port2\"\nbind = \"tap:p2@efw-no-such-netns\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n";
+    let cfg = Config::parse(toml).unwrap();
+    let err = match run(&cfg, Path::new("test"), &Control::default()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened a TAP in a namespace that does not exist"),
+    };
+    assert!(
+        err.starts_with("port Port2 (bind tap:p2@efw-no-such-netns): ")
+            && err.contains("/run/netns/efw-no-such-netns"),
+        "{err}"
+    );
+}
