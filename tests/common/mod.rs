@@ -144,6 +144,20 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts a command inside the namespace; it is killed when the guard
+    /// drops.
+    pub fn spawn(&self, cmd: &[&str]) -> Spawned {
+        let mut full = vec!["netns", "exec", &self.0];
+        full.extend_from_slice(cmd);
+        let child = Command::new("ip")
+            .args(&full)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Spawned(child)
+    }
+
     /// Runs a command inside the namespace, bounded to `secs` seconds.
     pub fn exec(&self, secs: u32, cmd: &[&str]) -> std::process::Output {
         let secs = secs.to_string();
@@ -156,5 +170,15 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A process started in a namespace, killed on drop.
+pub struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

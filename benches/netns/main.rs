@@ -1,0 +1,276 @@
+//! Side by side on one machine, in one run: the Linux kernel forwarding
+//! between network namespaces, edgefwd forwarding between TAPs, and a plain
+//! one-read-one-write TAP relay. Each moves traffic between the same two
+//! host namespaces; the table gives each figure with its ratio to the
+//! kernel's.
+//!
+//! `sudo cargo bench --bench netns` (root: namespaces, TAPs; needs iperf3
+//! and ping). `EDGEFWD_NETNS_SECS` sets each measurement's length (default
+//! 5 s). Traffic stays inside the namespaces this makes and removes.
+//!
+//! ```text
+//! kernel:  h2 ─veth─ router netns (ip_forward) ─veth─ h3
+//! edgefwd: h2 ─TAP─ edgefwd (in this process, 2 workers) ─TAP─ h3
+//! relay:   h2 ─TAP─ read()/write() loop, 1 thread ─TAP─ h3 (one subnet)
+//! ```
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod relay;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::Netns;
+use edgefwd_control::config::Config;
+use edgefwd_control::run::{run, Control};
+
+/// The hosts' addresses in each topology.
+struct Hosts {
+    h2: Netns,
+    h3: Netns,
+    /// h3's address, the target of every measurement.
+    target: &'static str,
+}
+
+/// What one forwarder achieved.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    tcp_gbps: f64,
+    udp_pps: f64,
+    rtt_median_us: f64,
+}
+
+fn secs() -> u32 {
+    std::env::var("EDGEFWD_NETNS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json_f64(v: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_f64()
+        .unwrap_or_else(|| panic!("iperf3 JSON has no {}", path.join(".")))
+}
+
+/// iperf3 TCP for `secs`, then 64-byte-frame UDP (18-byte payloads), then
+/// 200 pings 5 ms apart.
+fn measure(hosts: &Hosts) -> Figures {
+    let t = secs();
+    let server = hosts.h3.spawn(&["iperf3", "-s", "-1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let tcp = hosts.h2.exec(
+        t + 20,
+        &["iperf3", "-J", "-c", hosts.target, "-t", &t.to_string()],
+    );
+    let tcp: serde_json::Value = serde_json::from_str(&ok(&tcp, "iperf3 tcp")).unwrap();
+    drop(server);
+    let server = hosts.h3.spawn(&["iperf3", "-s", "-1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let udp = hosts.h2.exec(
+        t + 20,
+        &[
+            "iperf3",
+            "-J",
+            "-u",
+            "-b",
+            "0",
+            "-l",
+            "18",
+            "-c",
+            hosts.target,
+            "-t",
+            &t.to_string(),
+        ],
+    );
+    let udp: serde_json::Value = serde_json::from_str(&ok(&udp, "iperf3 udp")).unwrap();
+    drop(server);
+    let packets = json_f64(&udp, &["end", "sum", "packets"]);
+    let lost = json_f64(&udp, &["end", "sum", "lost_packets"]);
+    let seconds = json_f64(&udp, &["end", "sum", "seconds"]);
+    let ping = hosts.h2.exec(
+        30,
+        &["ping", "-n", "-c", "200", "-i", "0.005", hosts.target],
+    );
+    let mut rtts: Vec<f64> = ok(&ping, "ping")
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(rtts.len() > 150, "too few ping replies: {}", rtts.len());
+    rtts.sort_by(f64::total_cmp);
+    Figures {
+        tcp_gbps: json_f64(&tcp, &["end", "sum_received", "bits_per_second"]) / 1e9,
+        udp_pps: (packets - lost) / seconds,
+        rtt_median_us: rtts[rtts.len() / 2] * 1000.0,
+    }
+}
+
+fn host_addr(ns: &Netns, dev: &str, cidr: &str, gateway: Option<&str>) {
+    ns.ip(&["addr", "add", cidr, "dev", dev]);
+    ns.ip(&["link", "set", dev, "up"]);
+    ns.ip(&["link", "set", "lo", "up"]);
+    if let Some(gw) = gateway {
+        ns.ip(&["route", "replace", "default", "via", gw]);
+    }
+}
+
+fn wait_for(ns: &Netns, dev: &str) {
+    for _ in 0..250 {
+        if ns.exec(5, &["ip", "link", "show", dev]).status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{dev} never appeared in {}", ns.name());
+}
+
+fn wait_reachable(hosts: &Hosts) {
+    for _ in 0..50 {
+        if hosts
+            .h2
+            .exec(5, &["ping", "-c", "1", "-W", "0.2", hosts.target])
+            .status
+            .success()
+        {
+            return;
+        }
+    }
+    panic!("{} never answered", hosts.target);
+}
+
+fn kernel() -> Figures {
+    let (h2, r, h3) = (Netns::new("bk-h2"), Netns::new("bk-r"), Netns::new("bk-h3"));
+    for (host, rdev, hdev) in [(&h2, "r2", "eth2"), (&h3, "r3", "eth3")] {
+        r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
+        r.ip(&["link", "set", hdev, "netns", host.name()]);
+    }
+    host_addr(&r, "r2", "10.0.2.1/24", None);
+    host_addr(&r, "r3", "10.0.3.1/24", None);
+    ok(
+        &r.exec(5, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+        "sysctl",
+    );
+    host_addr(&h2, "eth2", "10.0.2.2/24", Some("10.0.2.1"));
+    host_addr(&h3, "eth3", "10.0.3.2/24", Some("10.0.3.1"));
+    let hosts = Hosts {
+        h2,
+        h3,
+        target: "10.0.3.2",
+    };
+    wait_reachable(&hosts);
+    let f = measure(&hosts);
+    drop(r);
+    f
+}
+
+fn edgefwd() -> Figures {
+    let (h2, h3) = (Netns::new("be-h2"), Netns::new("be-h3"));
+    let toml = format!(
+        "[[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
+         [[port]]\nname = \"Port3\"\nbind = \"tap:p3@{}\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n",
+        h2.name(),
+        h3.name()
+    );
+    let cfg = Config::parse(&toml).unwrap();
+    let control = Control::default();
+    let c = control.clone();
+    let daemon = std::thread::spawn(move || run(&cfg, Path::new("netns bench"), &c));
+    wait_for(&h2, "p2");
+    wait_for(&h3, "p3");
+    host_addr(&h2, "p2", "10.0.2.2/24", Some("10.0.2.1"));
+    host_addr(&h3, "p3", "10.0.3.2/24", Some("10.0.3.1"));
+    let hosts = Hosts {
+        h2,
+        h3,
+        target: "10.0.3.2",
+    };
+    wait_reachable(&hosts);
+    let f = measure(&hosts);
+    control.stop.store(true, Ordering::Relaxed);
+    let summary = daemon.join().unwrap().unwrap();
+    let s = &summary.stats;
+    println!(
+        "edgefwd counters: in {} forwarded {} local {} dropped {} (tx_errors {})",
+        s.received(),
+        s.forwarded,
+        s.local,
+        s.dropped(),
+        s.ports.iter().map(|p| p.tx_errors).sum::<u64>()
+    );
+    f
+}
+
+fn plain_relay() -> Figures {
+    let (h2, h3) = (Netns::new("bn-h2"), Netns::new("bn-h3"));
+    let relay = relay::Relay::start(("p2", h2.name()), ("p3", h3.name()));
+    host_addr(&h2, "p2", "10.0.9.2/24", None);
+    host_addr(&h3, "p3", "10.0.9.3/24", None);
+    let hosts = Hosts {
+        h2,
+        h3,
+        target: "10.0.9.3",
+    };
+    wait_reachable(&hosts);
+    let f = measure(&hosts);
+    let frames = relay.stop();
+    println!("plain relay: {frames} frames");
+    f
+}
+
+fn main() {
+    const NAME: &str = "netns bench";
+    if !common::need_root(NAME)
+        || !common::need_tool(NAME, "iperf3", "--version")
+        || !common::need_tool(NAME, "ping", "-V")
+    {
+        std::process::exit(1);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("netns bench: {} s per measurement, {cores} cores", secs());
+    let k = kernel();
+    let e = edgefwd();
+    let p = plain_relay();
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    println!();
+    println!("| figure | kernel | edgefwd | edgefwd/kernel | plain relay | edgefwd/relay |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| TCP (iperf3) Gbit/s | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        k.tcp_gbps,
+        e.tcp_gbps,
+        ratio(e.tcp_gbps, k.tcp_gbps),
+        p.tcp_gbps,
+        ratio(e.tcp_gbps, p.tcp_gbps)
+    );
+    println!(
+        "| UDP 64-byte frames delivered, kpps | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+        k.udp_pps / 1e3,
+        e.udp_pps / 1e3,
+        ratio(e.udp_pps, k.udp_pps),
+        p.udp_pps / 1e3,
+        ratio(e.udp_pps, p.udp_pps)
+    );
+    println!(
+        "| ping RTT median, µs | {:.0} | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs |",
+        k.rtt_median_us,
+        e.rtt_median_us,
+        e.rtt_median_us - k.rtt_median_us,
+        p.rtt_median_us,
+        e.rtt_median_us - p.rtt_median_us
+    );
+}
