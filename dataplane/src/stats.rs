@@ -81,6 +81,8 @@ drop_reasons! {
     PortDown = "port_down",
     /// Egress queue full.
     TxQueueFull = "tx_queue_full",
+    /// The port's receive queue was full (the workers fell behind).
+    RxQueueFull = "rx_queue_full",
     /// A device's offload header does not fit the packet it came with.
     OffloadInvalid = "offload_invalid",
 }

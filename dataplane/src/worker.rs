@@ -19,21 +19,21 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
 use crossbeam_queue::ArrayQueue;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::fib::Fib;
 use crate::packet::offload::{self, Offload};
 use crate::packet::{MacAddr, Packet, PacketBuf};
 use crate::pipeline::Router;
-use crate::port::{PortId, Tap};
+use crate::port::{AfPacket, PortId, Tap};
 use crate::stats::Stats;
 use crate::time::Time;
 
@@ -41,6 +41,8 @@ use crate::time::Time;
 pub enum Device {
     /// A TAP device.
     Tap(Tap),
+    /// A NIC through AF_PACKET.
+    AfPacket(AfPacket),
     /// Nothing: the port is administratively down.
     Down,
 }
@@ -53,6 +55,15 @@ impl Device {
         }
     }
 }
+
+/// The worker that owns an AF_PACKET port's rx (its queue is not per
+/// worker).
+pub fn afpacket_owner(port: PortId, workers: usize) -> usize {
+    usize::from(port) % workers.max(1)
+}
+
+/// The token of a worker's waker.
+const WAKE: Token = Token(usize::MAX);
 
 /// What the dataplane forwards with; replaced whole by the control plane.
 pub struct Snapshot {
@@ -89,6 +100,8 @@ pub struct Shared {
     pub events: Sender<Event>,
     /// Each worker's inbox of neighbour answers seen by the others.
     pub neighbors: Vec<ArrayQueue<Learned>>,
+    /// Each worker's waker, set when it starts.
+    pub wakers: Vec<OnceLock<Arc<Waker>>>,
 }
 
 /// A neighbour answer passed between workers: port, address, MAC.
@@ -164,12 +177,20 @@ impl Worker {
     /// theirs.
     fn share_neighbors(&mut self) {
         self.router.take_learned(&mut self.learned);
-        for l in self.learned.drain(..) {
+        if !self.learned.is_empty() {
             for (i, inbox) in self.shared.neighbors.iter().enumerate() {
-                if i != self.id {
+                if i == self.id {
+                    continue;
+                }
+                for &l in &self.learned {
                     let _ = inbox.push(l);
                 }
+                // Wake the peer: it may be holding packets for this answer.
+                if let Some(w) = self.shared.wakers[i].get() {
+                    let _ = w.wake();
+                }
             }
+            self.learned.clear();
         }
         if let Some(inbox) = self.shared.neighbors.get(self.id) {
             while let Some((port, addr, mac)) = inbox.pop() {
@@ -194,12 +215,22 @@ impl Worker {
         let mut poll = Poll::new()?;
         let shared = Arc::clone(&self.shared);
         let mut ready = vec![false; shared.devices.len()];
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let _ = shared.wakers[self.id].set(Arc::clone(&waker));
+        let mut woken = Vec::new();
         for (port, dev) in shared.devices.iter().enumerate() {
             if let Some(fd) = dev.rx_fd(self.id) {
                 poll.registry()
                     .register(&mut SourceFd(&fd), Token(port), Interest::READABLE)?;
                 // Frames may have arrived before registration.
                 ready[port] = true;
+            }
+            if let Device::AfPacket(a) = dev {
+                if afpacket_owner(port as PortId, shared.wakers.len()) == self.id {
+                    a.set_waker(Arc::clone(&waker));
+                    woken.push(port);
+                    ready[port] = true;
+                }
             }
         }
         let mut events = Events::with_capacity(64);
@@ -212,7 +243,15 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             for e in events.iter() {
-                if let Some(r) = ready.get_mut(e.token().0) {
+                if e.token() == WAKE {
+                    // An AF_PACKET rx queue has frames, or a peer passed
+                    // neighbour answers.
+                    for &p in &woken {
+                        ready[p] = true;
+                    }
+                    self.share_neighbors();
+                    self.flush();
+                } else if let Some(r) = ready.get_mut(e.token().0) {
                     *r = true;
                 }
             }
@@ -275,8 +314,10 @@ impl Worker {
 
     fn rx_burst(&mut self, port: PortId, burst: &mut Vec<Packet>, now: Time) -> Rx {
         let shared = Arc::clone(&self.shared);
-        let Device::Tap(tap) = &shared.devices[usize::from(port)] else {
-            return Rx::Drained;
+        let tap = match &shared.devices[usize::from(port)] {
+            Device::Tap(tap) => tap,
+            Device::AfPacket(a) => return self.rx_afpacket(a, port, burst, now),
+            Device::Down => return Rx::Drained,
         };
         for _ in 0..self.cfg.burst {
             let mut buf = self.router.take_buf();
@@ -295,6 +336,39 @@ impl Worker {
         Rx::More
     }
 
+    fn rx_afpacket(
+        &mut self,
+        a: &AfPacket,
+        port: PortId,
+        burst: &mut Vec<Packet>,
+        now: Time,
+    ) -> Rx {
+        let mut spare = None;
+        for _ in 0..self.cfg.burst {
+            if spare.is_none() {
+                spare = Some(self.router.take_buf());
+            }
+            match a.recv(&mut spare) {
+                Some(buf) => self
+                    .router
+                    .receive_buf(burst, port, now, buf, Ok(Offload::default())),
+                None => {
+                    if let Some(b) = spare {
+                        self.router.recycle(b);
+                    }
+                    return match a.failure() {
+                        Some(e) => Rx::Failed(io::Error::new(e.kind(), e.to_string())),
+                        None => Rx::Drained,
+                    };
+                }
+            }
+        }
+        if let Some(b) = spare {
+            self.router.recycle(b);
+        }
+        Rx::More
+    }
+
     /// Writes out everything the router queued, one write per frame.
     fn flush(&mut self) {
         if !self.router.has_tx() {
@@ -306,11 +380,17 @@ impl Worker {
             let mut errors = 0;
             let (id, scratch) = (self.id, &mut self.scratch);
             self.router.drain_tx(port, |p| {
-                if let Device::Tap(tap) = dev {
-                    if send(tap, id, &mut p.buf, &p.meta.offload, scratch).is_err() {
-                        errors += 1;
-                    }
-                } else {
+                let sent = match dev {
+                    Device::Tap(tap) => send(tap, id, &mut p.buf, &p.meta.offload, scratch).is_ok(),
+                    Device::AfPacket(a) => send_plain(&mut p.buf, &p.meta.offload, scratch, |f| {
+                        a.send(f)
+                            .then_some(())
+                            .ok_or_else(|| io::Error::other("tx queue full"))
+                    })
+                    .is_ok(),
+                    Device::Down => false,
+                };
+                if !sent {
                     errors += 1;
                 }
             });
@@ -321,9 +401,8 @@ impl Worker {
     }
 }
 
-/// Sends one frame on queue `q` of `tap`. A TAP that takes offloads gets the
-/// frame as it is with its header; one that does not gets a finished
-/// checksum, or the segments of a super-packet cut here.
+/// Sends one frame on queue `q` of `tap`: as it is with its offload header
+/// when the TAP takes offloads, else made plain first.
 fn send(
     tap: &Tap,
     q: usize,
@@ -331,15 +410,29 @@ fn send(
     off: &Offload,
     scratch: &mut [u8],
 ) -> io::Result<()> {
-    if tap.offloads() || off.is_plain() {
+    if tap.offloads() {
         return tap.send(q, buf.frame(), off);
+    }
+    let plain = Offload::default();
+    send_plain(buf, off, scratch, |f| tap.send(q, f, &plain))
+}
+
+/// Hands a frame to `out` as a device without offloads needs it: a
+/// super-packet as the segments cut here, a partial checksum finished.
+fn send_plain(
+    buf: &mut PacketBuf,
+    off: &Offload,
+    scratch: &mut [u8],
+    mut out: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    if off.is_plain() {
+        return out(buf.frame());
     }
     if off.is_gso() {
         let l3 = l3_offset(buf.frame());
         let mut result = Ok(());
-        let plain = Offload::default();
         let cut = offload::segment(buf.frame(), l3, off, scratch, |seg| {
-            if let Err(e) = tap.send(q, seg, &plain) {
+            if let Err(e) = out(seg) {
                 result = Err(e);
             }
         });
@@ -351,7 +444,7 @@ fn send(
     if !offload::finish_checksum(buf.frame_mut(), off) {
         return Err(io::Error::other("checksum offsets outside the frame"));
     }
-    tap.send(q, buf.frame(), &Offload::default())
+    out(buf.frame())
 }
 
 /// Where the network header starts (after one optional VLAN tag).

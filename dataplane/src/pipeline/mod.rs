@@ -214,15 +214,15 @@ impl Router {
 
     /// Takes in a frame a driver read into `buf` (from [`Router::take_buf`])
     /// with its device offload state: counts it and appends it to `burst`.
-    /// `None` offload: the device header was unusable, and the frame is
-    /// dropped as `offload_invalid`.
+    /// When the driver found the frame unusable (`Err(reason)`), it is
+    /// counted as received and dropped under that reason.
     pub fn receive_buf(
         &mut self,
         burst: &mut Vec<Packet>,
         port: PortId,
         ts: Time,
         buf: PacketBuf,
-        offload: Option<Offload>,
+        offload: Result<Offload, DropReason>,
     ) {
         let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
             return self.pool.put(buf);
@@ -231,9 +231,13 @@ impl Router {
         ps.rx_bytes += buf.len() as u64;
         let mut meta = Meta::received(port, ts);
         match offload {
-            Some(o) if o.fits(buf.len()) => meta.offload = o,
-            _ => {
+            Ok(o) if o.fits(buf.len()) => meta.offload = o,
+            Ok(_) => {
                 self.count_drop(&meta, DropReason::OffloadInvalid);
+                return self.pool.put(buf);
+            }
+            Err(reason) => {
+                self.count_drop(&meta, reason);
                 return self.pool.put(buf);
             }
         }

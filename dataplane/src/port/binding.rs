@@ -17,8 +17,14 @@ pub enum Binding {
         /// Network namespace the device lives in.
         netns: Option<String>,
     },
-    /// `afpacket:IFNAME`: a real NIC through an AF_PACKET socket.
-    AfPacket(String),
+    /// `afpacket:IFNAME` or `afpacket:IFNAME@NETNS`: a real NIC through an
+    /// AF_PACKET socket.
+    AfPacket {
+        /// Interface name.
+        name: String,
+        /// Network namespace the interface lives in.
+        netns: Option<String>,
+    },
     /// `pcap`: fed and drained by `replay`.
     Pcap,
     /// `none`: administratively down.
@@ -37,21 +43,25 @@ pub fn valid_ifname(n: &str) -> bool {
 impl Binding {
     /// Parses a `bind` value; `None` when it is not one of the forms above.
     pub fn parse(s: &str) -> Option<Binding> {
-        match s.split_once(':') {
-            Some(("tap", rest)) => {
-                let (name, netns) = match rest.split_once('@') {
-                    Some((n, ns)) if !ns.is_empty() && !ns.contains('\0') => (n, Some(ns)),
-                    Some(_) => return None,
-                    None => (rest, None),
-                };
-                valid_ifname(name).then(|| Binding::Tap {
-                    name: name.to_owned(),
-                    netns: netns.map(str::to_owned),
-                })
-            }
-            Some(("afpacket", n)) if valid_ifname(n) => Some(Binding::AfPacket(n.to_owned())),
-            None if s == "pcap" => Some(Binding::Pcap),
-            None if s == "none" => Some(Binding::None),
+        let Some((kind, rest)) = s.split_once(':') else {
+            return match s {
+                "pcap" => Some(Binding::Pcap),
+                "none" => Some(Binding::None),
+                _ => None,
+            };
+        };
+        let (name, netns) = match rest.split_once('@') {
+            Some((n, ns)) if !ns.is_empty() && !ns.contains('\0') => (n, Some(ns.to_owned())),
+            Some(_) => return None,
+            None => (rest, None),
+        };
+        if !valid_ifname(name) {
+            return None;
+        }
+        let name = name.to_owned();
+        match kind {
+            "tap" => Some(Binding::Tap { name, netns }),
+            "afpacket" => Some(Binding::AfPacket { name, netns }),
             _ => None,
         }
     }
@@ -75,7 +85,11 @@ impl fmt::Display for Binding {
                 name,
                 netns: Some(ns),
             } => write!(f, "tap:{name}@{ns}"),
-            Binding::AfPacket(n) => write!(f, "afpacket:{n}"),
+            Binding::AfPacket { name, netns: None } => write!(f, "afpacket:{name}"),
+            Binding::AfPacket {
+                name,
+                netns: Some(ns),
+            } => write!(f, "afpacket:{name}@{ns}"),
             Binding::Pcap => f.write_str("pcap"),
             Binding::None => f.write_str("none"),
         }
@@ -93,6 +107,7 @@ mod tests {
             "tap:edge-port2@h2",
             "tap:p@/proc/1/ns/net",
             "afpacket:eth0",
+            "afpacket:veth1@r",
             "pcap",
             "none",
         ] {

@@ -3,7 +3,7 @@
 //!
 //! How a port is bound (TAP, AF_PACKET, pcap) is not the pipeline's
 //! business: the control plane builds a [`PortTable`] from the config, and
-//! the drivers here ([`tap`]) move frames in and out by
+//! the drivers here ([`tap`], [`afpacket`]) move frames in and out by
 //! [`PortId`] for the workers. All syscalls, and all `unsafe`, are in `sys`.
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::packet::MacAddr;
 
+pub mod afpacket;
 pub mod binding;
 pub mod link;
 mod sys;
@@ -18,6 +19,7 @@ mod sys;
 pub use sys::in_netns;
 pub mod tap;
 
+pub use afpacket::AfPacket;
 pub use binding::Binding;
 pub use link::{LinkProbe, LinkState};
 pub use tap::Tap;

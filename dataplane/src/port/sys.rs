@@ -156,3 +156,31 @@ pub fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> io::Result<T> + Send)
         .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
     })
 }
+
+/// `PACKET_IGNORE_OUTGOING` from `linux/if_packet.h` (not in libc yet):
+/// the socket does not see frames the host itself sends on the interface.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// An AF_PACKET socket for all protocols, close-on-exec, that ignores the
+/// host's own outgoing frames; created in the calling thread's namespace.
+pub fn packet_socket() -> io::Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: socket() has no memory arguments.
+    let fd = check(unsafe {
+        libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto)
+    })?;
+    // SAFETY: `fd` is a fresh, valid descriptor owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: the option value points at `one`, an int, with its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}

@@ -18,6 +18,7 @@ use super::link::LinkProbe;
 use super::sys;
 use crate::packet::offload::{Offload, VNET_HDR_LEN};
 use crate::packet::PacketBuf;
+use crate::stats::DropReason;
 
 /// Largest frame a super-packet makes: a 64 KiB IP packet, Ethernet and a
 /// VLAN tag.
@@ -109,24 +110,26 @@ impl Tap {
     }
 
     /// Reads one frame from queue `q` into `buf` (one syscall). Returns its
-    /// offload state, `Ok(None)` for a header describing an offload never
-    /// asked for (the frame is then unusable), or the error
+    /// offload state, or why the frame cannot be used: longer than the
+    /// buffer (`oversize`: the read cut it), or a header describing an
+    /// offload never asked for (`offload_invalid`). Errors are the device's
     /// (`WouldBlock` when the queue is empty).
-    pub fn recv(&self, q: usize, buf: &mut PacketBuf) -> io::Result<Option<Offload>> {
+    pub fn recv(&self, q: usize, buf: &mut PacketBuf) -> io::Result<Result<Offload, DropReason>> {
         let mut f = &self.queues[q % self.queues.len()];
+        let front = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let space = buf.capacity() + front;
+        let n = buf.fill_with(front, |b| f.read(&mut b[..space]))?;
+        if n >= space {
+            return Ok(Err(DropReason::Oversize));
+        }
         if !self.vnet {
-            buf.fill_with(0, |b| f.read(b))?;
-            return Ok(Some(Offload::default()));
+            return Ok(Ok(Offload::default()));
         }
-        let n = buf.fill_with(VNET_HDR_LEN, |b| f.read(b))?;
-        if n < VNET_HDR_LEN {
-            return Ok(None);
+        let hdr: Option<&[u8; VNET_HDR_LEN]> = buf.front(VNET_HDR_LEN).try_into().ok();
+        match (n >= VNET_HDR_LEN, hdr.and_then(Offload::decode)) {
+            (true, Some(o)) => Ok(Ok(o)),
+            _ => Ok(Err(DropReason::OffloadInvalid)),
         }
-        let hdr: &[u8; VNET_HDR_LEN] = buf
-            .front(VNET_HDR_LEN)
-            .try_into()
-            .map_err(io::Error::other)?;
-        Ok(Offload::decode(hdr))
     }
 
     /// Writes one frame to queue `q` (one syscall), with its offload header
