@@ -25,7 +25,9 @@ impl Relay {
         let open = |(name, ns): (&str, &str)| {
             let ns = netns_path(ns);
             let ns = ns.to_str().expect("namespace path");
-            Tap::open(name, Some(ns), 1, false).expect("open TAP").0
+            Tap::open(name, Some(ns), 1, false, 1000)
+                .expect("open TAP")
+                .0
         };
         let taps = [open(a), open(b)];
         let stop = Arc::new(AtomicBool::new(false));

@@ -108,8 +108,14 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         };
         match &p.bind {
             Binding::Tap { name, netns } => {
-                let (tap, probe) =
-                    Tap::open(name, netns.as_deref(), workers, offload).map_err(fail)?;
+                let (tap, probe) = Tap::open(
+                    name,
+                    netns.as_deref(),
+                    workers,
+                    offload,
+                    cfg.dataplane.queue_depth,
+                )
+                .map_err(fail)?;
                 info!(port = %p.name, bind = %p.bind, queues = tap.queues(), offload, "opened");
                 devices.push(Device::Tap(tap));
                 probes.push(Some(probe));

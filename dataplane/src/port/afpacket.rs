@@ -32,6 +32,9 @@ use super::link::LinkProbe;
 use super::sys;
 use crate::packet::{MacAddr, PacketBuf};
 
+/// Buffers made when the port opens.
+const PREALLOC: usize = 64;
+
 /// How long the I/O threads wait before looking at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -130,7 +133,9 @@ impl AfPacket {
             max_frame,
             buf_frame,
         });
-        for _ in 0..depth {
+        // A few buffers up front; more are made by the rx thread if traffic
+        // needs them, and then kept.
+        for _ in 0..depth.min(PREALLOC) {
             let _ = q.free.push(PacketBuf::with_capacity(buf_frame));
         }
         let (tx, tx_rx) = crossbeam_channel::bounded(depth);

@@ -66,6 +66,12 @@ impl LinkProbe {
         sys::in_netns(netns, || LinkProbe::new(name))
     }
 
+    /// Sets the device's transmit queue length (see
+    /// [`IfSocket::set_txqueuelen`]).
+    pub fn set_txqueuelen(&self, len: u32) -> io::Result<()> {
+        self.sock.set_txqueuelen(&self.name, len)
+    }
+
     /// The current state (one ioctl or two; not for the packet path).
     pub fn state(&self) -> LinkState {
         match (self.sock.index(&self.name), self.sock.flags(&self.name)) {

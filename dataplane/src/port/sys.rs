@@ -118,6 +118,16 @@ impl IfSocket {
         Ok(u32::from(unsafe { req.ifr_ifru.ifru_flags } as u16))
     }
 
+    /// Sets the transmit queue length of `name`. For a TAP, that queue holds
+    /// the frames waiting for us to read them: it is the port's rx queue.
+    pub fn set_txqueuelen(&self, name: &str, len: u32) -> io::Result<()> {
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_metric = len.min(i32::MAX as u32) as libc::c_int;
+        // SAFETY: SIOCSIFTXQLEN reads the name and the length (the union's
+        // int member) from one ifreq, which `req` is.
+        check(unsafe { libc::ioctl(self.0.as_raw_fd(), libc::SIOCSIFTXQLEN, &req) }).map(drop)
+    }
+
     /// The interface index of `name`.
     pub fn index(&self, name: &str) -> io::Result<u32> {
         let mut req = ifreq(name)?;

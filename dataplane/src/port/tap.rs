@@ -35,12 +35,16 @@ pub struct Tap {
 impl Tap {
     /// Opens (creating if absent) TAP `name` in namespace `netns` (a name
     /// under /run/netns or a path; `None`: ours) with `queues` queues, with
-    /// offloads when `offload`. Returns the device and a probe of its link.
+    /// offloads when `offload`, and `depth` frames of queue per queue (the
+    /// device's txqueuelen: what waits for us to read it, dropped and counted
+    /// by the kernel beyond that). Returns the device and a probe of its
+    /// link.
     pub fn open(
         name: &str,
         netns: Option<&str>,
         queues: usize,
         offload: bool,
+        depth: usize,
     ) -> io::Result<(Tap, LinkProbe)> {
         let queues = queues.max(1);
         let open = || -> io::Result<(Vec<File>, LinkProbe)> {
@@ -59,6 +63,7 @@ impl Tap {
                 fds.push(f);
             }
             let probe = LinkProbe::new(name)?;
+            probe.set_txqueuelen(u32::try_from(depth).unwrap_or(u32::MAX))?;
             Ok((fds, probe))
         };
         let netns = netns.map(netns_path);
