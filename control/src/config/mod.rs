@@ -206,6 +206,8 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
 mod raw;
 mod validate;
 
+pub use validate::{check_route, RouteError, RouteField};
+
 use raw::{Lines, RawConfig};
 use validate::validate;
 

@@ -103,7 +103,7 @@ fn duplicate_route() {
     let dup = "\n[[route]]\ninterface = \"Port3\"\ndestination = \"192.168.21.0/24\"\nnext_hop = \"192.168.20.1\"\nmetric = 200\n";
     let e = refused(&format!("{GOOD}{dup}"));
     assert_eq!(e.field, "route[1].destination");
-    assert!(e.message.contains("duplicate route"), "{e}");
+    assert!(e.message.contains("exists already"), "{e}");
 }
 
 #[test]

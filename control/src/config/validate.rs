@@ -190,70 +190,23 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
 
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, r) in raw.route.iter().enumerate() {
-        let f = |name: &str| format!("route[{i}].{name}");
-        let port = find_port(&r.interface, f("interface"))?;
-        let destination = parse_prefix(r.destination.get_ref())
-            .map_err(|m| l.at(&r.destination, f("destination"), m))?;
-        let next_hop = match &r.next_hop {
-            Some(n) => {
-                let nh = ip_address(l, n, f("next_hop"))?;
-                if nh.is_ipv4() != destination.addr().is_ipv4() {
-                    return Err(l.at(
-                        n,
-                        f("next_hop"),
-                        format!("{nh} is not of the destination's address family"),
-                    ));
-                }
-                if !on_link(&port.addresses, nh) {
-                    return Err(l.at(
-                        n,
-                        f("next_hop"),
-                        format!("{nh} is not on a subnet of {}", port.name),
-                    ));
-                }
-                if port.addresses.iter().any(|a| a.addr() == nh) {
-                    return Err(l.at(
-                        n,
-                        f("next_hop"),
-                        format!("{nh} is {}'s own address", port.name),
-                    ));
-                }
-                Some(nh)
-            }
-            None => None,
-        };
-        let metric = match &r.metric {
-            Some(m) if !(0..=i64::from(MAX_METRIC)).contains(m.get_ref()) => {
-                return Err(l.at(
-                    m,
-                    f("metric"),
-                    format!("{} is out of range 0..={MAX_METRIC}", m.get_ref()),
-                ));
-            }
-            Some(m) => *m.get_ref() as u32,
-            None => DEFAULT_METRIC,
-        };
-        let route = RouteConfig {
-            interface: port.name.clone(),
-            destination,
-            next_hop,
-            metric,
-        };
-        if routes.iter().any(|o| {
-            o.interface == route.interface
-                && o.destination == route.destination
-                && o.next_hop == route.next_hop
-        }) {
-            return Err(l.at(
-                &r.destination,
-                f("destination"),
-                format!(
-                    "duplicate route {destination} via {} on {}",
-                    fmt_nh(next_hop),
-                    port.name
-                ),
-            ));
-        }
+        let route = check_route(
+            &ports,
+            &routes,
+            r.interface.get_ref(),
+            r.destination.get_ref(),
+            r.next_hop.as_ref().map(|n| n.get_ref().as_str()),
+            r.metric.as_ref().map(|m| *m.get_ref()),
+        )
+        .map_err(|e| {
+            let span = match e.field {
+                RouteField::Interface => r.interface.span(),
+                RouteField::Destination => r.destination.span(),
+                RouteField::NextHop => r.next_hop.as_ref().map_or(r.destination.span(), |n| n.span()),
+                RouteField::Metric => r.metric.as_ref().map_or(r.destination.span(), |m| m.span()),
+            };
+            l.err(Some(span), format!("route[{i}].{}", e.field.name()), e.message)
+        })?;
         routes.push(route);
     }
 
@@ -321,4 +274,112 @@ fn unicast_mac(l: &Lines, s: &Spanned<String>, field: String) -> Result<MacAddr,
         return Err(l.at(s, field, format!("{mac} is not a unicast address")));
     }
     Ok(mac)
+}
+
+/// The field of a route a [`RouteError`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteField {
+    /// `interface`.
+    Interface,
+    /// `destination`.
+    Destination,
+    /// `next_hop`.
+    NextHop,
+    /// `metric`.
+    Metric,
+}
+
+impl RouteField {
+    /// The config field's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteField::Interface => "interface",
+            RouteField::Destination => "destination",
+            RouteField::NextHop => "next_hop",
+            RouteField::Metric => "metric",
+        }
+    }
+}
+
+/// A custom route refused, with the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteError {
+    /// The field.
+    pub field: RouteField,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Checks one custom route against the ports and the custom routes that
+/// exist already: the rules of `[[route]]` and of `route add` alike.
+pub fn check_route(
+    ports: &[PortConfig],
+    routes: &[RouteConfig],
+    interface: &str,
+    destination: &str,
+    next_hop: Option<&str>,
+    metric: Option<i64>,
+) -> Result<RouteConfig, RouteError> {
+    let err = |field, message: String| RouteError { field, message };
+    let port = ports
+        .iter()
+        .find(|p| p.name == interface)
+        .ok_or_else(|| err(RouteField::Interface, format!("unknown interface {interface:?}")))?;
+    let destination = parse_prefix(destination).map_err(|m| err(RouteField::Destination, m))?;
+    let next_hop = match next_hop {
+        Some(n) => {
+            let nh: IpAddr = n
+                .parse()
+                .map_err(|_| err(RouteField::NextHop, format!("{n:?} is not an IP address")))?;
+            if nh.is_ipv4() != destination.addr().is_ipv4() {
+                return Err(err(
+                    RouteField::NextHop,
+                    format!("{nh} is not of the destination's address family"),
+                ));
+            }
+            if !on_link(&port.addresses, nh) {
+                return Err(err(
+                    RouteField::NextHop,
+                    format!("{nh} is not on a subnet of {}", port.name),
+                ));
+            }
+            if port.addresses.iter().any(|a| a.addr() == nh) {
+                return Err(err(
+                    RouteField::NextHop,
+                    format!("{nh} is {}'s own address", port.name),
+                ));
+            }
+            Some(nh)
+        }
+        None => None,
+    };
+    let metric = match metric {
+        Some(m) if !(0..=i64::from(MAX_METRIC)).contains(&m) => {
+            return Err(err(
+                RouteField::Metric,
+                format!("{m} is out of range 0..={MAX_METRIC}"),
+            ));
+        }
+        Some(m) => m as u32,
+        None => DEFAULT_METRIC,
+    };
+    if routes
+        .iter()
+        .any(|o| o.interface == port.name && o.destination == destination && o.next_hop == next_hop)
+    {
+        return Err(err(
+            RouteField::Destination,
+            format!(
+                "a route to {destination} via {} on {} exists already",
+                fmt_nh(next_hop),
+                port.name
+            ),
+        ));
+    }
+    Ok(RouteConfig {
+        interface: port.name.clone(),
+        destination,
+        next_hop,
+        metric,
+    })
 }
