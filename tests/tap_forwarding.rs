@@ -15,7 +15,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -108,6 +108,8 @@ struct Appliance {
     control: Control,
     thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
     hosts: Vec<Host>,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Appliance {
@@ -131,7 +133,12 @@ impl Appliance {
                 }
             })
             .collect();
-        let mut toml = String::from("[dataplane]\nworkers = 2\n\n");
+        let dir = common::temp_dir(tag);
+        let socket = dir.path().join("control.sock");
+        let mut toml = format!(
+            "[dataplane]\nworkers = 2\n\n[control]\nsocket = \"{}\"\n\n",
+            socket.display()
+        );
         for h in &hosts {
             toml += &h.port_toml();
         }
@@ -144,6 +151,8 @@ impl Appliance {
             control,
             thread: Some(thread),
             hosts,
+            socket,
+            _dir: dir,
         };
         for h in &app.hosts {
             h.configure();
@@ -467,6 +476,58 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
     assert_eq!(s.stats.ports[1].tx_errors, 0, "{}", counters(&s));
     drop(host2);
     drop(r);
+}
+
+/// 10,000 route changes through the control socket while pings cross the
+/// appliance every 2 ms: the changes touch other prefixes, so not one ping
+/// may be lost to them.
+#[test]
+fn ten_thousand_route_changes_under_traffic_lose_nothing() {
+    const T: &str = "ten_thousand_route_changes_under_traffic_lose_nothing";
+    if !root(T) {
+        return;
+    }
+    let app = Appliance::start("live", &["Port2", "Port3"], "");
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    let target = h3.addr();
+    let pinger = std::thread::scope(|s| {
+        let pinger = s.spawn(|| h2.ping(&["-c", "5000", "-i", "0.002", "-W", "2", &target]));
+        let started = Instant::now();
+        let mut changes = 0;
+        'outer: for round in 0.. {
+            for i in 0..100u32 {
+                let dest = format!("10.{}.{}.0/24", 100 + (round / 2) % 50, i);
+                let cmd = if round % 2 == 0 {
+                    edgefwd_control::api::Command::RouteAdd {
+                        routes: vec![edgefwd_control::api::RouteSpec {
+                            interface: "Port3".into(),
+                            destination: dest,
+                            next_hop: Some("10.0.3.2".into()),
+                            metric: Some(100),
+                        }],
+                    }
+                } else {
+                    edgefwd_control::api::Command::RouteRemove {
+                        interface: "Port3".into(),
+                        destination: dest,
+                        next_hop: None,
+                    }
+                };
+                edgefwd_control::api::call(&app.socket, cmd).expect("route change");
+                changes += 1;
+                if changes == 10_000 {
+                    break 'outer;
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "bounded");
+        }
+        eprintln!("{T}: 10000 changes in {:?}", started.elapsed());
+        pinger.join().unwrap()
+    });
+    let (ok, out) = pinger;
+    assert!(ok && out.contains(" 0% packet loss"), "{out}");
+    let s = app.stop();
+    assert_identity(&s);
 }
 
 #[test]

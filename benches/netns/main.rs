@@ -180,9 +180,11 @@ fn kernel() -> Figures {
 
 fn edgefwd() -> Figures {
     let (h2, h3) = (Netns::new("be-h2"), Netns::new("be-h3"));
+    let dir = common::temp_dir("netns-bench");
     let toml = format!(
-        "[[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
+        "[control]\nsocket = \"{}\"\n\n[[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
          [[port]]\nname = \"Port3\"\nbind = \"tap:p3@{}\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n",
+        dir.path().join("control.sock").display(),
         h2.name(),
         h3.name()
     );

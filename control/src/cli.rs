@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::demo;
 use crate::replay::{replay, Input, Source};
-use crate::rib::{LookupRoute, Rib};
+use crate::rib::{LookupRoute, Rib, RouteView};
+use crate::{api, ribfile};
 
 /// edgefwd: a userspace packet-forwarding dataplane for an edge appliance.
 #[derive(Parser, Debug)]
@@ -59,18 +60,132 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Port commands (against the running daemon).
+    Port {
+        #[command(subcommand)]
+        command: PortCommand,
+    },
+    /// Counters of the running daemon.
+    Stats {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// NAT commands (against the running daemon).
+    Nat {
+        #[command(subcommand)]
+        command: NatCommand,
+    },
+    /// Make the running daemon re-read its config file (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+}
+
+/// Where the running daemon listens.
+#[derive(clap::Args, Debug)]
+struct Daemon {
+    /// The daemon's control socket (default: $EDGEFWD_SOCKET, else
+    /// /run/edgefwd/control.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl Daemon {
+    fn call(self, command: api::Command) -> Result<serde_json::Value, Failure> {
+        api::call(&api::socket_path(self.socket), command).map_err(Failure)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCommand {
+    /// Ports with their binding and link state.
+    Show {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NatCommand {
+    /// NAT sessions.
+    Sessions {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum RouteCommand {
+    /// Add a custom route (or, with --file, every route of a PREFIX/LEN
+    /// NEXTHOP list, as one change).
+    Add {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Egress port.
+        #[arg(long)]
+        interface: String,
+        /// Destination prefix.
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        destination: Option<String>,
+        /// Gateway (omitted: the destination is on the link).
+        #[arg(long, conflicts_with = "file")]
+        next_hop: Option<String>,
+        /// Metric, 0-65535 (default 256).
+        #[arg(long, allow_negative_numbers = true)]
+        metric: Option<i64>,
+        /// A route list, one `PREFIX/LEN NEXTHOP` per line.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Remove custom routes to a destination on a port.
+    Remove {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Port.
+        #[arg(long)]
+        interface: String,
+        /// Destination prefix.
+        #[arg(long)]
+        destination: String,
+        /// Only the route via this gateway.
+        #[arg(long)]
+        next_hop: Option<String>,
+    },
+    /// List the custom routes (with --all, connected and default routes
+    /// too), marking those the FIB uses.
+    Show {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Only this port's routes.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Connected and default routes too.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the routes the FIB selects for addresses.
     Lookup {
         /// Addresses to look up.
         #[arg(required = true)]
         addresses: Vec<IpAddr>,
         /// Look up in this config instead of the running daemon.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "socket")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        daemon: Daemon,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -153,15 +268,11 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             command:
                 RouteCommand::Lookup {
                     addresses,
-                    config,
+                    config: Some(path),
                     json,
+                    ..
                 },
         } => {
-            let Some(path) = config else {
-                return Err(Failure(
-                    "route lookup needs --config FILE (talking to a running daemon is not implemented yet)".into(),
-                ));
-            };
             let cfg = Config::load(&path)?;
             let rib = Rib::from_config(&cfg, false);
             let (fib, selection) = rib.build_fib();
@@ -170,8 +281,192 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 print_lookup(out, a, &routes, json)?;
             }
         }
+        Command::Route {
+            command:
+                RouteCommand::Lookup {
+                    addresses,
+                    config: None,
+                    json,
+                    daemon,
+                },
+        } => {
+            let data = daemon.call(api::Command::RouteLookup { addresses })?;
+            let answers: Vec<LookupAnswer> = serde_json::from_value(data)?;
+            for a in answers {
+                print_lookup(out, a.address, &a.routes, json)?;
+            }
+        }
+        Command::Route {
+            command:
+                RouteCommand::Add {
+                    daemon,
+                    interface,
+                    destination,
+                    next_hop,
+                    metric,
+                    file,
+                },
+        } => {
+            let routes = match (file, destination) {
+                (Some(f), _) => ribfile::load(&f)?
+                    .into_iter()
+                    .map(|r| api::RouteSpec {
+                        interface: interface.clone(),
+                        destination: r.prefix.to_string(),
+                        next_hop: r.next_hop.map(|n| n.to_string()),
+                        metric,
+                    })
+                    .collect(),
+                (None, Some(d)) => vec![api::RouteSpec {
+                    interface,
+                    destination: d,
+                    next_hop,
+                    metric,
+                }],
+                (None, None) => return Err(Failure("--destination or --file is needed".into())),
+            };
+            let data = daemon.call(api::Command::RouteAdd { routes })?;
+            writeln!(out, "added {}", data["added"])?;
+        }
+        Command::Route {
+            command:
+                RouteCommand::Remove {
+                    daemon,
+                    interface,
+                    destination,
+                    next_hop,
+                },
+        } => {
+            let data = daemon.call(api::Command::RouteRemove {
+                interface,
+                destination,
+                next_hop,
+            })?;
+            writeln!(out, "removed {}", data["removed"])?;
+        }
+        Command::Route {
+            command:
+                RouteCommand::Show {
+                    daemon,
+                    interface,
+                    all,
+                    json,
+                },
+        } => {
+            let data = daemon.call(api::Command::RouteShow { interface, all })?;
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                let routes: Vec<RouteView> = serde_json::from_value(data["routes"].clone())?;
+                writeln!(
+                    out,
+                    "{:<12} {:<24} {:<24} {:>6} {:<10} selected",
+                    "interface", "destination", "next_hop", "metric", "kind"
+                )?;
+                for r in routes {
+                    let nh = r.next_hop.map_or("on-link".to_owned(), |n| n.to_string());
+                    writeln!(
+                        out,
+                        "{:<12} {:<24} {:<24} {:>6} {:<10} {}",
+                        r.interface,
+                        r.destination.to_string(),
+                        nh,
+                        r.metric,
+                        r.kind.name(),
+                        if r.selected { "yes" } else { "no" }
+                    )?;
+                }
+            }
+        }
+        Command::Port {
+            command: PortCommand::Show { daemon, json },
+        } => {
+            let data = daemon.call(api::Command::PortShow {})?;
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<12} {:<28} {:<10} {:<17} addresses",
+                    "port", "bind", "link", "mac"
+                )?;
+                for p in data["ports"].as_array().into_iter().flatten() {
+                    let addrs: Vec<&str> = p["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str())
+                        .collect();
+                    writeln!(
+                        out,
+                        "{:<12} {:<28} {:<10} {:<17} {}",
+                        p["name"].as_str().unwrap_or("?"),
+                        p["bind"].as_str().unwrap_or("?"),
+                        p["link"].as_str().unwrap_or("?"),
+                        p["mac"].as_str().unwrap_or("?"),
+                        addrs.join(" ")
+                    )?;
+                }
+            }
+        }
+        Command::Stats { daemon, json } => {
+            let data = daemon.call(api::Command::Stats {})?;
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                write!(out, "{}", stats_text(&data))?;
+            }
+        }
+        Command::Nat {
+            command: NatCommand::Sessions { daemon, json },
+        } => {
+            let data = daemon.call(api::Command::NatSessions {})?;
+            if json {
+                writeln!(out, "{data}")?;
+            }
+        }
+        Command::Reload { daemon } => {
+            let data = daemon.call(api::Command::Reload {})?;
+            writeln!(out, "reloaded: {} custom routes", data["routes"])?;
+        }
     }
     Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct LookupAnswer {
+    address: IpAddr,
+    routes: Vec<LookupRoute>,
+}
+
+/// `stats` as text, from the daemon's JSON.
+fn stats_text(d: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let p = &d["packets"];
+    let mut t = format!(
+        "packets: in {} forwarded {} local {} dropped {} generated {}\n",
+        p["in"], p["forwarded"], p["local"], p["dropped"], p["generated"]
+    );
+    let _ = writeln!(
+        t,
+        "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+        "port", "link", "rx", "tx", "drops", "tx_errors"
+    );
+    for (name, v) in d["ports"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "{name:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+            v["link"].as_str().unwrap_or("-"),
+            v["rx"],
+            v["tx"],
+            v["drops"],
+            v["tx_errors"]
+        );
+    }
+    for (reason, n) in d["drops"].as_object().into_iter().flatten() {
+        let _ = writeln!(t, "drop {reason:<26} {n}");
+    }
+    t
 }
 
 fn parse_inputs(raw: &[String]) -> Result<Vec<Input>, Failure> {

@@ -6,12 +6,16 @@
 //! way: control uses dataplane, never the reverse.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod replay;
 pub mod report;
 pub mod rib;
 pub mod ribfile;
 pub mod run;
+pub mod server;
+pub mod store;
 pub mod trace;

@@ -9,14 +9,14 @@ use edgefwd_dataplane::fib::{Fib, Route, Selection};
 use edgefwd_dataplane::pipeline::{Router, RouterConfig};
 use edgefwd_dataplane::port::{PortId, PortInfo, PortTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{Binding, Config};
+use crate::config::{Binding, Config, RouteConfig};
 
 /// Where a route comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteKind {
     /// Added by the operator.
@@ -48,7 +48,7 @@ pub struct RibRoute {
 }
 
 /// One selected route, as `route lookup` prints it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupRoute {
     /// Matched prefix.
     pub destination: IpNet,
@@ -61,7 +61,7 @@ pub struct LookupRoute {
 }
 
 /// One route as `route show` and reports list it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteView {
     /// Egress port name.
     pub interface: String,
@@ -89,6 +89,12 @@ impl Rib {
     /// set, in which case ports bound to `none` are down (in `replay` and in
     /// offline lookups every port is up).
     pub fn from_config(cfg: &Config, live: bool) -> Rib {
+        Rib::from_config_with(cfg, &cfg.routes, live)
+    }
+
+    /// [`Rib::from_config`] with `custom` in place of the config's
+    /// `[[route]]`s (the daemon's routes as changed at run time).
+    pub fn from_config_with(cfg: &Config, custom: &[RouteConfig], live: bool) -> Rib {
         let ports = cfg
             .ports
             .iter()
@@ -148,7 +154,7 @@ impl Rib {
                 });
             }
         }
-        for r in &cfg.routes {
+        for r in custom {
             routes.push(RibRoute {
                 route: Route {
                     prefix: r.destination,

@@ -11,25 +11,25 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use edgefwd_dataplane::packet::buf::MAX_FRAME;
 use edgefwd_dataplane::port::tap::GSO_MAX_FRAME;
-use edgefwd_dataplane::port::{AfPacket, Binding, LinkProbe, LinkState, PortId, Tap};
+use edgefwd_dataplane::port::{AfPacket, Binding, LinkProbe, LinkState, Tap};
 use edgefwd_dataplane::stats::{DropReason, Stats};
-use edgefwd_dataplane::worker::{
-    Device, Event, Shared, Snapshot, Worker, WorkerConfig, NEIGHBOR_INBOX,
-};
+use edgefwd_dataplane::worker::{Device, Event, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use crate::api::{self, Response};
 use crate::config::Config;
-use crate::rib::Rib;
+use crate::daemon::Daemon;
+use crate::server::{refusal, Server};
 
 /// How often link state is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -73,6 +73,8 @@ pub struct Control {
     pub stop: Arc<AtomicBool>,
     /// Log the counters (SIGUSR1).
     pub dump: Arc<AtomicBool>,
+    /// Re-read the config file (SIGHUP).
+    pub reload: Arc<AtomicBool>,
 }
 
 impl Control {
@@ -83,12 +85,13 @@ impl Control {
             signal_hook::flag::register(sig, Arc::clone(&c.stop))?;
         }
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&c.dump))?;
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&c.reload))?;
         Ok(c)
     }
 }
 
-/// Runs the dataplane for `cfg` until `control.stop` is set. `name` names
-/// the config in the log.
+/// Runs the dataplane for `cfg` until `control.stop` is set, serving the
+/// control socket. `name` is the config file (read again on reload).
 pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, RunError> {
     let workers = cfg
         .dataplane
@@ -145,23 +148,16 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             }
         }
     }
-    let mut rib = Rib::from_config(cfg, true);
-    let mut links: Vec<LinkState> = probes
-        .iter()
-        .map(|p| p.as_ref().map_or(LinkState::AdminDown, LinkProbe::state))
-        .collect();
-    for (port, state) in links.iter().enumerate() {
-        rib.set_link(port as PortId, state.is_up());
+    let mut daemon = Daemon::new(cfg.clone(), name.to_owned()).map_err(RunError::Config)?;
+    for (port, probe) in probes.iter().enumerate() {
+        if let Some(p) = probe {
+            daemon.set_link(port, p.state());
+        }
     }
-    let (fib, _) = rib.build_fib();
-    let fib = Arc::new(fib);
     let (events_tx, events) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         devices,
-        snapshot: ArcSwap::from_pointee(Snapshot {
-            fib: fib.clone(),
-            links: links.iter().map(|l| l.is_up()).collect(),
-        }),
+        snapshot: ArcSwap::from_pointee(daemon.snapshot()),
         stop: AtomicBool::new(false),
         stats: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
         events: events_tx,
@@ -170,6 +166,15 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             .collect(),
         wakers: (0..workers).map(|_| OnceLock::new()).collect(),
     });
+    daemon.attach(Arc::clone(&shared));
+    let (calls_tx, calls) = crossbeam_channel::bounded(16);
+    let socket = cfg
+        .control
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(api::DEFAULT_SOCKET));
+    let server = Server::start(&socket, cfg.control.group.as_deref(), calls_tx)
+        .map_err(|e| RunError::Config(format!("control socket {}: {e}", socket.display())))?;
     let mut rcfg = cfg.router_config();
     rcfg.max_frame = buf_frame;
     let wcfg = WorkerConfig {
@@ -177,7 +182,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     };
     let handles: Vec<_> = (0..workers)
         .map(|i| {
-            let router = rib.router(cfg, fib.clone(), &rcfg);
+            let router = daemon.rib().router(cfg, daemon.fib(), &rcfg);
             let worker = Worker::new(i, router, Arc::clone(&shared), wcfg.clone());
             std::thread::Builder::new()
                 .name(format!("edgefwd-w{i}"))
@@ -186,41 +191,49 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         .collect::<Result<_, _>>()?;
     info!(config = %name.display(), workers, ports = cfg.ports.len(), "forwarding");
 
-    let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
+    let mut next_probe = Instant::now() + PROBE_EVERY;
     while !control.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(PROBE_EVERY);
-        let mut changed = false;
+        let wait = next_probe.saturating_duration_since(Instant::now());
+        if let Ok(call) = calls.recv_timeout(wait) {
+            let answer = match daemon.handle(call.command, || sum(&shared)) {
+                Ok(data) => Response {
+                    ok: true,
+                    data: Some(data),
+                    error: None,
+                },
+                Err(e) => refusal(e),
+            };
+            let _ = call.reply.send(answer);
+            continue;
+        }
+        next_probe = Instant::now() + PROBE_EVERY;
         for (port, probe) in probes.iter().enumerate() {
             let Some(probe) = probe else { continue };
             // A device that failed under a worker stays down.
-            let state = match links[port] {
+            let state = match daemon.links()[port] {
                 LinkState::Gone => LinkState::Gone,
                 _ => probe.state(),
             };
-            changed |= set_link(&mut rib, &mut links, &names, port, state);
+            daemon.set_link(port, state);
         }
         while let Ok(Event::DeviceFailed { port, error }) = events.try_recv() {
-            warn!(port = %names[usize::from(port)], %error, "device failed; port down");
-            changed |= set_link(
-                &mut rib,
-                &mut links,
-                &names,
-                usize::from(port),
-                LinkState::Gone,
-            );
+            warn!(port = %cfg.ports[usize::from(port)].name, %error, "device failed; port down");
+            daemon.set_link(usize::from(port), LinkState::Gone);
         }
-        if changed {
-            let (fib, _) = rib.build_fib();
-            shared.snapshot.store(Arc::new(Snapshot {
-                fib: Arc::new(fib),
-                links: links.iter().map(|l| l.is_up()).collect(),
-            }));
+        if control.reload.swap(false, Ordering::Relaxed) {
+            if let Err(e) = daemon.reload() {
+                warn!("reload refused: {e}");
+            }
         }
         if control.dump.swap(false, Ordering::Relaxed) {
-            info!("counters\n{}", counters_text(&names, &links, &sum(&shared)));
+            info!(
+                "counters\n{}",
+                counters_text(&daemon.names(), daemon.links(), &sum(&shared))
+            );
         }
     }
     info!("stopping");
+    drop(server);
     shared.stop.store(true, Ordering::Relaxed);
     let mut failure = None;
     for h in handles {
@@ -235,26 +248,9 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     }
     Ok(RunSummary {
         stats: sum(&shared),
-        names,
-        links,
+        names: daemon.names(),
+        links: daemon.links().to_vec(),
     })
-}
-
-fn set_link(
-    rib: &mut Rib,
-    links: &mut [LinkState],
-    names: &[String],
-    port: usize,
-    state: LinkState,
-) -> bool {
-    if links[port] == state {
-        return false;
-    }
-    info!(port = %names[port], from = %links[port], to = %state, "link");
-    let was_up = links[port].is_up();
-    links[port] = state;
-    rib.set_link(port as PortId, state.is_up());
-    was_up != state.is_up()
 }
 
 /// The workers' counters summed, with what the AF_PACKET I/O threads

@@ -191,13 +191,18 @@ fn bad_replay_inputs_are_refused_by_name() {
 }
 
 #[test]
-fn route_lookup_without_config_says_why() {
+fn commands_without_a_daemon_name_its_socket() {
     let dir = tmp();
-    let out = edgefwd(&["route", "lookup", "1.2.3.4"], dir.path());
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("needs --config"),
-        "{}",
-        text(&out.stderr)
-    );
+    let sock = dir.path().join("none.sock");
+    let sock = sock.to_str().unwrap();
+    for args in [
+        &["route", "lookup", "1.2.3.4", "--socket", sock][..],
+        &["stats", "--socket", sock],
+        &["route", "show", "--socket", sock],
+    ] {
+        let out = edgefwd(args, dir.path());
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("daemon at {sock}")), "{err}");
+    }
 }

@@ -202,10 +202,17 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             let span = match e.field {
                 RouteField::Interface => r.interface.span(),
                 RouteField::Destination => r.destination.span(),
-                RouteField::NextHop => r.next_hop.as_ref().map_or(r.destination.span(), |n| n.span()),
+                RouteField::NextHop => r
+                    .next_hop
+                    .as_ref()
+                    .map_or(r.destination.span(), |n| n.span()),
                 RouteField::Metric => r.metric.as_ref().map_or(r.destination.span(), |m| m.span()),
             };
-            l.err(Some(span), format!("route[{i}].{}", e.field.name()), e.message)
+            l.err(
+                Some(span),
+                format!("route[{i}].{}", e.field.name()),
+                e.message,
+            )
         })?;
         routes.push(route);
     }
@@ -321,10 +328,12 @@ pub fn check_route(
     metric: Option<i64>,
 ) -> Result<RouteConfig, RouteError> {
     let err = |field, message: String| RouteError { field, message };
-    let port = ports
-        .iter()
-        .find(|p| p.name == interface)
-        .ok_or_else(|| err(RouteField::Interface, format!("unknown interface {interface:?}")))?;
+    let port = ports.iter().find(|p| p.name == interface).ok_or_else(|| {
+        err(
+            RouteField::Interface,
+            format!("unknown interface {interface:?}"),
+        )
+    })?;
     let destination = parse_prefix(destination).map_err(|m| err(RouteField::Destination, m))?;
     let next_hop = match next_hop {
         Some(n) => {

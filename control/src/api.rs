@@ -1,0 +1,227 @@
+//! The control protocol between the `edgefwd` commands and the running
+//! daemon, over a Unix stream socket.
+//!
+//! One request per connection: the client writes one JSON object on one
+//! line, the daemon answers with one JSON object on one line and closes.
+//! Every request carries `"version": 1`; a daemon refuses versions it does
+//! not speak, so an old client and a new daemon fail clearly instead of
+//! misreading each other.
+//!
+//! ```text
+//! → {"version":1,"command":"route_add","routes":[{"interface":"Port3","destination":"192.168.20.0/24","next_hop":"192.168.20.1","metric":100}]}
+//! ← {"ok":true,"data":{"added":1}}
+//! → {"version":1,"command":"route_remove","interface":"Port3","destination":"10.9.0.0/16","next_hop":null}
+//! ← {"ok":false,"error":"no route to 10.9.0.0/16 on Port3"}
+//! ```
+//!
+//! Commands: `route_add` (`routes`: one or many, applied as one change),
+//! `route_remove` (`interface`, `destination`, optional `next_hop`),
+//! `route_show` (optional `interface`, `all`), `route_lookup`
+//! (`addresses`), `port_show`, `stats`, `reload`, `nat_sessions`. The
+//! `data` of each answer is what the command prints with `--json`.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version.
+pub const VERSION: u32 = 1;
+/// Where the daemon listens unless `[control] socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/edgefwd/control.sock";
+/// Longest request line accepted (a route file of a full table fits).
+pub const MAX_REQUEST: usize = 256 << 20;
+/// How long a client waits for an answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A route as `route add` sends it (validated by the daemon).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Port name.
+    pub interface: String,
+    /// Destination prefix, as typed.
+    pub destination: String,
+    /// Gateway, as typed (`None`: on the link).
+    pub next_hop: Option<String>,
+    /// Metric (`None`: the default).
+    pub metric: Option<i64>,
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Add custom routes, all or none.
+    RouteAdd {
+        /// The routes.
+        routes: Vec<RouteSpec>,
+    },
+    /// Remove custom routes to a destination on an interface (only the one
+    /// via `next_hop` when given).
+    RouteRemove {
+        /// Port name.
+        interface: String,
+        /// Destination prefix.
+        destination: String,
+        /// Gateway.
+        next_hop: Option<String>,
+    },
+    /// List routes.
+    RouteShow {
+        /// Only this port's.
+        interface: Option<String>,
+        /// Connected and default routes too.
+        all: bool,
+    },
+    /// The routes the FIB selects for addresses.
+    RouteLookup {
+        /// The addresses.
+        addresses: Vec<IpAddr>,
+    },
+    /// Ports with binding and link state.
+    PortShow {},
+    /// Counters.
+    Stats {},
+    /// Re-read the config file and apply the difference.
+    Reload {},
+    /// NAT sessions.
+    NatSessions {},
+}
+
+/// A request on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version ([`VERSION`]).
+    pub version: u32,
+    /// The command.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// An answer on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// True when the command was applied (or answered).
+    pub ok: bool,
+    /// The answer's data (`--json` output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// Why the command was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The socket a command talks to: `--socket`, else `EDGEFWD_SOCKET`, else
+/// [`DEFAULT_SOCKET`].
+pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("EDGEFWD_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Sends one command to the daemon at `socket`; its data, or its refusal
+/// as the error.
+pub fn call(socket: &Path, command: Command) -> Result<serde_json::Value, String> {
+    let talk = || -> io::Result<Response> {
+        let mut s = UnixStream::connect(socket)?;
+        s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        let req = Request {
+            version: VERSION,
+            command,
+        };
+        let mut line = serde_json::to_vec(&req)?;
+        line.push(b'\n');
+        s.write_all(&line)?;
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer)?;
+        serde_json::from_str(&answer)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))
+    };
+    let r = talk().map_err(|e| format!("daemon at {}: {e}", socket.display()))?;
+    match (r.ok, r.data, r.error) {
+        (true, data, _) => Ok(data.unwrap_or(serde_json::Value::Null)),
+        (false, _, e) => Err(e.unwrap_or_else(|| "refused".to_owned())),
+    }
+}
+
+/// Reads one request line from a client, refusing lines over
+/// [`MAX_REQUEST`] and unknown versions or commands with a message.
+pub fn read_request(s: &UnixStream) -> Result<Command, String> {
+    let mut line = Vec::new();
+    let mut r = BufReader::new(s).take(MAX_REQUEST as u64 + 1);
+    r.read_until(b'\n', &mut line)
+        .map_err(|e| format!("reading the request: {e}"))?;
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&line).map_err(|e| format!("request is not JSON: {e}"))?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(n) if n == u64::from(VERSION) => {}
+        Some(n) => {
+            return Err(format!(
+                "protocol version {n} (this daemon speaks {VERSION})"
+            ))
+        }
+        None => return Err("request has no version".to_owned()),
+    }
+    let mut v = v;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("version");
+    }
+    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Writes the answer line.
+pub fn write_response(mut s: &UnixStream, r: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(r)?;
+    line.push(b'\n');
+    s.write_all(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_named() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let cmd = Command::RouteRemove {
+            interface: "Port3".into(),
+            destination: "10.0.0.0/8".into(),
+            next_hop: None,
+        };
+        let mut line = serde_json::to_vec(&Request {
+            version: VERSION,
+            command: cmd.clone(),
+        })
+        .unwrap();
+        line.push(b'\n');
+        (&a).write_all(&line).unwrap();
+        assert_eq!(read_request(&b).unwrap(), cmd);
+        for (bad, why) in [
+            (
+                "{\"version\":2,\"command\":\"stats\"}\n",
+                "protocol version 2",
+            ),
+            ("{\"command\":\"stats\"}\n", "no version"),
+            (
+                "{\"version\":1,\"command\":\"route_flip\"}\n",
+                "bad request",
+            ),
+            (
+                "{\"version\":1,\"command\":\"stats\",\"x\":1}\n",
+                "bad request",
+            ),
+            ("not json\n", "not JSON"),
+        ] {
+            let (a, b) = UnixStream::pair().unwrap();
+            (&a).write_all(bad.as_bytes()).unwrap();
+            let e = read_request(&b).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}

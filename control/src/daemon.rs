@@ -1,0 +1,380 @@
+//! The running daemon's control state and the commands that change it.
+//!
+//! Every change is built beside the running state and only then swapped in:
+//! a refused command (bad field, route that does not exist, state file that
+//! cannot be written) leaves routes, FIB and state file exactly as they
+//! were. An accepted change is persisted before it is acknowledged, then
+//! published to the workers as a new FIB snapshot.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgefwd_dataplane::fib::{Fib, Selection};
+use edgefwd_dataplane::port::{LinkState, PortId};
+use edgefwd_dataplane::stats::{DropReason, Stats};
+use edgefwd_dataplane::worker::{Shared, Snapshot};
+use ipnet::IpNet;
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::api::{Command, RouteSpec};
+use crate::config::{check_route, parse_prefix, Config, RouteConfig, RouteField};
+use crate::rib::{Rib, RouteKind};
+use crate::store::{self, State};
+
+type Identity = (String, IpNet, Option<IpAddr>);
+
+fn identity(r: &RouteConfig) -> Identity {
+    (r.interface.clone(), r.destination, r.next_hop)
+}
+
+/// What the daemon knows and decides; owned by its control thread.
+pub struct Daemon {
+    cfg: Config,
+    config_path: PathBuf,
+    /// The custom routes in force (config's, as changed at run time).
+    custom: Vec<RouteConfig>,
+    links: Vec<LinkState>,
+    rib: Rib,
+    fib: Arc<Fib>,
+    selection: Selection,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Daemon {
+    /// The daemon for `cfg` (read from `config_path`), with the persisted
+    /// state applied, and every link down until probed.
+    pub fn new(cfg: Config, config_path: PathBuf) -> Result<Daemon, String> {
+        let state = match &cfg.control.state {
+            Some(p) => store::load(p).map_err(|e| format!("state: {e}"))?,
+            None => None,
+        };
+        let custom = state.unwrap_or_default().apply(&cfg.routes);
+        // Routes kept in the state must still fit the config's ports.
+        for r in &custom {
+            check_route(
+                &cfg.ports,
+                &[],
+                &r.interface,
+                &r.destination.to_string(),
+                r.next_hop.map(|n| n.to_string()).as_deref(),
+                Some(i64::from(r.metric)),
+            )
+            .map_err(|e| {
+                format!(
+                    "state: route to {} on {}: {}",
+                    r.destination, r.interface, e.message
+                )
+            })?;
+        }
+        let links = vec![LinkState::AdminDown; cfg.ports.len()];
+        let rib = build_rib(&cfg, &custom, &links);
+        let (fib, selection) = rib.build_fib();
+        Ok(Daemon {
+            cfg,
+            config_path,
+            custom,
+            links,
+            rib,
+            fib: Arc::new(fib),
+            selection,
+            shared: None,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The RIB in force.
+    pub fn rib(&self) -> &Rib {
+        &self.rib
+    }
+
+    /// The FIB in force.
+    pub fn fib(&self) -> Arc<Fib> {
+        Arc::clone(&self.fib)
+    }
+
+    /// Link states by port.
+    pub fn links(&self) -> &[LinkState] {
+        &self.links
+    }
+
+    /// Port names by id.
+    pub fn names(&self) -> Vec<String> {
+        self.cfg.ports.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Connects the daemon to the workers it publishes to.
+    pub fn attach(&mut self, shared: Arc<Shared>) {
+        self.shared = Some(shared);
+    }
+
+    /// The snapshot the workers should forward with.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            fib: Arc::clone(&self.fib),
+            links: self.links.iter().map(|l| l.is_up()).collect(),
+        }
+    }
+
+    /// Records a port's link state; true when that changed whether it is up
+    /// (and so the FIB was rebuilt and published).
+    pub fn set_link(&mut self, port: usize, state: LinkState) -> bool {
+        if self.links[port] == state {
+            return false;
+        }
+        info!(port = %self.cfg.ports[port].name, from = %self.links[port], to = %state, "link");
+        let was_up = self.links[port].is_up();
+        self.links[port] = state;
+        self.rib.set_link(port as PortId, state.is_up());
+        if was_up == state.is_up() {
+            return false;
+        }
+        self.rebuild();
+        true
+    }
+
+    fn rebuild(&mut self) {
+        let (fib, selection) = self.rib.build_fib();
+        self.fib = Arc::new(fib);
+        self.selection = selection;
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Some(s) = &self.shared {
+            s.snapshot.store(Arc::new(self.snapshot()));
+        }
+    }
+
+    /// Puts `custom` in force: persists it (when the config names a state
+    /// file), then rebuilds and publishes. Nothing changes if persisting
+    /// fails.
+    fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
+        if let Some(path) = &self.cfg.control.state {
+            store::save(path, &State::diff(&self.cfg.routes, &custom))
+                .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))?;
+        }
+        self.rib = build_rib(&self.cfg, &custom, &self.links);
+        self.custom = custom;
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Runs one command; its `--json` data, or why it was refused.
+    pub fn handle(&mut self, cmd: Command, stats: impl FnOnce() -> Stats) -> Result<Value, String> {
+        match cmd {
+            Command::RouteAdd { routes } => self.route_add(routes),
+            Command::RouteRemove {
+                interface,
+                destination,
+                next_hop,
+            } => self.route_remove(&interface, &destination, next_hop.as_deref()),
+            Command::RouteShow { interface, all } => self.route_show(interface.as_deref(), all),
+            Command::RouteLookup { addresses } => Ok(Value::Array(
+                addresses
+                    .iter()
+                    .map(|&a| json!({"address": a, "routes": self.rib.lookup(&self.fib, &self.selection, a)}))
+                    .collect(),
+            )),
+            Command::PortShow {} => Ok(self.port_show()),
+            Command::Stats {} => Ok(stats_json(&self.names(), &self.links, &stats())),
+            Command::Reload {} => self.reload(),
+            Command::NatSessions {} => Err("NAT is not supported yet".to_owned()),
+        }
+    }
+
+    fn route_add(&mut self, specs: Vec<RouteSpec>) -> Result<Value, String> {
+        let started = Instant::now();
+        let many = specs.len() > 1;
+        let mut seen: HashSet<Identity> = self.custom.iter().map(identity).collect();
+        let mut custom = self.custom.clone();
+        custom.reserve(specs.len());
+        for (i, s) in specs.iter().enumerate() {
+            let at = if many {
+                format!("route {}: ", i + 1)
+            } else {
+                String::new()
+            };
+            let r = check_route(
+                &self.cfg.ports,
+                &[],
+                &s.interface,
+                &s.destination,
+                s.next_hop.as_deref(),
+                s.metric,
+            )
+            .map_err(|e| format!("{at}{}: {}", flag(e.field), e.message))?;
+            if !seen.insert(identity(&r)) {
+                return Err(format!(
+                    "{at}--destination: a route to {} via {} on {} exists already",
+                    r.destination,
+                    r.next_hop.map_or("on-link".to_owned(), |n| n.to_string()),
+                    r.interface
+                ));
+            }
+            custom.push(r);
+        }
+        self.commit(custom)?;
+        info!(added = specs.len(), took = ?started.elapsed(), "route add");
+        Ok(json!({"added": specs.len()}))
+    }
+
+    fn route_remove(
+        &mut self,
+        interface: &str,
+        destination: &str,
+        next_hop: Option<&str>,
+    ) -> Result<Value, String> {
+        if !self.cfg.ports.iter().any(|p| p.name == interface) {
+            return Err(format!("--interface: unknown interface {interface:?}"));
+        }
+        let dest = parse_prefix(destination).map_err(|m| format!("--destination: {m}"))?;
+        let nh: Option<IpAddr> = match next_hop {
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| format!("--next-hop: {n:?} is not an IP address"))?,
+            ),
+            None => None,
+        };
+        let matches = |r: &RouteConfig| {
+            r.interface == interface && r.destination == dest && (nh.is_none() || r.next_hop == nh)
+        };
+        let removed = self.custom.iter().filter(|r| matches(r)).count();
+        if removed == 0 {
+            return Err(match nh {
+                Some(n) => format!("no custom route to {dest} via {n} on {interface}"),
+                None => format!("no custom route to {dest} on {interface}"),
+            });
+        }
+        let custom = self
+            .custom
+            .iter()
+            .filter(|r| !matches(r))
+            .cloned()
+            .collect();
+        self.commit(custom)?;
+        info!(removed, %dest, interface, "route remove");
+        Ok(json!({"removed": removed}))
+    }
+
+    fn route_show(&self, interface: Option<&str>, all: bool) -> Result<Value, String> {
+        if let Some(i) = interface {
+            if !self.cfg.ports.iter().any(|p| p.name == i) {
+                return Err(format!("--interface: unknown interface {i:?}"));
+            }
+        }
+        let routes: Vec<_> = self
+            .rib
+            .show(&self.selection)
+            .into_iter()
+            .filter(|r| all || r.kind == RouteKind::Static)
+            .filter(|r| interface.is_none_or(|i| r.interface == i))
+            .collect();
+        Ok(json!({ "routes": routes }))
+    }
+
+    fn port_show(&self) -> Value {
+        let ports: Vec<Value> = self
+            .cfg
+            .ports
+            .iter()
+            .zip(&self.links)
+            .map(|(p, l)| {
+                json!({
+                    "name": p.name,
+                    "bind": p.bind.to_string(),
+                    "link": l.to_string(),
+                    "mac": p.mac.to_string(),
+                    "addresses": p.addresses,
+                    "mtu": p.mtu,
+                })
+            })
+            .collect();
+        json!({ "ports": ports })
+    }
+
+    /// Re-reads the config file: route changes apply (with the run-time
+    /// changes kept on top); anything else differs only with a restart.
+    pub fn reload(&mut self) -> Result<Value, String> {
+        let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let same_but_routes = Config {
+            routes: self.cfg.routes.clone(),
+            ..new.clone()
+        };
+        if same_but_routes != self.cfg {
+            return Err(format!(
+                "{}: only [[route]] changes apply on reload; ports, neighbours and [dataplane]/[control] need a restart",
+                self.config_path.display()
+            ));
+        }
+        let state = State::diff(&self.cfg.routes, &self.custom);
+        let custom = state.apply(&new.routes);
+        let old = std::mem::replace(&mut self.cfg, new);
+        if let Err(e) = self.commit(custom) {
+            self.cfg = old;
+            return Err(e);
+        }
+        info!(config = %self.config_path.display(), routes = self.custom.len(), "reloaded");
+        Ok(json!({"routes": self.custom.len()}))
+    }
+}
+
+/// The CLI flag a route field comes from.
+fn flag(f: RouteField) -> &'static str {
+    match f {
+        RouteField::Interface => "--interface",
+        RouteField::Destination => "--destination",
+        RouteField::NextHop => "--next-hop",
+        RouteField::Metric => "--metric",
+    }
+}
+
+fn build_rib(cfg: &Config, custom: &[RouteConfig], links: &[LinkState]) -> Rib {
+    let mut rib = Rib::from_config_with(cfg, custom, true);
+    for (port, l) in links.iter().enumerate() {
+        rib.set_link(port as PortId, l.is_up());
+    }
+    rib
+}
+
+/// Counters as `stats --json` prints them.
+pub fn stats_json(names: &[String], links: &[LinkState], s: &Stats) -> Value {
+    let reasons = |counts: &[u64]| -> serde_json::Map<String, Value> {
+        DropReason::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (r.name().to_owned(), json!(n)))
+            .collect()
+    };
+    let ports: serde_json::Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let p = s.ports.get(i).cloned().unwrap_or_default();
+            let link = links.get(i).map_or("-".to_owned(), ToString::to_string);
+            (
+                n.clone(),
+                json!({
+                    "link": link, "rx": p.rx, "tx": p.tx, "drops": p.dropped(),
+                    "tx_errors": p.tx_errors, "drop_reasons": reasons(&p.drops),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "packets": {
+            "in": s.received(), "forwarded": s.forwarded, "local": s.local,
+            "dropped": s.dropped(), "generated": s.generated,
+        },
+        "drops": reasons(&s.drops_by_reason()),
+        "ports": ports,
+    })
+}

@@ -1,0 +1,450 @@
+//! The daemon's control socket through the `edgefwd` binary: route add,
+//! show, remove, refusals that change nothing, port show, stats, reload,
+//! and persistence across a kill -9 in the middle of a stream of changes.
+//! The ports are bound to `none`, so no device (and no root) is needed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgefwd");
+
+fn config(dir: &Path, state: bool) -> PathBuf {
+    let mut toml = format!(
+        "[control]\nsocket = \"{}\"\n",
+        dir.join("control.sock").display()
+    );
+    if state {
+        toml += &format!("state = \"{}\"\n", dir.join("state/state.json").display());
+    }
+    toml += r#"
+[[port]]
+name = "Port2"
+bind = "none"
+mac = "02:00:00:00:02:01"
+addresses = ["10.0.2.15/24"]
+gateway = "10.0.2.1"
+
+[[port]]
+name = "Port3"
+bind = "none"
+mac = "02:00:00:00:03:01"
+addresses = ["192.168.20.10/24"]
+
+[[route]]
+interface = "Port3"
+destination = "192.168.21.0/24"
+next_hop = "192.168.20.1"
+metric = 100
+"#;
+    let path = dir.join("edgefwd.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// The daemon, killed on drop.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, cfg: &Path) -> Daemon {
+        let child = Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.ctl(&["stats"]).status.success() {
+            assert!(Instant::now() < deadline, "daemon never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let sock = self.dir.join("control.sock");
+        Command::new("timeout")
+            .arg("30")
+            .arg(BIN)
+            .args(args)
+            .args(["--socket", sock.to_str().unwrap()])
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} was accepted");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn routes(&self, all: bool) -> Vec<serde_json::Value> {
+        let mut args = vec!["route", "show", "--json"];
+        if all {
+            args.push("--all");
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&args)).unwrap();
+        v["routes"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("edgefwd-daemon-")
+        .tempdir()
+        .unwrap()
+}
+
+fn dest(r: &serde_json::Value) -> &str {
+    r["destination"].as_str().unwrap()
+}
+
+#[test]
+fn routes_are_added_shown_and_removed_and_refusals_change_nothing() {
+    let dir = tmp();
+    let d = Daemon::start(dir.path(), &config(dir.path(), true));
+    // The config's custom route is there.
+    let r = d.routes(false);
+    assert_eq!(r.len(), 1);
+    assert_eq!(dest(&r[0]), "192.168.21.0/24");
+    assert_eq!(r[0]["kind"], "static");
+
+    d.ok(&[
+        "route",
+        "add",
+        "--interface",
+        "Port3",
+        "--destination",
+        "192.168.22.0/24",
+        "--next-hop",
+        "192.168.20.1",
+        "--metric",
+        "100",
+    ]);
+    let r = d.routes(false);
+    assert_eq!(r.len(), 2);
+    assert!(r
+        .iter()
+        .any(|r| dest(r) == "192.168.22.0/24" && r["metric"] == 100));
+    // --all adds the connected and default routes; --interface filters.
+    let all = d.routes(true);
+    assert!(all
+        .iter()
+        .any(|r| r["kind"] == "connected" && dest(r) == "10.0.2.0/24"));
+    assert!(all.iter().any(|r| r["kind"] == "default"));
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["route", "show", "--interface", "Port2", "--all", "--json"]))
+            .unwrap();
+    assert!(v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["interface"] == "Port2"));
+
+    // Each refusal names what is wrong, and nothing changes.
+    let before = d.routes(true);
+    for (args, expect) in [
+        (
+            &[
+                "route",
+                "add",
+                "--interface",
+                "Port9",
+                "--destination",
+                "10.9.0.0/16",
+            ][..],
+            "--interface: unknown interface \"Port9\"",
+        ),
+        (
+            &[
+                "route",
+                "add",
+                "--interface",
+                "Port3",
+                "--destination",
+                "10.9.0.1/16",
+            ],
+            "--destination: 10.9.0.1/16 has host bits set",
+        ),
+        (
+            &[
+                "route",
+                "add",
+                "--interface",
+                "Port3",
+                "--destination",
+                "10.9.0.0/16",
+                "--next-hop",
+                "10.0.2.1",
+            ],
+            "--next-hop: 10.0.2.1 is not on a subnet of Port3",
+        ),
+        (
+            &[
+                "route",
+                "add",
+                "--interface",
+                "Port3",
+                "--destination",
+                "10.9.0.0/16",
+                "--metric",
+                "70000",
+            ],
+            "--metric: 70000 is out of range",
+        ),
+        (
+            &[
+                "route",
+                "add",
+                "--interface",
+                "Port3",
+                "--destination",
+                "10.9.0.0/16",
+                "--metric",
+                "-1",
+            ],
+            "--metric: -1 is out of range",
+        ),
+        (
+            &[
+                "route",
+                "add",
+                "--interface",
+                "Port3",
+                "--destination",
+                "192.168.22.0/24",
+                "--next-hop",
+                "192.168.20.1",
+            ],
+            "exists already",
+        ),
+        (
+            &[
+                "route",
+                "remove",
+                "--interface",
+                "Port3",
+                "--destination",
+                "10.77.0.0/16",
+            ],
+            "no custom route to 10.77.0.0/16 on Port3",
+        ),
+        (
+            &[
+                "route",
+                "remove",
+                "--interface",
+                "Port3",
+                "--destination",
+                "192.168.22.0/24",
+                "--next-hop",
+                "192.168.20.2",
+            ],
+            "no custom route to 192.168.22.0/24 via 192.168.20.2",
+        ),
+        (&["nat", "sessions"], "NAT is not supported yet"),
+    ] {
+        let err = d.refused(args);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    assert_eq!(
+        d.routes(true),
+        before,
+        "a refused command changed the routes"
+    );
+
+    // A file of routes is one change: one bad line refuses all of it.
+    let list = dir.path().join("routes.txt");
+    std::fs::write(
+        &list,
+        "10.50.0.0/16 192.168.20.1\n10.51.0.0/16 192.168.20.2\n10.52.0.0/16 10.0.2.1\n",
+    )
+    .unwrap();
+    let err = d.refused(&[
+        "route",
+        "add",
+        "--interface",
+        "Port3",
+        "--file",
+        list.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("route 3: --next-hop: 10.0.2.1 is not on a subnet of Port3"),
+        "{err}"
+    );
+    assert_eq!(d.routes(true), before);
+    std::fs::write(
+        &list,
+        "10.50.0.0/16 192.168.20.1\n10.51.0.0/16 192.168.20.2\n",
+    )
+    .unwrap();
+    assert!(d
+        .ok(&[
+            "route",
+            "add",
+            "--interface",
+            "Port3",
+            "--file",
+            list.to_str().unwrap(),
+            "--metric",
+            "7"
+        ])
+        .contains("added 2"));
+
+    // Remove by destination (every next hop) and by next hop.
+    assert!(d
+        .ok(&[
+            "route",
+            "remove",
+            "--interface",
+            "Port3",
+            "--destination",
+            "10.50.0.0/16"
+        ])
+        .contains("removed 1"));
+    d.ok(&[
+        "route",
+        "remove",
+        "--interface",
+        "Port3",
+        "--destination",
+        "192.168.21.0/24",
+        "--next-hop",
+        "192.168.20.1",
+    ]);
+    let left: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    assert_eq!(left, ["10.51.0.0/16", "192.168.22.0/24"]);
+
+    // Lookups: the ports are bound to none (down), so nothing is reachable.
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["route", "lookup", "10.51.1.1", "--json"])).unwrap();
+    assert_eq!(v["routes"], serde_json::json!([]));
+    let ports = d.ok(&["port", "show", "--json"]);
+    let ports: serde_json::Value = serde_json::from_str(&ports).unwrap();
+    assert_eq!(ports["ports"][0]["bind"], "none");
+    assert_eq!(ports["ports"][0]["link"], "admin-down");
+    let stats: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["packets"]["in"], 0);
+    assert!(stats["ports"]["Port3"].is_object());
+}
+
+#[test]
+fn changes_survive_a_restart_and_reload_applies_config_routes() {
+    let dir = tmp();
+    let cfg = config(dir.path(), true);
+    {
+        let d = Daemon::start(dir.path(), &cfg);
+        d.ok(&[
+            "route",
+            "add",
+            "--interface",
+            "Port3",
+            "--destination",
+            "10.60.0.0/16",
+            "--next-hop",
+            "192.168.20.1",
+        ]);
+        d.ok(&[
+            "route",
+            "remove",
+            "--interface",
+            "Port3",
+            "--destination",
+            "192.168.21.0/24",
+        ]);
+    }
+    let d = Daemon::start(dir.path(), &cfg);
+    let left: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    assert_eq!(left, ["10.60.0.0/16"], "state restored over the config");
+
+    // Reload: a new config route appears; the run-time changes stay.
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[[route]]\ninterface = \"Port2\"\ndestination = \"172.16.0.0/12\"\nnext_hop = \"10.0.2.1\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    d.ok(&["reload"]);
+    let left: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    assert_eq!(left, ["10.60.0.0/16", "172.16.0.0/12"]);
+    // A config that changes a port is refused, and nothing changes.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("mtu", "x")
+        .replace("192.168.20.10/24", "192.168.20.11/24");
+    std::fs::write(&cfg, text).unwrap();
+    let err = d.refused(&["reload"]);
+    assert!(err.contains("need a restart"), "{err}");
+    assert_eq!(d.routes(false).len(), 2);
+}
+
+/// kill -9 while a client streams route additions: after a restart, every
+/// acknowledged route is there, and the state file is whole.
+#[test]
+fn kill_9_during_changes_loses_no_acknowledged_route() {
+    let dir = tmp();
+    let cfg = config(dir.path(), true);
+    let mut d = Daemon::start(dir.path(), &cfg);
+    let mut acked = Vec::new();
+    let started = Instant::now();
+    for i in 0..400u32 {
+        let dest = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        let out = d.ctl(&[
+            "route",
+            "add",
+            "--interface",
+            "Port3",
+            "--destination",
+            &dest,
+            "--next-hop",
+            "192.168.20.1",
+        ]);
+        if out.status.success() {
+            acked.push(dest);
+        }
+        if i == 150 {
+            // Kill from another thread while the next commands are in flight.
+            let pid = d.child.id();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(3));
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            });
+        }
+        if i > 150 && !out.status.success() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+    }
+    let _ = d.child.wait();
+    assert!(acked.len() > 150, "{} acknowledged", acked.len());
+    let state = std::fs::read_to_string(dir.path().join("state/state.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&state).expect("state file is whole JSON");
+    drop(d);
+    let d = Daemon::start(dir.path(), &cfg);
+    let have: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    for a in &acked {
+        assert!(have.contains(a), "acknowledged {a} lost");
+    }
+}
