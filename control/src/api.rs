@@ -157,8 +157,14 @@ pub fn read_request(s: &UnixStream) -> Result<Command, String> {
     if line.len() > MAX_REQUEST {
         return Err(format!("request longer than {MAX_REQUEST} bytes"));
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&line).map_err(|e| format!("request is not JSON: {e}"))?;
+    parse_request(&line)
+}
+
+/// Decodes one request line: the version first (so a client of another
+/// version hears that, not a parse error), then the command.
+pub fn parse_request(line: &[u8]) -> Result<Command, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
     match v.get("version").and_then(|v| v.as_u64()) {
         Some(n) if n == u64::from(VERSION) => {}
         Some(n) => {
@@ -168,7 +174,6 @@ pub fn read_request(s: &UnixStream) -> Result<Command, String> {
         }
         None => return Err("request has no version".to_owned()),
     }
-    let mut v = v;
     if let Some(o) = v.as_object_mut() {
         o.remove("version");
     }

@@ -118,11 +118,12 @@ fn tcp_headers_end(frame: &[u8], l4: usize) -> Option<usize> {
 /// (the field holds the pseudo-header sum, as `NEEDS_CSUM` promises).
 /// Returns false when the offsets do not fit the frame.
 pub fn finish_checksum(frame: &mut [u8], off: &Offload) -> bool {
-    if !off.fits(frame.len()) {
-        return false;
-    }
     let start = usize::from(off.csum_start);
     let at = start + usize::from(off.csum_offset);
+    // Checked here whatever the flags say: the offsets are the device's.
+    if at + 2 > frame.len() {
+        return false;
+    }
     // The field already holds the folded pseudo-header sum; summing the whole
     // range with it in place gives the final checksum.
     let c = checksum::finish(checksum::sum(&frame[start..]));
@@ -153,11 +154,14 @@ pub fn segment(
 ) -> Option<usize> {
     let l4 = usize::from(off.csum_start);
     let hdr = tcp_headers_end(frame, l4)?;
+    let ethertype = frame.get(l3.checked_sub(2)?..l3)?;
     let v4 = match off.gso_type & !GSO_ECN {
-        GSO_TCPV4 => Ipv4View::new_checked(&frame[l3..])?.header_len() + l3 == l4,
+        GSO_TCPV4 if ethertype != [0x08, 0x00] => return None,
+        GSO_TCPV6 if ethertype != [0x86, 0xdd] => return None,
+        GSO_TCPV4 => Ipv4View::new_checked(frame.get(l3..)?)?.header_len() + l3 == l4,
         GSO_TCPV6 => {
             // Extension headers are not cut here: the next header must be TCP.
-            let h = Ipv6View::new_checked(&frame[l3..])?;
+            let h = Ipv6View::new_checked(frame.get(l3..)?)?;
             if h.next_header() != 6 || l3 + IPV6_HLEN != l4 {
                 return None;
             }

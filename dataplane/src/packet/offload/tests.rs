@@ -135,3 +135,33 @@ fn segment_l3_len_is_the_largest_segment() {
     assert_eq!(off.segment_l3_len(&frame, 14), Some(20 + 20 + 1448));
     assert_eq!(Offload::default().segment_l3_len(&frame, 14), None);
 }
+
+/// Found by the offload_segment fuzz target: offsets past the frame in a
+/// header without NEEDS_CSUM made finish_checksum index out of bounds.
+#[test]
+fn offsets_past_the_frame_are_refused_whatever_the_flags() {
+    let mut frame = vec![0u8; 27];
+    let off = Offload {
+        csum_start: 4864,
+        csum_offset: 16,
+        ..Offload::default()
+    };
+    assert!(!finish_checksum(&mut frame, &off));
+    let gso = Offload {
+        gso_type: GSO_TCPV4,
+        gso_size: 100,
+        csum_start: 20,
+        ..Offload::default()
+    };
+    let mut scratch = vec![0; 2000];
+    assert_eq!(
+        segment(&frame[..10], 14, &gso, &mut scratch, |_| panic!()),
+        None
+    );
+    // The same fuzz target: a TCP/IPv4 super-packet whose EtherType is not
+    // IPv4 is not cut (the segments would not be IPv4 frames).
+    let mut tcp = tcp_frame(false, 3000, 0);
+    let off = offload_for(&tcp, false, 1448);
+    tcp[12..14].copy_from_slice(&[0x86, 0xdd]);
+    assert_eq!(segment(&tcp, 14, &off, &mut scratch, |_| panic!()), None);
+}
