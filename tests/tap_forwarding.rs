@@ -491,7 +491,18 @@ fn ten_thousand_route_changes_under_traffic_lose_nothing() {
     let (h2, h3) = (app.host("Port2"), app.host("Port3"));
     let target = h3.addr();
     let pinger = std::thread::scope(|s| {
-        let pinger = s.spawn(|| h2.ping(&["-c", "5000", "-i", "0.002", "-W", "2", &target]));
+        let pinger = s.spawn(|| {
+            let out = h2.ns.exec(
+                60,
+                &[
+                    "ping", "-n", "-q", "-c", "5000", "-i", "0.002", "-W", "2", &target,
+                ],
+            );
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        });
         let started = Instant::now();
         let mut changes = 0;
         'outer: for round in 0.. {
@@ -528,6 +539,68 @@ fn ten_thousand_route_changes_under_traffic_lose_nothing() {
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
     let s = app.stop();
     assert_identity(&s);
+}
+
+/// `port bind` moves a port to another TAP while running: traffic follows
+/// the new device, the old one goes away; `port unbind` takes the port down.
+#[test]
+fn a_port_rebinds_to_another_tap_at_run_time() {
+    const T: &str = "a_port_rebinds_to_another_tap_at_run_time";
+    if !root(T) {
+        return;
+    }
+    let app = Appliance::start("bind", &["Port2", "Port3"], "");
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    assert!(h2.ping(&["-c", "1", "-W", "2", &h3.addr()]).0);
+    let new = Host {
+        ns: Netns::new("bind-p3b"),
+        dev: "p3",
+        port: "Port3",
+        subnet: "10.0.3",
+    };
+    let call = |cmd| edgefwd_control::api::call(&app.socket, cmd);
+    let bind = format!("tap:p3@{}", new.ns.name());
+    call(edgefwd_control::api::Command::PortBind {
+        port: "Port3".into(),
+        binding: bind.clone(),
+    })
+    .expect("port bind");
+    new.configure();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = new.rx_packets();
+    while !(h2.ping(&["-c", "1", "-W", "0.3", &new.addr()]).0 && new.rx_packets() > before) {
+        assert!(
+            Instant::now() < deadline,
+            "traffic never reached the new TAP"
+        );
+    }
+    // The old TAP closes once the workers let go of it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h3
+        .ns
+        .exec(5, &["ip", "link", "show", "p3"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the old TAP is still there");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ports = call(edgefwd_control::api::Command::PortShow {}).unwrap();
+    assert_eq!(ports["ports"][1]["bind"], bind.as_str());
+    assert_eq!(ports["ports"][1]["link"], "up");
+
+    call(edgefwd_control::api::Command::PortUnbind {
+        port: "Port3".into(),
+    })
+    .expect("port unbind");
+    let ports = call(edgefwd_control::api::Command::PortShow {}).unwrap();
+    assert_eq!(ports["ports"][1]["bind"], "none");
+    assert_eq!(ports["ports"][1]["link"], "admin-down");
+    let (ok, _) = h2.ping(&["-c", "1", "-W", "1", &new.addr()]);
+    assert!(!ok, "an unbound port forwards nothing");
+    let s = app.stop();
+    assert_identity(&s);
+    drop(new);
 }
 
 #[test]

@@ -17,7 +17,8 @@
 //! Commands: `route_add` (`routes`: one or many, applied as one change),
 //! `route_remove` (`interface`, `destination`, optional `next_hop`),
 //! `route_show` (optional `interface`, `all`), `route_lookup`
-//! (`addresses`), `port_show`, `stats`, `reload`, `nat_sessions`. The
+//! (`addresses`), `port_show`, `port_bind` (`port`, `binding`),
+//! `port_unbind` (`port`), `stats`, `reload`, `nat_sessions`. The
 //! `data` of each answer is what the command prints with `--json`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -83,6 +84,18 @@ pub enum Command {
     },
     /// Ports with binding and link state.
     PortShow {},
+    /// Rebind a port to another device.
+    PortBind {
+        /// Port name.
+        port: String,
+        /// The new binding (`tap:…`, `afpacket:…`, `none`).
+        binding: String,
+    },
+    /// Unbind a port (bind it to `none`).
+    PortUnbind {
+        /// Port name.
+        port: String,
+    },
     /// Counters.
     Stats {},
     /// Re-read the config file and apply the difference.

@@ -102,6 +102,23 @@ impl Daemon {
 
 #[derive(Subcommand, Debug)]
 enum PortCommand {
+    /// Rebind a port to another device at run time (kept across restarts
+    /// with `[control] state`).
+    Bind {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Port.
+        port: String,
+        /// `tap:NAME[@NETNS]`, `afpacket:IFNAME[@NETNS]` or `none`.
+        binding: String,
+    },
+    /// Unbind a port (its link goes down).
+    Unbind {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Port.
+        port: String,
+    },
     /// Ports with their binding and link state.
     Show {
         #[command(flatten)]
@@ -408,6 +425,28 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     )?;
                 }
             }
+        }
+        Command::Port {
+            command:
+                PortCommand::Bind {
+                    daemon,
+                    port,
+                    binding,
+                },
+        } => {
+            let data = daemon.call(api::Command::PortBind { port, binding })?;
+            writeln!(
+                out,
+                "{} bound to {}",
+                data["port"].as_str().unwrap_or("?"),
+                data["bind"].as_str().unwrap_or("?")
+            )?;
+        }
+        Command::Port {
+            command: PortCommand::Unbind { daemon, port },
+        } => {
+            let data = daemon.call(api::Command::PortUnbind { port })?;
+            writeln!(out, "{} unbound", data["port"].as_str().unwrap_or("?"))?;
         }
         Command::Stats { daemon, json } => {
             let data = daemon.call(api::Command::Stats {})?;

@@ -13,16 +13,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgefwd_dataplane::fib::{Fib, Selection};
-use edgefwd_dataplane::port::{LinkState, PortId};
+use edgefwd_dataplane::port::{Binding, LinkProbe, LinkState, PortId};
 use edgefwd_dataplane::stats::{DropReason, Stats};
-use edgefwd_dataplane::worker::{Shared, Snapshot};
+use edgefwd_dataplane::worker::{Device, Shared, Snapshot};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use tracing::info;
 
 use crate::api::{Command, RouteSpec};
 use crate::config::{check_route, parse_prefix, Config, RouteConfig, RouteField};
+use crate::devices::{self, DeviceParams};
 use crate::rib::{Rib, RouteKind};
+use crate::run::RunError;
 use crate::store::{self, State};
 
 type Identity = (String, IpNet, Option<IpAddr>);
@@ -42,6 +44,11 @@ pub struct Daemon {
     fib: Arc<Fib>,
     selection: Selection,
     shared: Option<Arc<Shared>>,
+    /// Each port's binding in force (the config's, or `port bind`'s).
+    bindings: Vec<Binding>,
+    devices: Vec<Arc<Device>>,
+    probes: Vec<Option<LinkProbe>>,
+    params: Option<DeviceParams>,
 }
 
 impl Daemon {
@@ -52,7 +59,18 @@ impl Daemon {
             Some(p) => store::load(p).map_err(|e| format!("state: {e}"))?,
             None => None,
         };
-        let custom = state.unwrap_or_default().apply(&cfg.routes);
+        let state = state.unwrap_or_default();
+        let custom = state.apply(&cfg.routes);
+        let mut bindings: Vec<Binding> = cfg.ports.iter().map(|p| p.bind.clone()).collect();
+        for (port, b) in &state.bindings {
+            let i = cfg
+                .ports
+                .iter()
+                .position(|p| &p.name == port)
+                .ok_or_else(|| format!("state: binding of unknown port {port:?}"))?;
+            bindings[i] = Binding::parse(b)
+                .ok_or_else(|| format!("state: binding of {port}: {b:?} is not a binding"))?;
+        }
         // Routes kept in the state must still fit the config's ports.
         for r in &custom {
             check_route(
@@ -70,7 +88,8 @@ impl Daemon {
                 )
             })?;
         }
-        let links = vec![LinkState::AdminDown; cfg.ports.len()];
+        let n = cfg.ports.len();
+        let links = vec![LinkState::AdminDown; n];
         let rib = build_rib(&cfg, &custom, &links);
         let (fib, selection) = rib.build_fib();
         Ok(Daemon {
@@ -82,6 +101,10 @@ impl Daemon {
             fib: Arc::new(fib),
             selection,
             shared: None,
+            bindings,
+            devices: (0..n).map(|_| Arc::new(Device::Down)).collect(),
+            probes: (0..n).map(|_| None).collect(),
+            params: None,
         })
     }
 
@@ -110,6 +133,40 @@ impl Daemon {
         self.cfg.ports.iter().map(|p| p.name.clone()).collect()
     }
 
+    /// Opens every port's device for its binding and probes its link. A
+    /// port that cannot be opened is an error naming it and its binding.
+    pub fn open_devices(&mut self, params: &DeviceParams) -> Result<(), RunError> {
+        for (i, p) in self.cfg.ports.iter().enumerate() {
+            let bind = &self.bindings[i];
+            let (dev, probe) =
+                devices::open(&p.name, p.mac, bind, params).map_err(|error| RunError::Port {
+                    port: p.name.clone(),
+                    bind: bind.clone(),
+                    error,
+                })?;
+            self.devices[i] = Arc::new(dev);
+            self.probes[i] = probe;
+        }
+        self.params = Some(params.clone());
+        self.probe_links();
+        Ok(())
+    }
+
+    /// Asks every device for its link state and applies changes. A device
+    /// that failed under a worker stays `gone` until rebound.
+    pub fn probe_links(&mut self) {
+        for port in 0..self.probes.len() {
+            let Some(probe) = &self.probes[port] else {
+                continue;
+            };
+            let state = match self.links[port] {
+                LinkState::Gone => LinkState::Gone,
+                _ => probe.state(),
+            };
+            self.set_link(port, state);
+        }
+    }
+
     /// Connects the daemon to the workers it publishes to.
     pub fn attach(&mut self, shared: Arc<Shared>) {
         self.shared = Some(shared);
@@ -120,6 +177,7 @@ impl Daemon {
         Snapshot {
             fib: Arc::clone(&self.fib),
             links: self.links.iter().map(|l| l.is_up()).collect(),
+            devices: self.devices.clone(),
         }
     }
 
@@ -157,14 +215,66 @@ impl Daemon {
     /// file), then rebuilds and publishes. Nothing changes if persisting
     /// fails.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
-        if let Some(path) = &self.cfg.control.state {
-            store::save(path, &State::diff(&self.cfg.routes, &custom))
-                .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))?;
-        }
+        self.persist(&custom, &self.bindings)?;
         self.rib = build_rib(&self.cfg, &custom, &self.links);
         self.custom = custom;
         self.rebuild();
         Ok(())
+    }
+
+    /// Writes the state file (when the config names one) for these routes
+    /// and bindings.
+    fn persist(&self, custom: &[RouteConfig], bindings: &[Binding]) -> Result<(), String> {
+        let Some(path) = &self.cfg.control.state else {
+            return Ok(());
+        };
+        let mut state = State::diff(&self.cfg.routes, custom);
+        state.bindings = self
+            .cfg
+            .ports
+            .iter()
+            .zip(bindings)
+            .filter(|(p, b)| p.bind != **b)
+            .map(|(p, b)| (p.name.clone(), b.to_string()))
+            .collect();
+        store::save(path, &state)
+            .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
+    }
+
+    /// Rebinds `port` to `binding` (`none`: unbinds it). The new device is
+    /// opened before the old one is let go, so a binding that cannot be
+    /// opened changes nothing.
+    fn port_bind(&mut self, port: &str, binding: &str) -> Result<Value, String> {
+        let i = self
+            .cfg
+            .ports
+            .iter()
+            .position(|p| p.name == port)
+            .ok_or_else(|| format!("unknown port {port:?}"))?;
+        let bind = Binding::parse(binding).ok_or_else(|| {
+            format!("{binding:?}: expected tap:NAME[@NETNS], afpacket:IFNAME[@NETNS] or none")
+        })?;
+        if bind == self.bindings[i] {
+            return Ok(json!({"port": port, "bind": bind.to_string(), "changed": false}));
+        }
+        let params = self.params.as_ref().ok_or("no devices are open")?;
+        let p = &self.cfg.ports[i];
+        let (dev, probe) = devices::open(&p.name, p.mac, &bind, params)
+            .map_err(|e| format!("port {port} (bind {bind}): {e}"))?;
+        let mut bindings = self.bindings.clone();
+        bindings[i] = bind.clone();
+        self.persist(&self.custom, &bindings)?;
+        self.bindings = bindings;
+        self.devices[i] = Arc::new(dev);
+        let state = probe
+            .as_ref()
+            .map_or(LinkState::AdminDown, LinkProbe::state);
+        self.probes[i] = probe;
+        info!(port, %bind, link = %state, "bound");
+        self.links[i] = state;
+        self.rib.set_link(i as PortId, state.is_up());
+        self.rebuild();
+        Ok(json!({"port": port, "bind": bind.to_string(), "changed": true}))
     }
 
     /// Runs one command; its `--json` data, or why it was refused.
@@ -184,6 +294,8 @@ impl Daemon {
                     .collect(),
             )),
             Command::PortShow {} => Ok(self.port_show()),
+            Command::PortBind { port, binding } => self.port_bind(&port, &binding),
+            Command::PortUnbind { port } => self.port_bind(&port, "none"),
             Command::Stats {} => Ok(stats_json(&self.names(), &self.links, &stats())),
             Command::Reload {} => self.reload(),
             Command::NatSessions {} => Err("NAT is not supported yet".to_owned()),
@@ -286,10 +398,11 @@ impl Daemon {
             .ports
             .iter()
             .zip(&self.links)
-            .map(|(p, l)| {
+            .zip(&self.bindings)
+            .map(|((p, l), b)| {
                 json!({
                     "name": p.name,
-                    "bind": p.bind.to_string(),
+                    "bind": b.to_string(),
                     "link": l.to_string(),
                     "mac": p.mac.to_string(),
                     "addresses": p.addresses,

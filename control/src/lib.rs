@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
 pub mod replay;
 pub mod report;
 pub mod rib;

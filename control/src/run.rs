@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use edgefwd_dataplane::packet::buf::MAX_FRAME;
-use edgefwd_dataplane::port::tap::GSO_MAX_FRAME;
-use edgefwd_dataplane::port::{AfPacket, Binding, LinkProbe, LinkState, Tap};
+use edgefwd_dataplane::port::{Binding, LinkState};
 use edgefwd_dataplane::stats::{DropReason, Stats};
 use edgefwd_dataplane::worker::{Device, Event, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX};
 use parking_lot::Mutex;
@@ -29,6 +27,7 @@ use tracing::{info, warn};
 use crate::api::{self, Response};
 use crate::config::Config;
 use crate::daemon::Daemon;
+use crate::devices::DeviceParams;
 use crate::server::{refusal, Server};
 
 /// How often link state is probed.
@@ -93,70 +92,12 @@ impl Control {
 /// Runs the dataplane for `cfg` until `control.stop` is set, serving the
 /// control socket. `name` is the config file (read again on reload).
 pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, RunError> {
-    let workers = cfg
-        .dataplane
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let offload = cfg.dataplane.offload;
-    // Every buffer is made for the largest frame any device hands over,
-    // since buffers circulate between the devices and the workers.
-    let buf_frame = if offload { GSO_MAX_FRAME } else { MAX_FRAME };
-    let mut devices = Vec::with_capacity(cfg.ports.len());
-    let mut probes: Vec<Option<LinkProbe>> = Vec::with_capacity(cfg.ports.len());
-    for p in &cfg.ports {
-        let fail = |error| RunError::Port {
-            port: p.name.clone(),
-            bind: p.bind.clone(),
-            error,
-        };
-        match &p.bind {
-            Binding::Tap { name, netns } => {
-                let (tap, probe) = Tap::open(
-                    name,
-                    netns.as_deref(),
-                    workers,
-                    offload,
-                    cfg.dataplane.queue_depth,
-                )
-                .map_err(fail)?;
-                info!(port = %p.name, bind = %p.bind, queues = tap.queues(), offload, "opened");
-                devices.push(Device::Tap(tap));
-                probes.push(Some(probe));
-            }
-            Binding::None => {
-                devices.push(Device::Down);
-                probes.push(None);
-            }
-            Binding::AfPacket { name, netns } => {
-                let (nic, probe) = AfPacket::open(
-                    name,
-                    netns.as_deref(),
-                    p.mac,
-                    cfg.dataplane.queue_depth,
-                    MAX_FRAME,
-                    buf_frame,
-                )
-                .map_err(fail)?;
-                info!(port = %p.name, bind = %p.bind, "opened");
-                devices.push(Device::AfPacket(nic));
-                probes.push(Some(probe));
-            }
-            Binding::Pcap => {
-                return Err(fail(io::Error::other(
-                    "pcap is for replay; run needs tap:, afpacket: or none",
-                )))
-            }
-        }
-    }
+    let params = DeviceParams::from_config(cfg);
+    let workers = params.workers;
     let mut daemon = Daemon::new(cfg.clone(), name.to_owned()).map_err(RunError::Config)?;
-    for (port, probe) in probes.iter().enumerate() {
-        if let Some(p) = probe {
-            daemon.set_link(port, p.state());
-        }
-    }
+    daemon.open_devices(&params)?;
     let (events_tx, events) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
-        devices,
         snapshot: ArcSwap::from_pointee(daemon.snapshot()),
         stop: AtomicBool::new(false),
         stats: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
@@ -176,7 +117,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     let server = Server::start(&socket, cfg.control.group.as_deref(), calls_tx)
         .map_err(|e| RunError::Config(format!("control socket {}: {e}", socket.display())))?;
     let mut rcfg = cfg.router_config();
-    rcfg.max_frame = buf_frame;
+    rcfg.max_frame = params.buf_frame;
     let wcfg = WorkerConfig {
         burst: cfg.dataplane.burst,
     };
@@ -207,15 +148,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             continue;
         }
         next_probe = Instant::now() + PROBE_EVERY;
-        for (port, probe) in probes.iter().enumerate() {
-            let Some(probe) = probe else { continue };
-            // A device that failed under a worker stays down.
-            let state = match daemon.links()[port] {
-                LinkState::Gone => LinkState::Gone,
-                _ => probe.state(),
-            };
-            daemon.set_link(port, state);
-        }
+        daemon.probe_links();
         while let Ok(Event::DeviceFailed { port, error }) = events.try_recv() {
             warn!(port = %cfg.ports[usize::from(port)].name, %error, "device failed; port down");
             daemon.set_link(usize::from(port), LinkState::Gone);
@@ -257,12 +190,13 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
 /// dropped before a worker saw it (counted as received and dropped, so the
 /// identity holds).
 fn sum(shared: &Shared) -> Stats {
-    let mut total = Stats::new(shared.devices.len());
+    let snap = shared.snapshot.load();
+    let mut total = Stats::new(snap.devices.len());
     for s in &shared.stats {
         total.add(&s.lock());
     }
-    for (port, dev) in total.ports.iter_mut().zip(&shared.devices) {
-        if let Device::AfPacket(a) = dev {
+    for (port, dev) in total.ports.iter_mut().zip(&snap.devices) {
+        if let Device::AfPacket(a) = &**dev {
             let c = a.counters();
             let full = c.rx_queue_full.load(Ordering::Relaxed);
             let oversize = c.rx_oversize.load(Ordering::Relaxed);

@@ -164,6 +164,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::RouteShow { .. } => "route show",
         Command::RouteLookup { .. } => "route lookup",
         Command::PortShow {} => "port show",
+        Command::PortBind { .. } => "port bind",
+        Command::PortUnbind { .. } => "port unbind",
         Command::Stats {} => "stats",
         Command::Reload {} => "reload",
         Command::NatSessions {} => "nat sessions",

@@ -1,5 +1,6 @@
 //! The daemon's persisted state: the custom routes added and removed at run
-//! time, relative to the config, in `[control] state`.
+//! time, relative to the config, and the ports rebound at run time, in
+//! `[control] state`.
 //!
 //! A change is written before it is acknowledged, and written so that a
 //! crash at any moment leaves either the old file or the new one, never a
@@ -7,6 +8,7 @@
 //! which is fsynced, renamed over the old name, and the directory fsynced so
 //! the rename itself is durable.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -64,6 +66,10 @@ pub struct State {
     pub added: Vec<StoredRoute>,
     /// Routes of the config removed by `route remove`.
     pub removed: Vec<StoredRoute>,
+    /// Ports bound at run time to something other than their config
+    /// binding (`port bind`), by port name.
+    #[serde(default)]
+    pub bindings: BTreeMap<String, String>,
 }
 
 impl State {
@@ -103,6 +109,7 @@ impl State {
             version: VERSION,
             added,
             removed,
+            bindings: BTreeMap::new(),
         }
     }
 }

@@ -236,6 +236,22 @@ impl NeighTable {
         }
     }
 
+    /// Forgets what was learned on `port` (its device changed, so its
+    /// neighbours may be other hosts now); static entries stay. Packets
+    /// held for its neighbours go to `failed`.
+    pub fn forget_port(&mut self, port: PortId, failed: &mut Vec<Packet>) {
+        self.map.retain(|k, state| match state {
+            _ if k.0 != port => true,
+            State::Static(_) => true,
+            State::Incomplete { queue, .. } => {
+                failed.extend(queue.drain(..));
+                false
+            }
+            State::Reachable { .. } => false,
+        });
+        self.incomplete.retain(|k| k.0 != port);
+    }
+
     /// Packets currently held.
     pub fn held(&self) -> usize {
         self.incomplete
@@ -305,6 +321,24 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(t.held(), 0);
         assert!(matches!(t.resolve(0, A, pkt(), Time(3)), Resolution::Ready(_, m) if m == MAC));
+    }
+
+    #[test]
+    fn forgetting_a_port_keeps_other_ports_and_static_entries() {
+        const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        let mut t = NeighTable::new();
+        t.learn(0, A, MAC, Time(0), true);
+        t.add_static(0, B, MAC);
+        t.learn(1, A, MAC, Time(0), true);
+        let held = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
+        let _ = t.resolve(0, held, pkt(), Time(0));
+        let mut failed = Vec::new();
+        t.forget_port(0, &mut failed);
+        assert_eq!(failed.len(), 1, "the held packet is handed back");
+        assert_eq!(t.held(), 0);
+        assert_eq!(t.lookup(0, A, Time(1)), None);
+        assert_eq!(t.lookup(0, B, Time(1)), Some(MAC), "static stays");
+        assert_eq!(t.lookup(1, A, Time(1)), Some(MAC), "other ports stay");
     }
 
     #[test]

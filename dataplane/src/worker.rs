@@ -71,6 +71,10 @@ pub struct Snapshot {
     pub fib: Arc<Fib>,
     /// Link state of each port, by [`PortId`].
     pub links: Vec<bool>,
+    /// Each port's device, by [`PortId`]. A port rebound at run time gets a
+    /// new one; workers move their polling to it when they pick up the
+    /// snapshot, and the old device closes when the last of them lets go.
+    pub devices: Vec<Arc<Device>>,
 }
 
 /// Something a worker tells the control plane.
@@ -88,8 +92,6 @@ pub enum Event {
 
 /// State shared by the workers and the control plane.
 pub struct Shared {
-    /// The devices, by [`PortId`].
-    pub devices: Vec<Device>,
     /// The current snapshot.
     pub snapshot: ArcSwap<Snapshot>,
     /// Set to make every worker finish.
@@ -133,6 +135,16 @@ pub struct Worker {
     epoch: Instant,
     scratch: Vec<u8>,
     learned: Vec<Learned>,
+}
+
+/// What a worker polls: per port, whether it may have frames, and the
+/// device registered for it.
+struct Polled {
+    ready: Vec<bool>,
+    /// AF_PACKET ports this worker owns (readied by the waker).
+    woken: Vec<usize>,
+    devices: Vec<Arc<Device>>,
+    waker: Arc<Waker>,
 }
 
 enum Rx {
@@ -199,14 +211,29 @@ impl Worker {
         }
     }
 
-    fn refresh(&mut self) {
+    /// Picks up a new snapshot; true when there was one.
+    fn refresh(&mut self) -> bool {
         let cur = self.shared.snapshot.load();
-        if !Arc::ptr_eq(&cur, &self.snapshot) {
-            let snap = Arc::clone(&cur);
-            drop(cur);
-            self.apply(&snap);
-            self.snapshot = snap;
+        if Arc::ptr_eq(&cur, &self.snapshot) {
+            return false;
         }
+        let snap = Arc::clone(&cur);
+        drop(cur);
+        self.apply(&snap);
+        // A port on a new device may face other hosts: what was learned
+        // through the old one no longer holds.
+        for (port, dev) in snap.devices.iter().enumerate() {
+            if self
+                .snapshot
+                .devices
+                .get(port)
+                .is_some_and(|old| !Arc::ptr_eq(old, dev))
+            {
+                self.router.forget_neighbors(port as PortId);
+            }
+        }
+        self.snapshot = snap;
+        true
     }
 
     /// Runs until [`Shared::stop`] is set; returns the router (with its
@@ -214,25 +241,15 @@ impl Worker {
     pub fn run(mut self) -> io::Result<Router> {
         let mut poll = Poll::new()?;
         let shared = Arc::clone(&self.shared);
-        let mut ready = vec![false; shared.devices.len()];
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let _ = shared.wakers[self.id].set(Arc::clone(&waker));
-        let mut woken = Vec::new();
-        for (port, dev) in shared.devices.iter().enumerate() {
-            if let Some(fd) = dev.rx_fd(self.id) {
-                poll.registry()
-                    .register(&mut SourceFd(&fd), Token(port), Interest::READABLE)?;
-                // Frames may have arrived before registration.
-                ready[port] = true;
-            }
-            if let Device::AfPacket(a) = dev {
-                if afpacket_owner(port as PortId, shared.wakers.len()) == self.id {
-                    a.set_waker(Arc::clone(&waker));
-                    woken.push(port);
-                    ready[port] = true;
-                }
-            }
-        }
+        let mut io = Polled {
+            ready: Vec::new(),
+            woken: Vec::new(),
+            devices: Vec::new(),
+            waker,
+        };
+        self.sync_devices(&poll, &mut io)?;
         let mut events = Events::with_capacity(64);
         let mut burst: Vec<Packet> = Vec::with_capacity(self.cfg.burst);
         let (mut last_tick, mut last_publish) = (Instant::now(), Instant::now());
@@ -246,29 +263,31 @@ impl Worker {
                 if e.token() == WAKE {
                     // An AF_PACKET rx queue has frames, or a peer passed
                     // neighbour answers.
-                    for &p in &woken {
-                        ready[p] = true;
+                    for &p in &io.woken {
+                        io.ready[p] = true;
                     }
                     self.share_neighbors();
                     self.flush();
-                } else if let Some(r) = ready.get_mut(e.token().0) {
+                } else if let Some(r) = io.ready.get_mut(e.token().0) {
                     *r = true;
                 }
             }
             // One burst from each ready port in turn, until all are drained.
-            while ready.iter().any(|&r| r) && !shared.stop.load(Ordering::Relaxed) {
-                self.refresh();
-                for (port, ready) in ready.iter_mut().enumerate() {
-                    if !*ready {
+            while io.ready.iter().any(|&r| r) && !shared.stop.load(Ordering::Relaxed) {
+                if self.refresh() {
+                    self.sync_devices(&poll, &mut io)?;
+                }
+                for port in 0..io.ready.len() {
+                    if !io.ready[port] {
                         continue;
                     }
                     let now = self.now();
                     match self.rx_burst(port as PortId, &mut burst, now) {
                         Rx::More => {}
-                        Rx::Drained => *ready = false,
+                        Rx::Drained => io.ready[port] = false,
                         Rx::Failed(error) => {
-                            *ready = false;
-                            if let Some(fd) = shared.devices[port].rx_fd(self.id) {
+                            io.ready[port] = false;
+                            if let Some(fd) = io.devices[port].rx_fd(self.id) {
                                 let _ = poll.registry().deregister(&mut SourceFd(&fd));
                             }
                             let _ = shared.events.send(Event::DeviceFailed {
@@ -284,7 +303,9 @@ impl Worker {
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                self.refresh();
+                if self.refresh() {
+                    self.sync_devices(&poll, &mut io)?;
+                }
                 self.router.tick(self.now());
                 self.share_neighbors();
                 self.flush();
@@ -300,6 +321,42 @@ impl Worker {
         Ok(self.router)
     }
 
+    /// Polls the devices of the current snapshot: a port whose device
+    /// changed has the old one's fd deregistered and the new one's
+    /// registered (and marked ready, as frames may be waiting already).
+    fn sync_devices(&mut self, poll: &Poll, io: &mut Polled) -> io::Result<()> {
+        let snap = Arc::clone(&self.snapshot);
+        let n = snap.devices.len();
+        io.ready.resize(n, false);
+        for (port, dev) in snap.devices.iter().enumerate() {
+            if io.devices.get(port).is_some_and(|d| Arc::ptr_eq(d, dev)) {
+                continue;
+            }
+            if let Some(fd) = io.devices.get(port).and_then(|d| d.rx_fd(self.id)) {
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            io.woken.retain(|&p| p != port);
+            if let Some(fd) = dev.rx_fd(self.id) {
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(port), Interest::READABLE)?;
+                io.ready[port] = true;
+            }
+            if let Device::AfPacket(a) = &**dev {
+                if afpacket_owner(port as PortId, self.shared.wakers.len()) == self.id {
+                    a.set_waker(Arc::clone(&io.waker));
+                    io.woken.push(port);
+                    io.ready[port] = true;
+                }
+            }
+            if port < io.devices.len() {
+                io.devices[port] = Arc::clone(dev);
+            } else {
+                io.devices.push(Arc::clone(dev));
+            }
+        }
+        Ok(())
+    }
+
     fn publish(&self, wait: bool) {
         let slot = &self.shared.stats[self.id];
         let guard = if wait {
@@ -313,8 +370,11 @@ impl Worker {
     }
 
     fn rx_burst(&mut self, port: PortId, burst: &mut Vec<Packet>, now: Time) -> Rx {
-        let shared = Arc::clone(&self.shared);
-        let tap = match &shared.devices[usize::from(port)] {
+        let snap = Arc::clone(&self.snapshot);
+        let Some(dev) = snap.devices.get(usize::from(port)) else {
+            return Rx::Drained;
+        };
+        let tap = match &**dev {
             Device::Tap(tap) => tap,
             Device::AfPacket(a) => return self.rx_afpacket(a, port, burst, now),
             Device::Down => return Rx::Drained,
@@ -374,13 +434,13 @@ impl Worker {
         if !self.router.has_tx() {
             return;
         }
-        let shared = Arc::clone(&self.shared);
-        for (port, dev) in shared.devices.iter().enumerate() {
+        let snap = Arc::clone(&self.snapshot);
+        for (port, dev) in snap.devices.iter().enumerate() {
             let port = port as PortId;
             let mut errors = 0;
             let (id, scratch) = (self.id, &mut self.scratch);
             self.router.drain_tx(port, |p| {
-                let sent = match dev {
+                let sent = match &**dev {
                     Device::Tap(tap) => send(tap, id, &mut p.buf, &p.meta.offload, scratch).is_ok(),
                     Device::AfPacket(a) => send_plain(&mut p.buf, &p.meta.offload, scratch, |f| {
                         a.send(f)

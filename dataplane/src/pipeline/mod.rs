@@ -302,6 +302,16 @@ impl Router {
         self.scratch = failed;
     }
 
+    /// Forgets the neighbours learned on `port` (its device was replaced);
+    /// packets waiting for them are dropped as `neighbor_unresolved`.
+    pub fn forget_neighbors(&mut self, port: PortId) {
+        let mut failed = Vec::new();
+        self.neigh.forget_port(port, &mut failed);
+        for p in failed {
+            self.drop_packet(p, DropReason::NeighborUnresolved);
+        }
+    }
+
     /// Ends a run: packets still waiting for a neighbour are dropped as
     /// `neighbor_unresolved`.
     pub fn finish(&mut self) {

@@ -1,0 +1,82 @@
+//! Opening a port's device from its binding, for `run` at start and for
+//! `port bind` while running.
+
+use std::io;
+
+use edgefwd_dataplane::packet::buf::MAX_FRAME;
+use edgefwd_dataplane::port::tap::GSO_MAX_FRAME;
+use edgefwd_dataplane::port::{AfPacket, Binding, LinkProbe, Tap};
+use edgefwd_dataplane::worker::Device;
+use tracing::info;
+
+use crate::config::Config;
+
+/// How devices are opened: the same for every port of a run.
+#[derive(Clone, Debug)]
+pub struct DeviceParams {
+    /// Worker threads (a TAP gets one queue each).
+    pub workers: usize,
+    /// TAP offloads (virtio-net headers).
+    pub offload: bool,
+    /// Queue depth.
+    pub depth: usize,
+    /// Frame size every buffer is made for.
+    pub buf_frame: usize,
+}
+
+impl DeviceParams {
+    /// The parameters a config asks for.
+    pub fn from_config(cfg: &Config) -> DeviceParams {
+        let offload = cfg.dataplane.offload;
+        DeviceParams {
+            workers: cfg
+                .dataplane
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            offload,
+            depth: cfg.dataplane.queue_depth,
+            // Buffers circulate between devices and workers, so all are made
+            // for the largest frame any device hands over.
+            buf_frame: if offload { GSO_MAX_FRAME } else { MAX_FRAME },
+        }
+    }
+}
+
+/// Opens the device `bind` names for port `p` (`port_name`, `mac`); its link
+/// probe, none for `none`.
+pub fn open(
+    port_name: &str,
+    mac: edgefwd_dataplane::packet::MacAddr,
+    bind: &Binding,
+    params: &DeviceParams,
+) -> io::Result<(Device, Option<LinkProbe>)> {
+    match bind {
+        Binding::Tap { name, netns } => {
+            let (tap, probe) = Tap::open(
+                name,
+                netns.as_deref(),
+                params.workers,
+                params.offload,
+                params.depth,
+            )?;
+            info!(port = port_name, %bind, queues = tap.queues(), offload = params.offload, "opened");
+            Ok((Device::Tap(tap), Some(probe)))
+        }
+        Binding::AfPacket { name, netns } => {
+            let (nic, probe) = AfPacket::open(
+                name,
+                netns.as_deref(),
+                mac,
+                params.depth,
+                MAX_FRAME,
+                params.buf_frame,
+            )?;
+            info!(port = port_name, %bind, "opened");
+            Ok((Device::AfPacket(nic), Some(probe)))
+        }
+        Binding::None => Ok((Device::Down, None)),
+        Binding::Pcap => Err(io::Error::other(
+            "pcap is for replay; run needs tap:, afpacket: or none",
+        )),
+    }
+}
