@@ -11,9 +11,15 @@
 //! 64 KiB).
 //!
 //! The control plane never stops a worker: it publishes a new [`Snapshot`]
-//! (FIB and link states) through an `ArcSwap`, which each worker picks up
-//! between bursts without a lock. A worker's counters are copied out every
-//! 100 ms (a `try_lock`, skipped when the reader holds it) for `stats`.
+//! (FIB, link states, devices) through an `ArcSwap`, which each worker picks
+//! up between bursts without a lock. A worker's counters are copied out
+//! every 100 ms (a `try_lock`, skipped when the reader holds it) for
+//! `stats`.
+//!
+//! Each worker has its own neighbour table; the ARP or NDP answer to one
+//! worker's request may arrive on another's queue, so workers pass the
+//! answers they see to each other through bounded lock-free inboxes and
+//! wake the receiver.
 
 use std::io;
 use std::net::IpAddr;
