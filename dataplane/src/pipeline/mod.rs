@@ -207,6 +207,12 @@ impl Router {
         self.pool.get()
     }
 
+    /// Packet buffers this router ever allocated (its memory for packets is
+    /// this many times the buffer size).
+    pub fn buffers_allocated(&self) -> usize {
+        self.pool.allocated()
+    }
+
     /// Returns a buffer a driver did not use.
     pub fn recycle(&mut self, buf: PacketBuf) {
         self.pool.put(buf);
