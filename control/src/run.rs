@@ -1,6 +1,7 @@
-//! `edgefwd run`: the daemon. Opens every port's device, starts the workers,
-//! and then watches: link state (every 100 ms), device failures reported by
-//! the workers, and signals.
+//! `edgefwd run`: the daemon. Opens every port's device, starts the workers
+//! and the control socket, and then watches: commands from the socket
+//! (applied by [`Daemon`] one at a time), link state (every 100 ms), device
+//! failures reported by the workers, and signals.
 //!
 //! A link change recompiles the FIB from the RIB with that port up or down
 //! and publishes it; the workers pick it up between bursts, so routes through
@@ -145,7 +146,10 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
                 Err(e) => refusal(e),
             };
             let _ = call.reply.send(answer);
-            continue;
+            // A stream of commands must not starve the link probes.
+            if Instant::now() < next_probe {
+                continue;
+            }
         }
         next_probe = Instant::now() + PROBE_EVERY;
         daemon.probe_links();
