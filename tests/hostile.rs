@@ -12,7 +12,7 @@ use edgefwd_control::rib::Rib;
 use edgefwd_dataplane::neigh::{MAX_ENTRIES, MAX_INCOMPLETE, QUEUE_LIMIT};
 use edgefwd_dataplane::packet::buf::{HEADROOM, MAX_FRAME};
 use edgefwd_dataplane::packet::Packet;
-use edgefwd_dataplane::pipeline::Router;
+use edgefwd_dataplane::pipeline::{Router, HOLD_BYTES};
 use edgefwd_dataplane::stats::DropReason;
 use edgefwd_dataplane::time::Time;
 use etherparse::{
@@ -170,7 +170,7 @@ fn arp_storm_is_answered_and_the_neighbour_table_stays_bounded() {
 }
 
 /// Packets to 60,000 different hosts of a /16 that never answer ARP: held
-/// packets and incomplete entries stop at their limits, the rest is
+/// packets, their bytes and incomplete entries stop at their limits, the rest is
 /// dropped as `neighbor_table_full`, and every held packet is finally
 /// dropped as `neighbor_unresolved`.
 #[test]
@@ -183,6 +183,10 @@ fn a_scan_of_silent_hosts_is_bounded_and_counted() {
     rig.feed(scan);
     let held = rig.router.held();
     assert!(held <= MAX_INCOMPLETE * QUEUE_LIMIT, "{held} held");
+    assert!(
+        held * (HEADROOM + MAX_FRAME) <= HOLD_BYTES,
+        "{held} held over the byte budget"
+    );
     assert!(rig.drops(DropReason::NeighborTableFull) > 0);
     rig.assert_identity();
     let bound = (MAX_INCOMPLETE * QUEUE_LIMIT + 4 * BURST + 256) * (HEADROOM + MAX_FRAME);
@@ -323,4 +327,37 @@ fn long_ipv6_extension_chains_do_not_hurt() {
         100
     );
     assert_eq!(rig.drops(DropReason::LocalUnsupported), 100);
+}
+
+/// Many packets to a few silent hosts: the router's hold budget in bytes
+/// (not only the per-neighbour queue) stops what waits, whatever the buffer
+/// size, so 64 KiB offload buffers cannot pile up.
+#[test]
+fn held_bytes_stay_within_the_budget_with_large_buffers() {
+    let cfg = Config::parse(CFG).unwrap();
+    let rib = Rib::from_config(&cfg, false);
+    let (fib, _) = rib.build_fib();
+    let mut rcfg = cfg.router_config();
+    rcfg.max_frame = 65535 + 18;
+    rcfg.hold_bytes = 4 << 20;
+    let mut rig = Rig {
+        router: rib.router(&cfg, Arc::new(fib), &rcfg),
+        burst: Vec::new(),
+        now: Time(0),
+    };
+    let flood = (0..20_000u32).map(|i| {
+        let dst = Ipv4Addr::new(10, 3, 1, (i % 200) as u8 + 1);
+        udp(Ipv4Addr::new(10, 0, 2, 2), dst, 64, 18)
+    });
+    rig.feed(flood);
+    let held = rig.router.held();
+    let per_buf = HEADROOM + 65535 + 18;
+    eprintln!(
+        "held {held} packets, {} KiB of held buffers",
+        (held * per_buf) >> 10
+    );
+    assert!(held * per_buf <= 4 << 20, "{held} held");
+    assert!(held > 0);
+    assert!(rig.drops(DropReason::NeighborQueueFull) > 0);
+    rig.assert_identity();
 }

@@ -96,16 +96,36 @@ pub struct NeighborView {
 }
 
 /// The table.
-#[derive(Default)]
 pub struct NeighTable {
     map: HashMap<Key, State, RandomState>,
     incomplete: Vec<Key>,
+    /// Packets held over all neighbours, and how many may be.
+    held: usize,
+    max_held: usize,
+}
+
+impl Default for NeighTable {
+    fn default() -> Self {
+        Self::with_held_limit(MAX_INCOMPLETE * QUEUE_LIMIT)
+    }
 }
 
 impl NeighTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table holding at most `max_held` packets over all
+    /// neighbours (the router sizes it so that held buffers fit a byte
+    /// budget whatever the buffer size).
+    pub fn with_held_limit(max_held: usize) -> Self {
+        NeighTable {
+            map: HashMap::default(),
+            incomplete: Vec::new(),
+            held: 0,
+            max_held: max_held.max(1),
+        }
     }
 
     /// Adds a configured entry.
@@ -131,12 +151,16 @@ impl NeighTable {
         if let Some(mac) = self.lookup(port, addr, now) {
             return Resolution::Ready(pkt, mac);
         }
+        if self.held >= self.max_held {
+            return Resolution::Refused(pkt, DropReason::NeighborQueueFull);
+        }
         let key = Key(port, addr);
         if let Some(State::Incomplete { queue, .. }) = self.map.get_mut(&key) {
             if queue.len() >= QUEUE_LIMIT {
                 return Resolution::Refused(pkt, DropReason::NeighborQueueFull);
             }
             queue.push_back(pkt);
+            self.held += 1;
             return Resolution::Held { probe: false };
         }
         let fresh = !self.map.contains_key(&key);
@@ -154,6 +178,7 @@ impl NeighTable {
             },
         );
         self.incomplete.push(key);
+        self.held += 1;
         Resolution::Held { probe: true }
     }
 
@@ -184,7 +209,10 @@ impl NeighTable {
                 let old = std::mem::replace(state, fresh);
                 self.incomplete.retain(|k| *k != key);
                 match old {
-                    State::Incomplete { queue, .. } => Some(queue),
+                    State::Incomplete { queue, .. } => {
+                        self.held -= queue.len();
+                        Some(queue)
+                    }
                     _ => None,
                 }
             }
@@ -202,6 +230,7 @@ impl NeighTable {
     /// `failed` and their entries removed.
     pub fn tick(&mut self, now: Time, probe: &mut Vec<(PortId, IpAddr)>, failed: &mut Vec<Packet>) {
         let map = &mut self.map;
+        let held = &mut self.held;
         self.incomplete.retain(|key| {
             let Some(State::Incomplete {
                 last_probe,
@@ -215,6 +244,7 @@ impl NeighTable {
                 return true;
             }
             if *probes >= PROBES {
+                *held -= queue.len();
                 failed.extend(queue.drain(..));
                 map.remove(key);
                 return false;
@@ -231,6 +261,7 @@ impl NeighTable {
     pub fn flush(&mut self, failed: &mut Vec<Packet>) {
         for key in self.incomplete.drain(..) {
             if let Some(State::Incomplete { mut queue, .. }) = self.map.remove(&key) {
+                self.held -= queue.len();
                 failed.extend(queue.drain(..));
             }
         }
@@ -240,10 +271,12 @@ impl NeighTable {
     /// neighbours may be other hosts now); static entries stay. Packets
     /// held for its neighbours go to `failed`.
     pub fn forget_port(&mut self, port: PortId, failed: &mut Vec<Packet>) {
+        let held = &mut self.held;
         self.map.retain(|k, state| match state {
             _ if k.0 != port => true,
             State::Static(_) => true,
             State::Incomplete { queue, .. } => {
+                *held -= queue.len();
                 failed.extend(queue.drain(..));
                 false
             }
@@ -254,13 +287,7 @@ impl NeighTable {
 
     /// Packets currently held.
     pub fn held(&self) -> usize {
-        self.incomplete
-            .iter()
-            .filter_map(|k| match self.map.get(k) {
-                Some(State::Incomplete { queue, .. }) => Some(queue.len()),
-                _ => None,
-            })
-            .sum()
+        self.held
     }
 
     /// The table, sorted by port and address.
@@ -339,6 +366,23 @@ mod tests {
         assert_eq!(t.lookup(0, A, Time(1)), None);
         assert_eq!(t.lookup(0, B, Time(1)), Some(MAC), "static stays");
         assert_eq!(t.lookup(1, A, Time(1)), Some(MAC), "other ports stay");
+    }
+
+    #[test]
+    fn held_packets_are_bounded_over_all_neighbours() {
+        let mut t = NeighTable::with_held_limit(3);
+        for i in 0..5u8 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10 + i));
+            let r = t.resolve(0, a, pkt(), Time(0));
+            assert_eq!(matches!(r, Resolution::Held { .. }), i < 3, "packet {i}");
+        }
+        assert_eq!(t.held(), 3);
+        let b = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10));
+        assert_eq!(t.learn(0, b, MAC, Time(1), false).map(|q| q.len()), Some(1));
+        assert_eq!(t.held(), 2, "released packets leave the count");
+        let mut failed = Vec::new();
+        t.flush(&mut failed);
+        assert_eq!((failed.len(), t.held()), (2, 0));
     }
 
     #[test]

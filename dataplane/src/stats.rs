@@ -69,7 +69,8 @@ drop_reasons! {
     FragmentationUnsupported = "fragmentation_unsupported",
     /// The next hop did not answer ARP/NDP in time.
     NeighborUnresolved = "neighbor_unresolved",
-    /// Too many packets already waiting for this next hop to resolve.
+    /// Too many packets already waiting for this next hop (or, over all next
+    /// hops, for the router's hold budget) to resolve.
     NeighborQueueFull = "neighbor_queue_full",
     /// Too many next hops resolving at once.
     NeighborTableFull = "neighbor_table_full",

@@ -50,7 +50,13 @@ pub struct RouterConfig {
     /// Largest frame a buffer holds (a device with segmentation offload
     /// hands over 64 KiB super-packets).
     pub max_frame: usize,
+    /// Bytes of buffers that packets waiting for a neighbour may hold, over
+    /// all neighbours; beyond it they are dropped as `neighbor_queue_full`.
+    pub hold_bytes: usize,
 }
+
+/// Default [`RouterConfig::hold_bytes`].
+pub const HOLD_BYTES: usize = 32 << 20;
 
 impl Default for RouterConfig {
     fn default() -> Self {
@@ -60,6 +66,7 @@ impl Default for RouterConfig {
             tx_queue_depth: 1024,
             buffers: 256,
             max_frame: crate::packet::buf::MAX_FRAME,
+            hold_bytes: HOLD_BYTES,
         }
     }
 }
@@ -99,7 +106,9 @@ impl Router {
             group_hits: vec![0; fib.groups().len()],
             ports,
             fib,
-            neigh: NeighTable::new(),
+            neigh: NeighTable::with_held_limit(
+                cfg.hold_bytes / (crate::packet::buf::HEADROOM + cfg.max_frame),
+            ),
             pool: BufPool::new(cfg.buffers, cfg.max_frame),
             generated: Vec::with_capacity(64),
             scratch: Vec::with_capacity(64),
