@@ -75,7 +75,7 @@ impl Daemon {
         for r in &custom {
             check_route(
                 &cfg.ports,
-                &[],
+                |_| false,
                 &r.interface,
                 &r.destination.to_string(),
                 r.next_hop.map(|n| n.to_string()).as_deref(),
@@ -316,21 +316,14 @@ impl Daemon {
             };
             let r = check_route(
                 &self.cfg.ports,
-                &[],
+                |r| seen.contains(&identity(r)),
                 &s.interface,
                 &s.destination,
                 s.next_hop.as_deref(),
                 s.metric,
             )
             .map_err(|e| format!("{at}{}: {}", flag(e.field), e.message))?;
-            if !seen.insert(identity(&r)) {
-                return Err(format!(
-                    "{at}--destination: a route to {} via {} on {} exists already",
-                    r.destination,
-                    r.next_hop.map_or("on-link".to_owned(), |n| n.to_string()),
-                    r.interface
-                ));
-            }
+            seen.insert(identity(&r));
             custom.push(r);
         }
         self.commit(custom)?;

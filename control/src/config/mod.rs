@@ -116,6 +116,16 @@ pub struct RouteConfig {
     pub metric: u32,
 }
 
+impl RouteConfig {
+    /// True when `other` is the same route: a route's identity is its
+    /// interface, destination and next hop (the metric is not part of it).
+    pub fn same_route(&self, other: &RouteConfig) -> bool {
+        self.interface == other.interface
+            && self.destination == other.destination
+            && self.next_hop == other.next_hop
+    }
+}
+
 /// One `[[neighbor]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeighborConfig {

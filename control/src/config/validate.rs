@@ -192,7 +192,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
     for (i, r) in raw.route.iter().enumerate() {
         let route = check_route(
             &ports,
-            &routes,
+            |r| routes.iter().any(|o| o.same_route(r)),
             r.interface.get_ref(),
             r.destination.get_ref(),
             r.next_hop.as_ref().map(|n| n.get_ref().as_str()),
@@ -318,10 +318,12 @@ pub struct RouteError {
 }
 
 /// Checks one custom route against the ports and the custom routes that
-/// exist already: the rules of `[[route]]` and of `route add` alike.
+/// exist already (`exists` says whether a route with the same interface,
+/// destination and next hop does): the rules of `[[route]]` and of `route
+/// add` alike.
 pub fn check_route(
     ports: &[PortConfig],
-    routes: &[RouteConfig],
+    exists: impl Fn(&RouteConfig) -> bool,
     interface: &str,
     destination: &str,
     next_hop: Option<&str>,
@@ -372,10 +374,13 @@ pub fn check_route(
         Some(m) => m as u32,
         None => DEFAULT_METRIC,
     };
-    if routes
-        .iter()
-        .any(|o| o.interface == port.name && o.destination == destination && o.next_hop == next_hop)
-    {
+    let route = RouteConfig {
+        interface: port.name.clone(),
+        destination,
+        next_hop,
+        metric,
+    };
+    if exists(&route) {
         return Err(err(
             RouteField::Destination,
             format!(
@@ -385,10 +390,5 @@ pub fn check_route(
             ),
         ));
     }
-    Ok(RouteConfig {
-        interface: port.name.clone(),
-        destination,
-        next_hop,
-        metric,
-    })
+    Ok(route)
 }
