@@ -8,7 +8,7 @@
 //! which is fsynced, renamed over the old name, and the directory fsynced so
 //! the rename itself is durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -72,37 +72,56 @@ pub struct State {
     pub bindings: BTreeMap<String, String>,
 }
 
+/// A route's identity (interface, destination, next hop), borrowed.
+type Identity<'a> = (&'a str, IpNet, Option<IpAddr>);
+
+fn identity(r: &RouteConfig) -> Identity<'_> {
+    (&r.interface, r.destination, r.next_hop)
+}
+
+fn stored_identity(r: &StoredRoute) -> Identity<'_> {
+    (&r.interface, r.destination, r.next_hop)
+}
+
 impl State {
     /// The custom routes: the config's, less those removed, plus those
     /// added (an added route that the config now has too is kept once).
+    /// Linear in the routes: a full table is applied at every start.
     pub fn apply(&self, config: &[RouteConfig]) -> Vec<RouteConfig> {
-        let same = |a: &RouteConfig, b: &StoredRoute| {
-            a.interface == b.interface && a.destination == b.destination && a.next_hop == b.next_hop
-        };
+        let removed: HashSet<Identity> = self.removed.iter().map(stored_identity).collect();
         let mut out: Vec<RouteConfig> = config
             .iter()
-            .filter(|c| !self.removed.iter().any(|r| same(c, r)))
+            .filter(|c| !removed.contains(&identity(c)))
             .cloned()
             .collect();
-        for a in &self.added {
-            if !out.iter().any(|c| same(c, a)) {
-                out.push(a.into());
-            }
-        }
+        let mut have: HashSet<Identity> = out.iter().map(identity).collect();
+        let added: Vec<RouteConfig> = self
+            .added
+            .iter()
+            .filter(|a| have.insert(stored_identity(a)))
+            .map(RouteConfig::from)
+            .collect();
+        drop(have);
+        out.extend(added);
         out
     }
 
-    /// The state that turns `config` routes into `current` ones.
+    /// The state that turns `config` routes into `current` ones (a route
+    /// whose metric changed is removed and added again).
     pub fn diff(config: &[RouteConfig], current: &[RouteConfig]) -> State {
-        let key = |r: &RouteConfig| (r.interface.clone(), r.destination, r.next_hop, r.metric);
+        fn key(r: &RouteConfig) -> (Identity<'_>, u32) {
+            (identity(r), r.metric)
+        }
+        let in_config: HashSet<_> = config.iter().map(key).collect();
+        let in_current: HashSet<_> = current.iter().map(key).collect();
         let added = current
             .iter()
-            .filter(|c| !config.iter().any(|o| key(o) == key(c)))
+            .filter(|c| !in_config.contains(&key(c)))
             .map(StoredRoute::from)
             .collect();
         let removed = config
             .iter()
-            .filter(|o| !current.iter().any(|c| key(o) == key(c)))
+            .filter(|o| !in_current.contains(&key(o)))
             .map(StoredRoute::from)
             .collect();
         State {
