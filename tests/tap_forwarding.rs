@@ -196,7 +196,8 @@ fn root(test: &str) -> bool {
 }
 
 fn counters(s: &RunSummary) -> String {
-    edgefwd_control::run::counters_text(&s.names, &s.links, &s.stats)
+    use edgefwd_control::daemon::{stats_json, stats_text};
+    stats_text(&stats_json(&s.names, &s.links, &s.stats))
 }
 
 /// Every packet that entered is accounted for.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::daemon::{stats_json, stats_text};
 use crate::demo;
 use crate::replay::{replay, Input, Source};
 use crate::rib::{LookupRoute, Rib, RouteView};
@@ -267,7 +268,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             write!(
                 out,
                 "{}",
-                crate::run::counters_text(&summary.names, &summary.links, &summary.stats)
+                stats_text(&stats_json(&summary.names, &summary.links, &summary.stats))
             )?;
         }
         Command::Check { config } => {
@@ -476,36 +477,6 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
 struct LookupAnswer {
     address: IpAddr,
     routes: Vec<LookupRoute>,
-}
-
-/// `stats` as text, from the daemon's JSON.
-fn stats_text(d: &serde_json::Value) -> String {
-    use std::fmt::Write as _;
-    let p = &d["packets"];
-    let mut t = format!(
-        "packets: in {} forwarded {} local {} dropped {} generated {}\n",
-        p["in"], p["forwarded"], p["local"], p["dropped"], p["generated"]
-    );
-    let _ = writeln!(
-        t,
-        "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-        "port", "link", "rx", "tx", "drops", "tx_errors"
-    );
-    for (name, v) in d["ports"].as_object().into_iter().flatten() {
-        let _ = writeln!(
-            t,
-            "{name:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-            v["link"].as_str().unwrap_or("-"),
-            v["rx"],
-            v["tx"],
-            v["drops"],
-            v["tx_errors"]
-        );
-    }
-    for (reason, n) in d["drops"].as_object().into_iter().flatten() {
-        let _ = writeln!(t, "drop {reason:<26} {n}");
-    }
-    t
 }
 
 fn parse_inputs(raw: &[String]) -> Result<Vec<Input>, Failure> {

@@ -484,3 +484,76 @@ pub fn stats_json(names: &[String], links: &[LinkState], s: &Stats) -> Value {
         "ports": ports,
     })
 }
+
+/// Counters as `stats` prints them, from [`stats_json`]: totals, then each
+/// port with its link state, then drops by reason. The daemon's final and
+/// SIGUSR1 counters and the `stats` command all come through here.
+pub fn stats_text(d: &Value) -> String {
+    use std::fmt::Write as _;
+    // A JSON value ignores width and alignment: pad its text instead.
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let p = &d["packets"];
+    let mut t = format!(
+        "packets: in {} forwarded {} local {} dropped {} generated {}\n",
+        p["in"], p["forwarded"], p["local"], p["dropped"], p["generated"]
+    );
+    let _ = writeln!(
+        t,
+        "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+        "port", "link", "rx", "tx", "drops", "tx_errors"
+    );
+    for (name, v) in d["ports"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "{name:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+            s(&v["link"]),
+            s(&v["rx"]),
+            s(&v["tx"]),
+            s(&v["drops"]),
+            s(&v["tx_errors"])
+        );
+    }
+    for (reason, n) in d["drops"].as_object().into_iter().flatten() {
+        let _ = writeln!(t, "drop {reason:<26} {n}");
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_text_keeps_port_order_and_aligns_columns() {
+        let mut s = Stats::new(2);
+        s.ports[0].rx = 7;
+        s.ports[1].rx = 1234567;
+        s.ports[1].drops[DropReason::NoRoute as usize] = 3;
+        let names = ["Port9".to_owned(), "Port2".to_owned()];
+        let links = [LinkState::Up, LinkState::AdminDown];
+        let t = stats_text(&stats_json(&names, &links, &s));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "packets: in 1234574 forwarded 0 local 0 dropped 3 generated 0"
+        );
+        assert_eq!(
+            lines[2],
+            format!(
+                "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+                "Port9", "up", 7, 0, 0, 0
+            )
+        );
+        assert_eq!(
+            lines[3],
+            format!(
+                "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
+                "Port2", "admin-down", 1234567, 0, 3, 0
+            )
+        );
+        assert_eq!(lines[4], format!("drop {:<26} 3", "no_route"));
+    }
+}

@@ -10,7 +10,6 @@
 //! (packets still waiting for a neighbour are dropped and counted) and the
 //! final counters are printed.
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, Response};
 use crate::config::Config;
-use crate::daemon::Daemon;
+use crate::daemon::{stats_json, stats_text, Daemon};
 use crate::devices::DeviceParams;
 use crate::server::{refusal, Server};
 
@@ -165,7 +164,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         if control.dump.swap(false, Ordering::Relaxed) {
             info!(
                 "counters\n{}",
-                counters_text(&daemon.names(), daemon.links(), &sum(&shared))
+                stats_text(&stats_json(&daemon.names(), daemon.links(), &sum(&shared)))
             );
         }
     }
@@ -211,42 +210,4 @@ fn sum(shared: &Shared) -> Stats {
         }
     }
     total
-}
-
-/// The counters as a table: totals, then per port with link state, then
-/// drops by reason.
-pub fn counters_text(names: &[String], links: &[LinkState], s: &Stats) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "packets: in {} forwarded {} local {} dropped {} generated {}",
-        s.received(),
-        s.forwarded,
-        s.local,
-        s.dropped(),
-        s.generated
-    );
-    let _ = writeln!(
-        t,
-        "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-        "port", "link", "rx", "tx", "drops", "tx_errors"
-    );
-    for (i, name) in names.iter().enumerate() {
-        let p = s.ports.get(i).cloned().unwrap_or_default();
-        let link = links.get(i).map_or("-".to_owned(), ToString::to_string);
-        let _ = writeln!(
-            t,
-            "{name:<12} {link:<10} {:>12} {:>12} {:>10} {:>10}",
-            p.rx,
-            p.tx,
-            p.dropped(),
-            p.tx_errors
-        );
-    }
-    for (r, n) in DropReason::ALL.iter().zip(s.drops_by_reason()) {
-        if n > 0 {
-            let _ = writeln!(t, "drop {:<26} {n}", r.name());
-        }
-    }
-    t
 }
