@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 
 use crate::fib::Fib;
 use crate::packet::offload::{self, Offload};
-use crate::packet::{MacAddr, Packet, PacketBuf};
+use crate::packet::{MacAddr, Packet};
 use crate::pipeline::Router;
 use crate::port::{AfPacket, PortId, Tap};
 use crate::stats::Stats;
@@ -447,8 +447,8 @@ impl Worker {
             let (id, scratch) = (self.id, &mut self.scratch);
             self.router.drain_tx(port, |p| {
                 let sent = match &**dev {
-                    Device::Tap(tap) => send(tap, id, &mut p.buf, &p.meta.offload, scratch).is_ok(),
-                    Device::AfPacket(a) => send_plain(&mut p.buf, &p.meta.offload, scratch, |f| {
+                    Device::Tap(tap) => send(tap, id, p, scratch).is_ok(),
+                    Device::AfPacket(a) => send_plain(p, scratch, |f| {
                         a.send(f)
                             .then_some(())
                             .ok_or_else(|| io::Error::other("tx queue full"))
@@ -467,37 +467,32 @@ impl Worker {
     }
 }
 
-/// Sends one frame on queue `q` of `tap`: as it is with its offload header
-/// when the TAP takes offloads, else made plain first.
-fn send(
-    tap: &Tap,
-    q: usize,
-    buf: &mut PacketBuf,
-    off: &Offload,
-    scratch: &mut [u8],
-) -> io::Result<()> {
+/// Sends one packet on queue `q` of `tap`: as it is with its offload
+/// header when the TAP takes offloads, else made plain first.
+fn send(tap: &Tap, q: usize, p: &mut Packet, scratch: &mut [u8]) -> io::Result<()> {
     if tap.offloads() {
-        return tap.send(q, buf.frame(), off);
+        return tap.send(q, p.buf.frame(), &p.meta.offload);
     }
     let plain = Offload::default();
-    send_plain(buf, off, scratch, |f| tap.send(q, f, &plain))
+    send_plain(p, scratch, |f| tap.send(q, f, &plain))
 }
 
-/// Hands a frame to `out` as a device without offloads needs it: a
+/// Hands a packet to `out` as a device without offloads needs it: a
 /// super-packet as the segments cut here, a partial checksum finished.
 fn send_plain(
-    buf: &mut PacketBuf,
-    off: &Offload,
+    p: &mut Packet,
     scratch: &mut [u8],
     mut out: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
+    let off = p.meta.offload;
     if off.is_plain() {
-        return out(buf.frame());
+        return out(p.buf.frame());
     }
     if off.is_gso() {
-        let l3 = l3_offset(buf.frame());
+        // eth-input found where the network header starts.
+        let l3 = usize::from(p.meta.l3);
         let mut result = Ok(());
-        let cut = offload::segment(buf.frame(), l3, off, scratch, |seg| {
+        let cut = offload::segment(p.buf.frame(), l3, &off, scratch, |seg| {
             if let Err(e) = out(seg) {
                 result = Err(e);
             }
@@ -507,16 +502,8 @@ fn send_plain(
             None => Err(io::Error::other("super-packet that cannot be segmented")),
         };
     }
-    if !offload::finish_checksum(buf.frame_mut(), off) {
+    if !offload::finish_checksum(p.buf.frame_mut(), &off) {
         return Err(io::Error::other("checksum offsets outside the frame"));
     }
-    out(buf.frame())
-}
-
-/// Where the network header starts (after one optional VLAN tag).
-fn l3_offset(frame: &[u8]) -> usize {
-    match frame.get(12..14) {
-        Some([0x81, 0x00]) => 18,
-        _ => 14,
-    }
+    out(p.buf.frame())
 }
