@@ -154,7 +154,9 @@ impl Daemon {
 
     /// Asks every device for its link state and applies changes. A device
     /// that failed under a worker stays `gone` until rebound.
+    /// Changes are applied with one FIB rebuild, however many ports moved.
     pub fn probe_links(&mut self) {
+        let mut changed = false;
         for port in 0..self.probes.len() {
             let Some(probe) = &self.probes[port] else {
                 continue;
@@ -163,7 +165,10 @@ impl Daemon {
                 LinkState::Gone => LinkState::Gone,
                 _ => probe.state(),
             };
-            self.set_link(port, state);
+            changed |= self.record_link(port, state);
+        }
+        if changed {
+            self.rebuild();
         }
     }
 
@@ -184,6 +189,16 @@ impl Daemon {
     /// Records a port's link state; true when that changed whether it is up
     /// (and so the FIB was rebuilt and published).
     pub fn set_link(&mut self, port: usize, state: LinkState) -> bool {
+        let changed = self.record_link(port, state);
+        if changed {
+            self.rebuild();
+        }
+        changed
+    }
+
+    /// Records a port's link state in the RIB without rebuilding the FIB;
+    /// true when whether the port is up changed.
+    fn record_link(&mut self, port: usize, state: LinkState) -> bool {
         if self.links[port] == state {
             return false;
         }
@@ -191,11 +206,7 @@ impl Daemon {
         let was_up = self.links[port].is_up();
         self.links[port] = state;
         self.rib.set_link(port as PortId, state.is_up());
-        if was_up == state.is_up() {
-            return false;
-        }
-        self.rebuild();
-        true
+        was_up != state.is_up()
     }
 
     fn rebuild(&mut self) {
@@ -271,8 +282,9 @@ impl Daemon {
             .map_or(LinkState::AdminDown, LinkProbe::state);
         self.probes[i] = probe;
         info!(port, %bind, link = %state, "bound");
-        self.links[i] = state;
-        self.rib.set_link(i as PortId, state.is_up());
+        self.record_link(i, state);
+        // The snapshot carries the new device, so it is published even when
+        // the link state stayed the same.
         self.rebuild();
         Ok(json!({"port": port, "bind": bind.to_string(), "changed": true}))
     }
