@@ -63,23 +63,9 @@ impl Host {
 
     /// Addresses the host side of the TAP once the daemon has made it.
     fn configure(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self
-            .ns
-            .exec(5, &["ip", "link", "show", self.dev])
-            .status
-            .code()
-            != Some(0)
-        {
-            assert!(Instant::now() < deadline, "{} never appeared", self.dev);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.ns.wait_for_device(self.dev);
         let cidr = format!("{}/24", self.addr());
-        self.ns.ip(&["addr", "add", &cidr, "dev", self.dev]);
-        self.ns.ip(&["link", "set", self.dev, "up"]);
-        self.ns.ip(&["link", "set", "lo", "up"]);
-        self.ns
-            .ip(&["route", "replace", "default", "via", &self.gateway()]);
+        self.ns.address(self.dev, &cidr, Some(&self.gateway()));
     }
 
     /// Frames the host's side of the TAP has received.
@@ -160,10 +146,7 @@ impl Appliance {
         // The daemon sees each link come up within its probe period; the
         // appliance answering a host's ping shows that host's port is up.
         for h in &app.hosts {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !h.ping(&["-c", "1", "-W", "0.2", &h.gateway()]).0 {
-                assert!(Instant::now() < deadline, "{} never came up", h.port);
-            }
+            h.ns.wait_for_ping(&h.gateway(), 5);
         }
         app
     }
@@ -452,10 +435,7 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
     };
     host2.configure();
     let h3 = app.host("Port3");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !host2.ping(&["-c", "1", "-W", "0.2", &host2.gateway()]).0 {
-        assert!(Instant::now() < deadline, "Port2 never came up");
-    }
+    host2.ns.wait_for_ping(&host2.gateway(), 5);
     for (from, to) in [(&host2, h3), (h3, &host2)] {
         let (ok, out) = from.ping(&["-c", "3", "-i", "0.2", "-W", "2", &to.addr()]);
         assert!(

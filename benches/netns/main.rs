@@ -120,59 +120,26 @@ fn measure(hosts: &Hosts) -> Figures {
     }
 }
 
-fn host_addr(ns: &Netns, dev: &str, cidr: &str, gateway: Option<&str>) {
-    ns.ip(&["addr", "add", cidr, "dev", dev]);
-    ns.ip(&["link", "set", dev, "up"]);
-    ns.ip(&["link", "set", "lo", "up"]);
-    if let Some(gw) = gateway {
-        ns.ip(&["route", "replace", "default", "via", gw]);
-    }
-}
-
-fn wait_for(ns: &Netns, dev: &str) {
-    for _ in 0..250 {
-        if ns.exec(5, &["ip", "link", "show", dev]).status.success() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{dev} never appeared in {}", ns.name());
-}
-
-fn wait_reachable(hosts: &Hosts) {
-    for _ in 0..50 {
-        if hosts
-            .h2
-            .exec(5, &["ping", "-c", "1", "-W", "0.2", hosts.target])
-            .status
-            .success()
-        {
-            return;
-        }
-    }
-    panic!("{} never answered", hosts.target);
-}
-
 fn kernel() -> Figures {
     let (h2, r, h3) = (Netns::new("bk-h2"), Netns::new("bk-r"), Netns::new("bk-h3"));
     for (host, rdev, hdev) in [(&h2, "r2", "eth2"), (&h3, "r3", "eth3")] {
         r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
         r.ip(&["link", "set", hdev, "netns", host.name()]);
     }
-    host_addr(&r, "r2", "10.0.2.1/24", None);
-    host_addr(&r, "r3", "10.0.3.1/24", None);
+    r.address("r2", "10.0.2.1/24", None);
+    r.address("r3", "10.0.3.1/24", None);
     ok(
         &r.exec(5, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
         "sysctl",
     );
-    host_addr(&h2, "eth2", "10.0.2.2/24", Some("10.0.2.1"));
-    host_addr(&h3, "eth3", "10.0.3.2/24", Some("10.0.3.1"));
+    h2.address("eth2", "10.0.2.2/24", Some("10.0.2.1"));
+    h3.address("eth3", "10.0.3.2/24", Some("10.0.3.1"));
     let hosts = Hosts {
         h2,
         h3,
         target: "10.0.3.2",
     };
-    wait_reachable(&hosts);
+    hosts.h2.wait_for_ping(hosts.target, 10);
     let f = measure(&hosts);
     drop(r);
     f
@@ -192,16 +159,16 @@ fn edgefwd() -> Figures {
     let control = Control::default();
     let c = control.clone();
     let daemon = std::thread::spawn(move || run(&cfg, Path::new("netns bench"), &c));
-    wait_for(&h2, "p2");
-    wait_for(&h3, "p3");
-    host_addr(&h2, "p2", "10.0.2.2/24", Some("10.0.2.1"));
-    host_addr(&h3, "p3", "10.0.3.2/24", Some("10.0.3.1"));
+    h2.wait_for_device("p2");
+    h3.wait_for_device("p3");
+    h2.address("p2", "10.0.2.2/24", Some("10.0.2.1"));
+    h3.address("p3", "10.0.3.2/24", Some("10.0.3.1"));
     let hosts = Hosts {
         h2,
         h3,
         target: "10.0.3.2",
     };
-    wait_reachable(&hosts);
+    hosts.h2.wait_for_ping(hosts.target, 10);
     let f = measure(&hosts);
     control.stop.store(true, Ordering::Relaxed);
     let summary = daemon.join().unwrap().unwrap();
@@ -220,14 +187,14 @@ fn edgefwd() -> Figures {
 fn plain_relay() -> Figures {
     let (h2, h3) = (Netns::new("bn-h2"), Netns::new("bn-h3"));
     let relay = relay::Relay::start(("p2", h2.name()), ("p3", h3.name()));
-    host_addr(&h2, "p2", "10.0.9.2/24", None);
-    host_addr(&h3, "p3", "10.0.9.3/24", None);
+    h2.address("p2", "10.0.9.2/24", None);
+    h3.address("p3", "10.0.9.3/24", None);
     let hosts = Hosts {
         h2,
         h3,
         target: "10.0.9.3",
     };
-    wait_reachable(&hosts);
+    hosts.h2.wait_for_ping(hosts.target, 10);
     let f = measure(&hosts);
     let frames = relay.stop();
     println!("plain relay: {frames} frames");

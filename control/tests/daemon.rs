@@ -96,6 +96,14 @@ impl Daemon {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// The custom routes' destinations, in `route show` order.
+    fn destinations(&self) -> Vec<String> {
+        self.routes(false)
+            .iter()
+            .map(|r| dest(r).to_owned())
+            .collect()
+    }
+
     fn routes(&self, all: bool) -> Vec<serde_json::Value> {
         let mut args = vec!["route", "show", "--json"];
         if all {
@@ -340,7 +348,7 @@ fn routes_are_added_shown_and_removed_and_refusals_change_nothing() {
         "--next-hop",
         "192.168.20.1",
     ]);
-    let left: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    let left = d.destinations();
     assert_eq!(left, ["10.51.0.0/16", "192.168.22.0/24"]);
 
     // Lookups: the ports are bound to none (down), so nothing is reachable.
@@ -382,7 +390,7 @@ fn changes_survive_a_restart_and_reload_applies_config_routes() {
         ]);
     }
     let d = Daemon::start(dir.path(), &cfg);
-    let left: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    let left = d.destinations();
     assert_eq!(left, ["10.60.0.0/16"], "state restored over the config");
 
     // Reload: a new config route appears; the run-time changes stay.
@@ -390,7 +398,7 @@ fn changes_survive_a_restart_and_reload_applies_config_routes() {
         + "\n[[route]]\ninterface = \"Port2\"\ndestination = \"172.16.0.0/12\"\nnext_hop = \"10.0.2.1\"\n";
     std::fs::write(&cfg, text).unwrap();
     d.ok(&["reload"]);
-    let left: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    let left = d.destinations();
     assert_eq!(left, ["10.60.0.0/16", "172.16.0.0/12"]);
     // A config that changes a port is refused, and nothing changes.
     let text = std::fs::read_to_string(&cfg)
@@ -446,7 +454,7 @@ fn kill_9_during_changes_loses_no_acknowledged_route() {
     let _: serde_json::Value = serde_json::from_str(&state).expect("state file is whole JSON");
     drop(d);
     let d = Daemon::start(dir.path(), &cfg);
-    let have: Vec<String> = d.routes(false).iter().map(|r| dest(r).to_owned()).collect();
+    let have = d.destinations();
     for a in &acked {
         assert!(have.contains(a), "acknowledged {a} lost");
     }

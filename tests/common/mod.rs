@@ -158,6 +158,47 @@ impl Netns {
         Spawned(child)
     }
 
+    /// Waits (at most 5 s) until device `dev` exists in the namespace.
+    pub fn wait_for_device(&self, dev: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.exec(5, &["ip", "link", "show", dev]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{dev} never appeared in {}",
+                self.0
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Gives `dev` the address `cidr`, brings it and loopback up, and routes
+    /// by `gateway` when given.
+    pub fn address(&self, dev: &str, cidr: &str, gateway: Option<&str>) {
+        self.ip(&["addr", "add", cidr, "dev", dev]);
+        self.ip(&["link", "set", dev, "up"]);
+        self.ip(&["link", "set", "lo", "up"]);
+        if let Some(gw) = gateway {
+            self.ip(&["route", "replace", "default", "via", gw]);
+        }
+    }
+
+    /// Pings `target` from the namespace until it answers, for at most
+    /// `secs` seconds.
+    pub fn wait_for_ping(&self, target: &str, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !self
+            .exec(5, &["ping", "-c", "1", "-W", "0.2", target])
+            .status
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{target} never answered {}",
+                self.0
+            );
+        }
+    }
+
     /// Runs a command inside the namespace, bounded to `secs` seconds.
     pub fn exec(&self, secs: u32, cmd: &[&str]) -> std::process::Output {
         let secs = secs.to_string();
