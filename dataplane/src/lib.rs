@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod fib;
+pub mod l2;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;

@@ -35,6 +35,12 @@ drop_reasons! {
     Runt = "runt",
     /// Longer than the largest frame a buffer holds.
     Oversize = "oversize",
+    /// Source MAC or address a port's security rules do not allow.
+    SpoofedSource = "spoofed_source",
+    /// New source MAC on a switch whose MAC table is full.
+    MacTableFull = "mac_table_full",
+    /// Switched frame with nowhere to go: unicast back to the port it came from, or no other member up.
+    L2NoDestination = "l2_no_destination",
     /// The capture cut the frame short (snap length), so it cannot be forwarded whole.
     Truncated = "truncated",
     /// Unicast to another MAC address.
@@ -145,6 +151,9 @@ pub struct Stats {
     pub local: u64,
     /// Packets the appliance made and sent.
     pub generated: u64,
+    /// Copies a switch made to flood a frame to more than one member, sent.
+    /// Outside the identity: the frame itself ends once.
+    pub flooded: u64,
     /// Packets the appliance made but could not send (no route back, next hop
     /// unresolved, rate limit), by reason. Not part of the identity.
     pub generated_drops: [u64; DropReason::COUNT],
@@ -172,6 +181,7 @@ impl Stats {
         self.forwarded += o.forwarded;
         self.local += o.local;
         self.generated += o.generated;
+        self.flooded += o.flooded;
         self.icmp_rate_limited += o.icmp_rate_limited;
         for (a, b) in self.generated_drops.iter_mut().zip(o.generated_drops) {
             *a += b;

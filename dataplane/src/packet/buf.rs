@@ -154,6 +154,9 @@ pub enum Origin {
     /// Made by edgefwd itself (ICMP errors, echo replies, ARP/NDP): counted as
     /// `generated` when sent.
     Generated,
+    /// A copy a switch made to flood a frame to one more member port: counted
+    /// as `flooded` when sent; outside the identity, like generated packets.
+    Flooded,
 }
 
 /// The stage a packet goes to next, or how it ended.
@@ -187,6 +190,13 @@ pub struct Meta {
     /// Port the packet arrived on (for generated packets: the port whose
     /// traffic caused them).
     pub rx_port: PortId,
+    /// The routed interface the packet arrived on: `rx_port` itself, or for
+    /// a frame that came through a switch, the switch's interface to the
+    /// router (an internal switch's gateway, an external switch's uplink).
+    pub iface: PortId,
+    /// True when a switch chose `tx_port` (a member's device): the frame
+    /// leaves as it is, without another L2 lookup.
+    pub switched: bool,
     /// Egress port, once looked up.
     pub tx_port: PortId,
     /// Next stage or final disposition.
@@ -214,6 +224,8 @@ impl Meta {
     pub fn received(port: PortId, ts: Time) -> Self {
         Meta {
             rx_port: port,
+            iface: port,
+            switched: false,
             tx_port: port,
             next: Next::EthInput,
             origin: Origin::Received,

@@ -55,7 +55,7 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     if arp.sha.is_multicast() {
         return Next::Drop(DropReason::BadSource);
     }
-    let port_id = p.meta.rx_port;
+    let port_id = p.meta.iface;
     let Some(port) = r.ports.get(port_id) else {
         return Next::Drop(DropReason::PortDown);
     };

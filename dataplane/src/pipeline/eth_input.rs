@@ -25,7 +25,7 @@ fn classify(r: &Router, p: &mut Packet) -> Next {
     let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
         return Next::Drop(DropReason::Runt);
     };
-    let Some(port) = r.ports.get(p.meta.rx_port) else {
+    let Some(port) = r.ports.get(p.meta.iface) else {
         return Next::Drop(DropReason::PortDown);
     };
     let dst = MacAddr(eth.destination());

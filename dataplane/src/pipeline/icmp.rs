@@ -64,7 +64,7 @@ pub(super) fn error4(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
         || src.is_unspecified()
         || src.is_multicast()
         || src.is_broadcast()
-        || !r.limiters[usize::from(orig.meta.rx_port)].allow(r.now)
+        || !r.limiters[usize::from(orig.meta.iface)].allow(r.now)
     {
         if orig.meta.origin == Origin::Received && !about_error && ip.frag_offset() == 0 {
             r.stats.icmp_rate_limited += 1;
@@ -112,7 +112,7 @@ pub(super) fn error6(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
         || about_error
         || src.is_unspecified()
         || src.is_multicast()
-        || !r.limiters[usize::from(orig.meta.rx_port)].allow(r.now)
+        || !r.limiters[usize::from(orig.meta.iface)].allow(r.now)
     {
         if orig.meta.origin == Origin::Received && !about_error {
             r.stats.icmp_rate_limited += 1;
@@ -145,6 +145,7 @@ pub(super) fn error6(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
 
 fn push_generated(r: &mut Router, orig: &Packet, buf: crate::packet::PacketBuf) {
     let mut meta = Meta::received(orig.meta.rx_port, r.now);
+    meta.iface = orig.meta.iface;
     meta.origin = Origin::Generated;
     meta.next = Next::IpLookup;
     meta.needs_source = true;

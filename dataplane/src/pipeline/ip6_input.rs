@@ -36,7 +36,7 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     let (src, dst, hop) = (h.source_addr(), h.destination_addr(), h.hop_limit());
     p.buf.set_len(usize::from(p.meta.l3) + total);
 
-    if listens_to(r, p.meta.rx_port, dst) {
+    if listens_to(r, p.meta.iface, dst) {
         return deliver_local(r, p, src, dst, hop);
     }
     if src.is_multicast()
@@ -101,7 +101,7 @@ fn target(msg: &[u8]) -> Ipv6Addr {
 }
 
 fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Next {
-    let port_id = p.meta.rx_port;
+    let port_id = p.meta.iface;
     let msg = &p.l3()[at..];
     let target = target(msg);
     let Some(port) = r.ports.get(port_id) else {
@@ -131,6 +131,6 @@ fn advertisement(r: &mut Router, p: &mut Packet, at: usize) -> Next {
     let target = target(msg);
     let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
     let mac = nd::link_addr_option(&msg[24..], false).unwrap_or(eth_src);
-    ip_rewrite::learn(r, p.meta.rx_port, IpAddr::V6(target), mac, false, true);
+    ip_rewrite::learn(r, p.meta.iface, IpAddr::V6(target), mac, false, true);
     Next::Local
 }

@@ -3,10 +3,14 @@
 //! stage or a drop reason in its [`Meta::next`].
 //!
 //! ```text
-//! eth-input ─┬─ arp-input ──────────────────────────────────────┐
-//!            ├─ ip4-input ─┬─ ip-lookup ─ ip-rewrite ─ tx       │ local / drop
-//!            └─ ip6-input ─┘      (neighbour hold, ARP/NS)       │
+//! l2 ─┬─ eth-input ─┬─ arp-input ──────────────────────────────────────┐
+//!     │             ├─ ip4-input ─┬─ ip-lookup ─ ip-rewrite ─ tx ─ (l2) │ local / drop
+//!     │             └─ ip6-input ─┘      (neighbour hold, ARP/NS)       │
+//!     └─ tx (bridged between switch members)                            │
 //! ```
+//!
+//! l2 only sees frames from switch members; the router's output on a
+//! switch's router port goes back down through it at transmit.
 //!
 //! Packets the appliance makes (ICMP errors, echo replies) enter at ip-lookup
 //! in a second pass over the same stages, so they are routed, rate-limited
@@ -21,6 +25,7 @@ mod ip4_input;
 mod ip6_input;
 mod ip_lookup;
 mod ip_rewrite;
+mod l2;
 mod nd;
 mod ratelimit;
 
@@ -28,6 +33,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::fib::Fib;
+use crate::l2::Switching;
 use crate::neigh::{NeighTable, NeighborView};
 use crate::packet::{BufPool, MacAddr, Meta, Next, Offload, Origin, Packet, PacketBuf};
 use crate::port::{PortId, PortTable};
@@ -89,6 +95,8 @@ pub struct Router {
     lookup_found: Vec<Option<u32>>,
     group_hits: Vec<u64>,
     learned: Vec<(PortId, IpAddr, MacAddr)>,
+    l2: Switching,
+    flooded: Vec<Packet>,
     now: Time,
 }
 
@@ -116,8 +124,20 @@ impl Router {
             lookup_dsts: Vec::with_capacity(256),
             lookup_found: Vec::with_capacity(256),
             learned: Vec::new(),
+            l2: Switching::default(),
+            flooded: Vec::new(),
             now: Time(0),
         }
+    }
+
+    /// Installs the virtual switches (MAC tables start empty).
+    pub fn set_switching(&mut self, l2: Switching) {
+        self.l2 = l2;
+    }
+
+    /// The virtual switches.
+    pub fn switching(&self) -> &Switching {
+        &self.l2
     }
 
     /// Installs a new FIB snapshot (per-group hit counters restart).
@@ -275,6 +295,7 @@ impl Router {
     }
 
     fn run(&mut self, pkts: &mut Vec<Packet>) {
+        l2::run(self, pkts);
         eth_input::run(self, pkts);
         arp_input::run(self, pkts);
         ip4_input::run(self, pkts);
@@ -311,6 +332,7 @@ impl Router {
             self.solicit(port, addr);
         }
         self.probes = probes;
+        self.l2.sweep(self.now);
         for p in failed.drain(..) {
             self.drop_packet(p, DropReason::NeighborUnresolved);
         }
@@ -320,6 +342,7 @@ impl Router {
     /// Forgets the neighbours learned on `port` (its device was replaced);
     /// packets waiting for them are dropped as `neighbor_unresolved`.
     pub fn forget_neighbors(&mut self, port: PortId) {
+        self.l2.forget_port(port);
         let mut failed = Vec::new();
         self.neigh.forget_port(port, &mut failed);
         for p in failed {
@@ -363,6 +386,13 @@ impl Router {
 
     fn transmit(&mut self, mut pkt: Packet) {
         let port = pkt.meta.tx_port;
+        if !pkt.meta.switched {
+            if let Some(sw) = self.l2.router_of(port) {
+                return l2::output(self, sw, pkt);
+            }
+        } else if !self.ports.get(port).is_some_and(|p| p.up) {
+            return self.drop_packet(pkt, DropReason::PortDown);
+        }
         let q = &mut self.tx[usize::from(port)];
         if q.len() >= self.tx_depth {
             return self.drop_packet(pkt, DropReason::TxQueueFull);
@@ -374,6 +404,7 @@ impl Router {
         match pkt.meta.origin {
             Origin::Received => self.stats.forwarded += 1,
             Origin::Generated => self.stats.generated += 1,
+            Origin::Flooded => self.stats.flooded += 1,
         }
         q.push(pkt);
     }
@@ -382,7 +413,7 @@ impl Router {
         let i = reason as usize;
         match meta.origin {
             Origin::Received => self.stats.ports[usize::from(meta.rx_port)].drops[i] += 1,
-            Origin::Generated => self.stats.generated_drops[i] += 1,
+            Origin::Generated | Origin::Flooded => self.stats.generated_drops[i] += 1,
         }
     }
 

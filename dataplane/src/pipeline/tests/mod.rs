@@ -476,3 +476,5 @@ fn the_pool_stops_allocating_after_warm_up() {
     assert_eq!(r.pool.allocated(), warm);
     assert_identity(&r);
 }
+
+mod l2;

@@ -1,0 +1,175 @@
+//! l2: frames on switch member ports, before eth-input; and the router's
+//! output on a switch's router port, at transmit.
+//!
+//! Input learns the source (port security first), then sends the frame up
+//! to the router (addressed to the router port's MAC), across to one member
+//! (a learned unicast), or everywhere (broadcast, multicast, unknown
+//! unicast). A broadcast also goes up, so ARP and NDP reach the router.
+//! Flooding copies the frame once per extra member; the copies are
+//! `Origin::Flooded`, so the received frame itself still ends exactly once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::Router;
+use crate::l2::{L2Dest, SwitchId};
+use crate::packet::{
+    MacAddr, Next, Origin, Packet, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN,
+    ETH_HLEN,
+};
+use crate::port::PortId;
+use crate::stats::DropReason;
+
+pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+    if r.l2.is_empty() {
+        return;
+    }
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::EthInput) {
+        if let Some(sw) = r.l2.member_of(p.meta.rx_port) {
+            p.meta.next = input(r, sw, p);
+        }
+    }
+    send_copies(r);
+}
+
+fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
+    let frame = p.buf.frame();
+    let (Some(dst), Some(src)) = (
+        MacAddr::from_slice(frame),
+        frame.get(6..).and_then(MacAddr::from_slice),
+    ) else {
+        return Next::Drop(DropReason::Runt);
+    };
+    if frame.len() < ETH_HLEN {
+        return Next::Drop(DropReason::Runt);
+    }
+    if src.is_multicast() {
+        return Next::Drop(DropReason::BadSource);
+    }
+    let rx = p.meta.rx_port;
+    if let Some(sec) = r.l2.security(rx) {
+        if !sec.allows_mac(src) || source_addr(frame).is_some_and(|a| !sec.allows_addr(a)) {
+            return Next::Drop(DropReason::SpoofedSource);
+        }
+    }
+    if r.l2.learn(sw, src, rx, r.now).is_err() {
+        return Next::Drop(DropReason::MacTableFull);
+    }
+    let router_port = r.l2.router_port(sw);
+    let router_mac = r.ports.get(router_port).map(|i| i.mac);
+    if router_mac == Some(dst) {
+        p.meta.iface = router_port;
+        return Next::EthInput;
+    }
+    match r.l2.lookup(sw, dst, r.now) {
+        L2Dest::Port(port) if port == rx => Next::Drop(DropReason::L2NoDestination),
+        L2Dest::Port(port) => {
+            p.meta.tx_port = port;
+            p.meta.switched = true;
+            Next::Tx
+        }
+        L2Dest::Flood if dst.is_multicast() => {
+            copy_to_members(r, sw, p, rx, false);
+            p.meta.iface = router_port;
+            Next::EthInput
+        }
+        L2Dest::Flood => match copy_to_members(r, sw, p, rx, true) {
+            Some(first) => {
+                p.meta.tx_port = first;
+                p.meta.switched = true;
+                Next::Tx
+            }
+            None => Next::Drop(DropReason::L2NoDestination),
+        },
+    }
+}
+
+/// Sends the router's output on router port of `sw` down the switch: to the
+/// member that has the destination MAC, else to every member.
+pub(super) fn output(r: &mut Router, sw: SwitchId, mut pkt: Packet) {
+    let dst = MacAddr::from_slice(pkt.buf.frame()).unwrap_or(MacAddr::BROADCAST);
+    pkt.meta.switched = true;
+    match r.l2.lookup(sw, dst, r.now) {
+        L2Dest::Port(port) => {
+            pkt.meta.tx_port = port;
+            r.transmit(pkt);
+        }
+        L2Dest::Flood => {
+            // The router is not a member: no port to leave out.
+            match copy_to_members(r, sw, &pkt, PortId::MAX, true) {
+                Some(first) => {
+                    pkt.meta.tx_port = first;
+                    r.transmit(pkt);
+                }
+                None => r.drop_packet(pkt, DropReason::L2NoDestination),
+            }
+            send_copies(r);
+        }
+    }
+}
+
+/// Queues a copy of `p` for every member of `sw` that is up, except
+/// `except`; when `skip_first`, the first such member gets no copy but is
+/// returned, for the original.
+fn copy_to_members(
+    r: &mut Router,
+    sw: SwitchId,
+    p: &Packet,
+    except: PortId,
+    skip_first: bool,
+) -> Option<PortId> {
+    let mut first = None;
+    for i in 0..r.l2.members(sw).len() {
+        let m = r.l2.members(sw)[i];
+        if m == except || !r.ports.get(m).is_some_and(|info| info.up) {
+            continue;
+        }
+        if skip_first && first.is_none() {
+            first = Some(m);
+            continue;
+        }
+        let mut buf = r.pool.get();
+        if buf.set_frame(p.buf.frame()).is_err() {
+            r.pool.put(buf);
+            continue;
+        }
+        let mut meta = p.meta;
+        meta.origin = Origin::Flooded;
+        meta.tx_port = m;
+        meta.switched = true;
+        meta.next = Next::Tx;
+        r.flooded.push(Packet { buf, meta });
+    }
+    first
+}
+
+fn send_copies(r: &mut Router) {
+    let mut copies = std::mem::take(&mut r.flooded);
+    for c in copies.drain(..) {
+        r.transmit(c);
+    }
+    r.flooded = copies;
+}
+
+/// The source address of an IPv4, IPv6 or ARP frame (untagged or priority
+/// tagged); `None` for anything else or too short to say.
+fn source_addr(frame: &[u8]) -> Option<IpAddr> {
+    let be16 = |i: usize| Some(u16::from_be_bytes(frame.get(i..i + 2)?.try_into().ok()?));
+    let (mut ethertype, mut l3) = (be16(12)?, ETH_HLEN);
+    if ethertype == ETHERTYPE_VLAN {
+        ethertype = be16(16)?;
+        l3 += 4;
+    }
+    let bytes = |at: usize, n: usize| frame.get(l3 + at..l3 + at + n);
+    match ethertype {
+        ETHERTYPE_IPV4 => Some(IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(bytes(12, 4)?).ok()?,
+        ))),
+        ETHERTYPE_ARP => Some(IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(bytes(14, 4)?).ok()?,
+        ))),
+        ETHERTYPE_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes(8, 16)?).ok()?,
+        ))),
+        _ => None,
+    }
+}
