@@ -11,6 +11,7 @@
 
 pub mod fib;
 pub mod l2;
+pub mod nat;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;

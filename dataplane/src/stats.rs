@@ -41,6 +41,20 @@ drop_reasons! {
     MacTableFull = "mac_table_full",
     /// Switched frame with nowhere to go: unicast back to the port it came from, or no other member up.
     L2NoDestination = "l2_no_destination",
+    /// Inbound to an external address with no mapping, or an ICMP error about no session.
+    NatNoSession = "nat_no_session",
+    /// Inbound to a mapping from a remote its filtering does not let in (unsolicited).
+    NatFiltered = "nat_filtered",
+    /// No external port left for a new mapping (answered with ICMP administratively prohibited).
+    NatPortsExhausted = "nat_ports_exhausted",
+    /// The NAT session table is full (answered with ICMP administratively prohibited).
+    NatSessionLimit = "nat_session_limit",
+    /// The inside host has as many NAT sessions as it may (answered with ICMP administratively prohibited).
+    NatHostLimit = "nat_host_limit",
+    /// IPv4 fragment on a NAT path: edgefwd does not track fragments.
+    NatFragment = "nat_fragment",
+    /// Protocol NAT does not translate (not TCP, UDP or ICMP echo and errors).
+    NatUnsupportedProtocol = "nat_unsupported_protocol",
     /// The capture cut the frame short (snap length), so it cannot be forwarded whole.
     Truncated = "truncated",
     /// Unicast to another MAC address.
@@ -105,7 +119,7 @@ impl DropReason {
 }
 
 /// Counters of one port.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PortStats {
     /// Frames received.
     pub rx: u64,
@@ -120,6 +134,20 @@ pub struct PortStats {
     /// Frames counted in `tx` that the device then refused (its queue full,
     /// or the device gone).
     pub tx_errors: u64,
+}
+
+// Arrays longer than 32 have no derived Default.
+impl Default for PortStats {
+    fn default() -> Self {
+        PortStats {
+            rx: 0,
+            rx_bytes: 0,
+            tx: 0,
+            tx_bytes: 0,
+            drops: [0; DropReason::COUNT],
+            tx_errors: 0,
+        }
+    }
 }
 
 impl PortStats {
@@ -141,7 +169,7 @@ impl PortStats {
 }
 
 /// Counters of a router.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Stats {
     /// Per-port counters, indexed by port id.
     pub ports: Vec<PortStats>,
@@ -161,12 +189,23 @@ pub struct Stats {
     pub icmp_rate_limited: u64,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new(0)
+    }
+}
+
 impl Stats {
     /// Counters for `n` ports.
     pub fn new(n: usize) -> Self {
         Stats {
             ports: vec![PortStats::default(); n],
-            ..Default::default()
+            forwarded: 0,
+            local: 0,
+            generated: 0,
+            flooded: 0,
+            generated_drops: [0; DropReason::COUNT],
+            icmp_rate_limited: 0,
         }
     }
 

@@ -5,7 +5,7 @@
 use etherparse::Ipv4HeaderSlice;
 
 use super::icmp::{self, v4};
-use super::Router;
+use super::{nat, Router};
 use crate::packet::{checksum, Next, Origin, Packet};
 use crate::stats::DropReason;
 
@@ -39,6 +39,9 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::BadSource);
     }
     if r.ports.is_local_v4(dst) {
+        if let Some(next) = nat::input(r, p, dst, ttl) {
+            return next;
+        }
         return deliver_local(p, proto, fragment, hl, &mut r.stats.local);
     }
     if d0 == 0 || d0 == 127 || d0 >= 224 || r.ports.is_subnet_broadcast(dst) {

@@ -3,10 +3,11 @@
 //! stage or a drop reason in its [`Meta::next`].
 //!
 //! ```text
-//! l2 ─┬─ eth-input ─┬─ arp-input ──────────────────────────────────────┐
-//!     │             ├─ ip4-input ─┬─ ip-lookup ─ ip-rewrite ─ tx ─ (l2) │ local / drop
-//!     │             └─ ip6-input ─┘      (neighbour hold, ARP/NS)       │
-//!     └─ tx (bridged between switch members)                            │
+//! l2 ─┬─ eth-input ─┬─ arp-input ─────────────────────────────────────────────┐
+//!     │             ├─ ip4-input ─┬─ ip-lookup ─ nat-out ─ ip-rewrite ─ tx ─ (l2) │ local /
+//!     │             │   (nat-in)  │       (neighbour hold, ARP/NS)               │ drop
+//!     │             └─ ip6-input ─┘                                              │
+//!     └─ tx (bridged between switch members)                                     │
 //! ```
 //!
 //! l2 only sees frames from switch members; the router's output on a
@@ -20,12 +21,13 @@
 mod arp_input;
 mod eth_input;
 mod flow;
-mod icmp;
+pub(crate) mod icmp;
 mod ip4_input;
 mod ip6_input;
 mod ip_lookup;
 mod ip_rewrite;
 mod l2;
+mod nat;
 mod nd;
 mod ratelimit;
 
@@ -34,6 +36,7 @@ use std::sync::Arc;
 
 use crate::fib::Fib;
 use crate::l2::Switching;
+use crate::nat::{Nat, NatConfig};
 use crate::neigh::{NeighTable, NeighborView};
 use crate::packet::{BufPool, MacAddr, Meta, Next, Offload, Origin, Packet, PacketBuf};
 use crate::port::{PortId, PortTable};
@@ -97,6 +100,7 @@ pub struct Router {
     learned: Vec<(PortId, IpAddr, MacAddr)>,
     l2: Switching,
     flooded: Vec<Packet>,
+    nat: Vec<Nat>,
     now: Time,
 }
 
@@ -126,6 +130,7 @@ impl Router {
             learned: Vec::new(),
             l2: Switching::default(),
             flooded: Vec::new(),
+            nat: Vec::new(),
             now: Time(0),
         }
     }
@@ -138,6 +143,21 @@ impl Router {
     /// The virtual switches.
     pub fn switching(&self) -> &Switching {
         &self.l2
+    }
+
+    /// Installs NAT instances, with empty tables.
+    pub fn set_nat(&mut self, cfgs: Vec<NatConfig>) {
+        self.nat = cfgs.into_iter().map(Nat::new).collect();
+    }
+
+    /// The NAT instances.
+    pub fn nat(&self) -> &[Nat] {
+        &self.nat
+    }
+
+    /// The time the router last saw.
+    pub fn now(&self) -> Time {
+        self.now
     }
 
     /// Installs a new FIB snapshot (per-group hit counters restart).
@@ -301,6 +321,7 @@ impl Router {
         ip4_input::run(self, pkts);
         ip6_input::run(self, pkts);
         ip_lookup::run(self, pkts);
+        nat::output(self, pkts);
         ip_rewrite::run(self, pkts);
         for pkt in pkts.drain(..) {
             match pkt.meta.next {
@@ -333,6 +354,9 @@ impl Router {
         }
         self.probes = probes;
         self.l2.sweep(self.now);
+        for n in &mut self.nat {
+            n.table_mut().tick(self.now);
+        }
         for p in failed.drain(..) {
             self.drop_packet(p, DropReason::NeighborUnresolved);
         }

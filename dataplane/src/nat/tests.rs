@@ -1,0 +1,225 @@
+//! The table's rules, without packets (the packet paths are proven by the
+//! RFC-named replay tests in `tests/nat_rfc.rs`).
+
+use super::table::tcp;
+use super::*;
+use crate::stats::DropReason;
+
+const EXT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const A: Ipv4Addr = Ipv4Addr::new(172, 28, 0, 10);
+const B: Ipv4Addr = Ipv4Addr::new(172, 28, 0, 11);
+const R1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const R2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+fn cfg() -> NatConfig {
+    NatConfig::new(0, EXT, vec!["172.28.0.0/24".parse().unwrap()])
+}
+
+fn secs(s: u64) -> Time {
+    Time(s * 1_000_000_000)
+}
+
+#[test]
+fn mapping_is_endpoint_independent_and_preserves_the_port() {
+    let mut t = Table::new(cfg());
+    let e1 = t
+        .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    let e2 = t
+        .outbound(Proto::Udp, (A, 5000), (R2, 99), 0, secs(0))
+        .unwrap();
+    assert_eq!((e1, e2), (5000, 5000));
+    // B wants the same port: it gets another, never a shared one.
+    let e3 = t
+        .outbound(Proto::Udp, (B, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    assert_ne!(e3, 5000);
+    assert!(e3 >= 1024);
+    assert_eq!((t.mappings(), t.sessions()), (2, 3));
+}
+
+#[test]
+fn privileged_ports_stay_privileged_and_the_range_is_kept() {
+    let mut c = cfg();
+    c.ports = 40000..=40009;
+    let mut t = Table::new(c);
+    let low = t
+        .outbound(Proto::Udp, (A, 123), (R1, 123), 0, secs(0))
+        .unwrap();
+    let low2 = t
+        .outbound(Proto::Udp, (B, 123), (R1, 123), 0, secs(0))
+        .unwrap();
+    assert_eq!(low, 123);
+    assert!((1..1024).contains(&low2) && low2 != 123);
+    let mut got = Vec::new();
+    for p in 0..10 {
+        got.push(
+            t.outbound(Proto::Tcp, (A, 2000 + p), (R1, 80), tcp::SYN, secs(0))
+                .unwrap(),
+        );
+    }
+    got.sort();
+    assert_eq!(got, (40000..=40009).collect::<Vec<_>>());
+    assert_eq!(
+        t.outbound(Proto::Tcp, (A, 3000), (R1, 80), tcp::SYN, secs(0)),
+        Err(DropReason::NatPortsExhausted)
+    );
+}
+
+#[test]
+fn filtering_address_dependent_by_default_endpoint_independent_on_request() {
+    let mut t = Table::new(cfg());
+    let e = t
+        .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    assert_eq!(
+        t.inbound(Proto::Udp, e, (R1, 53), 0, secs(1)),
+        Ok((A, 5000))
+    );
+    assert_eq!(
+        t.inbound(Proto::Udp, e, (R1, 54), 0, secs(1)),
+        Ok((A, 5000))
+    );
+    assert_eq!(
+        t.inbound(Proto::Udp, e, (R2, 53), 0, secs(1)),
+        Err(DropReason::NatFiltered)
+    );
+    assert_eq!(
+        t.inbound(Proto::Udp, 6000, (R1, 53), 0, secs(1)),
+        Err(DropReason::NatNoSession)
+    );
+
+    let mut c = cfg();
+    c.filtering = Filtering::EndpointIndependent;
+    let mut t = Table::new(c);
+    let e = t
+        .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    assert_eq!(t.inbound(Proto::Udp, e, (R2, 7), 0, secs(1)), Ok((A, 5000)));
+}
+
+#[test]
+fn udp_lives_five_minutes_refreshed_by_outbound_only() {
+    let mut t = Table::new(cfg());
+    let e = t
+        .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    // Inbound traffic does not keep it alive.
+    assert!(t.inbound(Proto::Udp, e, (R1, 53), 0, secs(200)).is_ok());
+    assert_eq!(
+        t.inbound(Proto::Udp, e, (R1, 53), 0, secs(300)),
+        Err(DropReason::NatNoSession)
+    );
+    // Outbound does.
+    let e = t
+        .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(400))
+        .unwrap();
+    t.outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(600))
+        .unwrap();
+    assert!(t.inbound(Proto::Udp, e, (R1, 53), 0, secs(899)).is_ok());
+    t.tick(secs(901));
+    t.sweep(secs(901), usize::MAX);
+    assert_eq!((t.sessions(), t.mappings()), (0, 0));
+}
+
+#[test]
+fn tcp_established_outlives_transitory_and_rst_shortens_it() {
+    let mut t = Table::new(cfg());
+    let e = t
+        .outbound(Proto::Tcp, (A, 5000), (R1, 80), tcp::SYN, secs(0))
+        .unwrap();
+    // Only the handshake so far: 4 minutes.
+    assert_eq!(
+        t.inbound(Proto::Tcp, e, (R1, 80), tcp::SYN | 0x10, secs(1)),
+        Ok((A, 5000))
+    );
+    // Both SYNs seen: established, 2 h 4 min.
+    assert!(t.inbound(Proto::Tcp, e, (R1, 80), 0x10, secs(7000)).is_ok());
+    let views = Nat { table: t }.sessions(secs(7000));
+    assert_eq!(views[0].state, "established");
+    let mut t = Table::new(cfg());
+    let e = t
+        .outbound(Proto::Tcp, (A, 5000), (R1, 80), tcp::SYN, secs(0))
+        .unwrap();
+    t.inbound(Proto::Tcp, e, (R1, 80), tcp::SYN | 0x10, secs(1))
+        .unwrap();
+    t.outbound(Proto::Tcp, (A, 5000), (R1, 80), tcp::RST, secs(2))
+        .unwrap();
+    assert!(t.inbound(Proto::Tcp, e, (R1, 80), 0x10, secs(241)).is_ok());
+    assert_eq!(
+        t.inbound(Proto::Tcp, e, (R1, 80), 0x10, secs(600)),
+        Err(DropReason::NatNoSession)
+    );
+}
+
+#[test]
+fn per_host_and_global_limits() {
+    let mut c = cfg();
+    c.max_sessions_per_host = 3;
+    c.max_sessions = 5;
+    let mut t = Table::new(c);
+    for p in 0..3 {
+        t.outbound(Proto::Udp, (A, 5000 + p), (R1, 53), 0, secs(0))
+            .unwrap();
+    }
+    assert_eq!(
+        t.outbound(Proto::Udp, (A, 6000), (R1, 53), 0, secs(0)),
+        Err(DropReason::NatHostLimit)
+    );
+    assert_eq!(
+        t.mappings(),
+        3,
+        "a refused session leaves no mapping behind"
+    );
+    // The other host is not starved by A ...
+    t.outbound(Proto::Udp, (B, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    t.outbound(Proto::Udp, (B, 5001), (R1, 53), 0, secs(0))
+        .unwrap();
+    // ... until the whole table is full.
+    assert_eq!(
+        t.outbound(Proto::Udp, (B, 5002), (R1, 53), 0, secs(0)),
+        Err(DropReason::NatSessionLimit)
+    );
+    // Expired sessions make room.
+    t.outbound(Proto::Udp, (B, 5002), (R1, 53), 0, secs(301))
+        .unwrap();
+}
+
+#[test]
+fn icmp_errors_peek_without_changing_sessions() {
+    let mut t = Table::new(cfg());
+    let e = t
+        .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(0))
+        .unwrap();
+    assert_eq!(t.peek_inbound(Proto::Udp, e, R1, secs(1)), Some((A, 5000)));
+    assert_eq!(t.peek_inbound(Proto::Udp, e, R2, secs(1)), None);
+    assert_eq!(t.peek_outbound(Proto::Udp, (A, 5000), R1, secs(1)), Some(e));
+    assert_eq!(
+        t.peek_inbound(Proto::Udp, e, R1, secs(300)),
+        None,
+        "no refresh"
+    );
+}
+
+#[test]
+fn a_session_costs_at_most_128_bytes() {
+    let mut t = Table::new(cfg());
+    for i in 0..50_000u32 {
+        let host = Ipv4Addr::from(u32::from(A) + i % 200);
+        t.outbound(
+            Proto::Udp,
+            (host, 1024 + (i / 200) as u16),
+            (R1, 53),
+            0,
+            secs(0),
+        )
+        .unwrap();
+    }
+    assert_eq!(t.sessions(), 50_000);
+    assert!(
+        t.bytes_per_session() <= 128,
+        "{} bytes",
+        t.bytes_per_session()
+    );
+}

@@ -1,0 +1,179 @@
+//! nat-in and nat-out: where the NAT table meets packets.
+//!
+//! nat-in runs inside ip4-input for packets addressed to an external
+//! address: a reply to a mapping (or a hairpinned packet from inside) gets
+//! its inside destination and goes on to the lookup like any transit
+//! packet; everything else stays the appliance's own (a ping to the
+//! external address is answered). nat-out runs between ip-lookup and
+//! ip-rewrite for packets leaving by an outside port: an inside source gets
+//! the external address and its mapping's port. Both run before the TTL
+//! decrement and after the MTU check, so the ICMP errors those produce
+//! quote the packet as its sender wrote it.
+
+use std::net::Ipv4Addr;
+
+use super::icmp::{self, v4};
+use super::Router;
+use crate::nat::{parse, refill_icmp_checksum, set_endpoint, End, Parsed, Proto};
+use crate::packet::view::Ipv4View;
+use crate::packet::{Next, Packet};
+use crate::stats::DropReason;
+
+/// nat-in for `p`, addressed to `dst`, one of the appliance's addresses:
+/// `None` when NAT leaves it to local delivery.
+pub(super) fn input(r: &mut Router, p: &mut Packet, dst: Ipv4Addr, ttl: u8) -> Option<Next> {
+    let i = r.nat.iter().position(|n| n.config().external == dst)?;
+    let ip = usize::from(p.meta.l3);
+    let parsed = parse(p.l3());
+    let (outside, external) = (r.nat[i].config().outside, r.nat[i].config().external);
+    let src = Ipv4View::new_checked(p.l3())?.src();
+    let hairpin = r.nat[i].is_inside(src);
+    if p.meta.iface != outside && !hairpin {
+        return None;
+    }
+    let translate = match parsed {
+        Parsed::Fragment => return Some(Next::Drop(DropReason::NatFragment)),
+        Parsed::Other => return None,
+        // A ping to the external address is for the appliance.
+        Parsed::Flow {
+            proto: Proto::Icmp,
+            request: true,
+            ..
+        } => return None,
+        Parsed::Error { src: q_src, .. } if q_src.0 != external || hairpin => return None,
+        translate => translate,
+    };
+    if ttl <= 1 {
+        icmp::error4(r, p, v4::TIME_EXCEEDED, 0, 0);
+        return Some(Next::Drop(DropReason::TtlExpired));
+    }
+    let now = r.now;
+    let partial = p.meta.offload.needs_csum();
+    let table = r.nat[i].table_mut();
+    match translate {
+        Parsed::Flow {
+            proto,
+            src,
+            dst,
+            flags,
+            ..
+        } => {
+            let frame = p.buf.frame_mut();
+            if hairpin {
+                // The sender's own mapping first: the target sees the
+                // external address and port, as from outside (REQ-9).
+                let ext = match table.outbound(proto, src, (external, dst.1), flags, now) {
+                    Ok(ext) => ext,
+                    Err(reason) => return Some(Next::Drop(reason)),
+                };
+                let to = match table.inbound(proto, dst.1, (external, ext), flags, now) {
+                    Ok(to) => to,
+                    Err(reason) => return Some(Next::Drop(reason)),
+                };
+                set_endpoint(frame, ip, End::Src, (external, ext), partial);
+                set_endpoint(frame, ip, End::Dst, to, partial);
+            } else {
+                match table.inbound(proto, dst.1, src, flags, now) {
+                    Ok(to) => set_endpoint(frame, ip, End::Dst, to, partial),
+                    Err(reason) => return Some(Next::Drop(reason)),
+                }
+            }
+        }
+        Parsed::Error {
+            proto,
+            src: q_src,
+            dst: q_dst,
+            inner,
+        } => {
+            // The quoted packet left from external port q_src.1 to q_dst.
+            let Some(to) = table.peek_inbound(proto, q_src.1, q_dst.0, now) else {
+                return Some(Next::Drop(DropReason::NatNoSession));
+            };
+            let l3 = p.l3_mut();
+            if let Some(mut h) = Ipv4View::new_checked(&mut *l3) {
+                h.set_dst(to.0);
+            }
+            set_endpoint(l3, inner, End::Src, to, false);
+            refill_icmp_checksum(l3);
+        }
+        Parsed::Fragment | Parsed::Other => {}
+    }
+    Some(Next::IpLookup)
+}
+
+pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
+    if r.nat.is_empty() {
+        return;
+    }
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
+        let Some(i) = r
+            .nat
+            .iter()
+            .position(|n| n.config().outside == p.meta.tx_port)
+        else {
+            continue;
+        };
+        if let Some(next) = out(r, i, p) {
+            p.meta.next = next;
+        }
+    }
+}
+
+/// nat-out of `p` through instance `i`; `None` leaves it as it is.
+fn out(r: &mut Router, i: usize, p: &mut Packet) -> Option<Next> {
+    let src = Ipv4View::new_checked(p.l3())?.src();
+    let external = r.nat[i].config().external;
+    let inside = r.nat[i].is_inside(src);
+    let now = r.now;
+    let ip = usize::from(p.meta.l3);
+    match parse(p.l3()) {
+        Parsed::Flow {
+            proto,
+            src,
+            dst,
+            flags,
+            request,
+        } if inside => {
+            if proto == Proto::Icmp && !request {
+                return Some(Next::Drop(DropReason::NatUnsupportedProtocol));
+            }
+            let partial = p.meta.offload.needs_csum();
+            match r.nat[i].table_mut().outbound(proto, src, dst, flags, now) {
+                Ok(ext) => {
+                    set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), partial);
+                    None
+                }
+                Err(reason) => {
+                    icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_ADMIN_PROHIBITED, 0);
+                    Some(Next::Drop(reason))
+                }
+            }
+        }
+        Parsed::Error {
+            proto,
+            src: q_src,
+            dst: q_dst,
+            inner,
+        } if r.nat[i].is_inside(q_dst.0) => {
+            // The quoted packet came in to inside endpoint q_dst from q_src
+            // (the error comes from that inside host, or from the appliance
+            // about a packet it translated).
+            let Some(ext) = r.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
+                return Some(Next::Drop(DropReason::NatNoSession));
+            };
+            let l3 = p.l3_mut();
+            if inside {
+                if let Some(mut h) = Ipv4View::new_checked(&mut *l3) {
+                    h.set_src(external);
+                }
+            }
+            set_endpoint(l3, inner, End::Dst, (external, ext), false);
+            refill_icmp_checksum(l3);
+            None
+        }
+        Parsed::Error { .. } if inside => Some(Next::Drop(DropReason::NatNoSession)),
+        Parsed::Fragment if inside => Some(Next::Drop(DropReason::NatFragment)),
+        Parsed::Other if inside => Some(Next::Drop(DropReason::NatUnsupportedProtocol)),
+        _ => None,
+    }
+}
