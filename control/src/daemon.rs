@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use crate::api::{Command, RouteSpec};
-use crate::config::{check_route, parse_prefix, Config, RouteConfig, RouteField};
+use crate::config::{check_route, parse_prefix, Config, PortRole, RouteConfig, RouteField};
 use crate::devices::{self, DeviceParams};
 use crate::rib::{Rib, RouteKind};
 use crate::run::RunError;
@@ -89,7 +89,15 @@ impl Daemon {
             })?;
         }
         let n = cfg.ports.len();
-        let links = vec![LinkState::AdminDown; n];
+        // A switch's gateway interface has no device to probe: it is up.
+        let links: Vec<LinkState> = cfg
+            .ports
+            .iter()
+            .map(|p| match p.role {
+                PortRole::Gateway { .. } => LinkState::Up,
+                _ => LinkState::AdminDown,
+            })
+            .collect();
         let rib = build_rib(&cfg, &custom, &links);
         let (fib, selection) = rib.build_fib();
         Ok(Daemon {
@@ -138,6 +146,7 @@ impl Daemon {
     pub fn open_devices(&mut self, params: &DeviceParams) -> Result<(), RunError> {
         for (i, p) in self.cfg.ports.iter().enumerate() {
             let bind = &self.bindings[i];
+            let params = &params.for_port(&self.cfg, i);
             let (dev, probe) =
                 devices::open(&p.name, p.mac, bind, params).map_err(|error| RunError::Port {
                     port: p.name.clone(),
@@ -181,6 +190,9 @@ impl Daemon {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             fib: Arc::clone(&self.fib),
+            single: (0..self.cfg.ports.len())
+                .map(|i| self.cfg.single_worker(i))
+                .collect(),
             links: self.links.iter().map(|l| l.is_up()).collect(),
             devices: self.devices.clone(),
         }
@@ -265,10 +277,16 @@ impl Daemon {
         let bind = Binding::parse(binding).ok_or_else(|| {
             format!("{binding:?}: expected tap:NAME[@NETNS], afpacket:IFNAME[@NETNS] or none")
         })?;
+        if let PortRole::Gateway { switch } = &self.cfg.ports[i].role {
+            return Err(format!(
+                "{port} is switch {switch:?}'s gateway interface; it has no device"
+            ));
+        }
         if bind == self.bindings[i] {
             return Ok(json!({"port": port, "bind": bind.to_string(), "changed": false}));
         }
         let params = self.params.as_ref().ok_or("no devices are open")?;
+        let params = &params.for_port(&self.cfg, i);
         let p = &self.cfg.ports[i];
         let (dev, probe) = devices::open(&p.name, p.mac, &bind, params)
             .map_err(|e| format!("port {port} (bind {bind}): {e}"))?;

@@ -42,6 +42,22 @@ impl DeviceParams {
     }
 }
 
+impl DeviceParams {
+    /// The parameters for port `i`: a port whose traffic updates a switch's
+    /// MAC table or a NAT table gets one TAP queue, so only worker 0 reads
+    /// it and those tables have one owner ([`Config::single_worker`]).
+    pub fn for_port(&self, cfg: &Config, i: usize) -> DeviceParams {
+        DeviceParams {
+            workers: if cfg.single_worker(i) {
+                1
+            } else {
+                self.workers
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// Opens the device `bind` names for port `p` (`port_name`, `mac`); its link
 /// probe, none for `none`.
 pub fn open(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{Binding, Config, RouteConfig};
+use crate::config::{Binding, Config, PortRole, RouteConfig};
 
 /// Where a route comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +118,8 @@ impl Rib {
                     })
                     .collect::<Vec<Ipv6Net>>(),
                 mtu: p.mtu,
-                up: !live || p.bind != Binding::None,
+                // A switch's gateway interface has no device: it is up.
+                up: !live || p.bind != Binding::None || matches!(p.role, PortRole::Gateway { .. }),
             })
             .collect();
         let id = |name: &str| {
@@ -199,9 +200,11 @@ impl Rib {
     }
 
     /// A router over these ports forwarding with `fib`, with the config's
-    /// static neighbours installed.
+    /// static neighbours, switches and NAT installed.
     pub fn router(&self, cfg: &Config, fib: Arc<Fib>, rcfg: &RouterConfig) -> Router {
         let mut router = Router::new(self.ports.clone(), fib, rcfg);
+        router.set_switching(cfg.switching());
+        router.set_nat(cfg.nat_configs());
         for n in &cfg.neighbors {
             if let Some(port) = self.ports.by_name(&n.interface) {
                 router.add_static_neighbor(port, n.address, n.mac);

@@ -63,9 +63,13 @@ impl Device {
 }
 
 /// The worker that owns an AF_PACKET port's rx (its queue is not per
-/// worker).
-pub fn afpacket_owner(port: PortId, workers: usize) -> usize {
-    usize::from(port) % workers.max(1)
+/// worker): worker 0 for a port in [`Snapshot::single`], else one by port.
+pub fn afpacket_owner(port: PortId, workers: usize, single: bool) -> usize {
+    if single {
+        0
+    } else {
+        usize::from(port) % workers.max(1)
+    }
 }
 
 /// The token of a worker's waker.
@@ -77,6 +81,10 @@ pub struct Snapshot {
     pub fib: Arc<Fib>,
     /// Link state of each port, by [`PortId`].
     pub links: Vec<bool>,
+    /// Ports only worker 0 reads, by [`PortId`]: switch members, uplinks
+    /// and NAT outside ports, whose MAC and NAT tables live in worker 0's
+    /// router (their TAPs have one queue; an AF_PACKET one is owned by 0).
+    pub single: Vec<bool>,
     /// Each port's device, by [`PortId`]. A port rebound at run time gets a
     /// new one; workers move their polling to it when they pick up the
     /// snapshot, and the old device closes when the last of them lets go.
@@ -348,7 +356,8 @@ impl Worker {
                 io.ready[port] = true;
             }
             if let Device::AfPacket(a) = &**dev {
-                if afpacket_owner(port as PortId, self.shared.wakers.len()) == self.id {
+                let single = snap.single.get(port).copied().unwrap_or(false);
+                if afpacket_owner(port as PortId, self.shared.wakers.len(), single) == self.id {
                     a.set_waker(Arc::clone(&io.waker));
                     io.woken.push(port);
                     io.ready[port] = true;

@@ -6,12 +6,17 @@
 //! without guessing. Validation builds a new [`Config`] and never touches
 //! running state: a refused config changes nothing.
 
+use edgefwd_dataplane::l2::{PortSecurity, SwitchConfig, Switching};
+use edgefwd_dataplane::nat::{Filtering, NatConfig};
 use edgefwd_dataplane::packet::MacAddr;
 use edgefwd_dataplane::pipeline::RouterConfig;
 pub use edgefwd_dataplane::port::Binding;
+use edgefwd_dataplane::port::PortId;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default burst size.
 pub const DEFAULT_BURST: usize = 64;
@@ -101,6 +106,76 @@ pub struct PortConfig {
     pub gateway_metric: u32,
     /// IP MTU.
     pub mtu: u16,
+    /// Routed, a switch member, or a switch's gateway interface.
+    pub role: PortRole,
+}
+
+/// What a port is to the router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRole {
+    /// A routed port with addresses of its own.
+    Routed,
+    /// A member of a switch (`port.switch`): no addresses; optional port
+    /// security (`allowed_mac`, `allowed_addresses`).
+    Member {
+        /// The switch.
+        switch: String,
+        /// What the port may send from.
+        security: PortSecurity,
+    },
+    /// An internal switch's gateway interface, made from its `[[switch]]`
+    /// (named after it, after the config's ports, with no device).
+    Gateway {
+        /// The switch.
+        switch: String,
+    },
+}
+
+/// `[[switch]]` `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchKind {
+    /// VMs behind a gateway interface of the appliance, NATed out.
+    Internal,
+    /// VMs bridged onto an uplink port's network.
+    External,
+}
+
+/// One `[[switch]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchSpec {
+    /// Name (also its gateway interface's, for an internal switch).
+    pub name: String,
+    /// Internal or external.
+    pub kind: SwitchKind,
+    /// Internal: the port it NATs out through.
+    pub nat: Option<String>,
+    /// External: the routed port whose network it bridges onto.
+    pub uplink: Option<String>,
+    /// MAC-table size.
+    pub mac_limit: usize,
+    /// MAC aging time.
+    pub aging: Duration,
+}
+
+/// `[nat]`: settings of every NAT instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatSettings {
+    /// Inbound filtering.
+    pub filtering: Filtering,
+    /// External ports for inside ports 1024 and up.
+    pub ports: RangeInclusive<u16>,
+    /// UDP timeout.
+    pub udp_timeout: Duration,
+    /// TCP established timeout.
+    pub tcp_established: Duration,
+    /// TCP transitory timeout.
+    pub tcp_transitory: Duration,
+    /// ICMP query timeout.
+    pub icmp_timeout: Duration,
+    /// Most sessions per instance.
+    pub max_sessions: usize,
+    /// Most sessions per inside host.
+    pub max_sessions_per_host: usize,
 }
 
 /// One `[[route]]`.
@@ -144,8 +219,13 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     /// `[control]`.
     pub control: ControlConfig,
-    /// Ports in file order (their index is their port id).
+    /// Ports in file order (their index is their port id), then one
+    /// gateway interface per internal switch.
     pub ports: Vec<PortConfig>,
+    /// Virtual switches.
+    pub switches: Vec<SwitchSpec>,
+    /// NAT settings.
+    pub nat: NatSettings,
     /// Custom routes.
     pub routes: Vec<RouteConfig>,
     /// Static neighbours.
@@ -188,6 +268,110 @@ impl Config {
         }
     }
 
+    /// The virtual switches as the dataplane takes them.
+    pub fn switching(&self) -> Switching {
+        let id = |name: &str| self.port(name).map(|(i, _)| i as PortId);
+        let mut switches = Vec::new();
+        for sw in &self.switches {
+            let mut members: Vec<PortId> = self
+                .ports
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| matches!(&p.role, PortRole::Member { switch, .. } if *switch == sw.name))
+                .map(|(i, _)| i as PortId)
+                .collect();
+            let router_port = match sw.kind {
+                SwitchKind::Internal => id(&sw.name),
+                SwitchKind::External => sw.uplink.as_deref().and_then(id),
+            };
+            let Some(router_port) = router_port else {
+                continue;
+            };
+            if sw.kind == SwitchKind::External {
+                members.push(router_port);
+            }
+            switches.push(SwitchConfig {
+                name: sw.name.clone(),
+                router_port,
+                members,
+                mac_limit: sw.mac_limit,
+                aging: sw.aging,
+            });
+        }
+        let security: Vec<(PortId, PortSecurity)> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.role {
+                PortRole::Member { security, .. } if *security != PortSecurity::default() => {
+                    Some((i as PortId, security.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        Switching::new(self.ports.len(), &switches, &security)
+    }
+
+    /// The NAT instances: one per outside port, translating the subnets of
+    /// the internal switches that name it.
+    pub fn nat_configs(&self) -> Vec<NatConfig> {
+        let mut out: Vec<NatConfig> = Vec::new();
+        for sw in self
+            .switches
+            .iter()
+            .filter(|s| s.kind == SwitchKind::Internal)
+        {
+            let (Some(nat), Some((_, gw))) = (&sw.nat, self.port(&sw.name)) else {
+                continue;
+            };
+            let Some((outside, port)) = self.port(nat) else {
+                continue;
+            };
+            let Some(external) = port.addresses.iter().find_map(|a| match a {
+                IpNet::V4(n) => Some(n.addr()),
+                IpNet::V6(_) => None,
+            }) else {
+                continue;
+            };
+            let inside = gw.addresses.iter().filter_map(|a| match a {
+                IpNet::V4(n) => Some(n.trunc()),
+                IpNet::V6(_) => None,
+            });
+            let outside = outside as PortId;
+            if let Some(n) = out.iter_mut().find(|n| n.outside == outside) {
+                n.inside.extend(inside);
+                continue;
+            }
+            let s = &self.nat;
+            out.push(NatConfig {
+                filtering: s.filtering,
+                ports: s.ports.clone(),
+                udp_timeout: s.udp_timeout,
+                tcp_established: s.tcp_established,
+                tcp_transitory: s.tcp_transitory,
+                icmp_timeout: s.icmp_timeout,
+                max_sessions: s.max_sessions,
+                max_sessions_per_host: s.max_sessions_per_host,
+                ..NatConfig::new(outside, external, inside.collect())
+            });
+        }
+        out
+    }
+
+    /// True when port `i` must be read by one worker only: a switch member,
+    /// an external switch's uplink, or a NAT outside port, whose traffic
+    /// updates a MAC or NAT table that one worker owns.
+    pub fn single_worker(&self, i: usize) -> bool {
+        let Some(p) = self.ports.get(i) else {
+            return false;
+        };
+        matches!(p.role, PortRole::Member { .. })
+            || self
+                .switches
+                .iter()
+                .any(|s| s.uplink.as_deref() == Some(&p.name) || s.nat.as_deref() == Some(&p.name))
+    }
+
     /// The port named `name` and its index.
     pub fn port(&self, name: &str) -> Option<(usize, &PortConfig)> {
         self.ports.iter().enumerate().find(|(_, p)| p.name == name)
@@ -214,6 +398,7 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
 }
 
 mod raw;
+mod switch;
 mod validate;
 
 pub use validate::{check_route, RouteError, RouteField};

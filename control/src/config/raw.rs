@@ -40,16 +40,35 @@ pub(super) struct RawPort {
     pub(super) gateway_metric: Option<Spanned<u32>>,
     pub(super) mtu: Option<Spanned<u16>>,
     pub(super) switch: Option<Spanned<String>>,
+    pub(super) allowed_mac: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allowed_addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub(super) struct RawSwitch {
     pub(super) name: Spanned<String>,
-    pub(super) kind: Option<String>,
-    pub(super) address: Option<String>,
-    pub(super) nat: Option<String>,
+    pub(super) kind: Spanned<String>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) mac: Option<Spanned<String>>,
+    pub(super) nat: Option<Spanned<String>>,
+    pub(super) uplink: Option<Spanned<String>>,
+    pub(super) mac_limit: Option<Spanned<usize>>,
+    pub(super) mac_aging: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNat {
+    pub(super) filtering: Option<Spanned<String>>,
+    pub(super) port_range: Option<Spanned<String>>,
+    pub(super) udp_timeout: Option<Spanned<u64>>,
+    pub(super) tcp_established_timeout: Option<Spanned<u64>>,
+    pub(super) tcp_transitory_timeout: Option<Spanned<u64>>,
+    pub(super) icmp_timeout: Option<Spanned<u64>>,
+    pub(super) max_sessions: Option<Spanned<usize>>,
+    pub(super) max_sessions_per_host: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +99,8 @@ pub(super) struct RawConfig {
     pub(super) port: Vec<RawPort>,
     #[serde(default)]
     pub(super) switch: Vec<RawSwitch>,
+    #[serde(default)]
+    pub(super) nat: RawNat,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
     #[serde(default)]

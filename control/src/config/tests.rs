@@ -1,6 +1,7 @@
 //! Config validation: every refusal names the field and the line.
 
 use super::*;
+use edgefwd_dataplane::nat::Filtering;
 
 const GOOD: &str = r#"
 [dataplane]
@@ -140,10 +141,118 @@ fn bad_binding_and_gateway() {
     assert_eq!(e.field, "port[0].gateway");
 }
 
+const SWITCHES: &str = r#"
+[[port]]
+name = "vm1"
+bind = "tap:vm1"
+switch = "internal"
+allowed_mac = "02:00:00:00:28:10"
+allowed_addresses = ["172.28.0.10"]
+
+[[port]]
+name = "vm3"
+switch = "external"
+
+[[switch]]
+name = "internal"
+kind = "internal"
+address = "172.28.0.1/24"
+nat = "Port2"
+
+[[switch]]
+name = "external"
+kind = "external"
+uplink = "Port3"
+mac_limit = 64
+
+[nat]
+filtering = "endpoint-independent"
+port_range = "20000-29999"
+udp_timeout = 600
+"#;
+
+fn switched(old: &str, new: &str) -> String {
+    assert!(SWITCHES.contains(old), "fixture lacks {old:?}");
+    format!("{GOOD}{}", SWITCHES.replacen(old, new, 1))
+}
+
 #[test]
-fn switches_are_refused_until_supported() {
-    let e = refused(&format!("{GOOD}\n[[switch]]\nname = \"internal\"\n"));
-    assert!(e.message.contains("not supported yet"), "{e}");
+fn switches_add_a_gateway_interface_and_nat_instances() {
+    let c = Config::parse(&switched("", "")).unwrap();
+    let names: Vec<&str> = c.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["Port2", "Port3", "vm1", "vm3", "internal"]);
+    assert!(matches!(c.ports[4].role, PortRole::Gateway { .. }));
+    let nat = c.nat_configs();
+    assert_eq!(nat.len(), 1);
+    assert_eq!(nat[0].outside, 0);
+    assert_eq!(nat[0].external.to_string(), "10.0.2.15");
+    assert_eq!(nat[0].inside[0].to_string(), "172.28.0.0/24");
+    assert_eq!(nat[0].filtering, Filtering::EndpointIndependent);
+    assert_eq!(nat[0].ports, 20000..=29999);
+    assert_eq!(nat[0].udp_timeout.as_secs(), 600);
+    let l2 = c.switching();
+    assert_eq!((l2.member_of(2), l2.router_of(4)), (Some(0), Some(0)));
+    assert_eq!(
+        (l2.member_of(3), l2.member_of(1), l2.router_of(1)),
+        (Some(1), Some(1), Some(1))
+    );
+    assert!(l2.security(2).is_some_and(|s| s.mac.is_some()));
+    assert!(c.single_worker(0) && c.single_worker(1) && c.single_worker(2));
+    assert!(!c.single_worker(4));
+    // A route may go through the gateway interface, not through a member.
+    let ok = format!("{}\n[[route]]\ninterface = \"internal\"\ndestination = \"10.9.0.0/16\"\nnext_hop = \"172.28.0.9\"\n", switched("", ""));
+    Config::parse(&ok).unwrap();
+    let e = refused(&ok.replace("interface = \"internal\"", "interface = \"vm1\""));
+    assert_eq!(e.field, "route[1].interface");
+}
+
+#[test]
+fn bad_switches_name_the_field() {
+    for (old, new, field) in [
+        ("kind = \"internal\"", "kind = \"hub\"", "switch[0].kind"),
+        (
+            "address = \"172.28.0.1/24\"",
+            "address = \"10.0.2.15/24\"",
+            "switch[0].address",
+        ),
+        ("nat = \"Port2\"", "nat = \"vm1\"", "switch[0].nat"),
+        ("nat = \"Port2\"", "nat = \"Port9\"", "switch[0].nat"),
+        ("uplink = \"Port3\"", "uplink = \"vm3\"", "switch[1].uplink"),
+        ("mac_limit = 64", "mac_limit = 0", "switch[1].mac_limit"),
+        (
+            "switch = \"external\"",
+            "switch = \"nowhere\"",
+            "port[3].switch",
+        ),
+        (
+            "switch = \"external\"",
+            "switch = \"external\"\nmac = \"02:00:00:00:00:09\"",
+            "port[3].mac",
+        ),
+        (
+            "allowed_mac = \"02:00:00:00:28:10\"",
+            "allowed_mac = \"ff:ff:ff:ff:ff:ff\"",
+            "port[2].allowed_mac",
+        ),
+        ("udp_timeout = 600", "udp_timeout = 30", "nat.udp_timeout"),
+        (
+            "filtering = \"endpoint-independent\"",
+            "filtering = \"open\"",
+            "nat.filtering",
+        ),
+        (
+            "port_range = \"20000-29999\"",
+            "port_range = \"80-90\"",
+            "nat.port_range",
+        ),
+    ] {
+        let e = refused(&switched(old, new));
+        assert_eq!(e.field, field, "{old} -> {new}: {e}");
+    }
+    let e = refused(&switched("udp_timeout = 600", "udp_timeout = 30"));
+    assert!(e.message.contains("RFC 4787"), "{e}");
+    let e = refused(&format!("{GOOD}\n[[port]]\nname = \"x\"\nmac = \"02:00:00:00:00:77\"\nallowed_mac = \"02:00:00:00:00:78\"\n"));
+    assert_eq!(e.field, "port[2].allowed_mac");
 }
 
 #[test]

@@ -8,13 +8,14 @@ use std::net::IpAddr;
 use toml::Spanned;
 
 use super::raw::{Lines, RawConfig};
+use super::switch;
 use super::{
     on_link, parse_prefix, Binding, Config, ConfigError, ControlConfig, DataplaneConfig,
-    NeighborConfig, PortConfig, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC, DEFAULT_MTU,
+    NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC, DEFAULT_MTU,
     DEFAULT_QUEUE_DEPTH, MAX_METRIC, MAX_WORKERS,
 };
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.chars()
@@ -55,14 +56,6 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         icmp_rate: dp.icmp_rate.unwrap_or(10),
         icmp_burst: dp.icmp_burst.unwrap_or(10),
     };
-    if let Some(s) = raw.switch.first() {
-        return Err(l.at(
-            &s.name,
-            "switch[0]",
-            "virtual switches are not supported yet",
-        ));
-    }
-
     let mut ports: Vec<PortConfig> = Vec::new();
     let mut macs = HashSet::new();
     let mut addrs = HashSet::new();
@@ -79,9 +72,6 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         if ports.iter().any(|q| &q.name == name) {
             return Err(l.at(&p.name, f("name"), format!("duplicate port {name:?}")));
         }
-        if let Some(s) = &p.switch {
-            return Err(l.at(s, f("switch"), "virtual switches are not supported yet"));
-        }
         let bind = match &p.bind {
             Some(b) => Binding::parse(b.get_ref()).ok_or_else(|| {
                 l.at(
@@ -95,6 +85,24 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             })?,
             None => Binding::Pcap,
         };
+        if let Some(sw) = &p.switch {
+            ports.push(switch::member(l, i, p, sw, bind)?);
+            continue;
+        }
+        if let Some(a) = &p.allowed_mac {
+            return Err(l.at(
+                a,
+                f("allowed_mac"),
+                "only a switch member has port security",
+            ));
+        }
+        if let Some(a) = p.allowed_addresses.first() {
+            return Err(l.at(
+                a,
+                f("allowed_addresses"),
+                "only a switch member has port security",
+            ));
+        }
         let mac_s = p.mac.as_ref().ok_or_else(|| {
             l.at(
                 &p.name,
@@ -178,8 +186,11 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             gateway,
             gateway_metric,
             mtu,
+            role: PortRole::Routed,
         });
     }
+    let switches = switch::switches(l, &raw.switch, &mut ports, &mut macs, &mut addrs)?;
+    let nat = switch::nat(l, &raw.nat)?;
 
     let find_port = |s: &Spanned<String>, field: String| -> Result<&PortConfig, ConfigError> {
         ports
@@ -255,6 +266,8 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             state: raw.control.state,
         },
         ports,
+        switches,
+        nat,
         routes,
         neighbors,
     })
@@ -265,14 +278,22 @@ fn fmt_nh(nh: Option<IpAddr>) -> String {
 }
 
 /// Parses an IP address field.
-fn ip_address(l: &Lines, s: &Spanned<String>, field: String) -> Result<IpAddr, ConfigError> {
+pub(super) fn ip_address(
+    l: &Lines,
+    s: &Spanned<String>,
+    field: String,
+) -> Result<IpAddr, ConfigError> {
     s.get_ref()
         .parse()
         .map_err(|_| l.at(s, field, format!("{:?} is not an IP address", s.get_ref())))
 }
 
 /// Parses a MAC field that must be a unicast address.
-fn unicast_mac(l: &Lines, s: &Spanned<String>, field: String) -> Result<MacAddr, ConfigError> {
+pub(super) fn unicast_mac(
+    l: &Lines,
+    s: &Spanned<String>,
+    field: String,
+) -> Result<MacAddr, ConfigError> {
     let mac: MacAddr = s
         .get_ref()
         .parse()
@@ -336,6 +357,12 @@ pub fn check_route(
             format!("unknown interface {interface:?}"),
         )
     })?;
+    if let PortRole::Member { switch, .. } = &port.role {
+        return Err(err(
+            RouteField::Interface,
+            format!("{interface} is a member of switch {switch:?}; route through the switch's interface"),
+        ));
+    }
     let destination = parse_prefix(destination).map_err(|m| err(RouteField::Destination, m))?;
     let next_hop = match next_hop {
         Some(n) => {

@@ -1,0 +1,597 @@
+//! NAT against RFC 4787, 5382, 5508 and 7857, one test per requirement, by
+//! replay: generated traces in, output pcaps checked frame by frame (every
+//! output frame with valid checksums at every layer).
+//!
+//! The appliance: Port2 (10.0.2.15/24, gateway 10.0.2.1) and an internal
+//! switch "internal" (172.28.0.1/24) with vm1 (172.28.0.10) and vm2
+//! (172.28.0.11), NATed out through Port2. Remote hosts R1, R2 are behind
+//! the gateway.
+
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use edgefwd_control::config::Config;
+use edgefwd_control::replay::{replay, Input, Source};
+use edgefwd_control::report::Report;
+use edgefwd_control::trace::{TraceReader, TraceWriter};
+use edgefwd_dataplane::packet::check::check_frame;
+use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+const CONFIG: &str = r#"
+[[port]]
+name = "Port2"
+mac = "02:00:00:00:02:01"
+addresses = ["10.0.2.15/24"]
+gateway = "10.0.2.1"
+
+[[port]]
+name = "vm1"
+switch = "internal"
+
+[[port]]
+name = "vm2"
+switch = "internal"
+
+[[switch]]
+name = "internal"
+kind = "internal"
+address = "172.28.0.1/24"
+mac = "02:00:00:00:28:01"
+nat = "Port2"
+
+[[neighbor]]
+interface = "Port2"
+address = "10.0.2.1"
+mac = "02:00:00:00:99:01"
+
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.10"
+mac = "02:00:00:00:28:10"
+
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.11"
+mac = "02:00:00:00:28:11"
+"#;
+
+const EXT: [u8; 4] = [10, 0, 2, 15];
+const VM1: [u8; 4] = [172, 28, 0, 10];
+const VM2: [u8; 4] = [172, 28, 0, 11];
+const R1: [u8; 4] = [198, 51, 100, 1];
+const R2: [u8; 4] = [198, 51, 100, 2];
+const PORT2_MAC: [u8; 6] = [2, 0, 0, 0, 2, 1];
+const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0x99, 1];
+const GW_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 1];
+const VM1_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 0x10];
+const VM2_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 0x11];
+
+/// One input frame: when (seconds), on which port.
+struct In {
+    at: f64,
+    port: &'static str,
+    frame: Vec<u8>,
+}
+
+fn udp(from_mac: [u8; 6], to_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(from_mac, to_mac)
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut v, b"nat test")
+        .unwrap();
+    v
+}
+
+fn tcp(
+    from_mac: [u8; 6],
+    to_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    syn: bool,
+    rst: bool,
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(from_mac, to_mac)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64000);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let b = if rst { b.rst() } else { b };
+    b.write(&mut v, &[]).unwrap();
+    v
+}
+
+/// From a VM (to the gateway interface) or from the internet (to Port2).
+fn out_udp(vm: [u8; 4], sport: u16, dst: ([u8; 4], u16)) -> In {
+    let mac = if vm == VM1 { VM1_MAC } else { VM2_MAC };
+    In {
+        at: 0.0,
+        port: if vm == VM1 { "vm1" } else { "vm2" },
+        frame: udp(mac, GW_IF_MAC, (vm, sport), dst),
+    }
+}
+
+fn in_udp(src: ([u8; 4], u16), dport: u16) -> In {
+    In {
+        at: 0.0,
+        port: "Port2",
+        frame: udp(GW_MAC, PORT2_MAC, src, (EXT, dport)),
+    }
+}
+
+fn at(mut i: In, t: f64) -> In {
+    i.at = t;
+    i
+}
+
+/// Replays `inputs` (in time order) with `extra` config appended; the
+/// frames each port sent, and the report.
+fn run(extra: &str, inputs: Vec<In>) -> (BTreeMap<String, Vec<Vec<u8>>>, Report) {
+    let cfg = Config::parse(&format!("{CONFIG}{extra}")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Duration::from_secs(1_767_225_600);
+    let mut by_port: BTreeMap<&str, Vec<(Duration, Vec<u8>)>> = BTreeMap::new();
+    for i in inputs {
+        let ts = t0 + Duration::from_secs_f64(i.at);
+        by_port.entry(i.port).or_default().push((ts, i.frame));
+    }
+    let mut files = Vec::new();
+    for (port, frames) in by_port {
+        let path = dir.path().join(format!("in-{port}.pcap"));
+        let mut w =
+            TraceWriter::new(BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+        for (ts, f) in frames {
+            w.write(ts, &f).unwrap();
+        }
+        drop(w.into_inner());
+        files.push(Input {
+            port: port.to_owned(),
+            source: Source::File(path),
+        });
+    }
+    let out = dir.path().join("out");
+    let report = replay(&cfg, files, &out, false).unwrap();
+    let mut sent = BTreeMap::new();
+    for p in &cfg.ports {
+        let mut r = TraceReader::open(&out.join(format!("{}.pcap", p.name))).unwrap();
+        let mut frames = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            check_frame(&rec.data).unwrap_or_else(|e| panic!("{}: {e}: {:02x?}", p.name, rec.data));
+            frames.push(rec.data);
+        }
+        sent.insert(p.name.clone(), frames);
+    }
+    let p = &report.packets;
+    assert_eq!(
+        p.received,
+        p.forwarded + p.local + p.dropped,
+        "accounting identity"
+    );
+    (sent, report)
+}
+
+/// (source, destination) of an IPv4 TCP/UDP frame, ports included; for
+/// ICMP echo, the id as both ports.
+fn ends(frame: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let s = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &s.net else {
+        panic!("not IPv4")
+    };
+    let (a, b) = (ip.header().source_addr(), ip.header().destination_addr());
+    let (p, q) = match &s.transport {
+        Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
+        Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
+        Some(TransportSlice::Icmpv4(i)) => match i.icmp_type() {
+            Icmpv4Type::EchoRequest(e) | Icmpv4Type::EchoReply(e) => (e.id, e.id),
+            _ => (0, 0),
+        },
+        _ => (0, 0),
+    };
+    ((a, p), (b, q))
+}
+
+fn ep(a: [u8; 4], p: u16) -> (Ipv4Addr, u16) {
+    (Ipv4Addr::from(a), p)
+}
+
+fn drops(r: &Report, reason: &str) -> u64 {
+    r.drops.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn rfc4787_req1_eim_one_external_port_for_every_destination() {
+    let (sent, _) = run(
+        "",
+        vec![
+            out_udp(VM1, 5000, (R1, 53)),
+            at(out_udp(VM1, 5000, (R2, 443)), 1.0),
+        ],
+    );
+    let up = &sent["Port2"];
+    assert_eq!(up.len(), 2);
+    assert_eq!(ends(&up[0]), (ep(EXT, 5000), ep(R1, 53)), "port preserved");
+    assert_eq!(
+        ends(&up[1]),
+        (ep(EXT, 5000), ep(R2, 443)),
+        "same mapping for another destination"
+    );
+}
+
+#[test]
+fn rfc4787_req3_no_port_overloading_and_low_ports_stay_low() {
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(out_udp(VM2, 5000, (R1, 53)), 0.1),
+        at(out_udp(VM1, 123, (R1, 123)), 0.2),
+        at(out_udp(VM2, 123, (R1, 123)), 0.3),
+    ];
+    let (sent, _) = run("", inputs);
+    let ports: Vec<u16> = sent["Port2"].iter().map(|f| ends(f).0 .1).collect();
+    assert_eq!(ports[0], 5000);
+    assert!(ports[1] != 5000 && ports[1] >= 1024, "{ports:?}");
+    assert_eq!(ports[2], 123);
+    assert!(
+        ports[3] != 123 && (1..1024).contains(&ports[3]),
+        "{ports:?}"
+    );
+}
+
+#[test]
+fn rfc4787_req8_address_dependent_filtering_by_default() {
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(in_udp((R1, 53), 5000), 1.0),
+        at(in_udp((R1, 9999), 5000), 2.0),
+        at(in_udp((R2, 53), 5000), 3.0),
+    ];
+    let (sent, report) = run("", inputs);
+    let down = &sent["vm1"];
+    assert_eq!(down.len(), 2, "R1 from any port gets in; R2 does not");
+    assert_eq!(ends(&down[0]), (ep(R1, 53), ep(VM1, 5000)));
+    assert_eq!(&down[0][..6], &VM1_MAC);
+    assert_eq!(drops(&report, "nat_filtered"), 1);
+    assert!(sent["vm2"].is_empty());
+}
+
+#[test]
+fn rfc4787_req8_endpoint_independent_filtering_on_request() {
+    let inputs = vec![out_udp(VM1, 5000, (R1, 53)), at(in_udp((R2, 7), 5000), 1.0)];
+    let (sent, _) = run("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs);
+    assert_eq!(ends(&sent["vm1"][0]), (ep(R2, 7), ep(VM1, 5000)));
+}
+
+#[test]
+fn rfc4787_req5_udp_lives_five_minutes_req6_refreshed_outbound_only() {
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(in_udp((R1, 53), 5000), 200.0),
+        // Inbound at 200 s did not refresh: gone at 300 s.
+        at(in_udp((R1, 53), 5000), 301.0),
+        at(out_udp(VM1, 6000, (R1, 53)), 400.0),
+        at(out_udp(VM1, 6000, (R1, 53)), 600.0),
+        // Outbound at 600 s did: still there at 899 s.
+        at(in_udp((R1, 53), 6000), 899.0),
+    ];
+    let (sent, report) = run("", inputs);
+    assert_eq!(sent["vm1"].len(), 2);
+    assert_eq!(drops(&report, "nat_no_session"), 1);
+}
+
+#[test]
+fn rfc4787_req9_hairpinning_shows_the_external_source() {
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        // vm2 reaches vm1 through vm1's external endpoint.
+        at(
+            In {
+                at: 0.0,
+                port: "vm2",
+                frame: udp(VM2_MAC, GW_IF_MAC, (VM2, 7000), (EXT, 5000)),
+            },
+            1.0,
+        ),
+    ];
+    let (sent, _) = run("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs);
+    let got = &sent["vm1"];
+    assert_eq!(got.len(), 1);
+    assert_eq!(ends(&got[0]), (ep(EXT, 7000), ep(VM1, 5000)));
+}
+
+#[test]
+fn rfc5382_req1_tcp_eim_and_unsolicited_syn_gets_nothing_in() {
+    let vm_syn = |dst| In {
+        at: 0.0,
+        port: "vm1",
+        frame: tcp(VM1_MAC, GW_IF_MAC, (VM1, 40000), dst, true, false),
+    };
+    let inputs = vec![
+        vm_syn((R1, 80)),
+        at(vm_syn((R2, 443)), 0.5),
+        at(
+            In {
+                at: 0.0,
+                port: "Port2",
+                frame: tcp(GW_MAC, PORT2_MAC, (R2, 5555), (EXT, 22), true, false),
+            },
+            1.0,
+        ),
+    ];
+    let (sent, report) = run("", inputs);
+    let up = &sent["Port2"];
+    assert_eq!(ends(&up[0]).0, ends(&up[1]).0, "one mapping for both");
+    assert_eq!(ends(&up[0]).0, ep(EXT, 40000));
+    assert!(sent["vm1"].is_empty() && sent["vm2"].is_empty());
+    assert_eq!(
+        drops(&report, "nat_no_session"),
+        1,
+        "no RST, no ICMP: just dropped"
+    );
+    assert_eq!(report.packets.generated, 0);
+}
+
+#[test]
+fn rfc5382_req2_simultaneous_open() {
+    let inputs = vec![
+        In {
+            at: 0.0,
+            port: "vm1",
+            frame: tcp(VM1_MAC, GW_IF_MAC, (VM1, 40000), (R1, 6000), true, false),
+        },
+        In {
+            at: 0.5,
+            port: "Port2",
+            frame: tcp(GW_MAC, PORT2_MAC, (R1, 6000), (EXT, 40000), true, false),
+        },
+    ];
+    let (sent, _) = run("", inputs);
+    assert_eq!(ends(&sent["vm1"][0]), (ep(R1, 6000), ep(VM1, 40000)));
+}
+
+#[test]
+fn rfc7857_rst_keeps_the_session_four_minutes_of_silence() {
+    let t = |at, port, frame| In { at, port, frame };
+    let inputs = vec![
+        t(
+            0.0,
+            "vm1",
+            tcp(VM1_MAC, GW_IF_MAC, (VM1, 40000), (R1, 80), true, false),
+        ),
+        t(
+            0.1,
+            "Port2",
+            tcp(GW_MAC, PORT2_MAC, (R1, 80), (EXT, 40000), true, false),
+        ),
+        t(
+            0.2,
+            "vm1",
+            tcp(VM1_MAC, GW_IF_MAC, (VM1, 40000), (R1, 80), false, true),
+        ),
+        // Within 4 minutes of the RST: translated, and the timer restarts.
+        t(
+            100.0,
+            "Port2",
+            tcp(GW_MAC, PORT2_MAC, (R1, 80), (EXT, 40000), false, false),
+        ),
+        // 4 minutes after that, silence has ended the session.
+        t(
+            341.0,
+            "Port2",
+            tcp(GW_MAC, PORT2_MAC, (R1, 80), (EXT, 40000), false, false),
+        ),
+    ];
+    let (sent, report) = run("", inputs);
+    assert_eq!(sent["Port2"].len(), 2, "SYN and RST both translated");
+    assert_eq!(sent["vm1"].len(), 2, "the SYN-ACK and the segment at 100 s");
+    assert_eq!(drops(&report, "nat_no_session"), 1, "the one at 341 s");
+}
+
+fn ping(id: u16) -> In {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(VM1_MAC, GW_IF_MAC)
+        .ipv4(VM1, R1, 64)
+        .icmpv4_echo_request(id, 1)
+        .write(&mut v, b"ping")
+        .unwrap();
+    In {
+        at: 0.0,
+        port: "vm1",
+        frame: v,
+    }
+}
+
+fn pong(id: u16, from: [u8; 4]) -> In {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(GW_MAC, PORT2_MAC)
+        .ipv4(from, EXT, 64)
+        .icmpv4_echo_reply(id, 1)
+        .write(&mut v, b"ping")
+        .unwrap();
+    In {
+        at: 1.0,
+        port: "Port2",
+        frame: v,
+    }
+}
+
+#[test]
+fn rfc5508_req1_echo_ids_are_mapped_and_time_out_after_60_s() {
+    let late = at(pong(7, R1), 61.0);
+    let (sent, report) = run("", vec![ping(7), pong(7, R1), late]);
+    assert_eq!(ends(&sent["Port2"][0]), (ep(EXT, 7), ep(R1, 7)));
+    assert_eq!(ends(&sent["vm1"][0]), (ep(R1, 7), ep(VM1, 7)));
+    assert_eq!(sent["vm1"].len(), 1);
+    assert_eq!(drops(&report, "nat_no_session"), 1);
+}
+
+/// An ICMP error from `from` to `to`, quoting `quoted` (an IPv4 packet,
+/// Ethernet header included, of which the IP header and 8 bytes are kept).
+fn icmp_error(
+    from_mac: [u8; 6],
+    to_mac: [u8; 6],
+    from: [u8; 4],
+    to: [u8; 4],
+    typ: Icmpv4Type,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(from_mac, to_mac)
+        .ipv4(from, to, 64)
+        .icmpv4(typ)
+        .write(&mut v, &quoted[14..14 + 28])
+        .unwrap();
+    v
+}
+
+/// The quoted packet's (source, destination) in an ICMP error frame.
+fn quoted_ends(frame: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let q = &frame[14 + 20 + 8..];
+    let a = |i: usize| Ipv4Addr::new(q[i], q[i + 1], q[i + 2], q[i + 3]);
+    let p = |i: usize| u16::from_be_bytes([q[20 + i], q[21 + i]]);
+    assert!(
+        edgefwd_dataplane::packet::checksum::verify(&q[..20]),
+        "quoted IP checksum"
+    );
+    ((a(12), p(0)), (a(16), p(2)))
+}
+
+#[test]
+fn rfc5508_req3_inbound_error_reaches_the_inside_host_translated() {
+    // What left Port2 for R1: 10.0.2.15:5000 -> R1:53; a router on the
+    // way (10.0.2.1) says time exceeded.
+    let left = udp(PORT2_MAC, GW_MAC, (EXT, 5000), (R1, 53));
+    let err = icmp_error(
+        GW_MAC,
+        PORT2_MAC,
+        [10, 0, 2, 1],
+        EXT,
+        Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit),
+        &left,
+    );
+    let (sent, _) = run(
+        "",
+        vec![
+            out_udp(VM1, 5000, (R1, 53)),
+            In {
+                at: 1.0,
+                port: "Port2",
+                frame: err,
+            },
+        ],
+    );
+    let got = &sent["vm1"];
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        ends(got.last().unwrap()).1 .0,
+        Ipv4Addr::from(VM1),
+        "outer destination"
+    );
+    assert_eq!(
+        quoted_ends(&got[0]),
+        (ep(VM1, 5000), ep(R1, 53)),
+        "quoted as vm1 sent it"
+    );
+}
+
+#[test]
+fn rfc5508_req4_outbound_error_leaves_with_the_external_address() {
+    // R1 sends to vm1's mapping; vm1 answers port unreachable.
+    let came = udp(GW_IF_MAC, VM1_MAC, (R1, 53), (VM1, 5000));
+    let unreach =
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
+    let err = icmp_error(VM1_MAC, GW_IF_MAC, VM1, R1, unreach, &came);
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(in_udp((R1, 53), 5000), 1.0),
+        In {
+            at: 2.0,
+            port: "vm1",
+            frame: err,
+        },
+    ];
+    let (sent, _) = run("", inputs);
+    let up = &sent["Port2"];
+    assert_eq!(up.len(), 2);
+    assert_eq!(ends(&up[1]).0 .0, Ipv4Addr::from(EXT));
+    assert_eq!(quoted_ends(&up[1]), (ep(R1, 53), ep(EXT, 5000)));
+}
+
+#[test]
+fn rfc5508_req4_errors_without_a_session_are_dropped() {
+    let left = udp(PORT2_MAC, GW_MAC, (EXT, 5001), (R1, 53));
+    let unreach =
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
+    let err = icmp_error(GW_MAC, PORT2_MAC, R1, EXT, unreach, &left);
+    let (sent, report) = run(
+        "",
+        vec![
+            out_udp(VM1, 5000, (R1, 53)),
+            In {
+                at: 1.0,
+                port: "Port2",
+                frame: err,
+            },
+        ],
+    );
+    assert!(sent["vm1"].is_empty());
+    assert_eq!(drops(&report, "nat_no_session"), 1);
+}
+
+#[test]
+fn rfc5508_req8_exhaustion_is_answered_administratively_prohibited() {
+    let inputs = (0..3)
+        .map(|i| at(out_udp(VM1, 5000 + i, (R1, 53)), f64::from(i) * 0.1))
+        .collect();
+    let (sent, report) = run("\n[nat]\nport_range = \"40000-40001\"\n", inputs);
+    assert_eq!(sent["Port2"].len(), 2);
+    assert_eq!(drops(&report, "nat_ports_exhausted"), 1);
+    let back = &sent["vm1"];
+    assert_eq!(back.len(), 1);
+    let s = SlicedPacket::from_ethernet(&back[0]).unwrap();
+    let Some(TransportSlice::Icmpv4(i)) = s.transport else {
+        panic!("not ICMP")
+    };
+    assert_eq!((i.type_u8(), i.code_u8()), (3, 13));
+    assert_eq!(
+        ends(&back[0]).0 .0,
+        Ipv4Addr::new(172, 28, 0, 1),
+        "from the gateway interface"
+    );
+}
+
+#[test]
+fn nat_drops_fragments_and_untranslatable_protocols_by_name() {
+    let mut frag = udp(VM1_MAC, GW_IF_MAC, (VM1, 5000), (R1, 53));
+    frag[20] |= 0x20; // more fragments
+    let c = edgefwd_dataplane::packet::checksum::update16(
+        u16::from_be_bytes([frag[24], frag[25]]),
+        u16::from_be_bytes([frag[20] & !0x20, frag[21]]),
+        u16::from_be_bytes([frag[20], frag[21]]),
+    );
+    frag[24..26].copy_from_slice(&c.to_be_bytes());
+    let mut gre = udp(VM1_MAC, GW_IF_MAC, (VM1, 5000), (R1, 53));
+    let c = edgefwd_dataplane::packet::checksum::update16(
+        u16::from_be_bytes([gre[24], gre[25]]),
+        u16::from_be_bytes([gre[22], 17]),
+        u16::from_be_bytes([gre[22], 47]),
+    );
+    gre[23] = 47;
+    gre[24..26].copy_from_slice(&c.to_be_bytes());
+    let inputs = vec![
+        In {
+            at: 0.0,
+            port: "vm1",
+            frame: frag,
+        },
+        In {
+            at: 0.1,
+            port: "vm1",
+            frame: gre,
+        },
+    ];
+    let (sent, report) = run("", inputs);
+    assert!(sent["Port2"].is_empty());
+    assert_eq!(drops(&report, "nat_fragment"), 1);
+    assert_eq!(drops(&report, "nat_unsupported_protocol"), 1);
+}
