@@ -202,12 +202,25 @@ fn drops(r: &Report, reason: &str) -> u64 {
 
 #[test]
 fn rfc4787_req1_eim_one_external_port_for_every_destination() {
-    let (sent, _) = run(
+    let (sent, report) = run(
         "",
         vec![
             out_udp(VM1, 5000, (R1, 53)),
             at(out_udp(VM1, 5000, (R2, 443)), 1.0),
         ],
+    );
+    let sessions: Vec<(&str, &str, &str)> = report
+        .nat
+        .iter()
+        .map(|n| (n.inside.as_str(), n.external.as_str(), n.remote.as_str()))
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            ("172.28.0.10:5000", "10.0.2.15:5000", "198.51.100.1:53"),
+            ("172.28.0.10:5000", "10.0.2.15:5000", "198.51.100.2:443")
+        ],
+        "the report's nat section"
     );
     let up = &sent["Port2"];
     assert_eq!(up.len(), 2);

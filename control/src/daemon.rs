@@ -33,6 +33,10 @@ fn identity(r: &RouteConfig) -> Identity {
     (r.interface.clone(), r.destination, r.next_hop)
 }
 
+/// Why `nat sessions` is refused by the daemon for now.
+const NAT_SESSIONS_UNSUPPORTED: &str =
+    "nat sessions from the running daemon is not supported yet (replay --json shows them)";
+
 /// What the daemon knows and decides; owned by its control thread.
 pub struct Daemon {
     cfg: Config,
@@ -328,7 +332,7 @@ impl Daemon {
             Command::PortUnbind { port } => self.port_bind(&port, "none"),
             Command::Stats {} => Ok(stats_json(&self.names(), &self.links, &stats())),
             Command::Reload {} => self.reload(),
-            Command::NatSessions {} => Err("NAT is not supported yet".to_owned()),
+            Command::NatSessions {} => Err(NAT_SESSIONS_UNSUPPORTED.to_owned()),
         }
     }
 

@@ -275,7 +275,7 @@ fn routes_are_added_shown_and_removed_and_refusals_change_nothing() {
             ],
             "no custom route to 192.168.22.0/24 via 192.168.20.2",
         ),
-        (&["nat", "sessions"], "NAT is not supported yet"),
+        (&["nat", "sessions"], "nat sessions from the running daemon is not supported yet"),
         (&["port", "bind", "Port9", "none"], "unknown port \"Port9\""),
         (&["port", "bind", "Port3", "tap"], "\"tap\": expected tap:NAME[@NETNS]"),
         (&["port", "bind", "Port3", "tap:p3@efw-no-such-netns"], "port Port3 (bind tap:p3@efw-no-such-netns): network namespace /run/netns/efw-no-such-netns"),
