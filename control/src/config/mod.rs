@@ -7,14 +7,13 @@
 //! running state: a refused config changes nothing.
 
 use edgefwd_dataplane::l2::{PortSecurity, SwitchConfig, Switching};
-use edgefwd_dataplane::nat::{Filtering, NatConfig};
+use edgefwd_dataplane::nat::{NatConfig, NatPolicy};
 use edgefwd_dataplane::packet::MacAddr;
 use edgefwd_dataplane::pipeline::RouterConfig;
 pub use edgefwd_dataplane::port::Binding;
 use edgefwd_dataplane::port::PortId;
 use ipnet::IpNet;
 use std::net::IpAddr;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,27 +156,6 @@ pub struct SwitchSpec {
     pub aging: Duration,
 }
 
-/// `[nat]`: settings of every NAT instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NatSettings {
-    /// Inbound filtering.
-    pub filtering: Filtering,
-    /// External ports for inside ports 1024 and up.
-    pub ports: RangeInclusive<u16>,
-    /// UDP timeout.
-    pub udp_timeout: Duration,
-    /// TCP established timeout.
-    pub tcp_established: Duration,
-    /// TCP transitory timeout.
-    pub tcp_transitory: Duration,
-    /// ICMP query timeout.
-    pub icmp_timeout: Duration,
-    /// Most sessions per instance.
-    pub max_sessions: usize,
-    /// Most sessions per inside host.
-    pub max_sessions_per_host: usize,
-}
-
 /// One `[[route]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
@@ -224,8 +202,8 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     /// Virtual switches.
     pub switches: Vec<SwitchSpec>,
-    /// NAT settings.
-    pub nat: NatSettings,
+    /// `[nat]`: how every NAT instance behaves.
+    pub nat: NatPolicy,
     /// Custom routes.
     pub routes: Vec<RouteConfig>,
     /// Static neighbours.
@@ -342,17 +320,11 @@ impl Config {
                 n.inside.extend(inside);
                 continue;
             }
-            let s = &self.nat;
             out.push(NatConfig {
-                filtering: s.filtering,
-                ports: s.ports.clone(),
-                udp_timeout: s.udp_timeout,
-                tcp_established: s.tcp_established,
-                tcp_transitory: s.tcp_transitory,
-                icmp_timeout: s.icmp_timeout,
-                max_sessions: s.max_sessions,
-                max_sessions_per_host: s.max_sessions_per_host,
-                ..NatConfig::new(outside, external, inside.collect())
+                outside,
+                external,
+                inside: inside.collect(),
+                policy: self.nat.clone(),
             });
         }
         out

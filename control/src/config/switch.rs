@@ -11,16 +11,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use edgefwd_dataplane::l2::{PortSecurity, DEFAULT_AGING, DEFAULT_MAC_LIMIT};
-use edgefwd_dataplane::nat::{Filtering, NatConfig};
+use edgefwd_dataplane::nat::{Filtering, NatPolicy};
 use edgefwd_dataplane::packet::MacAddr;
 use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{Lines, RawNat, RawPort, RawSwitch};
 use super::validate::{ip_address, unicast_mac, valid_name};
-use super::{
-    Binding, ConfigError, NatSettings, PortConfig, PortRole, SwitchKind, SwitchSpec, DEFAULT_MTU,
-};
+use super::{Binding, ConfigError, PortConfig, PortRole, SwitchKind, SwitchSpec, DEFAULT_MTU};
 
 /// A `[[port]]` with `switch` set: a member, no addresses of its own.
 pub(super) fn member(
@@ -265,8 +263,8 @@ pub(super) fn switches(
 }
 
 /// `[nat]`, with the RFC minimums enforced.
-pub(super) fn nat(l: &Lines, raw: &RawNat) -> Result<NatSettings, ConfigError> {
-    let d = NatConfig::new(0, std::net::Ipv4Addr::UNSPECIFIED, Vec::new());
+pub(super) fn nat(l: &Lines, raw: &RawNat) -> Result<NatPolicy, ConfigError> {
+    let d = NatPolicy::default();
     let filtering = match raw.filtering.as_ref().map(|f| (f, f.get_ref().as_str())) {
         None | Some((_, "address-dependent")) => Filtering::AddressDependent,
         Some((_, "endpoint-independent")) => Filtering::EndpointIndependent,
@@ -315,7 +313,7 @@ pub(super) fn nat(l: &Lines, raw: &RawNat) -> Result<NatSettings, ConfigError> {
         Some(n) => Ok(*n.get_ref()),
         None => Ok(default),
     };
-    Ok(NatSettings {
+    Ok(NatPolicy {
         filtering,
         ports,
         udp_timeout: secs(

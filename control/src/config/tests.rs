@@ -187,9 +187,9 @@ fn switches_add_a_gateway_interface_and_nat_instances() {
     assert_eq!(nat[0].outside, 0);
     assert_eq!(nat[0].external.to_string(), "10.0.2.15");
     assert_eq!(nat[0].inside[0].to_string(), "172.28.0.0/24");
-    assert_eq!(nat[0].filtering, Filtering::EndpointIndependent);
-    assert_eq!(nat[0].ports, 20000..=29999);
-    assert_eq!(nat[0].udp_timeout.as_secs(), 600);
+    assert_eq!(nat[0].policy.filtering, Filtering::EndpointIndependent);
+    assert_eq!(nat[0].policy.ports, 20000..=29999);
+    assert_eq!(nat[0].policy.udp_timeout.as_secs(), 600);
     let l2 = c.switching();
     assert_eq!((l2.member_of(2), l2.router_of(4)), (Some(0), Some(0)));
     assert_eq!(

@@ -88,16 +88,10 @@ impl Proto {
     }
 }
 
-/// One NAT instance: the inside subnets that leave through one port get
-/// that port's address.
+/// How every NAT instance behaves: filtering, ports, timers and bounds
+/// (`[nat]` in the config).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NatConfig {
-    /// The outside port.
-    pub outside: PortId,
-    /// Its address, every translated packet's source.
-    pub external: Ipv4Addr,
-    /// Source subnets translated (the internal switches' subnets).
-    pub inside: Vec<Ipv4Net>,
+pub struct NatPolicy {
     /// Inbound filtering.
     pub filtering: Filtering,
     /// External ports for inside ports 1024 and up.
@@ -116,15 +110,11 @@ pub struct NatConfig {
     pub max_sessions_per_host: usize,
 }
 
-impl NatConfig {
-    /// Defaults for an instance: address-dependent filtering, ports
-    /// 1024-65535, UDP 5 min, TCP 2 h 4 min / 4 min, ICMP 60 s, 1,048,576
-    /// sessions, 16,384 per host.
-    pub fn new(outside: PortId, external: Ipv4Addr, inside: Vec<Ipv4Net>) -> Self {
-        NatConfig {
-            outside,
-            external,
-            inside,
+impl Default for NatPolicy {
+    /// Address-dependent filtering, ports 1024-65535, UDP 5 min, TCP 2 h 4
+    /// min / 4 min, ICMP 60 s, 1,048,576 sessions, 16,384 per host.
+    fn default() -> Self {
+        NatPolicy {
             filtering: Filtering::AddressDependent,
             ports: 1024..=65535,
             udp_timeout: Duration::from_secs(300),
@@ -135,6 +125,20 @@ impl NatConfig {
             max_sessions_per_host: 16384,
         }
     }
+}
+
+/// One NAT instance: the inside subnets that leave through one port get
+/// that port's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// The outside port.
+    pub outside: PortId,
+    /// Its address, every translated packet's source.
+    pub external: Ipv4Addr,
+    /// Source subnets translated (the internal switches' subnets).
+    pub inside: Vec<Ipv4Net>,
+    /// Filtering, ports, timers and bounds.
+    pub policy: NatPolicy,
 }
 
 /// One session, as `nat sessions` shows it.

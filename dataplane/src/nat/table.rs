@@ -115,7 +115,7 @@ pub struct Table {
 impl Table {
     /// An empty table.
     pub fn new(cfg: NatConfig) -> Self {
-        let prealloc = cfg.max_sessions.min(1 << 16);
+        let prealloc = cfg.policy.max_sessions.min(1 << 16);
         let ports = || vec![NONE; 1 << 16].into_boxed_slice();
         Table {
             mappings: Vec::new(),
@@ -167,15 +167,15 @@ impl Table {
 
     fn timeout(&self, proto: Proto, tcp_state: u8) -> Duration {
         match proto {
-            Proto::Udp => self.cfg.udp_timeout,
-            Proto::Icmp => self.cfg.icmp_timeout,
+            Proto::Udp => self.cfg.policy.udp_timeout,
+            Proto::Icmp => self.cfg.policy.icmp_timeout,
             Proto::Tcp => {
                 let both_syn = seen::SYN_OUT | seen::SYN_IN;
                 let closing = seen::FIN_OUT | seen::FIN_IN | seen::RST;
                 if tcp_state & both_syn == both_syn && tcp_state & closing == 0 {
-                    self.cfg.tcp_established
+                    self.cfg.policy.tcp_established
                 } else {
-                    self.cfg.tcp_transitory
+                    self.cfg.policy.tcp_transitory
                 }
             }
         }
@@ -234,7 +234,7 @@ impl Table {
             }
             None => {
                 let known = self.any_live(m, src.0, now);
-                let allowed = match self.cfg.filtering {
+                let allowed = match self.cfg.policy.filtering {
                     Filtering::EndpointIndependent => proto != Proto::Icmp || known,
                     Filtering::AddressDependent => known,
                 };
@@ -382,13 +382,14 @@ impl Table {
         now: Time,
     ) -> Result<u32, DropReason> {
         let host = self.mappings[m as usize].addr;
-        if self.per_host.get(&host).copied().unwrap_or(0) as usize >= self.cfg.max_sessions_per_host
+        if self.per_host.get(&host).copied().unwrap_or(0) as usize
+            >= self.cfg.policy.max_sessions_per_host
         {
             return Err(DropReason::NatHostLimit);
         }
-        if self.live >= self.cfg.max_sessions {
+        if self.live >= self.cfg.policy.max_sessions {
             self.sweep(now, self.sessions.len());
-            if self.live >= self.cfg.max_sessions {
+            if self.live >= self.cfg.policy.max_sessions {
                 return Err(DropReason::NatSessionLimit);
             }
         }
@@ -496,7 +497,7 @@ impl Table {
         }
         if (1..1024).contains(&port) {
             Some(0)
-        } else if self.cfg.ports.contains(&port) {
+        } else if self.cfg.policy.ports.contains(&port) {
             Some(1)
         } else {
             None
@@ -510,7 +511,7 @@ impl Table {
         let (lo, hi) = match proto {
             Proto::Icmp => (0u16, u16::MAX),
             _ if src.1 < 1024 => (1, 1023),
-            _ => (*self.cfg.ports.start(), *self.cfg.ports.end()),
+            _ => (*self.cfg.policy.ports.start(), *self.cfg.policy.ports.end()),
         };
         let table = &self.by_ext[proto.index()];
         let preservable = proto == Proto::Icmp || (src.1 != 0 && (lo..=hi).contains(&src.1));

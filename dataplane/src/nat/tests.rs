@@ -12,7 +12,12 @@ const R1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const R2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
 fn cfg() -> NatConfig {
-    NatConfig::new(0, EXT, vec!["172.28.0.0/24".parse().unwrap()])
+    NatConfig {
+        outside: 0,
+        external: EXT,
+        inside: vec!["172.28.0.0/24".parse().unwrap()],
+        policy: NatPolicy::default(),
+    }
 }
 
 fn secs(s: u64) -> Time {
@@ -41,7 +46,7 @@ fn mapping_is_endpoint_independent_and_preserves_the_port() {
 #[test]
 fn privileged_ports_stay_privileged_and_the_range_is_kept() {
     let mut c = cfg();
-    c.ports = 40000..=40009;
+    c.policy.ports = 40000..=40009;
     let mut t = Table::new(c);
     let low = t
         .outbound(Proto::Udp, (A, 123), (R1, 123), 0, secs(0))
@@ -90,7 +95,7 @@ fn filtering_address_dependent_by_default_endpoint_independent_on_request() {
     );
 
     let mut c = cfg();
-    c.filtering = Filtering::EndpointIndependent;
+    c.policy.filtering = Filtering::EndpointIndependent;
     let mut t = Table::new(c);
     let e = t
         .outbound(Proto::Udp, (A, 5000), (R1, 53), 0, secs(0))
@@ -155,8 +160,8 @@ fn tcp_established_outlives_transitory_and_rst_shortens_it() {
 #[test]
 fn per_host_and_global_limits() {
     let mut c = cfg();
-    c.max_sessions_per_host = 3;
-    c.max_sessions = 5;
+    c.policy.max_sessions_per_host = 3;
+    c.policy.max_sessions = 5;
     let mut t = Table::new(c);
     for p in 0..3 {
         t.outbound(Proto::Udp, (A, 5000 + p), (R1, 53), 0, secs(0))
