@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use edgefwd_control::api::{Command, RouteSpec};
 use edgefwd_control::config::Config;
-use edgefwd_control::daemon::Daemon;
+use edgefwd_control::daemon::{Daemon, Workers};
+use edgefwd_control::report::NatSessionReport;
 use edgefwd_control::ribfile;
 use edgefwd_dataplane::port::LinkState;
 use edgefwd_dataplane::stats::Stats;
@@ -54,8 +55,7 @@ fn main() {
         })
         .collect();
     let n = routes.len();
-    let stats = || Stats::new(1);
-    let (r, load) = timed(|| d.handle(Command::RouteAdd { routes }, stats));
+    let (r, load) = timed(|| d.handle(Command::RouteAdd { routes }, &Idle));
     r.unwrap();
     let state_bytes = std::fs::metadata(dir.path().join("state.json")).map_or(0, |m| m.len());
     println!(
@@ -80,7 +80,7 @@ fn main() {
                 metric: Some(5),
             }],
         };
-        let (r, t) = timed(|| d.handle(add, stats));
+        let (r, t) = timed(|| d.handle(add, &Idle));
         r.unwrap();
         adds.push(t);
         let remove = Command::RouteRemove {
@@ -88,7 +88,7 @@ fn main() {
             destination: dest,
             next_hop: None,
         };
-        let (r, t) = timed(|| d.handle(remove, stats));
+        let (r, t) = timed(|| d.handle(remove, &Idle));
         r.unwrap();
         removes.push(t);
     }
@@ -117,8 +117,21 @@ fn main() {
         ("stats", Command::Stats {}),
     ] {
         let times: Vec<Duration> = (0..5)
-            .map(|_| timed(|| d.handle(cmd.clone(), stats)).1)
+            .map(|_| timed(|| d.handle(cmd.clone(), &Idle)).1)
             .collect();
         println!("{name}: {:.2?} (median of 5)", median(times));
+    }
+}
+
+/// Workers without traffic: commands are timed on the control plane alone.
+struct Idle;
+
+impl Workers for Idle {
+    fn stats(&self) -> Stats {
+        Stats::new(1)
+    }
+
+    fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
+        Ok(Vec::new())
     }
 }

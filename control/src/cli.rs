@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::daemon::{stats_json, stats_text};
 use crate::demo;
 use crate::replay::{replay, Input, Source};
+use crate::report::NatSessionReport;
 use crate::rib::{LookupRoute, Rib, RouteView};
 use crate::{api, ribfile};
 
@@ -463,6 +464,13 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             let data = daemon.call(api::Command::NatSessions {})?;
             if json {
                 writeln!(out, "{data}")?;
+            } else {
+                let sessions: Vec<NatSessionReport> =
+                    serde_json::from_value(data["sessions"].clone()).unwrap_or_default();
+                writeln!(out, "{} NAT sessions", sessions.len())?;
+                for s in &sessions {
+                    writeln!(out, "{}", s.line())?;
+                }
             }
         }
         Command::Reload { daemon } => {

@@ -23,6 +23,7 @@ use tracing::info;
 use crate::api::{Command, RouteSpec};
 use crate::config::{check_route, parse_prefix, Config, PortRole, RouteConfig, RouteField};
 use crate::devices::{self, DeviceParams};
+use crate::report::NatSessionReport;
 use crate::rib::{Rib, RouteKind};
 use crate::run::RunError;
 use crate::store::{self, State};
@@ -33,9 +34,13 @@ fn identity(r: &RouteConfig) -> Identity {
     (r.interface.clone(), r.destination, r.next_hop)
 }
 
-/// Why `nat sessions` is refused by the daemon for now.
-const NAT_SESSIONS_UNSUPPORTED: &str =
-    "nat sessions from the running daemon is not supported yet (replay --json shows them)";
+/// What commands ask of the running workers.
+pub trait Workers {
+    /// The workers' counters, summed.
+    fn stats(&self) -> Stats;
+    /// Every NAT session of every worker, or why they did not answer.
+    fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String>;
+}
 
 /// What the daemon knows and decides; owned by its control thread.
 pub struct Daemon {
@@ -312,7 +317,7 @@ impl Daemon {
     }
 
     /// Runs one command; its `--json` data, or why it was refused.
-    pub fn handle(&mut self, cmd: Command, stats: impl FnOnce() -> Stats) -> Result<Value, String> {
+    pub fn handle(&mut self, cmd: Command, workers: &impl Workers) -> Result<Value, String> {
         match cmd {
             Command::RouteAdd { routes } => self.route_add(routes),
             Command::RouteRemove {
@@ -330,9 +335,12 @@ impl Daemon {
             Command::PortShow {} => Ok(self.port_show()),
             Command::PortBind { port, binding } => self.port_bind(&port, &binding),
             Command::PortUnbind { port } => self.port_bind(&port, "none"),
-            Command::Stats {} => Ok(stats_json(&self.names(), &self.links, &stats())),
+            Command::Stats {} => Ok(stats_json(&self.names(), &self.links, &workers.stats())),
             Command::Reload {} => self.reload(),
-            Command::NatSessions {} => Err(NAT_SESSIONS_UNSUPPORTED.to_owned()),
+            Command::NatSessions {} => {
+                let sessions = workers.nat_sessions()?;
+                Ok(json!({ "sessions": sessions }))
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! shape in ARCHITECTURE.md §5).
 
 use edgefwd_dataplane::fib::Selection;
+use edgefwd_dataplane::nat::SessionView;
 use edgefwd_dataplane::pipeline::Router;
 use edgefwd_dataplane::stats::DropReason;
 use serde::Serialize;
@@ -52,23 +53,37 @@ pub struct NatSessionReport {
     pub expires_in: u64,
 }
 
+impl From<&SessionView> for NatSessionReport {
+    fn from(s: &SessionView) -> Self {
+        let ep = |(a, p): (std::net::Ipv4Addr, u16)| format!("{a}:{p}");
+        NatSessionReport {
+            protocol: s.proto.name().to_owned(),
+            inside: ep(s.inside),
+            external: ep(s.external),
+            remote: ep(s.remote),
+            state: s.state.to_owned(),
+            expires_in: s.expires_in.as_secs(),
+        }
+    }
+}
+
 impl NatSessionReport {
     /// The sessions of every NAT instance of `router`, now.
     pub fn of(router: &Router) -> Vec<NatSessionReport> {
-        let ep = |(a, p): (std::net::Ipv4Addr, u16)| format!("{a}:{p}");
         router
             .nat()
             .iter()
             .flat_map(|n| n.sessions(router.now()))
-            .map(|s| NatSessionReport {
-                protocol: s.proto.name().to_owned(),
-                inside: ep(s.inside),
-                external: ep(s.external),
-                remote: ep(s.remote),
-                state: s.state.to_owned(),
-                expires_in: s.expires_in.as_secs(),
-            })
+            .map(|s| NatSessionReport::from(&s))
             .collect()
+    }
+
+    /// One line for a terminal.
+    pub fn line(&self) -> String {
+        format!(
+            "{:<4} {:<21} as {:<21} with {:<21} {} ({} s left)",
+            self.protocol, self.inside, self.external, self.remote, self.state, self.expires_in
+        )
     }
 }
 
@@ -312,11 +327,7 @@ impl Report {
         if !self.nat.is_empty() {
             let _ = writeln!(o, "\nNAT sessions at the end: {}", self.nat.len());
             for n in self.nat.iter().take(20) {
-                let _ = writeln!(
-                    o,
-                    "  {:<4} {:<21} as {:<21} with {:<21} {} ({} s left)",
-                    n.protocol, n.inside, n.external, n.remote, n.state, n.expires_in
-                );
+                let _ = writeln!(o, "  {}", n.line());
             }
         }
         if p.generated > 0 || !self.generated_dropped.is_empty() || self.icmp_rate_limited > 0 {

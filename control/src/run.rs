@@ -12,7 +12,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,17 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use edgefwd_dataplane::port::{Binding, LinkState};
 use edgefwd_dataplane::stats::{DropReason, Stats};
-use edgefwd_dataplane::worker::{Device, Event, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX};
+use edgefwd_dataplane::worker::{
+    Device, Event, NatDump, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX,
+};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::api::{self, Response};
 use crate::config::Config;
-use crate::daemon::{stats_json, stats_text, Daemon};
+use crate::daemon::{stats_json, stats_text, Daemon, Workers};
 use crate::devices::DeviceParams;
+use crate::report::NatSessionReport;
 use crate::server::{refusal, Server};
 
 /// How often link state is probed.
@@ -106,6 +109,10 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             .map(|_| ArrayQueue::new(NEIGHBOR_INBOX))
             .collect(),
         wakers: (0..workers).map(|_| OnceLock::new()).collect(),
+        nat_wanted: AtomicU64::new(0),
+        nat_dumps: (0..workers)
+            .map(|_| Mutex::new(NatDump::default()))
+            .collect(),
     });
     daemon.attach(Arc::clone(&shared));
     let (calls_tx, calls) = crossbeam_channel::bounded(16);
@@ -136,7 +143,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     while !control.stop.load(Ordering::Relaxed) {
         let wait = next_probe.saturating_duration_since(Instant::now());
         if let Ok(call) = calls.recv_timeout(wait) {
-            let answer = match daemon.handle(call.command, || sum(&shared)) {
+            let answer = match daemon.handle(call.command, &Running(&shared)) {
                 Ok(data) => Response {
                     ok: true,
                     data: Some(data),
@@ -192,6 +199,49 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
 /// The workers' counters summed, with what the AF_PACKET I/O threads
 /// dropped before a worker saw it (counted as received and dropped, so the
 /// identity holds).
+/// The running workers, as the daemon's commands see them.
+struct Running<'a>(&'a Shared);
+
+/// How long `nat sessions` waits for every worker's answer (a worker
+/// answers within a tick, 10 ms, unless it is busy with a burst).
+const NAT_DUMP_WAIT: Duration = Duration::from_secs(1);
+
+impl Workers for Running<'_> {
+    fn stats(&self) -> Stats {
+        sum(self.0)
+    }
+
+    fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
+        let shared = self.0;
+        let generation = shared.nat_wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        for w in shared.wakers.iter().filter_map(|w| w.get()) {
+            let _ = w.wake();
+        }
+        let deadline = Instant::now() + NAT_DUMP_WAIT;
+        while shared
+            .nat_dumps
+            .iter()
+            .any(|d| d.lock().generation < generation)
+        {
+            if Instant::now() >= deadline {
+                return Err("the workers did not answer within 1 s; try again".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(shared
+            .nat_dumps
+            .iter()
+            .flat_map(|d| {
+                d.lock()
+                    .sessions
+                    .iter()
+                    .map(NatSessionReport::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+}
+
 fn sum(shared: &Shared) -> Stats {
     let snap = shared.snapshot.load();
     let mut total = Stats::new(snap.devices.len());

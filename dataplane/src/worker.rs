@@ -24,7 +24,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::fib::Fib;
+use crate::nat::SessionView;
 use crate::packet::offload::{self, Offload};
 use crate::packet::{MacAddr, Packet};
 use crate::pipeline::Router;
@@ -118,6 +119,20 @@ pub struct Shared {
     pub neighbors: Vec<ArrayQueue<Learned>>,
     /// Each worker's waker, set when it starts.
     pub wakers: Vec<OnceLock<Arc<Waker>>>,
+    /// Raised by the control plane to ask every worker for its NAT
+    /// sessions (`nat sessions`): a generation number.
+    pub nat_wanted: AtomicU64,
+    /// Each worker's answer, tagged with the generation it answers.
+    pub nat_dumps: Vec<Mutex<NatDump>>,
+}
+
+/// A worker's NAT sessions, copied out on request.
+#[derive(Debug, Default)]
+pub struct NatDump {
+    /// The request ([`Shared::nat_wanted`]) this answers.
+    pub generation: u64,
+    /// The sessions of the worker's NAT tables then.
+    pub sessions: Vec<SessionView>,
 }
 
 /// A neighbour answer passed between workers: port, address, MAC.
@@ -149,6 +164,7 @@ pub struct Worker {
     epoch: Instant,
     scratch: Vec<u8>,
     learned: Vec<Learned>,
+    nat_served: u64,
 }
 
 /// What a worker polls: per port, whether it may have frames, and the
@@ -183,6 +199,7 @@ impl Worker {
             epoch: Instant::now(),
             scratch: vec![0; SEGMENT_MAX],
             learned: Vec::new(),
+            nat_served: 0,
         };
         w.apply(&snapshot);
         w
@@ -222,6 +239,29 @@ impl Worker {
             while let Some((port, addr, mac)) = inbox.pop() {
                 self.router.learn_neighbor(port, addr, mac);
             }
+        }
+    }
+
+    /// Answers a pending request for the NAT sessions (checked on every
+    /// wake-up and tick, so an answer takes at most a tick).
+    fn serve_nat(&mut self) {
+        let wanted = self.shared.nat_wanted.load(Ordering::Acquire);
+        if wanted == self.nat_served {
+            return;
+        }
+        self.nat_served = wanted;
+        let now = self.router.now();
+        let sessions = self
+            .router
+            .nat()
+            .iter()
+            .flat_map(|n| n.sessions(now))
+            .collect();
+        if let Some(slot) = self.shared.nat_dumps.get(self.id) {
+            *slot.lock() = NatDump {
+                generation: wanted,
+                sessions,
+            };
         }
     }
 
@@ -281,6 +321,7 @@ impl Worker {
                         io.ready[p] = true;
                     }
                     self.share_neighbors();
+                    self.serve_nat();
                     self.flush();
                 } else if let Some(r) = io.ready.get_mut(e.token().0) {
                     *r = true;
@@ -321,6 +362,7 @@ impl Worker {
                     self.sync_devices(&poll, &mut io)?;
                 }
                 self.router.tick(self.now());
+                self.serve_nat();
                 self.share_neighbors();
                 self.flush();
             }
