@@ -608,3 +608,15 @@ fn nat_drops_fragments_and_untranslatable_protocols_by_name() {
     assert_eq!(drops(&report, "nat_fragment"), 1);
     assert_eq!(drops(&report, "nat_unsupported_protocol"), 1);
 }
+
+#[test]
+fn nothing_unsolicited_gets_in_even_when_routed_to_the_inside_subnet() {
+    let direct = In {
+        at: 0.0,
+        port: "Port2",
+        frame: udp(GW_MAC, PORT2_MAC, (R1, 53), (VM1, 5000)),
+    };
+    let (sent, report) = run("", vec![out_udp(VM1, 5000, (R1, 53)), at(direct, 1.0)]);
+    assert!(sent["vm1"].is_empty() && sent["vm2"].is_empty());
+    assert_eq!(drops(&report, "nat_filtered"), 1);
+}

@@ -43,7 +43,7 @@ drop_reasons! {
     L2NoDestination = "l2_no_destination",
     /// Inbound to an external address with no mapping, or an ICMP error about no session.
     NatNoSession = "nat_no_session",
-    /// Inbound to a mapping from a remote its filtering does not let in (unsolicited).
+    /// Inbound to a mapping from a remote its filtering does not let in, or routed from a NAT outside port straight to an inside address (unsolicited).
     NatFiltered = "nat_filtered",
     /// No external port left for a new mapping (answered with ICMP administratively prohibited).
     NatPortsExhausted = "nat_ports_exhausted",

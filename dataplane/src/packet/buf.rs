@@ -194,6 +194,8 @@ pub struct Meta {
     /// a frame that came through a switch, the switch's interface to the
     /// router (an internal switch's gateway, an external switch's uplink).
     pub iface: PortId,
+    /// True when nat-in gave the packet its inside destination.
+    pub nat_in: bool,
     /// True when a switch chose `tx_port` (a member's device): the frame
     /// leaves as it is, without another L2 lookup.
     pub switched: bool,
@@ -226,6 +228,7 @@ impl Meta {
             rx_port: port,
             iface: port,
             switched: false,
+            nat_in: false,
             tx_port: port,
             next: Next::EthInput,
             origin: Origin::Received,

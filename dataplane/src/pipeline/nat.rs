@@ -16,7 +16,7 @@ use super::icmp::{self, v4};
 use super::Router;
 use crate::nat::{parse, refill_icmp_checksum, set_endpoint, End, Parsed, Proto};
 use crate::packet::view::Ipv4View;
-use crate::packet::{Next, Packet};
+use crate::packet::{Next, Origin, Packet};
 use crate::stats::DropReason;
 
 /// nat-in for `p`, addressed to `dst`, one of the appliance's addresses:
@@ -98,6 +98,7 @@ pub(super) fn input(r: &mut Router, p: &mut Packet, dst: Ipv4Addr, ttl: u8) -> O
         }
         Parsed::Fragment | Parsed::Other => {}
     }
+    p.meta.nat_in = true;
     Some(Next::IpLookup)
 }
 
@@ -106,6 +107,10 @@ pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
         return;
     }
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
+        if unsolicited(r, p) {
+            p.meta.next = Next::Drop(DropReason::NatFiltered);
+            continue;
+        }
         let Some(i) = r
             .nat
             .iter()
@@ -117,6 +122,22 @@ pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
             p.meta.next = next;
         }
     }
+}
+
+/// True for a packet that came in by an outside port and is routed to an
+/// inside address without nat-in having translated it: someone outside
+/// routing to the inside subnet directly. Masquerade lets nothing
+/// unsolicited in, whatever the outside routes.
+fn unsolicited(r: &Router, p: &Packet) -> bool {
+    if p.meta.nat_in || p.meta.origin != Origin::Received {
+        return false;
+    }
+    let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
+        return false;
+    };
+    r.nat
+        .iter()
+        .any(|n| n.config().outside == p.meta.iface && n.is_inside(dst))
 }
 
 /// nat-out of `p` through instance `i`; `None` leaves it as it is.
