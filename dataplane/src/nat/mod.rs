@@ -127,6 +127,19 @@ impl Default for NatPolicy {
     }
 }
 
+/// One outbound packet's flow, as the table needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Protocol.
+    pub proto: Proto,
+    /// Inside source address and port (or echo id).
+    pub src: (Ipv4Addr, u16),
+    /// Destination address and port (or echo id).
+    pub dst: (Ipv4Addr, u16),
+    /// TCP flags (0 for UDP and ICMP).
+    pub flags: u8,
+}
+
 /// One NAT instance: the inside subnets that leave through one port get
 /// that port's address.
 #[derive(Clone, Debug, PartialEq, Eq)]

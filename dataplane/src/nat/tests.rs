@@ -3,6 +3,7 @@
 
 use super::table::tcp;
 use super::*;
+use crate::nat::Flow;
 use crate::stats::DropReason;
 
 const EXT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -227,4 +228,39 @@ fn a_session_costs_at_most_128_bytes() {
         "{} bytes",
         t.bytes_per_session()
     );
+}
+
+#[test]
+fn a_burst_answers_as_one_by_one_would() {
+    // Inside ports all differ, so every mapping keeps its port and two
+    // tables agree whatever their secrets.
+    let flows: Vec<Flow> = (0..400u16)
+        .map(|i| Flow {
+            proto: if i % 3 == 0 { Proto::Tcp } else { Proto::Udp },
+            src: (
+                if i % 2 == 0 { A } else { B },
+                2000 + (i % 97) * 2 + u16::from(i % 2 == 1),
+            ),
+            dst: (if i % 5 == 0 { R2 } else { R1 }, 53 + i % 4),
+            flags: if i % 7 == 0 { tcp::SYN } else { 0 },
+        })
+        .collect();
+    let mut c = cfg();
+    c.policy.max_sessions_per_host = 150;
+    let (mut one, mut burst) = (Table::new(c.clone()), Table::new(c));
+    let mut answers = Vec::new();
+    for (round, t) in [0u64, 1, 400, 401].into_iter().enumerate() {
+        for chunk in flows.chunks(64 + round) {
+            let want: Vec<_> = chunk
+                .iter()
+                .map(|f| one.outbound(f.proto, f.src, f.dst, f.flags, secs(t)))
+                .collect();
+            burst.outbound_burst(chunk, secs(t), &mut answers);
+            assert_eq!(answers, want, "round {round}");
+        }
+        assert_eq!(
+            (burst.sessions(), burst.mappings()),
+            (one.sessions(), one.mappings())
+        );
+    }
 }

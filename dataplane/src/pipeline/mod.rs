@@ -101,6 +101,9 @@ pub struct Router {
     l2: Switching,
     flooded: Vec<Packet>,
     nat: Vec<Nat>,
+    nat_flows: Vec<crate::nat::Flow>,
+    nat_at: Vec<usize>,
+    nat_answers: Vec<Result<u16, DropReason>>,
     now: Time,
 }
 
@@ -131,6 +134,9 @@ impl Router {
             l2: Switching::default(),
             flooded: Vec::new(),
             nat: Vec::new(),
+            nat_flows: Vec::with_capacity(256),
+            nat_at: Vec::with_capacity(256),
+            nat_answers: Vec::with_capacity(256),
             now: Time(0),
         }
     }

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use super::icmp::{self, v4};
 use super::Router;
-use crate::nat::{parse, refill_icmp_checksum, set_endpoint, End, Parsed, Proto};
+use crate::nat::{parse, refill_icmp_checksum, set_endpoint, End, Flow, Parsed, Proto};
 use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
 use crate::stats::DropReason;
@@ -102,6 +102,10 @@ pub(super) fn input(r: &mut Router, p: &mut Packet, dst: Ipv4Addr, ttl: u8) -> O
     Some(Next::IpLookup)
 }
 
+/// nat-out over a burst: each instance's translatable flows are looked up
+/// together ([`Table::outbound_burst`]), then rewritten.
+///
+/// [`Table::outbound_burst`]: crate::nat::Table::outbound_burst
 pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
     if r.nat.is_empty() {
         return;
@@ -109,19 +113,64 @@ pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
         if unsolicited(r, p) {
             p.meta.next = Next::Drop(DropReason::NatFiltered);
-            continue;
-        }
-        let Some(i) = r
-            .nat
-            .iter()
-            .position(|n| n.config().outside == p.meta.tx_port)
-        else {
-            continue;
-        };
-        if let Some(next) = out(r, i, p) {
-            p.meta.next = next;
         }
     }
+    let (mut flows, mut at, mut answers) = (
+        std::mem::take(&mut r.nat_flows),
+        std::mem::take(&mut r.nat_at),
+        std::mem::take(&mut r.nat_answers),
+    );
+    for i in 0..r.nat.len() {
+        let outside = r.nat[i].config().outside;
+        flows.clear();
+        at.clear();
+        for (k, p) in pkts.iter_mut().enumerate() {
+            if p.meta.next != Next::IpRewrite || p.meta.tx_port != outside {
+                continue;
+            }
+            match out(r, i, p) {
+                Out::Leave => {}
+                Out::Next(next) => p.meta.next = next,
+                Out::Translate(flow) => {
+                    flows.push(flow);
+                    at.push(k);
+                }
+            }
+        }
+        if flows.is_empty() {
+            continue;
+        }
+        let (now, external) = (r.now, r.nat[i].config().external);
+        r.nat[i]
+            .table_mut()
+            .outbound_burst(&flows, now, &mut answers);
+        for (&k, answer) in at.iter().zip(&answers) {
+            let p = &mut pkts[k];
+            match *answer {
+                Ok(ext) => {
+                    let (ip, partial) = (usize::from(p.meta.l3), p.meta.offload.needs_csum());
+                    set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), partial);
+                }
+                Err(reason) => {
+                    icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_ADMIN_PROHIBITED, 0);
+                    p.meta.next = Next::Drop(reason);
+                }
+            }
+        }
+    }
+    r.nat_flows = flows;
+    r.nat_at = at;
+    r.nat_answers = answers;
+}
+
+/// What nat-out does with one packet.
+enum Out {
+    /// Nothing: it leaves as it is.
+    Leave,
+    /// Done here: its next stage or drop.
+    Next(Next),
+    /// A flow to translate with the burst.
+    Translate(Flow),
 }
 
 /// True for a packet that came in by an outside port and is routed to an
@@ -140,13 +189,14 @@ fn unsolicited(r: &Router, p: &Packet) -> bool {
         .any(|n| n.config().outside == p.meta.iface && n.is_inside(dst))
 }
 
-/// nat-out of `p` through instance `i`; `None` leaves it as it is.
-fn out(r: &mut Router, i: usize, p: &mut Packet) -> Option<Next> {
-    let src = Ipv4View::new_checked(p.l3())?.src();
+/// nat-out of `p` through instance `i`.
+fn out(r: &mut Router, i: usize, p: &mut Packet) -> Out {
+    let Some(src) = Ipv4View::new_checked(p.l3()).map(|h| h.src()) else {
+        return Out::Leave;
+    };
     let external = r.nat[i].config().external;
     let inside = r.nat[i].is_inside(src);
     let now = r.now;
-    let ip = usize::from(p.meta.l3);
     match parse(p.l3()) {
         Parsed::Flow {
             proto,
@@ -156,19 +206,14 @@ fn out(r: &mut Router, i: usize, p: &mut Packet) -> Option<Next> {
             request,
         } if inside => {
             if proto == Proto::Icmp && !request {
-                return Some(Next::Drop(DropReason::NatUnsupportedProtocol));
+                return Out::Next(Next::Drop(DropReason::NatUnsupportedProtocol));
             }
-            let partial = p.meta.offload.needs_csum();
-            match r.nat[i].table_mut().outbound(proto, src, dst, flags, now) {
-                Ok(ext) => {
-                    set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), partial);
-                    None
-                }
-                Err(reason) => {
-                    icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_ADMIN_PROHIBITED, 0);
-                    Some(Next::Drop(reason))
-                }
-            }
+            Out::Translate(Flow {
+                proto,
+                src,
+                dst,
+                flags,
+            })
         }
         Parsed::Error {
             proto,
@@ -180,7 +225,7 @@ fn out(r: &mut Router, i: usize, p: &mut Packet) -> Option<Next> {
             // (the error comes from that inside host, or from the appliance
             // about a packet it translated).
             let Some(ext) = r.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
-                return Some(Next::Drop(DropReason::NatNoSession));
+                return Out::Next(Next::Drop(DropReason::NatNoSession));
             };
             let l3 = p.l3_mut();
             if inside {
@@ -190,11 +235,11 @@ fn out(r: &mut Router, i: usize, p: &mut Packet) -> Option<Next> {
             }
             set_endpoint(l3, inner, End::Dst, (external, ext), false);
             refill_icmp_checksum(l3);
-            None
+            Out::Leave
         }
-        Parsed::Error { .. } if inside => Some(Next::Drop(DropReason::NatNoSession)),
-        Parsed::Fragment if inside => Some(Next::Drop(DropReason::NatFragment)),
-        Parsed::Other if inside => Some(Next::Drop(DropReason::NatUnsupportedProtocol)),
-        _ => None,
+        Parsed::Error { .. } if inside => Out::Next(Next::Drop(DropReason::NatNoSession)),
+        Parsed::Fragment if inside => Out::Next(Next::Drop(DropReason::NatFragment)),
+        Parsed::Other if inside => Out::Next(Next::Drop(DropReason::NatUnsupportedProtocol)),
+        _ => Out::Leave,
     }
 }
