@@ -13,7 +13,9 @@
 //!
 //! The table is a hash map sized once for the switch's `mac_limit`, so
 //! learning never reallocates: a new source beyond the limit is dropped as
-//! `mac_table_full` (a flood of random source MACs cannot grow it). Entries
+//! `mac_table_full` (a flood of random source MACs cannot grow it). One
+//! member may fill the table only up to one slot short for every other
+//! member, so a flood from one VM never locks the others out. Entries
 //! age out lazily (an aged entry counts as unknown) and are swept once a
 //! second by the router's tick.
 
@@ -85,6 +87,40 @@ struct Entry {
 struct Switch {
     cfg: SwitchConfig,
     table: HashMap<MacAddr, Entry, RandomState>,
+    /// Addresses learned behind each member, by position in `members`.
+    per_member: Vec<usize>,
+}
+
+impl Switch {
+    /// Most addresses one member may hold: the table less one slot for
+    /// every other member, so a flood from one port never locks the
+    /// others out.
+    fn member_share(&self) -> usize {
+        let others = self.cfg.members.len().saturating_sub(1);
+        self.cfg.mac_limit.saturating_sub(others).max(1)
+    }
+
+    fn member(&self, port: PortId) -> Option<usize> {
+        self.cfg.members.iter().position(|&m| m == port)
+    }
+
+    /// Forgets the entries `keep` refuses, keeping the per-member counts.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let (members, counts) = (&self.cfg.members, &mut self.per_member);
+        self.table.retain(|_, e| {
+            let k = keep(e);
+            if !k {
+                if let Some(c) = members
+                    .iter()
+                    .position(|&m| m == e.port)
+                    .and_then(|i| counts.get_mut(i))
+                {
+                    *c -= 1;
+                }
+            }
+            k
+        });
+    }
 }
 
 /// Where a switch sends a frame.
@@ -146,6 +182,7 @@ impl Switching {
             }
             s.switches.push(Switch {
                 table: HashMap::with_capacity_and_hasher(cfg.mac_limit, RandomState::default()),
+                per_member: vec![0; cfg.members.len()],
                 cfg: cfg.clone(),
             });
         }
@@ -190,7 +227,8 @@ impl Switching {
     }
 
     /// Learns that `mac` is behind `port` on switch `sw`. A new address on
-    /// a full table is refused.
+    /// a full table, or from a member that holds its share of it already,
+    /// is refused.
     pub fn learn(
         &mut self,
         sw: SwitchId,
@@ -199,23 +237,35 @@ impl Switching {
         now: Time,
     ) -> Result<(), TableFull> {
         let i = usize::from(sw);
-        if let Some(e) = self.switches[i].table.get_mut(&mac) {
-            e.port = port;
+        let Some(member) = self.switches[i].member(port) else {
+            return Err(TableFull);
+        };
+        let s = &mut self.switches[i];
+        if let Some(e) = s.table.get_mut(&mac) {
             e.seen = now;
+            let old = std::mem::replace(&mut e.port, port);
+            if old != port {
+                if let Some(c) = s.member(old) {
+                    s.per_member[c] -= 1;
+                }
+                s.per_member[member] += 1;
+            }
             return Ok(());
         }
-        if self.switches[i].table.len() >= self.switches[i].cfg.mac_limit {
+        let full = |s: &Switch| {
+            s.table.len() >= s.cfg.mac_limit || s.per_member[member] >= s.member_share()
+        };
+        if full(&self.switches[i]) {
             // A full table of stale hosts makes room at once, but a flood of
             // new sources costs at most one sweep a second.
             self.sweep(now);
-            let s = &self.switches[i];
-            if s.table.len() >= s.cfg.mac_limit {
+            if full(&self.switches[i]) {
                 return Err(TableFull);
             }
         }
-        self.switches[i]
-            .table
-            .insert(mac, Entry { port, seen: now });
+        let s = &mut self.switches[i];
+        s.table.insert(mac, Entry { port, seen: now });
+        s.per_member[member] += 1;
         Ok(())
     }
 
@@ -259,14 +309,14 @@ impl Switching {
         self.last_sweep = now;
         for s in &mut self.switches {
             let aging = s.cfg.aging;
-            s.table.retain(|_, e| now.since(e.seen) < aging);
+            s.retain(|e| now.since(e.seen) < aging);
         }
     }
 
     /// Forgets what was learned behind `port` (its device changed).
     pub fn forget_port(&mut self, port: PortId) {
         for s in &mut self.switches {
-            s.table.retain(|_, e| e.port != port);
+            s.retain(|e| e.port != port);
         }
     }
 }
