@@ -3,7 +3,6 @@
 //! under a named reason, the tables stay within their configured bounds
 //! (measured), and the other VM keeps working.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
