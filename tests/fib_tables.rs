@@ -86,3 +86,119 @@ fn ipv6_random_and_in_prefix_addresses_on_every_real_table() {
         );
     }
 }
+
+/// One line of the BGP update stream: announce (`A PREFIX NEXTHOP PEER`)
+/// or withdraw (`W PREFIX - PEER`).
+fn update(line: &str) -> Option<(bool, ipnet::IpNet, &str)> {
+    let mut f = line.split_whitespace();
+    let kind = f.next()?;
+    let prefix = f.next()?.parse().ok()?;
+    let next_hop = f.next()?;
+    Some((kind == "A", prefix, next_hop))
+}
+
+/// The RIS update stream (five minutes of BGP, IPv4 and IPv6) replayed on
+/// the 2010 RIS table: the FIB is rebuilt every 1,000 updates and checked
+/// against the tree-bitmap crate, updated one prefix at a time, on every
+/// prefix the updates touched; at the end, on one address of every /24.
+#[test]
+fn churn_replay_of_the_ris_update_stream_keeps_agreeing() {
+    const TEST: &str = "churn_replay_of_the_ris_update_stream_keeps_agreeing";
+    let Some(ribfile::Entries { v4, .. }) = load(TEST, "ipv4-ris-20100701.txt") else {
+        return;
+    };
+    let Some(path) = common::need_data(TEST, "rib/updates-ris-20160811.1600.txt") else {
+        return;
+    };
+    let stream = std::fs::read_to_string(path).unwrap();
+    let mut rib4: std::collections::BTreeMap<ipnet::Ipv4Net, u32> = v4.iter().copied().collect();
+    let mut rib6: std::collections::BTreeMap<ipnet::Ipv6Net, u32> = Default::default();
+    let mut ref4 = treebitmap::IpLookupTable::<Ipv4Addr, u32>::new();
+    let mut ref6 = treebitmap::IpLookupTable::<Ipv6Addr, u32>::new();
+    for (p, v) in &rib4 {
+        ref4.insert(p.network(), u32::from(p.prefix_len()), *v);
+    }
+    let mut hops: Vec<String> = Vec::new();
+    let mut touched4: Vec<ipnet::Ipv4Net> = Vec::new();
+    let mut touched6: Vec<ipnet::Ipv6Net> = Vec::new();
+    let (mut announced, mut withdrawn, mut checks) = (0, 0, 0u64);
+    let build = |r4: &std::collections::BTreeMap<_, _>, r6: &std::collections::BTreeMap<_, _>| {
+        let v4: Vec<_> = r4.iter().map(|(p, v)| (*p, *v)).collect();
+        let v6: Vec<_> = r6.iter().map(|(p, v)| (*p, *v)).collect();
+        PoptrieLpm::build(&v4, &v6)
+    };
+    let lines: Vec<&str> = stream.lines().collect();
+    for (n, chunk) in lines.chunks(1000).enumerate() {
+        for line in chunk {
+            let (announce, prefix, hop) =
+                update(line).unwrap_or_else(|| panic!("bad line {line:?}"));
+            let value = match hops.iter().position(|h| h == hop) {
+                Some(i) => i as u32,
+                None => {
+                    hops.push(hop.to_owned());
+                    (hops.len() - 1) as u32
+                }
+            };
+            match (prefix, announce) {
+                (ipnet::IpNet::V4(p), true) => {
+                    rib4.insert(p, value);
+                    ref4.insert(p.network(), u32::from(p.prefix_len()), value);
+                    touched4.push(p);
+                    announced += 1;
+                }
+                (ipnet::IpNet::V4(p), false) => {
+                    rib4.remove(&p);
+                    ref4.remove(p.network(), u32::from(p.prefix_len()));
+                    touched4.push(p);
+                    withdrawn += 1;
+                }
+                (ipnet::IpNet::V6(p), true) => {
+                    rib6.insert(p, value);
+                    ref6.insert(p.network(), u32::from(p.prefix_len()), value);
+                    touched6.push(p);
+                    announced += 1;
+                }
+                (ipnet::IpNet::V6(p), false) => {
+                    rib6.remove(&p);
+                    ref6.remove(p.network(), u32::from(p.prefix_len()));
+                    touched6.push(p);
+                    withdrawn += 1;
+                }
+            }
+        }
+        let fast = build(&rib4, &rib6);
+        for p in &touched4 {
+            for a in [p.network(), p.broadcast()] {
+                let want = ref4.longest_match(a).map(|(_, _, v)| *v);
+                assert_eq!(fast.lookup_v4(a), want, "after chunk {n}: {a} ({p})");
+                checks += 1;
+            }
+        }
+        for p in &touched6 {
+            for a in [
+                p.network(),
+                Ipv6Addr::from(u128::from(p.network()) | !u128::from(p.netmask())),
+            ] {
+                let want = ref6.longest_match(a).map(|(_, _, v)| *v);
+                assert_eq!(fast.lookup_v6(a), want, "after chunk {n}: {a} ({p})");
+                checks += 1;
+            }
+        }
+        touched4.clear();
+        touched6.clear();
+    }
+    let fast = build(&rib4, &rib6);
+    let mut rng = StdRng::seed_from_u64(16);
+    for n in 0..1u32 << 24 {
+        let a = Ipv4Addr::from((n << 8) | rng.gen_range(0..256));
+        assert_eq!(
+            fast.lookup_v4(a),
+            ref4.longest_match(a).map(|(_, _, v)| *v),
+            "{a}"
+        );
+    }
+    eprintln!(
+        "{TEST}: {announced} announcements, {withdrawn} withdrawals, {checks} checks on touched prefixes, every /24 at the end"
+    );
+    assert!(announced > 30_000 && withdrawn > 1_000);
+}
