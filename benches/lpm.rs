@@ -1,12 +1,14 @@
 //! LPM lookups on the real tables: Poptrie (ours) beside the tree-bitmap
-//! crate in the same process, single and batch, plus memory and build time
-//! printed once.
+//! crate and the prefix-trie crate in the same process, single and batch,
+//! plus memory and build times printed once.
 //!
 //! `cargo bench --bench lpm`. Needs ../shared/data (or EDGEFWD_DATA).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgefwd_control::ribfile;
 use edgefwd_dataplane::fib::{Lpm, PoptrieLpm, TreeBitmapLpm};
+use ipnet::{Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
@@ -37,8 +39,9 @@ fn bench_v4(c: &mut Criterion) {
     let v4 = load("ipv4-fullview-2023.txt").v4;
     let (fast, t_fast) = timed(|| PoptrieLpm::build(&v4, &[]));
     let (reference, t_ref) = timed(|| TreeBitmapLpm::build(&v4, &[]));
+    let (trie, t_trie) = timed(|| v4.iter().copied().collect::<PrefixMap<Ipv4Net, u32>>());
     println!(
-        "ipv4-fullview-2023 ({} routes): poptrie {:.2} MiB built in {:?}; tree-bitmap {:.2} MiB built in {:?}",
+        "ipv4-fullview-2023 ({} routes): poptrie {:.2} MiB built in {:?}; tree-bitmap {:.2} MiB built in {:?}; prefix-trie built in {t_trie:?}",
         v4.len(),
         fast.memory_bytes() as f64 / 1048576.0,
         t_fast,
@@ -72,6 +75,14 @@ fn bench_v4(c: &mut Criterion) {
                 .fold(0u32, u32::wrapping_add)
         })
     });
+    g.bench_function(BenchmarkId::new("prefix_trie", "single"), |b| {
+        b.iter(|| {
+            random
+                .iter()
+                .map(|a| trie.get_lpm(&Ipv4Net::from(*a)).map_or(0, |(_, v)| *v))
+                .fold(0u32, u32::wrapping_add)
+        })
+    });
     g.finish();
 }
 
@@ -79,6 +90,7 @@ fn bench_v6(c: &mut Criterion) {
     let v6 = load("ipv6-fullview-2023.txt").v6;
     let (fast, t_fast) = timed(|| PoptrieLpm::build(&[], &v6));
     let reference = TreeBitmapLpm::build(&[], &v6);
+    let trie: PrefixMap<Ipv6Net, u32> = v6.iter().copied().collect();
     println!(
         "ipv6-fullview-2023 ({} routes): poptrie {:.2} MiB built in {t_fast:?}",
         v6.len(),
@@ -108,6 +120,14 @@ fn bench_v6(c: &mut Criterion) {
             addrs
                 .iter()
                 .map(|a| reference.lookup_v6(*a).unwrap_or(0))
+                .fold(0u32, u32::wrapping_add)
+        })
+    });
+    g.bench_function(BenchmarkId::new("prefix_trie", "single"), |b| {
+        b.iter(|| {
+            addrs
+                .iter()
+                .map(|a| trie.get_lpm(&Ipv6Net::from(*a)).map_or(0, |(_, v)| *v))
                 .fold(0u32, u32::wrapping_add)
         })
     });
