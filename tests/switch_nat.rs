@@ -12,20 +12,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Netns;
 use edgefwd_control::api::{self, Command};
 use edgefwd_control::config::Config;
-use edgefwd_control::run::{run, Control, RunError, RunSummary};
+use edgefwd_control::run::RunSummary;
 use edgefwd_dataplane::port::binding::netns_path;
 use edgefwd_dataplane::port::in_netns;
-use sha2::{Digest, Sha256};
 
 const INET: &str = "198.51.100.1";
 const EXT: &str = "10.0.2.1";
@@ -59,8 +55,7 @@ impl Node {
 
 /// The appliance with every node; stopped on drop, before the namespaces.
 struct Appliance {
-    control: Control,
-    thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
+    daemon: common::Daemon,
     nodes: Vec<(&'static str, Node)>,
     socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -145,12 +140,9 @@ uplink = "Port3"
             vm3 = ns("vm3"),
         );
         let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let control = Control::default();
-        let c = control.clone();
-        let thread = std::thread::spawn(move || run(&cfg, Path::new("test"), &c));
+        let daemon = common::Daemon::start(cfg);
         let app = Appliance {
-            control,
-            thread: Some(thread),
+            daemon,
             nodes,
             socket,
             _dir: dir,
@@ -174,24 +166,7 @@ uplink = "Port3"
     }
 
     fn stop(mut self) -> RunSummary {
-        self.stop_inner().expect("daemon failed")
-    }
-
-    fn stop_inner(&mut self) -> Result<RunSummary, RunError> {
-        self.control.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("stopped twice")
-            .join()
-            .expect("daemon panicked")
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            let _ = self.stop_inner();
-        }
+        self.daemon.stop().expect("daemon failed")
     }
 }
 
@@ -258,10 +233,11 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
         assert_eq!(peer.port(), port, "port preserved");
     }
     // A TCP transfer, checked end to end, from Port2's address.
-    let (n, intact, peer) = tcp_transfer(vm1, inet, INET, 8 << 20);
-    assert_eq!(n, 8 << 20);
-    assert!(intact, "sha256 of what arrived");
-    assert_eq!(peer.ip().to_string(), EXT);
+    let dst: SocketAddr = format!("{INET}:5001").parse().unwrap();
+    let t = common::tcp_transfer(&vm1.ns, &inet.ns, dst, 8 << 20);
+    assert_eq!(t.bytes, 8 << 20);
+    assert!(t.intact, "sha256 of what arrived");
+    assert_eq!(t.peer.ip().to_string(), EXT);
     // The daemon shows the sessions.
     let v = api::call(&app.socket, Command::NatSessions {}).unwrap();
     let sessions = v["sessions"].as_array().unwrap();
@@ -366,47 +342,4 @@ fn external_switch_bridges_a_vm_onto_port3_and_the_appliance_keeps_its_address()
     let s = app.stop();
     assert_identity(&s);
     assert!(s.stats.forwarded > 0);
-}
-
-/// Sends `len` bytes from `from` to `to_addr`:5001 (listening in `to`);
-/// the bytes that arrived, whether their sha256 matches, and the peer
-/// address the listener saw.
-fn tcp_transfer(from: &Node, to: &Node, to_addr: &str, len: usize) -> (usize, bool, SocketAddr) {
-    let dst: SocketAddr = format!("{to_addr}:5001").parse().unwrap();
-    let listener = to.within(|| TcpListener::bind(dst));
-    let receiver = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let (mut hash, mut n, mut buf) = (Sha256::new(), 0usize, vec![0; 1 << 16]);
-        loop {
-            match s.read(&mut buf).unwrap() {
-                0 => break,
-                k => {
-                    hash.update(&buf[..k]);
-                    n += k;
-                }
-            }
-        }
-        (n, hash.finalize(), peer)
-    });
-    let mut stream = from.within(|| TcpStream::connect_timeout(&dst, Duration::from_secs(5)));
-    stream
-        .set_write_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut sent = Sha256::new();
-    let mut chunk = vec![0u8; 1 << 16];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for _ in 0..len / chunk.len() {
-        for b in chunk.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            b.copy_from_slice(&state.to_le_bytes());
-        }
-        sent.update(&chunk);
-        stream.write_all(&chunk).unwrap();
-    }
-    drop(stream);
-    let (n, got, peer) = receiver.join().unwrap();
-    (n, got == sent.finalize(), peer)
 }

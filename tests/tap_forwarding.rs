@@ -13,19 +13,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::Netns;
 use edgefwd_control::config::Config;
-use edgefwd_control::run::{run, Control, RunError, RunSummary};
-use edgefwd_dataplane::port::binding::netns_path;
-use edgefwd_dataplane::port::{in_netns, LinkState};
-use sha2::{Digest, Sha256};
+use edgefwd_control::run::{run, Control, RunSummary};
+use edgefwd_dataplane::port::LinkState;
 
 /// One host namespace on one appliance port.
 struct Host {
@@ -91,8 +86,7 @@ impl Host {
 /// The daemon running in this process; stopped (and joined) on drop, before
 /// the namespaces go.
 struct Appliance {
-    control: Control,
-    thread: Option<JoinHandle<Result<RunSummary, RunError>>>,
+    daemon: common::Daemon,
     hosts: Vec<Host>,
     socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -130,12 +124,9 @@ impl Appliance {
         }
         toml += extra;
         let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let control = Control::default();
-        let c = control.clone();
-        let thread = std::thread::spawn(move || run(&cfg, Path::new(&"test"), &c));
+        let daemon = common::Daemon::start(cfg);
         let app = Appliance {
-            control,
-            thread: Some(thread),
+            daemon,
             hosts,
             socket,
             _dir: dir,
@@ -156,21 +147,7 @@ impl Appliance {
     }
 
     fn stop(mut self) -> RunSummary {
-        self.stop_inner().expect("daemon failed")
-    }
-
-    fn stop_inner(&mut self) -> Result<RunSummary, RunError> {
-        self.control.stop.store(true, Ordering::Relaxed);
-        let t = self.thread.take().expect("stopped twice");
-        t.join().expect("daemon panicked")
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            let _ = self.stop_inner();
-        }
+        self.daemon.stop().expect("daemon failed")
     }
 }
 
@@ -346,49 +323,12 @@ fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
     assert_eq!(s.links, [LinkState::Up, LinkState::Up, LinkState::Gone]);
 }
 
-/// Sends `len` bytes of a known stream from `from` to `to` port 5001;
-/// returns the bytes that arrived and whether their sha256 matches.
+/// Sends `len` bytes from `from` to `to` port 5001; the bytes that
+/// arrived and whether their sha256 matches.
 fn tcp_transfer(from: &Host, to: &Host, len: usize) -> (usize, bool) {
     let dst: SocketAddr = format!("{}:5001", to.addr()).parse().unwrap();
-    let listener = in_netns(&netns_path(to.ns.name()), || TcpListener::bind(dst)).unwrap();
-    let receiver = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let (mut hash, mut n, mut buf) = (Sha256::new(), 0usize, vec![0; 1 << 16]);
-        loop {
-            match s.read(&mut buf).unwrap() {
-                0 => break,
-                k => {
-                    hash.update(&buf[..k]);
-                    n += k;
-                }
-            }
-        }
-        (n, hash.finalize())
-    });
-    let mut stream = in_netns(&netns_path(from.ns.name()), || {
-        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
-    })
-    .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut sent = Sha256::new();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut chunk = vec![0u8; 1 << 16];
-    for _ in 0..len / chunk.len() {
-        for b in chunk.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            b.copy_from_slice(&state.to_le_bytes());
-        }
-        sent.update(&chunk);
-        stream.write_all(&chunk).unwrap();
-    }
-    drop(stream);
-    let (n, got) = receiver.join().unwrap();
-    (n, got == sent.finalize())
+    let t = common::tcp_transfer(&from.ns, &to.ns, dst, len);
+    (t.bytes, t.intact)
 }
 
 #[test]

@@ -223,3 +223,114 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+
+/// What a [`tcp_transfer`] saw at the far end.
+pub struct Transfer {
+    /// Bytes that arrived.
+    pub bytes: usize,
+    /// True when their sha256 matches what was sent.
+    pub intact: bool,
+    /// The sender's address as the receiver saw it.
+    pub peer: std::net::SocketAddr,
+}
+
+/// Sends `len` bytes of a known stream from namespace `from` to `dst`,
+/// listened on in namespace `to`, every step bounded in time.
+pub fn tcp_transfer(from: &Netns, to: &Netns, dst: std::net::SocketAddr, len: usize) -> Transfer {
+    use edgefwd_dataplane::port::binding::netns_path;
+    use edgefwd_dataplane::port::in_netns;
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    let listener = in_netns(&netns_path(to.name()), || TcpListener::bind(dst)).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (mut hash, mut n, mut buf) = (Sha256::new(), 0usize, vec![0; 1 << 16]);
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => break,
+                k => {
+                    hash.update(&buf[..k]);
+                    n += k;
+                }
+            }
+        }
+        (n, hash.finalize(), peer)
+    });
+    let mut stream = in_netns(&netns_path(from.name()), || {
+        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+    })
+    .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sent = Sha256::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut chunk = vec![0u8; 1 << 16];
+    for _ in 0..len / chunk.len() {
+        for b in chunk.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b.copy_from_slice(&state.to_le_bytes());
+        }
+        sent.update(&chunk);
+        stream.write_all(&chunk).unwrap();
+    }
+    drop(stream);
+    let (bytes, got, peer) = receiver.join().unwrap();
+    Transfer {
+        bytes,
+        intact: got == sent.finalize(),
+        peer,
+    }
+}
+
+/// The daemon (`edgefwd run`) in this process on `cfg`: stopped and joined
+/// when dropped, so a test's namespaces outlive it even on failure (declare
+/// it before them).
+pub struct Daemon {
+    control: edgefwd_control::run::Control,
+    thread: Option<
+        std::thread::JoinHandle<
+            Result<edgefwd_control::run::RunSummary, edgefwd_control::run::RunError>,
+        >,
+    >,
+}
+
+impl Daemon {
+    /// Starts the daemon on its own thread.
+    pub fn start(cfg: edgefwd_control::config::Config) -> Daemon {
+        let control = edgefwd_control::run::Control::default();
+        let c = control.clone();
+        let thread = std::thread::spawn(move || {
+            edgefwd_control::run::run(&cfg, std::path::Path::new("test"), &c)
+        });
+        Daemon {
+            control,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it and returns its summary.
+    pub fn stop(
+        &mut self,
+    ) -> Result<edgefwd_control::run::RunSummary, edgefwd_control::run::RunError> {
+        self.control
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = self.thread.take().expect("stopped twice");
+        t.join().expect("daemon panicked")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
