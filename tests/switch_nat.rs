@@ -170,19 +170,6 @@ uplink = "Port3"
     }
 }
 
-fn root(test: &str) -> bool {
-    common::need_root(test) && common::need_tool(test, "ping", "-V")
-}
-
-fn assert_identity(s: &RunSummary) {
-    let st = &s.stats;
-    assert_eq!(
-        st.received(),
-        st.forwarded + st.local + st.dropped(),
-        "accounting identity"
-    );
-}
-
 fn drops(s: &RunSummary, reason: edgefwd_dataplane::stats::DropReason) -> u64 {
     s.stats.drops_by_reason()[reason as usize]
 }
@@ -216,7 +203,7 @@ fn udp_source(
 #[test]
 fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
     const T: &str = "vms_on_the_internal_switch_reach_the_internet_as_port2";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("nat", "");
@@ -271,7 +258,7 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
         "nothing reached the VM's listener"
     );
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     use edgefwd_dataplane::stats::DropReason;
     assert!(
         drops(&s, DropReason::NatNoSession) >= 1,
@@ -286,7 +273,7 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
 #[test]
 fn vms_talk_on_the_switch_and_hairpin_through_the_external_address() {
     const T: &str = "vms_talk_on_the_switch_and_hairpin_through_the_external_address";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("hp", "[nat]\nfiltering = \"endpoint-independent\"\n");
@@ -318,13 +305,13 @@ fn vms_talk_on_the_switch_and_hairpin_through_the_external_address() {
     let peer = peer.expect("hairpinned datagram arrived");
     assert_eq!(peer.ip().to_string(), EXT, "seen from the external address");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
 }
 
 #[test]
 fn external_switch_bridges_a_vm_onto_port3_and_the_appliance_keeps_its_address() {
     const T: &str = "external_switch_bridges_a_vm_onto_port3_and_the_appliance_keeps_its_address";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("ext", "");
@@ -340,6 +327,6 @@ fn external_switch_bridges_a_vm_onto_port3_and_the_appliance_keeps_its_address()
     let (ok, out) = vm1.ping(&["-c", "2", "-i", "0.2", "-W", "2", "10.0.3.10"]);
     assert!(ok, "vm1 reaches vm3 through the router: {out}");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     assert!(s.stats.forwarded > 0);
 }

@@ -151,29 +151,15 @@ impl Appliance {
     }
 }
 
-fn root(test: &str) -> bool {
-    common::need_root(test) && common::need_tool(test, "ping", "-V")
-}
-
 fn counters(s: &RunSummary) -> String {
     use edgefwd_control::daemon::{stats_json, stats_text};
     stats_text(&stats_json(&s.names, &s.links, &s.stats))
 }
 
-/// Every packet that entered is accounted for.
-fn assert_identity(s: &RunSummary) {
-    let st = &s.stats;
-    assert_eq!(
-        st.received(),
-        st.forwarded + st.local + st.dropped(),
-        "accounting identity"
-    );
-}
-
 #[test]
 fn ping_crosses_the_appliance_both_ways_and_from_a_vm() {
     const T: &str = "ping_crosses_the_appliance_both_ways_and_from_a_vm";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("ping", &["Port2", "Port3", "vm1"], "");
@@ -186,7 +172,7 @@ fn ping_crosses_the_appliance_both_ways_and_from_a_vm() {
     let (ok, out) = h2.ping(&["-c", "2", "-i", "0.2", "-W", "2", &h2.gateway()]);
     assert!(ok && out.contains("ttl=64"), "the appliance answers: {out}");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     assert!(s.stats.forwarded >= 24, "{}", counters(&s));
     assert!(s.links.iter().all(|l| *l == LinkState::Up), "{:?}", s.links);
 }
@@ -194,7 +180,7 @@ fn ping_crosses_the_appliance_both_ways_and_from_a_vm() {
 #[test]
 fn ttl_expiry_is_answered_by_the_hop_that_saw_it() {
     const T: &str = "ttl_expiry_is_answered_by_the_hop_that_saw_it";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("ttl", &["Port2", "Port3"], "");
@@ -209,7 +195,7 @@ fn ttl_expiry_is_answered_by_the_hop_that_saw_it() {
         assert!(ok, "TTL 2 arrives: {out}");
     }
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     let expired = s
         .stats
         .ports
@@ -222,7 +208,7 @@ fn ttl_expiry_is_answered_by_the_hop_that_saw_it() {
 #[test]
 fn tcp_transfer_of_50_mb_arrives_intact() {
     const T: &str = "tcp_transfer_of_50_mb_arrives_intact";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     const LEN: usize = 50 << 20;
@@ -238,13 +224,13 @@ fn tcp_transfer_of_50_mb_arrives_intact() {
     assert_eq!(n, LEN);
     assert!(intact, "sha256 of what arrived");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
 }
 
 #[test]
 fn metric_failover_moves_traffic_within_a_second_and_back() {
     const T: &str = "metric_failover_moves_traffic_within_a_second_and_back";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let routes = "[[route]]\ninterface = \"Port3\"\ndestination = \"10.9.9.0/24\"\nnext_hop = \"10.0.3.2\"\nmetric = 100\n\n\
@@ -299,13 +285,13 @@ fn metric_failover_moves_traffic_within_a_second_and_back() {
     };
     eprintln!("{T}: back on the metric-100 route after {returned:?}");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
 }
 
 #[test]
 fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
     const T: &str = "a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("gone", &["Port2", "Port3", "vm1"], "");
@@ -319,7 +305,7 @@ fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
     let (ok, _) = h2.ping(&["-c", "1", "-W", "1", &vm.addr()]);
     assert!(!ok, "nothing answers for the vanished VM");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     assert_eq!(s.links, [LinkState::Up, LinkState::Up, LinkState::Gone]);
 }
 
@@ -334,7 +320,7 @@ fn tcp_transfer(from: &Host, to: &Host, len: usize) -> (usize, bool) {
 #[test]
 fn an_afpacket_port_forwards_to_a_tap_and_back() {
     const T: &str = "an_afpacket_port_forwards_to_a_tap_and_back";
-    if !root(T) || !common::need_tool(T, "ethtool", "--version") {
+    if !common::need_root_and_ping(T) || !common::need_tool(T, "ethtool", "--version") {
         return;
     }
     // Port2 is a veth pair: the router's end in a namespace of its own, read
@@ -392,7 +378,7 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
     assert_eq!(n, 8 << 20);
     assert!(intact, "sha256 of what arrived");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     eprintln!("{}", counters(&s));
     assert_eq!(s.stats.ports[1].tx_errors, 0, "{}", counters(&s));
     drop(host2);
@@ -405,7 +391,7 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
 #[test]
 fn ten_thousand_route_changes_under_traffic_lose_nothing() {
     const T: &str = "ten_thousand_route_changes_under_traffic_lose_nothing";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("live", &["Port2", "Port3"], "");
@@ -459,7 +445,7 @@ fn ten_thousand_route_changes_under_traffic_lose_nothing() {
     let (ok, out) = pinger;
     assert!(ok && out.contains(" 0% packet loss"), "{out}");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
 }
 
 /// `port bind` moves a port to another TAP while running: traffic follows
@@ -467,7 +453,7 @@ fn ten_thousand_route_changes_under_traffic_lose_nothing() {
 #[test]
 fn a_port_rebinds_to_another_tap_at_run_time() {
     const T: &str = "a_port_rebinds_to_another_tap_at_run_time";
-    if !root(T) {
+    if !common::need_root_and_ping(T) {
         return;
     }
     let app = Appliance::start("bind", &["Port2", "Port3"], "");
@@ -520,7 +506,7 @@ fn a_port_rebinds_to_another_tap_at_run_time() {
     let (ok, _) = h2.ping(&["-c", "1", "-W", "1", &new.addr()]);
     assert!(!ok, "an unbound port forwards nothing");
     let s = app.stop();
-    assert_identity(&s);
+    common::assert_identity(&s);
     drop(new);
 }
 

@@ -289,6 +289,22 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, dst: std::net::SocketAddr, len: us
     }
 }
 
+/// True when this test may build namespaces and ping through them (root,
+/// `ping` installed); says so loudly otherwise.
+pub fn need_root_and_ping(test: &str) -> bool {
+    need_root(test) && need_tool(test, "ping", "-V")
+}
+
+/// Every packet that entered a daemon's run is accounted for.
+pub fn assert_identity(s: &edgefwd_control::run::RunSummary) {
+    let st = &s.stats;
+    assert_eq!(
+        st.received(),
+        st.forwarded + st.local + st.dropped(),
+        "accounting identity"
+    );
+}
+
 /// The daemon (`edgefwd run`) in this process on `cfg`: stopped and joined
 /// when dropped, so a test's namespaces outlive it even on failure (declare
 /// it before them).
