@@ -46,6 +46,8 @@ uplink = "Port4"
 mac_limit = 8
 [nat]
 filtering = "endpoint-independent"
+# Small tables: each input builds a fresh router.
+max_sessions = 256
 "#;
 
 /// Ports frames can arrive on (the gateway interface has no device).
