@@ -26,7 +26,7 @@ use crate::devices::{self, DeviceParams};
 use crate::report::NatSessionReport;
 use crate::rib::{Rib, RouteKind};
 use crate::run::RunError;
-use crate::store::{self, State};
+use crate::store::{Change, State, Store, StoredRoute};
 
 type Identity = (String, IpNet, Option<IpAddr>);
 
@@ -41,6 +41,14 @@ pub trait Workers {
     /// Every NAT session of every worker, or why they did not answer.
     fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String>;
 }
+
+/// Additions of more routes than this (a `route add --file` of a table) go
+/// straight to a new snapshot rather than the journal.
+const JOURNAL_MAX_ROUTES: usize = 10_000;
+
+/// Additions of at most this many routes are checked for duplicates by a
+/// scan of the custom routes rather than a set of all of them.
+const SCAN_MAX: usize = 16;
 
 /// What the daemon knows and decides; owned by its control thread.
 pub struct Daemon {
@@ -58,20 +66,30 @@ pub struct Daemon {
     devices: Vec<Arc<Device>>,
     probes: Vec<Option<LinkProbe>>,
     params: Option<DeviceParams>,
+    /// The state file and its journal, when the config names one.
+    store: Option<Store>,
 }
 
 impl Daemon {
     /// The daemon for `cfg` (read from `config_path`), with the persisted
     /// state applied, and every link down until probed.
     pub fn new(cfg: Config, config_path: PathBuf) -> Result<Daemon, String> {
-        let state = match &cfg.control.state {
-            Some(p) => store::load(p).map_err(|e| format!("state: {e}"))?,
-            None => None,
+        let (store, loaded) = match &cfg.control.state {
+            Some(p) => {
+                let (s, l) = Store::open(p).map_err(|e| format!("state: {e}"))?;
+                (Some(s), Some(l))
+            }
+            None => (None, None),
         };
+        let (state, changes) = loaded.map_or_else(Default::default, |l| (l.state, l.changes));
         let state = state.unwrap_or_default();
-        let custom = state.apply(&cfg.routes);
+        let mut custom = state.apply(&cfg.routes);
+        let mut bound = state.bindings.clone();
+        for c in &changes {
+            c.apply(&mut custom, &mut bound);
+        }
         let mut bindings: Vec<Binding> = cfg.ports.iter().map(|p| p.bind.clone()).collect();
-        for (port, b) in &state.bindings {
+        for (port, b) in &bound {
             let i = cfg
                 .ports
                 .iter()
@@ -122,6 +140,7 @@ impl Daemon {
             devices: (0..n).map(|_| Arc::new(Device::Down)).collect(),
             probes: (0..n).map(|_| None).collect(),
             params: None,
+            store,
         })
     }
 
@@ -243,23 +262,37 @@ impl Daemon {
         }
     }
 
-    /// Puts `custom` in force: persists it (when the config names a state
-    /// file), then rebuilds and publishes. Nothing changes if persisting
-    /// fails.
+    /// Puts `custom` in force with a new snapshot of the whole state (a
+    /// reload, or the load of a table), then rebuilds and publishes.
+    /// Nothing changes if the snapshot cannot be written.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
-        self.persist(&custom, &self.bindings)?;
-        self.rib = build_rib(&self.cfg, &custom, &self.links);
+        self.snapshot_state(&custom, &self.bindings.clone())?;
         self.custom = custom;
-        self.rebuild();
+        self.apply_custom();
         Ok(())
     }
 
-    /// Writes the state file (when the config names one) for these routes
-    /// and bindings.
-    fn persist(&self, custom: &[RouteConfig], bindings: &[Binding]) -> Result<(), String> {
-        let Some(path) = &self.cfg.control.state else {
+    /// Rebuilds the RIB and FIB from the custom routes in force and
+    /// publishes them, after their change was recorded.
+    fn apply_custom(&mut self) {
+        self.rib = build_rib(&self.cfg, &self.custom, &self.links);
+        self.rebuild();
+        self.fold_journal();
+    }
+
+    /// Appends a change to the journal, durably.
+    fn record(&mut self, change: &Change) -> Result<(), String> {
+        let (Some(store), Some(path)) = (&mut self.store, &self.cfg.control.state) else {
             return Ok(());
         };
+        store
+            .append(change)
+            .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
+    }
+
+    /// The whole state for these routes and bindings, relative to the
+    /// config.
+    fn state_of(&self, custom: &[RouteConfig], bindings: &[Binding]) -> State {
         let mut state = State::diff(&self.cfg.routes, custom);
         state.bindings = self
             .cfg
@@ -269,8 +302,35 @@ impl Daemon {
             .filter(|(p, b)| p.bind != **b)
             .map(|(p, b)| (p.name.clone(), b.to_string()))
             .collect();
-        store::save(path, &state)
+        state
+    }
+
+    /// Rewrites the snapshot for these routes and bindings and empties the
+    /// journal.
+    fn snapshot_state(
+        &mut self,
+        custom: &[RouteConfig],
+        bindings: &[Binding],
+    ) -> Result<(), String> {
+        let state = self.state_of(custom, bindings);
+        let (Some(store), Some(path)) = (&mut self.store, &self.cfg.control.state) else {
+            return Ok(());
+        };
+        store
+            .compact(&state)
             .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
+    }
+
+    /// Folds a long journal into the snapshot. A failure costs nothing but
+    /// a longer journal: every change is in it already.
+    fn fold_journal(&mut self) {
+        if !self.store.as_ref().is_some_and(Store::wants_compaction) {
+            return;
+        }
+        let (custom, bindings) = (self.custom.clone(), self.bindings.clone());
+        if let Err(e) = self.snapshot_state(&custom, &bindings) {
+            tracing::warn!(error = %e, "could not fold the state journal");
+        }
     }
 
     /// Rebinds `port` to `binding` (`none`: unbinds it). The new device is
@@ -299,10 +359,11 @@ impl Daemon {
         let p = &self.cfg.ports[i];
         let (dev, probe) = devices::open(&p.name, p.mac, &bind, params)
             .map_err(|e| format!("port {port} (bind {bind}): {e}"))?;
-        let mut bindings = self.bindings.clone();
-        bindings[i] = bind.clone();
-        self.persist(&self.custom, &bindings)?;
-        self.bindings = bindings;
+        self.record(&Change::Bind {
+            port: port.to_owned(),
+            binding: bind.to_string(),
+        })?;
+        self.bindings[i] = bind.clone();
         self.devices[i] = Arc::new(dev);
         let state = probe
             .as_ref()
@@ -347,28 +408,59 @@ impl Daemon {
     fn route_add(&mut self, specs: Vec<RouteSpec>) -> Result<Value, String> {
         let started = Instant::now();
         let many = specs.len() > 1;
-        let mut seen: HashSet<Identity> = self.custom.iter().map(identity).collect();
-        let mut custom = self.custom.clone();
-        custom.reserve(specs.len());
+        // A few routes are checked against the custom ones by a scan; a
+        // table's worth through a set of every identity.
+        let scan = specs.len() <= SCAN_MAX;
+        let mut ids: HashSet<Identity> = if scan {
+            HashSet::new()
+        } else {
+            self.custom.iter().map(identity).collect()
+        };
+        let mut new: Vec<RouteConfig> = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             let at = if many {
                 format!("route {}: ", i + 1)
             } else {
                 String::new()
             };
+            let exists = |r: &RouteConfig| {
+                ids.contains(&identity(r)) || (scan && self.custom.iter().any(|c| c.same_route(r)))
+            };
             let r = check_route(
                 &self.cfg.ports,
-                |r| seen.contains(&identity(r)),
+                exists,
                 &s.interface,
                 &s.destination,
                 s.next_hop.as_deref(),
                 s.metric,
             )
             .map_err(|e| format!("{at}{}: {}", flag(e.field), e.message))?;
-            seen.insert(identity(&r));
-            custom.push(r);
+            ids.insert(identity(&r));
+            new.push(r);
         }
-        self.commit(custom)?;
+        if new.len() <= JOURNAL_MAX_ROUTES {
+            let change = Change::Add(new.iter().map(StoredRoute::from).collect());
+            self.record(&change)?;
+            self.custom.extend(new);
+            self.apply_custom();
+        } else {
+            // A table's worth: a new snapshot rather than a journal line;
+            // if it cannot be written, the routes are taken back off.
+            let before = self.custom.len();
+            self.custom.extend(new);
+            let (custom, bindings) = (std::mem::take(&mut self.custom), self.bindings.clone());
+            let written = self.snapshot_state(&custom, &bindings);
+            self.custom = custom;
+            if let Err(e) = written {
+                self.custom.truncate(before);
+                return Err(e);
+            }
+            self.apply_custom();
+        }
+        // Freed last: handing a table's worth of memory back to the system
+        // first made the snapshot and the FIB build a third slower, paying
+        // page faults for memory they could have reused.
+        drop(ids);
         info!(added = specs.len(), took = ?started.elapsed(), "route add");
         Ok(json!({"added": specs.len()}))
     }
@@ -391,22 +483,24 @@ impl Daemon {
             None => None,
         };
         let matches = |r: &RouteConfig| {
-            r.interface == interface && r.destination == dest && (nh.is_none() || r.next_hop == nh)
+            r.destination == dest && r.interface == interface && (nh.is_none() || r.next_hop == nh)
         };
-        let removed = self.custom.iter().filter(|r| matches(r)).count();
-        if removed == 0 {
+        let gone: Vec<StoredRoute> = self
+            .custom
+            .iter()
+            .filter(|r| matches(r))
+            .map(StoredRoute::from)
+            .collect();
+        if gone.is_empty() {
             return Err(match nh {
                 Some(n) => format!("no custom route to {dest} via {n} on {interface}"),
                 None => format!("no custom route to {dest} on {interface}"),
             });
         }
-        let custom = self
-            .custom
-            .iter()
-            .filter(|r| !matches(r))
-            .cloned()
-            .collect();
-        self.commit(custom)?;
+        let removed = gone.len();
+        self.record(&Change::Remove(gone))?;
+        self.custom.retain(|r| !matches(r));
+        self.apply_custom();
         info!(removed, %dest, interface, "route remove");
         Ok(json!({"removed": removed}))
     }

@@ -2,17 +2,26 @@
 //! time, relative to the config, and the ports rebound at run time, in
 //! `[control] state`.
 //!
-//! A change is written before it is acknowledged, and written so that a
-//! crash at any moment leaves either the old file or the new one, never a
-//! torn one: the new contents go to a temporary file in the same directory,
-//! which is fsynced, renamed over the old name, and the directory fsynced so
-//! the rename itself is durable.
+//! Two files. The *snapshot* (`state.json`) holds the whole state; it is
+//! written so that a crash at any moment leaves either the old file or the
+//! new one, never a torn one: the new contents go to a temporary file in
+//! the same directory, which is fsynced, renamed over the old name, and the
+//! directory fsynced so the rename itself is durable. The *journal*
+//! (`state.json.journal`) holds the changes made since, one JSON line each,
+//! appended and fsynced before the change is acknowledged: a route change
+//! at full-table size costs one short line, not a rewrite of a 76 MiB file.
+//! A crash can leave only the last line torn, and that change was never
+//! acknowledged, so it is dropped on the next start. When the journal
+//! grows past half the snapshot (and 1 MiB), the snapshot is rewritten and
+//! the journal emptied; replaying a change twice is harmless (adding a
+//! route that is there replaces it, removing one that is not does nothing),
+//! so a crash between the two steps loses nothing either.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -70,6 +79,71 @@ pub struct State {
     /// binding (`port bind`), by port name.
     #[serde(default)]
     pub bindings: BTreeMap<String, String>,
+}
+
+/// One change, as the journal records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// Routes added (or, for one that exists, its metric changed).
+    Add(Vec<StoredRoute>),
+    /// Routes removed.
+    Remove(Vec<StoredRoute>),
+    /// A port rebound (`none`: unbound).
+    Bind {
+        /// Port name.
+        port: String,
+        /// The binding.
+        binding: String,
+    },
+}
+
+impl Change {
+    /// Routes the change names (0 for a binding).
+    pub fn len(&self) -> usize {
+        match self {
+            Change::Add(r) | Change::Remove(r) => r.len(),
+            Change::Bind { .. } => 0,
+        }
+    }
+
+    /// True when the change names no route.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies the change to `custom` routes and `bindings` (by port name);
+    /// applying it twice gives the same result.
+    pub fn apply(&self, custom: &mut Vec<RouteConfig>, bindings: &mut BTreeMap<String, String>) {
+        match self {
+            Change::Add(routes) => {
+                type Owned = (String, IpNet, Option<IpAddr>);
+                let key = |i: &str, d: IpNet, n: Option<IpAddr>| -> Owned { (i.to_owned(), d, n) };
+                let mut at: std::collections::HashMap<Owned, usize> = custom
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (key(&r.interface, r.destination, r.next_hop), i))
+                    .collect();
+                for r in routes {
+                    let k = key(&r.interface, r.destination, r.next_hop);
+                    match at.get(&k) {
+                        Some(&i) => custom[i].metric = r.metric,
+                        None => {
+                            at.insert(k, custom.len());
+                            custom.push(RouteConfig::from(r));
+                        }
+                    }
+                }
+            }
+            Change::Remove(routes) => {
+                let gone: HashSet<Identity> = routes.iter().map(stored_identity).collect();
+                custom.retain(|r| !gone.contains(&identity(r)));
+            }
+            Change::Bind { port, binding } => {
+                bindings.insert(port.clone(), binding.clone());
+            }
+        }
+    }
 }
 
 /// A route's identity (interface, destination, next hop), borrowed.
@@ -183,6 +257,101 @@ pub fn save(path: &Path, state: &State) -> io::Result<()> {
     result
 }
 
+/// The snapshot and journal of one state path.
+pub struct Store {
+    path: PathBuf,
+    journal: File,
+    journal_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+/// What a [`Store`] held when opened: the snapshot and the changes since.
+pub struct Loaded {
+    /// The snapshot (`None`: none written yet).
+    pub state: Option<State>,
+    /// The journal's changes, in order.
+    pub changes: Vec<Change>,
+}
+
+/// Journal bytes below which the snapshot is never rewritten.
+const JOURNAL_MIN: u64 = 1 << 20;
+
+impl Store {
+    /// The journal beside the snapshot at `path`.
+    pub fn journal_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".journal");
+        path.with_file_name(name)
+    }
+
+    /// Opens the state at `path`: reads the snapshot and the journal, and
+    /// cuts a torn last line (a change never acknowledged) off the journal.
+    pub fn open(path: &Path) -> io::Result<(Store, Loaded)> {
+        let state = load(path)?;
+        let snapshot_bytes = fs::metadata(path).map_or(0, |m| m.len());
+        let jpath = Self::journal_path(path);
+        if let Some(dir) = jpath.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let text = match fs::read(&jpath) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut changes = Vec::new();
+        for (n, line) in text[..whole].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let c: Change = serde_json::from_slice(line).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}:{}: {e}", jpath.display(), n + 1),
+                )
+            })?;
+            changes.push(c);
+        }
+        let journal = OpenOptions::new().create(true).append(true).open(&jpath)?;
+        if whole < text.len() {
+            journal.set_len(whole as u64)?;
+            journal.sync_all()?;
+        }
+        let store = Store {
+            path: path.to_owned(),
+            journal,
+            journal_bytes: whole as u64,
+            snapshot_bytes,
+        };
+        Ok((store, Loaded { state, changes }))
+    }
+
+    /// Appends a change and makes it durable.
+    pub fn append(&mut self, change: &Change) -> io::Result<()> {
+        let mut line = serde_json::to_vec(change)?;
+        line.push(b'\n');
+        self.journal.write_all(&line)?;
+        self.journal.sync_data()?;
+        self.journal_bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// True when the journal has grown enough to fold into the snapshot.
+    pub fn wants_compaction(&self) -> bool {
+        self.journal_bytes > JOURNAL_MIN.max(self.snapshot_bytes / 2)
+    }
+
+    /// Writes `state` as the snapshot, then empties the journal.
+    pub fn compact(&mut self, state: &State) -> io::Result<()> {
+        save(&self.path, state)?;
+        self.snapshot_bytes = fs::metadata(&self.path).map_or(0, |m| m.len());
+        self.journal.set_len(0)?;
+        self.journal.sync_all()?;
+        self.journal_bytes = 0;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +395,49 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         fs::write(&path, "{\"version\":1,\"added\":[").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("state.json"));
+    }
+
+    #[test]
+    fn the_journal_replays_and_drops_only_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let (mut st, loaded) = Store::open(&path).unwrap();
+        assert!(loaded.state.is_none() && loaded.changes.is_empty());
+        let a = StoredRoute::from(&r("10.9.0.0/16", None, 1));
+        st.append(&Change::Add(vec![a.clone()])).unwrap();
+        st.append(&Change::Bind {
+            port: "Port3".into(),
+            binding: "none".into(),
+        })
+        .unwrap();
+        drop(st);
+        // A crash in the middle of the next line.
+        let jpath = Store::journal_path(&path);
+        let mut f = OpenOptions::new().append(true).open(&jpath).unwrap();
+        f.write_all(b"{\"remove\":[{\"interf").unwrap();
+        drop(f);
+        let (mut st, loaded) = Store::open(&path).unwrap();
+        assert_eq!(loaded.changes.len(), 2, "the torn line is dropped");
+        let (mut custom, mut bindings) = (Vec::new(), BTreeMap::new());
+        for c in &loaded.changes {
+            c.apply(&mut custom, &mut bindings);
+            c.apply(&mut custom, &mut bindings);
+        }
+        assert_eq!(
+            custom,
+            vec![r("10.9.0.0/16", None, 1)],
+            "replaying twice changes nothing"
+        );
+        assert_eq!(bindings["Port3"], "none");
+        // Appending after the cut gives whole lines.
+        st.append(&Change::Remove(vec![a])).unwrap();
+        st.compact(&State::diff(&[], &[])).unwrap();
+        let (_, loaded) = Store::open(&path).unwrap();
+        assert!(loaded.changes.is_empty());
+        assert_eq!(loaded.state.unwrap().added, vec![]);
+        // A bad line in the middle is an error naming it.
+        fs::write(&jpath, "nonsense\n{}\n").unwrap();
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("state.json.journal:1"), "{err}");
     }
 }
