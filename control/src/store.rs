@@ -99,19 +99,6 @@ pub enum Change {
 }
 
 impl Change {
-    /// Routes the change names (0 for a binding).
-    pub fn len(&self) -> usize {
-        match self {
-            Change::Add(r) | Change::Remove(r) => r.len(),
-            Change::Bind { .. } => 0,
-        }
-    }
-
-    /// True when the change names no route.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Applies the change to `custom` routes and `bindings` (by port name);
     /// applying it twice gives the same result.
     pub fn apply(&self, custom: &mut Vec<RouteConfig>, bindings: &mut BTreeMap<String, String>) {
