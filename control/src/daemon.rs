@@ -266,8 +266,11 @@ impl Daemon {
     /// reload, or the load of a table), then rebuilds and publishes.
     /// Nothing changes if the snapshot cannot be written.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
-        self.snapshot_state(&custom, &self.bindings.clone())?;
-        self.custom = custom;
+        let old = std::mem::replace(&mut self.custom, custom);
+        if let Err(e) = self.snapshot_state() {
+            self.custom = old;
+            return Err(e);
+        }
         self.apply_custom();
         Ok(())
     }
@@ -290,30 +293,29 @@ impl Daemon {
             .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
     }
 
-    /// The whole state for these routes and bindings, relative to the
+    /// The whole state in force (routes and bindings), relative to the
     /// config.
-    fn state_of(&self, custom: &[RouteConfig], bindings: &[Binding]) -> State {
-        let mut state = State::diff(&self.cfg.routes, custom);
+    fn state(&self) -> State {
+        let mut state = State::diff(&self.cfg.routes, &self.custom);
         state.bindings = self
             .cfg
             .ports
             .iter()
-            .zip(bindings)
+            .zip(&self.bindings)
             .filter(|(p, b)| p.bind != **b)
             .map(|(p, b)| (p.name.clone(), b.to_string()))
             .collect();
         state
     }
 
-    /// Rewrites the snapshot for these routes and bindings and empties the
-    /// journal.
-    fn snapshot_state(
-        &mut self,
-        custom: &[RouteConfig],
-        bindings: &[Binding],
-    ) -> Result<(), String> {
-        let state = self.state_of(custom, bindings);
-        let (Some(store), Some(path)) = (&mut self.store, &self.cfg.control.state) else {
+    /// Rewrites the snapshot for the routes and bindings in force and
+    /// empties the journal (nothing to do without a state file).
+    fn snapshot_state(&mut self) -> Result<(), String> {
+        let Some(path) = &self.cfg.control.state else {
+            return Ok(());
+        };
+        let state = self.state();
+        let Some(store) = &mut self.store else {
             return Ok(());
         };
         store
@@ -327,8 +329,7 @@ impl Daemon {
         if !self.store.as_ref().is_some_and(Store::wants_compaction) {
             return;
         }
-        let (custom, bindings) = (self.custom.clone(), self.bindings.clone());
-        if let Err(e) = self.snapshot_state(&custom, &bindings) {
+        if let Err(e) = self.snapshot_state() {
             tracing::warn!(error = %e, "could not fold the state journal");
         }
     }
@@ -448,10 +449,7 @@ impl Daemon {
             // if it cannot be written, the routes are taken back off.
             let before = self.custom.len();
             self.custom.extend(new);
-            let (custom, bindings) = (std::mem::take(&mut self.custom), self.bindings.clone());
-            let written = self.snapshot_state(&custom, &bindings);
-            self.custom = custom;
-            if let Err(e) = written {
+            if let Err(e) = self.snapshot_state() {
                 self.custom.truncate(before);
                 return Err(e);
             }
