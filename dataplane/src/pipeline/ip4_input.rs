@@ -39,7 +39,7 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::BadSource);
     }
     if r.ports.is_local_v4(dst) {
-        if let Some(next) = nat::input(r, p, dst, ttl) {
+        if let Some(next) = nat::input(r, p, (src, dst), ttl) {
             return next;
         }
         return deliver_local(p, proto, fragment, hl, &mut r.stats.local);

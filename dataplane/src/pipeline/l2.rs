@@ -33,15 +33,13 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
 
 fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
     let frame = p.buf.frame();
-    let (Some(dst), Some(src)) = (
+    let (Some(dst), Some(src), true) = (
         MacAddr::from_slice(frame),
         frame.get(6..).and_then(MacAddr::from_slice),
+        frame.len() >= ETH_HLEN,
     ) else {
         return Next::Drop(DropReason::Runt);
     };
-    if frame.len() < ETH_HLEN {
-        return Next::Drop(DropReason::Runt);
-    }
     if src.is_multicast() {
         return Next::Drop(DropReason::BadSource);
     }

@@ -369,8 +369,9 @@ impl Router {
         self.scratch = failed;
     }
 
-    /// Forgets the neighbours learned on `port` (its device was replaced);
-    /// packets waiting for them are dropped as `neighbor_unresolved`.
+    /// Forgets the neighbours and switch MAC entries learned on `port` (its
+    /// device was replaced); packets waiting for those neighbours are
+    /// dropped as `neighbor_unresolved`.
     pub fn forget_neighbors(&mut self, port: PortId) {
         self.l2.forget_port(port);
         let mut failed = Vec::new();

@@ -19,19 +19,23 @@ use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
 use crate::stats::DropReason;
 
-/// nat-in for `p`, addressed to `dst`, one of the appliance's addresses:
-/// `None` when NAT leaves it to local delivery.
-pub(super) fn input(r: &mut Router, p: &mut Packet, dst: Ipv4Addr, ttl: u8) -> Option<Next> {
+/// nat-in for `p`, from `src` to `dst`, one of the appliance's addresses
+/// (ip4-input read both, and the TTL): `None` when NAT leaves it to local
+/// delivery.
+pub(super) fn input(
+    r: &mut Router,
+    p: &mut Packet,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    ttl: u8,
+) -> Option<Next> {
     let i = r.nat.iter().position(|n| n.config().external == dst)?;
     let ip = usize::from(p.meta.l3);
-    let parsed = parse(p.l3());
     let (outside, external) = (r.nat[i].config().outside, r.nat[i].config().external);
-    let src = Ipv4View::new_checked(p.l3())?.src();
     let hairpin = r.nat[i].is_inside(src);
     if p.meta.iface != outside && !hairpin {
         return None;
     }
-    let translate = match parsed {
+    let translate = match parse(p.l3()) {
         Parsed::Fragment => return Some(Next::Drop(DropReason::NatFragment)),
         Parsed::Other => return None,
         // A ping to the external address is for the appliance.
@@ -178,7 +182,10 @@ enum Out {
 /// routing to the inside subnet directly. Masquerade lets nothing
 /// unsolicited in, whatever the outside routes.
 fn unsolicited(r: &Router, p: &Packet) -> bool {
-    if p.meta.nat_in || p.meta.origin != Origin::Received {
+    if p.meta.nat_in
+        || p.meta.origin != Origin::Received
+        || !r.nat.iter().any(|n| n.config().outside == p.meta.iface)
+    {
         return false;
     }
     let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
