@@ -551,6 +551,41 @@ fn rfc5508_req4_errors_without_a_session_are_dropped() {
     assert_eq!(drops(&report, "nat_no_session"), 1);
 }
 
+/// An error whose ICMP checksum is wrong is dropped, both ways: summing
+/// the message again after translating its quote would pass the damage on
+/// as a valid message.
+#[test]
+fn nat_drops_icmp_errors_with_a_damaged_checksum() {
+    let left = udp(PORT2_MAC, GW_MAC, (EXT, 5000), (R1, 53));
+    let unreach =
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
+    let mut inbound = icmp_error(GW_MAC, PORT2_MAC, R1, EXT, unreach.clone(), &left);
+    let came = udp(GW_IF_MAC, VM1_MAC, (R1, 53), (VM1, 5000));
+    let mut outbound = icmp_error(VM1_MAC, GW_IF_MAC, VM1, R1, unreach, &came);
+    // One bit of the quoted payload flips on the way.
+    for f in [&mut inbound, &mut outbound] {
+        *f.last_mut().unwrap() ^= 1;
+    }
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(in_udp((R1, 53), 5000), 1.0),
+        In {
+            at: 2.0,
+            port: "Port2",
+            frame: inbound,
+        },
+        In {
+            at: 3.0,
+            port: "vm1",
+            frame: outbound,
+        },
+    ];
+    let (sent, report) = run("", inputs);
+    assert_eq!(sent["vm1"].len(), 1, "only the UDP reply reaches vm1");
+    assert_eq!(sent["Port2"].len(), 1, "only the UDP request leaves");
+    assert_eq!(drops(&report, "icmp_malformed"), 2);
+}
+
 #[test]
 fn rfc5508_req8_exhaustion_is_answered_administratively_prohibited() {
     let inputs = (0..3)

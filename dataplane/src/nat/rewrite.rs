@@ -192,6 +192,17 @@ pub(crate) fn set_endpoint(b: &mut [u8], ip: usize, end: End, to: (Ipv4Addr, u16
     b[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+/// Whether the ICMP message in `l3` carries a valid checksum. An error is
+/// checked before its quote is rewritten: summing a damaged message again
+/// would pass the damage on as valid.
+pub(crate) fn icmp_checksum_ok(l3: &[u8]) -> bool {
+    Ipv4View::new_checked(l3).is_some_and(|h| {
+        let total = usize::from(h.total_len()).min(l3.len());
+        l3.get(h.header_len()..total)
+            .is_some_and(|msg| msg.len() >= 8 && checksum::verify(msg))
+    })
+}
+
 /// Sums an ICMP message's checksum again after its quote changed.
 pub(crate) fn refill_icmp_checksum(l3: &mut [u8]) {
     let Some(h) = Ipv4View::new_checked(&*l3) else {

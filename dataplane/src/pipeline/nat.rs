@@ -14,7 +14,9 @@ use std::net::Ipv4Addr;
 
 use super::icmp::{self, v4};
 use super::Router;
-use crate::nat::{parse, refill_icmp_checksum, set_endpoint, End, Flow, Parsed, Proto};
+use crate::nat::{
+    icmp_checksum_ok, parse, refill_icmp_checksum, set_endpoint, End, Flow, Parsed, Proto,
+};
 use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
 use crate::stats::DropReason;
@@ -90,6 +92,9 @@ pub(super) fn input(
             inner,
         } => {
             // The quoted packet left from external port q_src.1 to q_dst.
+            if !icmp_checksum_ok(p.l3()) {
+                return Some(Next::Drop(DropReason::IcmpMalformed));
+            }
             let Some(to) = table.peek_inbound(proto, q_src.1, q_dst.0, now) else {
                 return Some(Next::Drop(DropReason::NatNoSession));
             };
@@ -231,6 +236,9 @@ fn out(r: &mut Router, i: usize, p: &mut Packet) -> Out {
             // The quoted packet came in to inside endpoint q_dst from q_src
             // (the error comes from that inside host, or from the appliance
             // about a packet it translated).
+            if !icmp_checksum_ok(p.l3()) {
+                return Out::Next(Next::Drop(DropReason::IcmpMalformed));
+            }
             let Some(ext) = r.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
                 return Out::Next(Next::Drop(DropReason::NatNoSession));
             };
