@@ -312,6 +312,21 @@ fn rfc4787_req9_hairpinning_shows_the_external_source() {
     assert_eq!(ends(&got[0]), (ep(EXT, 7000), ep(VM1, 5000)));
 }
 
+/// A packet from outside claiming an inside source is no hairpin: it is
+/// dropped, makes no mapping and reaches no VM. Found by the `parse_ipv4`
+/// fuzz target.
+#[test]
+fn an_inside_source_arriving_from_outside_is_spoofed() {
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(in_udp((VM2, 7000), 5000), 1.0),
+    ];
+    let (sent, report) = run("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs);
+    assert!(sent["vm1"].is_empty(), "the spoofed packet got in");
+    assert_eq!(drops(&report, "spoofed_source"), 1);
+    assert_eq!(report.nat.len(), 1, "only vm1's session: {:?}", report.nat);
+}
+
 #[test]
 fn rfc5382_req1_tcp_eim_and_unsolicited_syn_gets_nothing_in() {
     let vm_syn = |dst| In {

@@ -35,7 +35,8 @@ drop_reasons! {
     Runt = "runt",
     /// Longer than the largest frame a buffer holds.
     Oversize = "oversize",
-    /// Source MAC or address a port's security rules do not allow.
+    /// Source MAC or address a port's security rules do not allow, or an
+    /// inside (NATed) source arriving from outside.
     SpoofedSource = "spoofed_source",
     /// New source MAC on a switch whose MAC table is full.
     MacTableFull = "mac_table_full",

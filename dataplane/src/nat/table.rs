@@ -100,6 +100,8 @@ pub struct Table {
     mappings: Vec<Mapping>,
     free_mappings: Vec<u32>,
     by_inside: HashMap<(Proto, Ipv4Addr, u16), u32, RandomState>,
+    /// Mapping index + 1 by external port, per protocol (0: free, so the
+    /// arrays start as zeroed pages the kernel hands out only when touched).
     by_ext: [Box<[u32]>; 3],
     /// Ports in use per protocol, in [1, 1023] and in the configured range.
     used: [[u32; 2]; 3],
@@ -123,7 +125,7 @@ impl Table {
     /// An empty table.
     pub fn new(cfg: NatConfig) -> Self {
         let prealloc = cfg.policy.max_sessions.min(1 << 16);
-        let ports = || vec![NONE; 1 << 16].into_boxed_slice();
+        let ports = || vec![0; 1 << 16].into_boxed_slice();
         Table {
             mappings: Vec::new(),
             free_mappings: Vec::new(),
@@ -300,15 +302,14 @@ impl Table {
         flags: u8,
         now: Time,
     ) -> Result<(Ipv4Addr, u16), DropReason> {
-        let m = self.by_ext[proto.index()][usize::from(ext)];
-        if m == NONE {
+        let Some(m) = self.ext_mapping(proto, ext) else {
             return Err(DropReason::NatNoSession);
-        }
+        };
         let sport = if proto == Proto::Icmp { 0 } else { src.1 };
         let s = match self.find_session(m, src.0, sport, now) {
             Some(s) => s,
             // Expired just now, and the mapping with it.
-            None if self.by_ext[proto.index()][usize::from(ext)] != m => {
+            None if self.ext_mapping(proto, ext) != Some(m) => {
                 return Err(DropReason::NatNoSession)
             }
             None => {
@@ -339,10 +340,7 @@ impl Table {
         remote: Ipv4Addr,
         now: Time,
     ) -> Option<(Ipv4Addr, u16)> {
-        let m = self.by_ext[proto.index()][usize::from(ext)];
-        if m == NONE {
-            return None;
-        }
+        let m = self.ext_mapping(proto, ext)?;
         let map = &self.mappings[m as usize];
         self.any_live(m, remote, now)
             .then_some((map.addr, map.port))
@@ -446,7 +444,7 @@ impl Table {
             }
         };
         self.by_inside.insert((proto, src.0, src.1), m);
-        self.by_ext[proto.index()][usize::from(ext)] = m;
+        self.by_ext[proto.index()][usize::from(ext)] = m + 1;
         if let Some(c) = self.class(proto, ext) {
             self.used[proto.index()][c] += 1;
         }
@@ -540,7 +538,7 @@ impl Table {
         }
         let (proto, ext) = (map.proto, map.ext);
         self.by_inside.remove(&(proto, map.addr, map.port));
-        self.by_ext[proto.index()][usize::from(ext)] = NONE;
+        self.by_ext[proto.index()][usize::from(ext)] = 0;
         if let Some(c) = self.class(proto, ext) {
             self.used[proto.index()][c] -= 1;
         }
@@ -597,7 +595,7 @@ impl Table {
         };
         let table = &self.by_ext[proto.index()];
         let preservable = proto == Proto::Icmp || (src.1 != 0 && (lo..=hi).contains(&src.1));
-        if preservable && table[usize::from(src.1)] == NONE {
+        if preservable && table[usize::from(src.1)] == 0 {
             return Some(src.1);
         }
         let n = u32::from(hi - lo) + 1;
@@ -608,12 +606,17 @@ impl Table {
         let offset = (self.secret.hash_one((proto, src.0, src.1)) as u32) % n;
         for i in 0..n {
             let port = lo + ((offset.wrapping_add(self.next).wrapping_add(i)) % n) as u16;
-            if table[usize::from(port)] == NONE {
+            if table[usize::from(port)] == 0 {
                 self.next = self.next.wrapping_add(i + 1);
                 return Some(port);
             }
         }
         None
+    }
+
+    /// The mapping holding external port `ext`.
+    fn ext_mapping(&self, proto: Proto, ext: u16) -> Option<u32> {
+        self.by_ext[proto.index()][usize::from(ext)].checked_sub(1)
     }
 
     /// Every live session.

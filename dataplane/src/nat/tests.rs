@@ -264,3 +264,25 @@ fn a_burst_answers_as_one_by_one_would() {
         );
     }
 }
+
+/// An echo reply of all zeros (id, sequence, no payload) has checksum
+/// 0xffff; the incremental update alone would write 0, which fails
+/// verification. Found by the `parse_ipv4` fuzz target.
+#[test]
+fn rewriting_an_all_zero_echo_keeps_a_valid_checksum() {
+    let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0];
+    p.extend_from_slice(&R1.octets());
+    p.extend_from_slice(&EXT.octets());
+    let c = crate::packet::checksum::checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    assert!(crate::packet::checksum::verify(&p[20..]));
+    set_endpoint(&mut p, 0, End::Dst, (A, 0), false);
+    assert!(crate::packet::checksum::verify(&p[..20]), "IP header");
+    assert!(
+        crate::packet::checksum::verify(&p[20..]),
+        "ICMP: {:02x?}",
+        &p[20..]
+    );
+    assert_eq!(&p[16..20], &A.octets());
+}

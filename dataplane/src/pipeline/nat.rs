@@ -34,6 +34,11 @@ pub(super) fn input(
     let ip = usize::from(p.meta.l3);
     let (outside, external) = (r.nat[i].config().outside, r.nat[i].config().external);
     let hairpin = r.nat[i].is_inside(src);
+    if p.meta.iface == outside && hairpin {
+        // An inside source cannot arrive from outside: a spoofed packet
+        // must not make mappings or reach the inside as if hairpinned.
+        return Some(Next::Drop(DropReason::SpoofedSource));
+    }
     if p.meta.iface != outside && !hairpin {
         return None;
     }
