@@ -96,7 +96,16 @@ enum Kind {
 
 type End = (Ipv4Addr, u16);
 
-fn frame(kind: Kind, smac: [u8; 6], dmac: [u8; 6], src: End, dst: End, flags: u8, len: u8, reply: bool) -> Vec<u8> {
+/// A frame from MAC `smac` to `dmac` (the pair), `src` to `dst`.
+fn frame(
+    kind: Kind,
+    (smac, dmac): ([u8; 6], [u8; 6]),
+    src: End,
+    dst: End,
+    flags: u8,
+    len: u8,
+    reply: bool,
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(smac, dmac).ipv4(src.0.octets(), dst.0.octets(), 64);
     let payload = vec![0x5a; usize::from(len)];
     let mut v = Vec::new();
@@ -128,13 +137,21 @@ fn frame(kind: Kind, smac: [u8; 6], dmac: [u8; 6], src: End, dst: End, flags: u8
 /// (kind, source, destination) of a frame edgefwd sent.
 fn ends(f: &[u8]) -> Option<(Kind, End, End)> {
     let s = SlicedPacket::from_ethernet(f).ok()?;
-    let Some(NetSlice::Ipv4(ip)) = &s.net else { return None };
+    let Some(NetSlice::Ipv4(ip)) = &s.net else {
+        return None;
+    };
     let (a, b) = (ip.header().source_addr(), ip.header().destination_addr());
     match &s.transport {
-        Some(TransportSlice::Tcp(t)) => Some((Kind::Tcp, (a, t.source_port()), (b, t.destination_port()))),
-        Some(TransportSlice::Udp(u)) => Some((Kind::Udp, (a, u.source_port()), (b, u.destination_port()))),
+        Some(TransportSlice::Tcp(t)) => {
+            Some((Kind::Tcp, (a, t.source_port()), (b, t.destination_port())))
+        }
+        Some(TransportSlice::Udp(u)) => {
+            Some((Kind::Udp, (a, u.source_port()), (b, u.destination_port())))
+        }
         Some(TransportSlice::Icmpv4(i)) => match i.icmp_type() {
-            Icmpv4Type::EchoRequest(e) | Icmpv4Type::EchoReply(e) => Some((Kind::Echo, (a, e.id), (b, e.id))),
+            Icmpv4Type::EchoRequest(e) | Icmpv4Type::EchoReply(e) => {
+                Some((Kind::Echo, (a, e.id), (b, e.id)))
+            }
             _ => None,
         },
         _ => None,
@@ -166,7 +183,15 @@ fuzz_target!(|steps: Vec<Step>| {
     for (i, step) in steps.iter().take(64).enumerate() {
         let now = Time(1_000_000 * i as u64);
         let (port, bytes, expect) = match *step {
-            Step::Out { vm2, proto, sport, remote, dport, flags, payload } => {
+            Step::Out {
+                vm2,
+                proto,
+                sport,
+                remote,
+                dport,
+                flags,
+                payload,
+            } => {
                 let kind = [Kind::Tcp, Kind::Udp, Kind::Echo][usize::from(proto % 3)];
                 let (vm, mac) = if vm2 {
                     (Ipv4Addr::new(172, 28, 0, 11), [2, 0, 0, 0, 0x28, 0x11])
@@ -175,10 +200,23 @@ fuzz_target!(|steps: Vec<Step>| {
                 };
                 let dport = if kind == Kind::Echo { sport } else { dport };
                 let remote = (Ipv4Addr::new(198, 51, 100, remote % 4), dport);
-                let f = frame(kind, mac, GW_IF_MAC, (vm, sport), remote, flags, payload % 64, false);
+                let f = frame(
+                    kind,
+                    (mac, GW_IF_MAC),
+                    (vm, sport),
+                    remote,
+                    flags,
+                    payload % 64,
+                    false,
+                );
                 (1 + u16::from(vm2), f, Some((kind, (vm, sport), remote)))
             }
-            Step::In { of, from_other_port, flags, port } => {
+            Step::In {
+                of,
+                from_other_port,
+                flags,
+                port,
+            } => {
                 let f = match sent.get(usize::from(of) % sent.len().max(1)) {
                     Some(&(kind, _, remote, ext)) => {
                         let from = if from_other_port && kind != Kind::Echo {
@@ -186,11 +224,19 @@ fuzz_target!(|steps: Vec<Step>| {
                         } else {
                             remote
                         };
-                        frame(kind, GW_MAC, PORT2_MAC, from, (EXT, ext), flags, 8, true)
+                        frame(kind, (GW_MAC, PORT2_MAC), from, (EXT, ext), flags, 8, true)
                     }
                     None => {
                         let from = (Ipv4Addr::new(198, 51, 100, 9), 53);
-                        frame(Kind::Udp, GW_MAC, PORT2_MAC, from, (EXT, port), flags, 4, true)
+                        frame(
+                            Kind::Udp,
+                            (GW_MAC, PORT2_MAC),
+                            from,
+                            (EXT, port),
+                            flags,
+                            4,
+                            true,
+                        )
                     }
                 };
                 (0, f, None)
@@ -206,7 +252,9 @@ fuzz_target!(|steps: Vec<Step>| {
             if let Err(e) = check_frame(f) {
                 panic!("malformed output frame on port {p}: {e}: {f:02x?}");
             }
-            let Some((kind, src, dst)) = ends(f) else { continue };
+            let Some((kind, src, dst)) = ends(f) else {
+                continue;
+            };
             if *p == 0 {
                 // Out of Port2: translated, one port per inside endpoint.
                 if let Some((k, inside, remote)) = expect {
@@ -221,13 +269,20 @@ fuzz_target!(|steps: Vec<Step>| {
                         sent.push((kind, inside, remote, src.1));
                     }
                 }
-                assert_ne!(src.0.octets()[..3], [172, 28, 0], "an inside address left by Port2: {f:02x?}");
+                assert_ne!(
+                    src.0.octets()[..3],
+                    [172, 28, 0],
+                    "an inside address left by Port2: {f:02x?}"
+                );
             } else if src.0 != Ipv4Addr::new(172, 28, 0, 1) {
                 // To a VM: a reply to exactly the endpoint that sent.
-                let back = sent
-                    .iter()
-                    .find(|(k, inside, remote, _)| *k == kind && *inside == dst && remote.0 == src.0);
-                assert!(back.is_some(), "{kind:?} {src:?} -> {dst:?} reached a VM with no session");
+                let back = sent.iter().find(|(k, inside, remote, _)| {
+                    *k == kind && *inside == dst && remote.0 == src.0
+                });
+                assert!(
+                    back.is_some(),
+                    "{kind:?} {src:?} -> {dst:?} reached a VM with no session"
+                );
             }
         }
     }

@@ -1,0 +1,301 @@
+//! What the fuzz targets share: the appliance they attack, a way to run
+//! frames through a fresh router over it, and the invariants every run
+//! keeps.
+//!
+//! The appliance is the demo's three routed ports plus an internal switch
+//! (vm1 and vm2, NAT out of Port2) and an external switch (vm3) bridged
+//! onto Port4. Static neighbours on every port let forwarded packets leave
+//! at once instead of waiting on ARP, so a target's frames reach the
+//! rewrite and transmit stages on their first pass.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, OnceLock};
+
+use edgefwd_control::config::Config;
+use edgefwd_control::demo;
+use edgefwd_control::rib::Rib;
+use edgefwd_dataplane::fib::Fib;
+use edgefwd_dataplane::packet::check::check_headers;
+use edgefwd_dataplane::packet::Packet;
+use edgefwd_dataplane::pipeline::{Router, RouterConfig};
+pub use edgefwd_dataplane::port::PortId;
+pub use edgefwd_dataplane::stats::DropReason;
+use edgefwd_dataplane::stats::Stats;
+use edgefwd_dataplane::time::Time;
+
+/// Ports 3-5 (vm1, vm2, vm3), the gateway interface "internal" (6), and
+/// neighbours on each routed port.
+const EXTRA: &str = r#"
+[[port]]
+name = "vm1"
+switch = "internal"
+allowed_mac = "02:00:00:00:28:10"
+allowed_addresses = ["172.28.0.10"]
+[[port]]
+name = "vm2"
+switch = "internal"
+[[port]]
+name = "vm3"
+switch = "external"
+[[switch]]
+name = "internal"
+kind = "internal"
+address = "172.28.0.1/24"
+mac = "02:00:00:00:28:01"
+nat = "Port2"
+[[switch]]
+name = "external"
+kind = "external"
+uplink = "Port4"
+mac_limit = 8
+[nat]
+filtering = "endpoint-independent"
+# Small tables: each input builds a fresh router.
+max_sessions = 256
+[[neighbor]]
+interface = "Port2"
+address = "10.0.2.1"
+mac = "02:00:00:00:99:01"
+[[neighbor]]
+interface = "Port2"
+address = "2001:db8:2::1"
+mac = "02:00:00:00:99:01"
+[[neighbor]]
+interface = "Port3"
+address = "192.168.20.50"
+mac = "02:00:00:00:20:50"
+[[neighbor]]
+interface = "Port3"
+address = "2001:db8:20::50"
+mac = "02:00:00:00:20:50"
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.10"
+mac = "02:00:00:00:28:10"
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.11"
+mac = "02:00:00:00:28:11"
+[[route]]
+interface = "Port2"
+destination = "::/0"
+next_hop = "2001:db8:2::1"
+"#;
+
+/// The uplink: default gateway 10.0.2.1, NAT outside port.
+pub const PORT2: PortId = 0;
+/// The camera network, 192.168.20.0/24.
+pub const PORT3: PortId = 1;
+/// The lab network, also the external switch's uplink.
+pub const PORT4: PortId = 2;
+/// A VM on the internal switch with port security (its MAC and 172.28.0.10).
+pub const VM1: PortId = 3;
+/// A VM on the internal switch without port security.
+pub const VM2: PortId = 4;
+/// A VM on the external switch.
+pub const VM3: PortId = 5;
+/// Ports frames can arrive on (the gateway interface has no device).
+pub const RX_PORTS: PortId = 6;
+
+/// MAC of each port frames can arrive on (the VMs': the internal gateway's,
+/// their router; vm3's: Port4's), indexed by port.
+pub const PORT_MAC: [[u8; 6]; 6] = [
+    [2, 0, 0, 0, 2, 1],
+    [2, 0, 0, 0, 3, 1],
+    [2, 0, 0, 0, 4, 1],
+    [2, 0, 0, 0, 0x28, 1],
+    [2, 0, 0, 0, 0x28, 1],
+    [2, 0, 0, 0, 4, 1],
+];
+/// MAC of the host sending on each port (vm1's is the one it is allowed).
+pub const HOST_MAC: [[u8; 6]; 6] = [
+    [2, 0, 0, 0, 0x99, 1],
+    [2, 0, 0, 0, 0x20, 0x50],
+    [2, 0, 0, 0, 0x30, 1],
+    [2, 0, 0, 0, 0x28, 0x10],
+    [2, 0, 0, 0, 0x28, 0x11],
+    [2, 0, 0, 0, 0x30, 0x77],
+];
+/// IPv4 address of the host sending on each port.
+pub const HOST_V4: [Ipv4Addr; 6] = [
+    Ipv4Addr::new(10, 0, 2, 1),
+    Ipv4Addr::new(192, 168, 20, 50),
+    Ipv4Addr::new(192, 168, 30, 1),
+    Ipv4Addr::new(172, 28, 0, 10),
+    Ipv4Addr::new(172, 28, 0, 11),
+    Ipv4Addr::new(192, 168, 30, 77),
+];
+/// The appliance's own IPv4 address on each port (the VMs': the gateway's).
+pub const OUR_V4: [Ipv4Addr; 6] = [
+    Ipv4Addr::new(10, 0, 2, 15),
+    Ipv4Addr::new(192, 168, 20, 10),
+    Ipv4Addr::new(192, 168, 30, 10),
+    Ipv4Addr::new(172, 28, 0, 1),
+    Ipv4Addr::new(172, 28, 0, 1),
+    Ipv4Addr::new(192, 168, 30, 10),
+];
+/// IPv4 destinations worth aiming at: each port's far side and beyond,
+/// a NATed VM, the sensors behind a route, and nowhere in particular.
+pub const FAR_V4: [Ipv4Addr; 6] = [
+    Ipv4Addr::new(198, 51, 100, 7),
+    Ipv4Addr::new(192, 168, 20, 50),
+    Ipv4Addr::new(192, 168, 21, 7),
+    Ipv4Addr::new(172, 28, 0, 10),
+    Ipv4Addr::new(192, 168, 30, 77),
+    Ipv4Addr::new(192, 168, 20, 99),
+];
+/// The appliance's IPv6 addresses (Port2, Port3).
+pub const OUR_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x15),
+    Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 0x10),
+];
+/// IPv6 hosts: Port2's gateway, a camera on Port3, one far away.
+pub const HOST_V6: [Ipv6Addr; 3] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 0x50),
+    Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 7),
+];
+
+/// The config, RIB and FIB, built once per process.
+struct Appliance {
+    cfg: Config,
+    rib: Rib,
+    fib: Arc<Fib>,
+}
+
+fn appliance() -> &'static Appliance {
+    static APPLIANCE: OnceLock<Appliance> = OnceLock::new();
+    APPLIANCE.get_or_init(|| {
+        let cfg = Config::parse(&format!("{}{EXTRA}", demo::CONFIG)).expect("fuzz config");
+        let rib = Rib::from_config(&cfg, false);
+        let fib = Arc::new(rib.build_fib().0);
+        Appliance { cfg, rib, fib }
+    })
+}
+
+/// A fresh router over the appliance, fed one frame at a time.
+pub struct Rig {
+    router: Router,
+    burst: Vec<Packet>,
+    steps: u64,
+    /// Every frame fed, to tell frames a switch passed on unchanged.
+    fed: Vec<Vec<u8>>,
+    sent: Vec<(PortId, Vec<u8>)>,
+}
+
+impl Default for Rig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rig {
+    /// A router with empty tables (but the static neighbours).
+    pub fn new() -> Self {
+        let a = appliance();
+        let rcfg = RouterConfig {
+            buffers: 8,
+            ..a.cfg.router_config()
+        };
+        Rig {
+            router: a.rib.router(&a.cfg, a.fib.clone(), &rcfg),
+            burst: Vec::new(),
+            steps: 0,
+            fed: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Feeds `frame` on `port` (modulo the ports there are) in a burst of
+    /// its own, one millisecond after the last, and returns what was sent
+    /// because of it.
+    pub fn feed(&mut self, port: PortId, frame: &[u8]) -> Vec<(PortId, Vec<u8>)> {
+        let now = Time(1_000_000 * self.steps);
+        self.steps += 1;
+        self.fed.push(frame.to_vec());
+        self.router
+            .receive(&mut self.burst, port % RX_PORTS, now, frame, true);
+        self.router.process(&mut self.burst, now);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<(PortId, Vec<u8>)> {
+        let mut out = Vec::new();
+        for port in 0..RX_PORTS {
+            self.router
+                .drain_tx(port, |p| out.push((port, p.buf.frame().to_vec())));
+        }
+        for (port, f) in &out {
+            // A switch passes frames between members as they came (it does
+            // not look above L2); everything the router wrote must be valid.
+            if self.fed.contains(f) {
+                continue;
+            }
+            if let Err(e) = check_headers(f) {
+                panic!("malformed frame sent on port {port}: {e}: {f:02x?}");
+            }
+        }
+        self.sent.extend(out.iter().cloned());
+        out
+    }
+
+    /// Lets pending work finish (packets waiting on a neighbour are
+    /// dropped) and checks the accounting identity.
+    pub fn finish(mut self) -> Outcome {
+        self.router.finish();
+        self.drain();
+        let stats = self.router.stats().clone();
+        assert_eq!(
+            stats.received(),
+            stats.forwarded + stats.local + stats.dropped(),
+            "accounting identity"
+        );
+        Outcome {
+            sent: self.sent,
+            stats,
+        }
+    }
+}
+
+/// What came out of a run.
+pub struct Outcome {
+    /// Every frame sent, with the port it left by, in order.
+    pub sent: Vec<(PortId, Vec<u8>)>,
+    /// The router's counters at the end.
+    pub stats: Stats,
+}
+
+impl Outcome {
+    /// Packets dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.stats.drops_by_reason()[reason as usize]
+    }
+}
+
+/// Runs `frames` (ingress port, frame) through a fresh [`Rig`] and
+/// finishes it.
+///
+/// Every run keeps these invariants: no panic, the accounting identity,
+/// and every frame sent well-formed at the link and IP layers (or a frame
+/// fed passed on unchanged by a switch).
+pub fn run(frames: &[(PortId, &[u8])]) -> Outcome {
+    let mut rig = Rig::new();
+    for &(port, frame) in frames {
+        rig.feed(port, frame);
+    }
+    rig.finish()
+}
+
+/// An Ethernet header from `src` to `dst` carrying `ethertype`.
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(1514);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// The Internet checksum of `b`.
+pub fn checksum(b: &[u8]) -> u16 {
+    edgefwd_dataplane::packet::checksum::checksum(b)
+}
