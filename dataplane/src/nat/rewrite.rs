@@ -189,24 +189,12 @@ pub(crate) fn set_endpoint(b: &mut [u8], ip: usize, end: End, to: (Ipv4Addr, u16
         if proto == Proto::Udp && c == 0 {
             c = 0xffff;
         }
-        // An incremental update cannot tell a message of all zeros (sum
-        // +0, checksum 0xffff) from one summing to -0 (checksum 0); only an
-        // echo reply with id, sequence and payload all zero is the first.
-        if proto == Proto::Icmp
-            && c == 0
-            && zero_but_checksum(b.get(l4..end_at.min(b.len())).unwrap_or(&[]))
-        {
-            c = 0xffff;
+        if proto == Proto::Icmp {
+            let msg = b.get(l4..end_at.min(b.len())).unwrap_or(&[]);
+            c = checksum::settle_icmp4(c, msg, 2);
         }
     }
     b[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Whether every byte of the ICMP message `msg` but its checksum is zero.
-fn zero_but_checksum(msg: &[u8]) -> bool {
-    msg.iter()
-        .enumerate()
-        .all(|(i, &b)| b == 0 || (2..4).contains(&i))
 }
 
 /// Whether the ICMP message in `l3` carries a valid checksum. An error is

@@ -249,5 +249,10 @@ fn retype(icmp: &mut [u8], typ: u8) {
         old,
         u16::from_be_bytes([icmp[0], icmp[1]]),
     );
+    let c = if typ == v4::ECHO_REPLY {
+        checksum::settle_icmp4(c, icmp, 2)
+    } else {
+        c
+    };
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
 }
