@@ -16,6 +16,7 @@ pub mod neigh;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
+pub mod prefetch;
 pub mod stats;
 pub mod time;
 pub mod worker;

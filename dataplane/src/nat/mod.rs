@@ -28,6 +28,7 @@
 //! worker): `run` steers every port on a NAT path to one worker, so no
 //! lock is taken (see `worker`).
 
+mod heads;
 mod rewrite;
 mod table;
 

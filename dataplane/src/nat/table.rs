@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 
+use super::heads::Heads;
 use super::{Filtering, Flow, NatConfig, Proto, SessionView};
+use crate::prefetch::prefetch;
 use crate::stats::DropReason;
 use crate::time::Time;
 
@@ -108,7 +110,7 @@ pub struct Table {
     sessions: Vec<Session>,
     free_sessions: Vec<u32>,
     /// Per mapping and remote address: the first session of its chain.
-    by_remote: HashMap<(u32, Ipv4Addr), u32, RandomState>,
+    heads: Heads,
     per_host: HashMap<Ipv4Addr, u32, RandomState>,
     /// [`Table::outbound_burst`]'s scratch: each flow's mapping and first
     /// session.
@@ -134,7 +136,7 @@ impl Table {
             used: [[0; 2]; 3],
             sessions: Vec::with_capacity(prealloc),
             free_sessions: Vec::new(),
-            by_remote: HashMap::with_capacity_and_hasher(prealloc, RandomState::default()),
+            heads: Heads::with_capacity(prealloc),
             per_host: HashMap::default(),
             found: Vec::with_capacity(256),
             live: 0,
@@ -170,7 +172,7 @@ impl Table {
         }
         let total = self.sessions.capacity() * std::mem::size_of::<Session>()
             + self.mappings.capacity() * std::mem::size_of::<Mapping>()
-            + map(&self.by_remote)
+            + self.heads.bytes()
             + map(&self.by_inside)
             + map(&self.per_host);
         total / self.live.max(1)
@@ -237,32 +239,41 @@ impl Table {
         out: &mut Vec<Result<u16, DropReason>>,
     ) {
         self.found.clear();
+        // Each flow's mapping (a table of endpoints, mostly in cache), and
+        // the start of its chain's slot and the mapping coming in.
         for f in flows {
             let m = self
                 .by_inside
                 .get(&(f.proto, f.src.0, f.src.1))
                 .copied()
                 .unwrap_or(NONE);
-            self.found.push((m, NONE));
+            let home = if m == NONE {
+                0
+            } else {
+                if let Some(map) = self.mappings.get(m as usize) {
+                    prefetch(map);
+                }
+                let home = self.heads.home(m, f.dst.0);
+                self.heads.prefetch(home);
+                home
+            };
+            self.found.push((m, home as u32));
         }
+        // Each chain's first session, with its line coming in.
         for (f, found) in flows.iter().zip(self.found.iter_mut()) {
             if found.0 != NONE {
-                found.1 = self
-                    .by_remote
-                    .get(&(found.0, f.dst.0))
-                    .copied()
+                let head = self
+                    .heads
+                    .get_from(found.1 as usize, found.0, f.dst.0)
                     .unwrap_or(NONE);
+                if let Some(sess) = self.sessions.get(head as usize) {
+                    prefetch(sess);
+                }
+                found.1 = head;
+            } else {
+                found.1 = NONE;
             }
         }
-        // Bring every first session's line in, all loads in flight at once
-        // (a few instructions per flow and no store to wait on).
-        let mut touched = 0u32;
-        for &(_, head) in &self.found {
-            if let Some(sess) = self.sessions.get(head as usize) {
-                touched ^= sess.expires;
-            }
-        }
-        std::hint::black_box(touched);
         out.clear();
         for (i, f) in flows.iter().enumerate() {
             let (m, head) = self.found[i];
@@ -363,7 +374,7 @@ impl Table {
 
     /// The sessions of mapping `m` with `remote`.
     fn chain(&self, m: u32, remote: Ipv4Addr) -> impl Iterator<Item = u32> + '_ {
-        let mut at = self.by_remote.get(&(m, remote)).copied().unwrap_or(NONE);
+        let mut at = self.heads.get(m, remote).unwrap_or(NONE);
         std::iter::from_fn(move || {
             let s = at;
             (s != NONE).then(|| {
@@ -474,16 +485,15 @@ impl Table {
             .free_sessions
             .pop()
             .unwrap_or(self.sessions.len() as u32);
-        let head = self.by_remote.entry((m, remote)).or_insert(NONE);
         let sess = Session {
             mapping: m,
             remote,
-            next: *head,
+            next: self.heads.get(m, remote).unwrap_or(NONE),
             expires: expiry(now, Duration::ZERO),
             rport,
             tcp: 0,
         };
-        *head = s;
+        self.heads.set(m, remote, s);
         if s as usize == self.sessions.len() {
             self.sessions.push(sess);
         } else {
@@ -505,11 +515,11 @@ impl Table {
         self.live -= 1;
         // Unlink it from its chain.
         let key = (sess.mapping, sess.remote);
-        if self.by_remote.get(&key) == Some(&s) {
+        if self.heads.get(key.0, key.1) == Some(s) {
             if sess.next == NONE {
-                self.by_remote.remove(&key);
+                self.heads.remove(key.0, key.1);
             } else {
-                self.by_remote.insert(key, sess.next);
+                self.heads.set(key.0, key.1, sess.next);
             }
         } else {
             let prev = self

@@ -4,7 +4,8 @@
 //! How a port is bound (TAP, AF_PACKET, pcap) is not the pipeline's
 //! business: the control plane builds a [`PortTable`] from the config, and
 //! the drivers here ([`tap`], [`afpacket`]) move frames in and out by
-//! [`PortId`] for the workers. All syscalls, and all `unsafe`, are in `sys`.
+//! [`PortId`] for the workers. All syscalls, and all `unsafe` but the
+//! prefetch hint's, are in `sys`.
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
