@@ -18,6 +18,11 @@
 //! contiguously) and `base0` (its leaves, contiguously). Values are FIB
 //! group ids plus one; 0 is "no route".
 //!
+//! A burst's lookups ([`Lpm::lookup_v4_batch`]) walk up to 32 keys level
+//! by level together, prefetching what each needs next; on the full table
+//! with random addresses that is only 5-8% over single lookups in a tight
+//! loop, whose independent iterations the CPU already overlaps.
+//!
 //! Updates rebuild the structure beside the old one and swap (the FIB is an
 //! immutable snapshot); incremental updates are future work.
 
@@ -25,11 +30,14 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::Lpm;
+use crate::prefetch::prefetch;
 
 /// Bits per node level.
 const STRIDE: u32 = 6;
 /// Tag of a leaf in the direct table.
 const LEAF: u32 = 1 << 31;
+/// Keys a batch lookup walks together.
+const LANES: usize = 32;
 
 /// Keys left-aligned in an unsigned integer: IPv4 in a `u64`, IPv6 in a
 /// `u128`.
@@ -100,6 +108,70 @@ impl Poptrie {
             }
             node = self.nodes[(node.base1 + (node.vector & upto).count_ones() - 1) as usize];
             offset += STRIDE;
+        }
+    }
+
+    /// [`Poptrie::lookup`] for up to [`LANES`] keys at a time, values into
+    /// `out`. The keys advance level by level together: each step
+    /// prefetches what every key needs next, then reads it, so a burst's
+    /// cache misses overlap instead of following one another.
+    fn lookup_batch<K: Key>(&self, keys: &[K], out: &mut [u32]) {
+        for (keys, out) in keys.chunks(LANES).zip(out.chunks_mut(LANES)) {
+            let n = keys.len().min(out.len());
+            // Per lane: the node (or, once `leaf`, the leaf) index and the
+            // bits consumed; `pending` lists the lanes not yet answered.
+            let mut at = [0u32; LANES];
+            let mut offset = [self.direct_bits; LANES];
+            let mut leaf = [false; LANES];
+            let mut pending = [0u8; LANES];
+            let mut live = 0;
+            for k in &keys[..n] {
+                if let Some(d) = self.direct.get(k.top(self.direct_bits)) {
+                    prefetch(d);
+                }
+            }
+            for i in 0..n {
+                let d = self.direct[keys[i].top(self.direct_bits)];
+                if d & LEAF != 0 {
+                    out[i] = d & !LEAF;
+                } else {
+                    if let Some(node) = self.nodes.get(d as usize) {
+                        prefetch(node);
+                    }
+                    at[i] = d;
+                    pending[live] = i as u8;
+                    live += 1;
+                }
+            }
+            while live > 0 {
+                let mut still = 0;
+                for j in 0..live {
+                    let i = usize::from(pending[j]);
+                    if leaf[i] {
+                        out[i] = self.leaves[at[i] as usize];
+                        continue;
+                    }
+                    let node = self.nodes[at[i] as usize];
+                    let bit = 1u64 << keys[i].chunk(offset[i]);
+                    let upto = (bit << 1).wrapping_sub(1);
+                    if node.vector & bit == 0 {
+                        at[i] = node.base0 + (node.leafvec & upto).count_ones() - 1;
+                        leaf[i] = true;
+                        if let Some(l) = self.leaves.get(at[i] as usize) {
+                            prefetch(l);
+                        }
+                    } else {
+                        at[i] = node.base1 + (node.vector & upto).count_ones() - 1;
+                        offset[i] += STRIDE;
+                        if let Some(next) = self.nodes.get(at[i] as usize) {
+                            prefetch(next);
+                        }
+                    }
+                    pending[still] = i as u8;
+                    still += 1;
+                }
+                live = still;
+            }
         }
     }
 
@@ -257,6 +329,21 @@ impl Lpm for PoptrieLpm {
         v.checked_sub(1)
     }
 
+    fn lookup_v4_batch(&self, addrs: &[Ipv4Addr], out: &mut [Option<u32>]) {
+        let mut keys = [0u64; LANES];
+        let mut values = [0u32; LANES];
+        for (addrs, out) in addrs.chunks(LANES).zip(out.chunks_mut(LANES)) {
+            for (k, a) in keys.iter_mut().zip(addrs) {
+                *k = u64::from(u32::from(*a)) << 32;
+            }
+            let n = addrs.len();
+            self.v4.lookup_batch(&keys[..n], &mut values[..n]);
+            for (o, v) in out.iter_mut().zip(&values[..n]) {
+                *o = v.checked_sub(1);
+            }
+        }
+    }
+
     #[inline]
     fn lookup_v6(&self, a: Ipv6Addr) -> Option<u32> {
         self.v6.lookup(u128::from(a)).checked_sub(1)
@@ -302,6 +389,54 @@ mod tests {
         assert_eq!(q6("2001:db8::1"), Some(2));
         assert_eq!(q6("2001:db8::2"), Some(1));
         assert_eq!(q6("2002::"), Some(0));
+    }
+
+    /// The batch walk answers exactly as single lookups, for bursts of
+    /// every length around the lane count, on prefixes of every length.
+    #[test]
+    fn batch_matches_single() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let v4: Vec<(Ipv4Net, u32)> = (0..5000)
+            .map(|i| {
+                let len = (next() % 33) as u8;
+                let net = Ipv4Net::new(Ipv4Addr::from(next() as u32), len)
+                    .unwrap()
+                    .trunc();
+                (net, i)
+            })
+            .collect();
+        let mut v4: Vec<_> = v4
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>()
+            .into_iter()
+            .collect();
+        v4.sort();
+        let t = PoptrieLpm::build(&v4, &[]);
+        // Half the addresses inside a prefix, so every depth is walked.
+        let addrs: Vec<Ipv4Addr> = (0..3000)
+            .map(|i| {
+                let r = next() as u32;
+                if i % 2 == 0 {
+                    let (p, _) = v4[r as usize % v4.len()];
+                    Ipv4Addr::from(u32::from(p.network()) | (r & !u32::from(p.netmask())))
+                } else {
+                    Ipv4Addr::from(r)
+                }
+            })
+            .collect();
+        for len in [0, 1, 31, 32, 33, 64, 100, 3000] {
+            let mut out = vec![Some(u32::MAX); len];
+            t.lookup_v4_batch(&addrs[..len], &mut out);
+            for (a, o) in addrs.iter().zip(&out) {
+                assert_eq!(*o, t.lookup_v4(*a), "{a} in a burst of {len}");
+            }
+        }
     }
 
     #[test]
