@@ -67,7 +67,7 @@ impl LinkProbe {
     }
 
     /// Sets the device's transmit queue length (see
-    /// [`IfSocket::set_txqueuelen`]).
+    /// `IfSocket::set_txqueuelen`).
     pub fn set_txqueuelen(&self, len: u32) -> io::Result<()> {
         self.sock.set_txqueuelen(&self.name, len)
     }
