@@ -115,6 +115,13 @@ fn bench_v6(c: &mut Criterion) {
                 .fold(0u32, u32::wrapping_add)
         })
     });
+    let mut out = vec![None; N];
+    g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
+        b.iter(|| {
+            fast.lookup_v6_batch(&addrs, &mut out);
+            black_box(&out);
+        })
+    });
     g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
         b.iter(|| {
             addrs

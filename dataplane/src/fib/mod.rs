@@ -85,6 +85,13 @@ pub trait Lpm: Send + Sync {
             *o = self.lookup_v4(*a);
         }
     }
+    /// [`Lpm::lookup_v6`] for a burst of addresses, as
+    /// [`Lpm::lookup_v4_batch`].
+    fn lookup_v6_batch(&self, addrs: &[Ipv6Addr], out: &mut [Option<u32>]) {
+        for (a, o) in addrs.iter().zip(out.iter_mut()) {
+            *o = self.lookup_v6(*a);
+        }
+    }
     /// Approximate heap memory in bytes.
     fn memory_bytes(&self) -> usize;
 }
