@@ -191,7 +191,7 @@ pub(crate) fn set_endpoint(b: &mut [u8], ip: usize, end: End, to: (Ipv4Addr, u16
         }
         if proto == Proto::Icmp {
             let msg = b.get(l4..end_at.min(b.len())).unwrap_or(&[]);
-            c = checksum::settle_icmp4(c, msg, 2);
+            c = checksum::settle_icmp4(c, msg);
         }
     }
     b[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());

@@ -112,8 +112,8 @@ pub struct Table {
     /// Per mapping and remote address: the first session of its chain.
     heads: Heads,
     per_host: HashMap<Ipv4Addr, u32, RandomState>,
-    /// [`Table::outbound_burst`]'s scratch: each flow's mapping and first
-    /// session.
+    /// [`Table::outbound_burst`]'s scratch: each flow's mapping and the
+    /// home slot of its chain's head in `heads`, then the head itself.
     found: Vec<(u32, u32)>,
     live: usize,
     sweep_at: usize,
@@ -226,12 +226,12 @@ impl Table {
 
     /// [`Table::outbound`] for a burst of flows, answers in order into
     /// `out`. The same answers, with the memory of a large table touched
-    /// flow-parallel: every flow's mapping, then every flow's session
-    /// chain, then every first session, each pass a loop of independent
-    /// loads that the CPU overlaps, and only then the in-order updates,
-    /// which find their lines in cache. Anything unusual (a new flow, an expired session, a
-    /// longer chain, a slot reused within the burst) takes the one-by-one
-    /// path.
+    /// flow-parallel: every flow's mapping is found and the slot of its
+    /// chain's head prefetched, then every head is read and its first
+    /// session prefetched, so each pass's misses are in flight together;
+    /// only then come the in-order updates, which find their lines in
+    /// cache. Anything unusual (a new flow, an expired session, a longer
+    /// chain, a slot reused within the burst) takes the one-by-one path.
     pub fn outbound_burst(
         &mut self,
         flows: &[Flow],

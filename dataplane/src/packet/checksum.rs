@@ -54,15 +54,16 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
     finish(s)
 }
 
-/// The field value after an incremental update of an ICMPv4 checksum (no
-/// pseudo-header) at `at` in `msg`: [`update16`] cannot tell data of all
-/// zeros (checksum 0xffff) from data summing to -0 (checksum 0), so a 0
-/// is checked against the data. Only an echo of all zeros is the first.
-pub fn settle_icmp4(c: u16, msg: &[u8], at: usize) -> u16 {
+/// The checksum field after an incremental update of the ICMPv4 message
+/// `msg` (no pseudo-header; the field at bytes 2..4): [`update16`] cannot
+/// tell data of all zeros (checksum 0xffff) from data summing to -0
+/// (checksum 0), so a 0 is checked against the data. Only an echo of all
+/// zeros is the first.
+pub fn settle_icmp4(c: u16, msg: &[u8]) -> u16 {
     let zeros = || {
         msg.iter()
             .enumerate()
-            .all(|(i, &b)| b == 0 || (at..at + 2).contains(&i))
+            .all(|(i, &b)| b == 0 || i == 2 || i == 3)
     };
     if c == 0 && zeros() {
         0xffff

@@ -250,7 +250,7 @@ fn retype(icmp: &mut [u8], typ: u8) {
         u16::from_be_bytes([icmp[0], icmp[1]]),
     );
     let c = if typ == v4::ECHO_REPLY {
-        checksum::settle_icmp4(c, icmp, 2)
+        checksum::settle_icmp4(c, icmp)
     } else {
         c
     };
