@@ -258,18 +258,26 @@ impl Rib {
         if fib.lookup(addr).is_none() {
             return Vec::new();
         }
-        let selected = || {
-            self.routes
-                .iter()
-                .zip(&selection.selected)
-                .filter(|(r, s)| **s && r.route.prefix.contains(&addr))
-                .map(|(r, _)| &r.route)
-        };
-        let Some(len) = selected().map(|r| r.prefix.prefix_len()).max() else {
-            return Vec::new();
-        };
-        let mut out: Vec<LookupRoute> = selected()
-            .filter(|r| r.prefix.prefix_len() == len)
+        // One pass: the selected routes of the longest prefix holding addr.
+        let mut best: Vec<&Route> = Vec::new();
+        let mut len = 0;
+        for (r, _) in self
+            .routes
+            .iter()
+            .zip(&selection.selected)
+            .filter(|(r, s)| **s && r.route.prefix.contains(&addr))
+        {
+            let l = r.route.prefix.prefix_len();
+            if best.is_empty() || l > len {
+                best.clear();
+                len = l;
+            }
+            if l == len {
+                best.push(&r.route);
+            }
+        }
+        let mut out: Vec<LookupRoute> = best
+            .into_iter()
             .map(|r| LookupRoute {
                 destination: r.prefix,
                 interface: self.port_name(r.port).to_owned(),

@@ -19,6 +19,7 @@ pub use poptrie::PoptrieLpm;
 pub use select::{select, Selection};
 pub use treebitmap::TreeBitmapLpm;
 
+use foldhash::fast::RandomState;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -117,14 +118,30 @@ impl Fib {
     ) -> (Fib, Selection) {
         let selection = select(routes, is_up);
         let mut groups: Vec<NextHopGroup> = Vec::new();
-        let mut group_ids: HashMap<Vec<Adjacency>, u32> = HashMap::new();
+        let mut group_ids: HashMap<Vec<Adjacency>, u32, RandomState> = HashMap::default();
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
-        for (prefix, members) in selection.prefixes(routes) {
-            let id = *group_ids.entry(members.clone()).or_insert_with(|| {
-                groups.push(NextHopGroup { members });
-                (groups.len() - 1) as u32
-            });
+        // One buffer for every prefix's members; a group is stored once.
+        let mut members: Vec<Adjacency> = Vec::new();
+        for (prefix, chosen) in selection.prefixes() {
+            members.clear();
+            members.extend(chosen.iter().map(|&i| Adjacency {
+                port: routes[i as usize].port,
+                next_hop: routes[i as usize].next_hop,
+            }));
+            members.sort();
+            members.dedup();
+            let id = match group_ids.get(members.as_slice()) {
+                Some(&id) => id,
+                None => {
+                    groups.push(NextHopGroup {
+                        members: members.clone(),
+                    });
+                    let id = (groups.len() - 1) as u32;
+                    group_ids.insert(members.clone(), id);
+                    id
+                }
+            };
             match prefix {
                 IpNet::V4(p) => v4.push((p, id)),
                 IpNet::V6(p) => v6.push((p, id)),

@@ -2,10 +2,11 @@
 //! routes of one prefix, the lowest metric on a port that is up; ties form an
 //! ECMP group.
 
+use foldhash::fast::RandomState;
 use ipnet::IpNet;
 use std::collections::HashMap;
 
-use super::{Adjacency, Route};
+use super::Route;
 use crate::port::PortId;
 
 /// Which routes the FIB uses.
@@ -13,67 +14,75 @@ use crate::port::PortId;
 pub struct Selection {
     /// `selected[i]` is true when `routes[i]` is in the FIB.
     pub selected: Vec<bool>,
-    /// Prefixes in first-seen order with the indices of their selected routes.
-    by_prefix: Vec<(IpNet, Vec<usize>)>,
+    /// Prefixes with a usable route, in first-seen order.
+    prefixes: Vec<IpNet>,
+    /// Prefix `k`'s selected routes are `chosen[starts[k]..starts[k + 1]]`:
+    /// flat arrays, not a vector per prefix, since a full table has nearly
+    /// a million prefixes.
+    starts: Vec<u32>,
+    chosen: Vec<u32>,
 }
 
 impl Selection {
-    /// Each prefix that has a usable route, with its adjacencies (sorted,
-    /// deduplicated).
-    pub fn prefixes<'a>(
-        &'a self,
-        routes: &'a [Route],
-    ) -> impl Iterator<Item = (IpNet, Vec<Adjacency>)> + 'a {
-        self.by_prefix
-            .iter()
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(p, idx)| {
-                let mut members: Vec<Adjacency> = idx
-                    .iter()
-                    .map(|&i| Adjacency {
-                        port: routes[i].port,
-                        next_hop: routes[i].next_hop,
-                    })
-                    .collect();
-                members.sort();
-                members.dedup();
-                (*p, members)
-            })
+    /// Each prefix that has a usable route, with the indices of its selected
+    /// routes (in route order).
+    pub fn prefixes(&self) -> impl Iterator<Item = (IpNet, &[u32])> + '_ {
+        self.prefixes.iter().enumerate().map(|(k, p)| {
+            let (a, b) = (self.starts[k] as usize, self.starts[k + 1] as usize);
+            (*p, &self.chosen[a..b])
+        })
     }
 }
 
 /// Marks, for each prefix, the routes with the lowest metric among those whose
 /// port is up.
 pub fn select(routes: &[Route], is_up: impl Fn(PortId) -> bool) -> Selection {
-    let mut index: HashMap<IpNet, usize> = HashMap::with_capacity(routes.len());
-    let mut by_prefix: Vec<(IpNet, Vec<usize>)> = Vec::new();
+    const DOWN: u32 = u32::MAX;
+    let mut index: HashMap<IpNet, u32, RandomState> =
+        HashMap::with_capacity_and_hasher(routes.len(), RandomState::default());
+    let mut prefixes: Vec<IpNet> = Vec::new();
     let mut best: Vec<u32> = Vec::new();
-    for (i, r) in routes.iter().enumerate() {
-        if !is_up(r.port) {
-            continue;
-        }
-        let slot = *index.entry(r.prefix).or_insert_with(|| {
-            by_prefix.push((r.prefix, Vec::new()));
-            best.push(u32::MAX);
-            by_prefix.len() - 1
-        });
-        let chosen = &mut by_prefix[slot].1;
-        if r.metric < best[slot] || chosen.is_empty() {
-            best[slot] = r.metric;
-            chosen.clear();
-            chosen.push(i);
-        } else if r.metric == best[slot] {
-            chosen.push(i);
-        }
+    // Each route's prefix slot (DOWN: its port is down), and each slot's
+    // lowest metric.
+    let slots: Vec<u32> = routes
+        .iter()
+        .map(|r| {
+            if !is_up(r.port) {
+                return DOWN;
+            }
+            let slot = *index.entry(r.prefix).or_insert_with(|| {
+                prefixes.push(r.prefix);
+                best.push(u32::MAX);
+                (prefixes.len() - 1) as u32
+            });
+            let b = &mut best[slot as usize];
+            *b = (*b).min(r.metric);
+            slot
+        })
+        .collect();
+    drop(index);
+    let wins = |i: usize| slots[i] != DOWN && routes[i].metric == best[slots[i] as usize];
+    // Count each slot's winners, then place them.
+    let mut starts = vec![0u32; prefixes.len() + 1];
+    for i in (0..routes.len()).filter(|&i| wins(i)) {
+        starts[slots[i] as usize + 1] += 1;
     }
+    for k in 1..starts.len() {
+        starts[k] += starts[k - 1];
+    }
+    let mut next = starts.clone();
+    let mut chosen = vec![0u32; starts[prefixes.len()] as usize];
     let mut selected = vec![false; routes.len()];
-    for (_, idx) in &by_prefix {
-        for &i in idx {
-            selected[i] = true;
-        }
+    for i in (0..routes.len()).filter(|&i| wins(i)) {
+        let at = &mut next[slots[i] as usize];
+        chosen[*at as usize] = i as u32;
+        *at += 1;
+        selected[i] = true;
     }
     Selection {
         selected,
-        by_prefix,
+        prefixes,
+        starts,
+        chosen,
     }
 }
