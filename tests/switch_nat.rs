@@ -219,12 +219,15 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
         assert_eq!(peer.ip().to_string(), EXT, "{} seen as Port2", vm.dev);
         assert_eq!(peer.port(), port, "port preserved");
     }
-    // A TCP transfer, checked end to end, from Port2's address.
-    let dst: SocketAddr = format!("{INET}:5001").parse().unwrap();
-    let t = common::tcp_transfer(&vm1.ns, &inet.ns, dst, 8 << 20);
-    assert_eq!(t.bytes, 8 << 20);
-    assert!(t.intact, "sha256 of what arrived");
-    assert_eq!(t.peer.ip().to_string(), EXT);
+    // A TCP transfer from each VM, checked end to end, from Port2's
+    // address.
+    for (vm, port) in [(vm1, 5001), (vm2, 5002)] {
+        let dst: SocketAddr = format!("{INET}:{port}").parse().unwrap();
+        let t = common::tcp_transfer(&vm.ns, &inet.ns, dst, 8 << 20);
+        assert_eq!(t.bytes, 8 << 20, "{}", vm.dev);
+        assert!(t.intact, "sha256 of what arrived from {}", vm.dev);
+        assert_eq!(t.peer.ip().to_string(), EXT, "{} seen as Port2", vm.dev);
+    }
     // The daemon shows the sessions.
     let v = api::call(&app.socket, Command::NatSessions {}).unwrap();
     let sessions = v["sessions"].as_array().unwrap();
