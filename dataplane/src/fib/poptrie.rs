@@ -321,9 +321,11 @@ impl Lpm for PoptrieLpm {
             t6.insert(u128::from(p.network()), u32::from(p.prefix_len()), v + 1);
         }
         PoptrieLpm {
-            // 18 bits for IPv4: a /24 is then one node below the direct table.
+            // 18 bits for IPv4: a /24 is then one node below the direct
+            // table. 18 for IPv6 too: a /48 is five nodes below instead of
+            // six, for 0.2 MiB more (20 bits costs 3 MiB and gains nothing).
             v4: build(&t4, 18),
-            v6: build(&t6, 16),
+            v6: build(&t6, 18),
         }
     }
 
