@@ -300,6 +300,28 @@ fn fill(trie: &Trie, t: &mut Poptrie, slot: u32, at: u32, value: u32) {
     }
 }
 
+/// A burst of addresses through [`Poptrie::lookup_batch`], [`LANES`] at a
+/// time, as keys made by `key`.
+fn batch<A: Copy, K: Key + Default>(
+    t: &Poptrie,
+    addrs: &[A],
+    out: &mut [Option<u32>],
+    key: impl Fn(A) -> K,
+) {
+    let mut keys = [K::default(); LANES];
+    let mut values = [0u32; LANES];
+    for (addrs, out) in addrs.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        for (k, a) in keys.iter_mut().zip(addrs) {
+            *k = key(*a);
+        }
+        let n = addrs.len();
+        t.lookup_batch(&keys[..n], &mut values[..n]);
+        for (o, v) in out.iter_mut().zip(&values[..n]) {
+            *o = v.checked_sub(1);
+        }
+    }
+}
+
 /// Poptrie tables for both families.
 pub struct PoptrieLpm {
     v4: Poptrie,
@@ -336,18 +358,7 @@ impl Lpm for PoptrieLpm {
     }
 
     fn lookup_v4_batch(&self, addrs: &[Ipv4Addr], out: &mut [Option<u32>]) {
-        let mut keys = [0u64; LANES];
-        let mut values = [0u32; LANES];
-        for (addrs, out) in addrs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-            for (k, a) in keys.iter_mut().zip(addrs) {
-                *k = u64::from(u32::from(*a)) << 32;
-            }
-            let n = addrs.len();
-            self.v4.lookup_batch(&keys[..n], &mut values[..n]);
-            for (o, v) in out.iter_mut().zip(&values[..n]) {
-                *o = v.checked_sub(1);
-            }
-        }
+        batch(&self.v4, addrs, out, |a| u64::from(u32::from(a)) << 32);
     }
 
     #[inline]
@@ -356,18 +367,7 @@ impl Lpm for PoptrieLpm {
     }
 
     fn lookup_v6_batch(&self, addrs: &[Ipv6Addr], out: &mut [Option<u32>]) {
-        let mut keys = [0u128; LANES];
-        let mut values = [0u32; LANES];
-        for (addrs, out) in addrs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-            for (k, a) in keys.iter_mut().zip(addrs) {
-                *k = u128::from(*a);
-            }
-            let n = addrs.len();
-            self.v6.lookup_batch(&keys[..n], &mut values[..n]);
-            for (o, v) in out.iter_mut().zip(&values[..n]) {
-                *o = v.checked_sub(1);
-            }
-        }
+        batch(&self.v6, addrs, out, u128::from);
     }
 
     fn memory_bytes(&self) -> usize {
@@ -438,7 +438,16 @@ mod tests {
             .into_iter()
             .collect();
         v4.sort();
-        let t = PoptrieLpm::build(&v4, &[]);
+        // IPv6: prefixes under 2001:db8::/32, so lookups go deep.
+        let v6: std::collections::HashMap<Ipv6Net, u32> = (0..2000)
+            .map(|i| {
+                let a = (0x2001_0db8u128 << 96) | (u128::from(next()) << 32);
+                let len = 32 + (next() % 97) as u8;
+                (Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc(), i)
+            })
+            .collect();
+        let v6: Vec<_> = v6.into_iter().collect();
+        let t = PoptrieLpm::build(&v4, &v6);
         // Half the addresses inside a prefix, so every depth is walked.
         let addrs: Vec<Ipv4Addr> = (0..3000)
             .map(|i| {
@@ -451,11 +460,23 @@ mod tests {
                 }
             })
             .collect();
+        let addrs6: Vec<Ipv6Addr> = (0..3000)
+            .map(|_| {
+                let (p, _) = v6[next() as usize % v6.len()];
+                let host =
+                    (u128::from(next()) << 64 | u128::from(next())) & !u128::from(p.netmask());
+                Ipv6Addr::from(u128::from(p.network()) | host)
+            })
+            .collect();
         for len in [0, 1, 31, 32, 33, 64, 100, 3000] {
             let mut out = vec![Some(u32::MAX); len];
             t.lookup_v4_batch(&addrs[..len], &mut out);
             for (a, o) in addrs.iter().zip(&out) {
                 assert_eq!(*o, t.lookup_v4(*a), "{a} in a burst of {len}");
+            }
+            t.lookup_v6_batch(&addrs6[..len], &mut out);
+            for (a, o) in addrs6.iter().zip(&out) {
+                assert_eq!(*o, t.lookup_v6(*a), "{a} in a burst of {len}");
             }
         }
     }
