@@ -238,8 +238,11 @@ impl Trie {
     }
 }
 
-/// Builds a table from a trie, with a direct table of `direct_bits`.
+/// Builds a table from a trie, with a direct table of `direct_bits` (of one
+/// bit when the trie holds at most a default route: a family without
+/// routes costs nothing).
 fn build(trie: &Trie, direct_bits: u32) -> Poptrie {
+    let direct_bits = if trie.has_children(0) { direct_bits } else { 1 };
     let mut t = Poptrie {
         direct_bits,
         direct: vec![0; 1 << direct_bits],
@@ -486,6 +489,11 @@ mod tests {
         let t = lpm(&[], &[]);
         assert_eq!(t.lookup_v4(Ipv4Addr::new(1, 2, 3, 4)), None);
         assert_eq!(t.lookup_v6(Ipv6Addr::LOCALHOST), None);
+        // Only default routes: the one-bit direct tables answer them.
+        let t = lpm(&[("0.0.0.0/0", 3)], &[("::/0", 4)]);
+        assert_eq!(t.lookup_v4(Ipv4Addr::new(255, 1, 2, 3)), Some(3));
+        assert_eq!(t.lookup_v6(Ipv6Addr::LOCALHOST), Some(4));
+        assert!(t.memory_bytes() < 64, "{} bytes", t.memory_bytes());
     }
 
     #[test]
