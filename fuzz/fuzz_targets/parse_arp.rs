@@ -13,20 +13,11 @@
 
 use std::net::Ipv4Addr;
 
-use edgefwd_fuzz::{eth, Rig, FAR_V4, HOST_MAC, HOST_V4, OUR_V4, PORT2, PORT3, PORT_MAC, RX_PORTS};
+use edgefwd_fuzz::{
+    eth, PortId, Rig, HOST_MAC, OUR_V4, PORT2, PORT3, PORT4, PORT_MAC, RX_PORTS, V4, VM1, VM2, VM3,
+};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-
-#[derive(Arbitrary, Debug)]
-enum Addr {
-    /// The appliance's address on the port.
-    Ours,
-    /// The host's own address on the port.
-    Host,
-    /// One of a few addresses near or behind the appliance.
-    Far(u8),
-    Raw([u8; 4]),
-}
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -43,9 +34,9 @@ struct Msg {
     /// The host's own MAC as the sender hardware address, else `sha`.
     from_host: bool,
     sha: [u8; 6],
-    spa: Addr,
+    spa: V4,
     tha: [u8; 6],
-    tpa: Addr,
+    tpa: V4,
     /// One byte of the fixed header (hardware/protocol type and sizes,
     /// operation) overwritten.
     damage: Option<(u8, u8)>,
@@ -54,7 +45,7 @@ struct Msg {
 }
 
 struct Sent {
-    port: u16,
+    port: PortId,
     sha: [u8; 6],
     tpa: Ipv4Addr,
     /// Well-formed, from a unicast sender, for the routed port's address.
@@ -63,20 +54,11 @@ struct Sent {
 
 /// The L2 segment a port is on: a switch's members and its router port
 /// share one (a reply to an unknown MAC is flooded to all of them).
-fn segment(port: u16) -> u16 {
+fn segment(port: PortId) -> PortId {
     match port {
-        2 | 5 => 2,
-        3 | 4 => 3,
+        VM3 => PORT4,
+        VM2 => VM1,
         p => p,
-    }
-}
-
-fn addr(a: &Addr, port: usize) -> Ipv4Addr {
-    match a {
-        Addr::Ours => OUR_V4[port],
-        Addr::Host => HOST_V4[port],
-        Addr::Far(n) => FAR_V4[usize::from(*n) % FAR_V4.len()],
-        Addr::Raw(b) => Ipv4Addr::from(*b),
     }
 }
 
@@ -87,7 +69,7 @@ fuzz_target!(|msgs: Vec<Msg>| {
         let port = u16::from(m.port) % RX_PORTS;
         let p = usize::from(port);
         let sha = if m.from_host { HOST_MAC[p] } else { m.sha };
-        let (spa, tpa) = (addr(&m.spa, p), addr(&m.tpa, p));
+        let (spa, tpa) = (m.spa.on(port), m.tpa.on(port));
         let dst = if m.broadcast { [0xff; 6] } else { PORT_MAC[p] };
         let mut f = eth(dst, HOST_MAC[p], 0x0806);
         let mut a = Vec::with_capacity(28);

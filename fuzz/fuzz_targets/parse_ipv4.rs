@@ -10,23 +10,13 @@
 //! a forwarded packet keeps its options, its payload and its TTL less one.
 #![no_main]
 
-use std::net::Ipv4Addr;
-
 use edgefwd_dataplane::packet::check::check_frame;
 use edgefwd_dataplane::packet::checksum::{finish, pseudo_v4, sum};
 use edgefwd_fuzz::{
-    checksum, eth, run, DropReason, PortId, FAR_V4, HOST_MAC, HOST_V4, OUR_V4, PORT_MAC, RX_PORTS,
+    assert_valid, checksum, eth, run, DropReason, Fix, PortId, HOST_MAC, PORT_MAC, RX_PORTS, V4,
 };
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-
-#[derive(Arbitrary, Debug)]
-enum Addr {
-    Ours,
-    Host,
-    Far(u8),
-    Raw([u8; 4]),
-}
 
 #[derive(Arbitrary, Debug)]
 enum Proto {
@@ -37,21 +27,11 @@ enum Proto {
     Other(u8),
 }
 
-#[derive(Arbitrary, Debug, PartialEq)]
-enum Fix {
-    /// Leave lengths and checksums as the fuzzer wrote them.
-    Nothing,
-    /// Total length and header checksum right.
-    Header,
-    /// Those and the transport length and checksum.
-    Everything,
-}
-
 #[derive(Arbitrary, Debug)]
 struct Input {
     port: u8,
-    src: Addr,
-    dst: Addr,
+    src: V4,
+    dst: V4,
     tos: u8,
     id: u16,
     /// Flags and fragment offset.
@@ -69,19 +49,10 @@ struct Input {
     pad: u8,
 }
 
-fn addr(a: &Addr, port: usize) -> Ipv4Addr {
-    match a {
-        Addr::Ours => OUR_V4[port],
-        Addr::Host => HOST_V4[port],
-        Addr::Far(n) => FAR_V4[usize::from(*n) % FAR_V4.len()],
-        Addr::Raw(b) => Ipv4Addr::from(*b),
-    }
-}
-
 fuzz_target!(|i: Input| {
     let port = PortId::from(i.port) % RX_PORTS;
     let p = usize::from(port);
-    let (src, dst) = (addr(&i.src, p), addr(&i.dst, p));
+    let (src, dst) = (i.src.on(port), i.dst.on(port));
     let (proto, mut seg) = match i.proto {
         Proto::Udp => (17u8, i.segment),
         Proto::Tcp => (6, i.segment),
@@ -170,9 +141,7 @@ fuzz_target!(|i: Input| {
             continue; // bridged as it came
         }
         if valid {
-            if let Err(e) = check_frame(o) {
-                panic!("valid packet in, invalid frame out on port {to}: {e}: {o:02x?}");
-            }
+            assert_valid(*to, o);
         }
         // The forwarded packet: same id, protocol and header length.
         let ip = &o[14..];

@@ -15,7 +15,9 @@ use std::net::Ipv6Addr;
 
 use edgefwd_dataplane::packet::check::check_frame;
 use edgefwd_dataplane::packet::checksum::{finish, pseudo_v6, sum};
-use edgefwd_fuzz::{eth, run, DropReason, PortId, HOST_MAC, HOST_V6, OUR_V6, PORT_MAC, RX_PORTS};
+use edgefwd_fuzz::{
+    assert_valid, eth, run, DropReason, Fix, PortId, HOST_MAC, HOST_V6, OUR_V6, PORT_MAC, RX_PORTS,
+};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -51,15 +53,6 @@ enum Upper {
     Tcp,
     NoNext,
     Other(u8),
-}
-
-#[derive(Arbitrary, Debug, PartialEq)]
-enum Fix {
-    Nothing,
-    /// Payload length right.
-    Length,
-    /// That, the UDP length and the upper-layer checksum.
-    Everything,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -221,9 +214,7 @@ fuzz_target!(|i: Input| {
             continue; // bridged as it came
         }
         if valid {
-            if let Err(e) = check_frame(o) {
-                panic!("valid packet in, invalid frame out on port {to}: {e}: {o:02x?}");
-            }
+            assert_valid(*to, o);
         }
         // Only the forwarded packet leaves with the same addresses.
         let g = &o[14..];

@@ -15,13 +15,14 @@ use edgefwd_control::config::Config;
 use edgefwd_control::demo;
 use edgefwd_control::rib::Rib;
 use edgefwd_dataplane::fib::Fib;
-use edgefwd_dataplane::packet::check::check_headers;
+use edgefwd_dataplane::packet::check::{check_frame, check_headers};
 use edgefwd_dataplane::packet::Packet;
 use edgefwd_dataplane::pipeline::{Router, RouterConfig};
 pub use edgefwd_dataplane::port::PortId;
 pub use edgefwd_dataplane::stats::DropReason;
 use edgefwd_dataplane::stats::Stats;
 use edgefwd_dataplane::time::Time;
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
 
 /// Ports 3-5 (vm1, vm2, vm3), the gateway interface "internal" (6), and
 /// neighbours on each routed port.
@@ -293,6 +294,51 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
     f.extend_from_slice(&src);
     f.extend_from_slice(&ethertype.to_be_bytes());
     f
+}
+
+/// An IPv4 address a structured input picks, relative to the port it
+/// arrives on.
+#[derive(Arbitrary, Debug)]
+pub enum V4 {
+    /// The appliance's address on the port.
+    Ours,
+    /// The host's own address on the port.
+    Host,
+    /// One of [`FAR_V4`].
+    Far(u8),
+    Raw([u8; 4]),
+}
+
+impl V4 {
+    /// The address, for a frame arriving on `port`.
+    pub fn on(&self, port: PortId) -> Ipv4Addr {
+        let p = usize::from(port % RX_PORTS);
+        match self {
+            V4::Ours => OUR_V4[p],
+            V4::Host => HOST_V4[p],
+            V4::Far(n) => FAR_V4[usize::from(*n) % FAR_V4.len()],
+            V4::Raw(b) => Ipv4Addr::from(*b),
+        }
+    }
+}
+
+/// How much of a built packet a structured input gets right.
+#[derive(Arbitrary, Debug, PartialEq)]
+pub enum Fix {
+    /// Lengths and checksums as the fuzzer wrote them.
+    Nothing,
+    /// The IP header's lengths (and IPv4 header checksum) right.
+    Header,
+    /// Those, and the transport length and checksum.
+    Everything,
+}
+
+/// Panics unless `frame`, sent on `port` because of a frame valid at every
+/// layer, is valid at every layer too.
+pub fn assert_valid(port: PortId, frame: &[u8]) {
+    if let Err(e) = check_frame(frame) {
+        panic!("valid frame in, invalid frame out on port {port}: {e}: {frame:02x?}");
+    }
 }
 
 /// The Internet checksum of `b`.
