@@ -82,6 +82,27 @@ struct Node {
     base1: u32,
 }
 
+/// Where a node's child `v` is: a leaf or a node, by index.
+enum Child {
+    Leaf(u32),
+    Node(u32),
+}
+
+impl Node {
+    /// Child `v` (0..64) of this node.
+    #[inline(always)]
+    fn child(&self, v: u32) -> Child {
+        let bit = 1u64 << v;
+        // Bits 0..=v (all of them when v is 63).
+        let upto = (bit << 1).wrapping_sub(1);
+        if self.vector & bit == 0 {
+            Child::Leaf(self.base0 + (self.leafvec & upto).count_ones() - 1)
+        } else {
+            Child::Node(self.base1 + (self.vector & upto).count_ones() - 1)
+        }
+    }
+}
+
 /// One family's table.
 #[derive(Default)]
 struct Poptrie {
@@ -102,15 +123,10 @@ impl Poptrie {
         let mut node = self.nodes[d as usize];
         let mut offset = self.direct_bits;
         loop {
-            let v = key.chunk(offset);
-            let bit = 1u64 << v;
-            // Bits 0..=v (all of them when v is 63).
-            let upto = (bit << 1).wrapping_sub(1);
-            if node.vector & bit == 0 {
-                let i = node.base0 + (node.leafvec & upto).count_ones() - 1;
-                return self.leaves[i as usize];
+            match node.child(key.chunk(offset)) {
+                Child::Leaf(i) => return self.leaves[i as usize],
+                Child::Node(n) => node = self.nodes[n as usize],
             }
-            node = self.nodes[(node.base1 + (node.vector & upto).count_ones() - 1) as usize];
             offset += STRIDE;
         }
     }
@@ -155,20 +171,20 @@ impl Poptrie {
                         out[i] = self.leaves[at[i] as usize];
                         continue;
                     }
-                    let node = self.nodes[at[i] as usize];
-                    let bit = 1u64 << keys[i].chunk(offset[i]);
-                    let upto = (bit << 1).wrapping_sub(1);
-                    if node.vector & bit == 0 {
-                        at[i] = node.base0 + (node.leafvec & upto).count_ones() - 1;
-                        leaf[i] = true;
-                        if let Some(l) = self.leaves.get(at[i] as usize) {
-                            prefetch(l);
+                    match self.nodes[at[i] as usize].child(keys[i].chunk(offset[i])) {
+                        Child::Leaf(l) => {
+                            at[i] = l;
+                            leaf[i] = true;
+                            if let Some(l) = self.leaves.get(l as usize) {
+                                prefetch(l);
+                            }
                         }
-                    } else {
-                        at[i] = node.base1 + (node.vector & upto).count_ones() - 1;
-                        offset[i] += STRIDE;
-                        if let Some(next) = self.nodes.get(at[i] as usize) {
-                            prefetch(next);
+                        Child::Node(n) => {
+                            at[i] = n;
+                            offset[i] += STRIDE;
+                            if let Some(next) = self.nodes.get(n as usize) {
+                                prefetch(next);
+                            }
                         }
                     }
                     pending[still] = i as u8;
