@@ -62,7 +62,12 @@ impl Heads {
     /// Where the search for (`m`, `remote`) starts.
     #[inline]
     pub(super) fn home(&self, m: u32, remote: Ipv4Addr) -> usize {
-        self.hasher.hash_one(key(m, remote)) as usize & self.mask()
+        self.home_of(key(m, remote))
+    }
+
+    #[inline]
+    fn home_of(&self, k: u64) -> usize {
+        self.hasher.hash_one(k) as usize & self.mask()
     }
 
     /// Starts loading the slot at `home`.
@@ -100,24 +105,26 @@ impl Heads {
     /// Makes `head` the first session of (`m`, `remote`).
     pub(super) fn set(&mut self, m: u32, remote: Ipv4Addr, head: u32) {
         let k = key(m, remote);
-        let mask = self.mask();
-        let mut i = self.home(m, remote);
-        loop {
-            match self.slots[i].key {
-                x if x == k => {
-                    self.slots[i].head = head;
-                    return;
-                }
-                EMPTY => break,
-                _ => i = (i + 1) & mask,
-            }
+        if let Some(i) = self.find(self.home_of(k), k) {
+            self.slots[i].head = head;
+            return;
         }
         if (self.len + 1) * 10 > self.slots.len() * 7 {
             self.grow();
-            return self.set(m, remote, head);
         }
+        let i = self.free_slot(k);
         self.slots[i] = Slot { key: k, head };
         self.len += 1;
+    }
+
+    /// The first free slot of `k`'s probe run (`k` is not in the table).
+    fn free_slot(&self, k: u64) -> usize {
+        let mask = self.mask();
+        let mut i = self.home_of(k);
+        while self.slots[i].key != EMPTY {
+            i = (i + 1) & mask;
+        }
+        i
     }
 
     /// Forgets (`m`, `remote`).
@@ -135,7 +142,7 @@ impl Heads {
             if k == EMPTY {
                 break;
             }
-            let home = self.hasher.hash_one(k) as usize & mask;
+            let home = self.home_of(k);
             let stays = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -153,12 +160,8 @@ impl Heads {
     fn grow(&mut self) {
         let bigger = vec![FREE; self.slots.len() * 2];
         let old = std::mem::replace(&mut self.slots, bigger);
-        let mask = self.mask();
         for s in old.into_iter().filter(|s| s.key != EMPTY) {
-            let mut i = self.hasher.hash_one(s.key) as usize & mask;
-            while self.slots[i].key != EMPTY {
-                i = (i + 1) & mask;
-            }
+            let i = self.free_slot(s.key);
             self.slots[i] = s;
         }
     }
