@@ -41,9 +41,7 @@ use ipnet::Ipv4Net;
 use crate::port::PortId;
 use crate::time::Time;
 
-pub(crate) use rewrite::{
-    icmp_checksum_ok, parse, refill_icmp_checksum, set_endpoint, End, Parsed,
-};
+pub(crate) use rewrite::{icmp_checksum_ok, parse, set_endpoint, translate_error, End, Parsed};
 pub use table::Table;
 
 /// Which inbound packets a mapping lets in.

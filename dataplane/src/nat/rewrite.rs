@@ -208,8 +208,28 @@ pub(crate) fn icmp_checksum_ok(l3: &[u8]) -> bool {
     })
 }
 
+/// Translates the ICMP error `l3` (its checksum already checked): the outer
+/// header's `outer` address when given, the quoted packet's (at `inner`)
+/// `end` endpoint to `to`, then the message's checksum summed again.
+pub(crate) fn translate_error(
+    l3: &mut [u8],
+    outer: Option<(End, Ipv4Addr)>,
+    inner: usize,
+    end: End,
+    to: (Ipv4Addr, u16),
+) {
+    if let (Some((which, addr)), Some(mut h)) = (outer, Ipv4View::new_checked(&mut *l3)) {
+        match which {
+            End::Src => h.set_src(addr),
+            End::Dst => h.set_dst(addr),
+        }
+    }
+    set_endpoint(l3, inner, end, to, false);
+    refill_icmp_checksum(l3);
+}
+
 /// Sums an ICMP message's checksum again after its quote changed.
-pub(crate) fn refill_icmp_checksum(l3: &mut [u8]) {
+fn refill_icmp_checksum(l3: &mut [u8]) {
     let Some(h) = Ipv4View::new_checked(&*l3) else {
         return;
     };

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use super::icmp::{self, v4};
 use super::Router;
 use crate::nat::{
-    icmp_checksum_ok, parse, refill_icmp_checksum, set_endpoint, End, Flow, Parsed, Proto,
+    icmp_checksum_ok, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto,
 };
 use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
@@ -103,12 +103,7 @@ pub(super) fn input(
             let Some(to) = table.peek_inbound(proto, q_src.1, q_dst.0, now) else {
                 return Some(Next::Drop(DropReason::NatNoSession));
             };
-            let l3 = p.l3_mut();
-            if let Some(mut h) = Ipv4View::new_checked(&mut *l3) {
-                h.set_dst(to.0);
-            }
-            set_endpoint(l3, inner, End::Src, to, false);
-            refill_icmp_checksum(l3);
+            translate_error(p.l3_mut(), Some((End::Dst, to.0)), inner, End::Src, to);
         }
         Parsed::Fragment | Parsed::Other => {}
     }
@@ -247,14 +242,8 @@ fn out(r: &mut Router, i: usize, p: &mut Packet) -> Out {
             let Some(ext) = r.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
                 return Out::Next(Next::Drop(DropReason::NatNoSession));
             };
-            let l3 = p.l3_mut();
-            if inside {
-                if let Some(mut h) = Ipv4View::new_checked(&mut *l3) {
-                    h.set_src(external);
-                }
-            }
-            set_endpoint(l3, inner, End::Dst, (external, ext), false);
-            refill_icmp_checksum(l3);
+            let outer = inside.then_some((End::Src, external));
+            translate_error(p.l3_mut(), outer, inner, End::Dst, (external, ext));
             Out::Leave
         }
         Parsed::Error { .. } if inside => Out::Next(Next::Drop(DropReason::NatNoSession)),
