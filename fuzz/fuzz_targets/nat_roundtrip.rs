@@ -12,14 +12,9 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
-use edgefwd_dataplane::fib::Fib;
-use edgefwd_dataplane::packet::check::check_frame;
-use edgefwd_dataplane::pipeline::RouterConfig;
-use edgefwd_dataplane::time::Time;
+use edgefwd_fuzz::{assert_valid, Appliance, Rig};
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -158,30 +153,18 @@ fn ends(f: &[u8]) -> Option<(Kind, End, End)> {
     }
 }
 
-fn appliance() -> &'static (Config, Rib, Arc<Fib>) {
-    static A: OnceLock<(Config, Rib, Arc<Fib>)> = OnceLock::new();
-    A.get_or_init(|| {
-        let cfg = Config::parse(CFG).expect("config");
-        let rib = Rib::from_config(&cfg, false);
-        let fib = Arc::new(rib.build_fib().0);
-        (cfg, rib, fib)
-    })
+fn appliance() -> &'static Appliance {
+    static A: OnceLock<Appliance> = OnceLock::new();
+    A.get_or_init(|| Appliance::new(CFG))
 }
 
 fuzz_target!(|steps: Vec<Step>| {
-    let (cfg, rib, fib) = appliance();
-    let rcfg = RouterConfig {
-        buffers: 8,
-        ..cfg.router_config()
-    };
-    let mut r = rib.router(cfg, fib.clone(), &rcfg);
+    let mut rig = Rig::on(appliance());
     // Per outbound packet sent: (kind, inside endpoint, remote, external port).
     let mut sent: Vec<(Kind, End, End, u16)> = Vec::new();
     let mut mapping: HashMap<(Kind, End), u16> = HashMap::new();
     let mut owner: HashMap<(Kind, u16), End> = HashMap::new();
-    let mut burst = Vec::new();
-    for (i, step) in steps.iter().take(64).enumerate() {
-        let now = Time(1_000_000 * i as u64);
+    for step in steps.iter().take(64) {
         let (port, bytes, expect) = match *step {
             Step::Out {
                 vm2,
@@ -242,16 +225,8 @@ fuzz_target!(|steps: Vec<Step>| {
                 (0, f, None)
             }
         };
-        r.receive(&mut burst, port, now, &bytes, true);
-        r.process(&mut burst, now);
-        let mut out: Vec<(u16, Vec<u8>)> = Vec::new();
-        for p in 0..3u16 {
-            r.drain_tx(p, |pkt| out.push((p, pkt.buf.frame().to_vec())));
-        }
-        for (p, f) in &out {
-            if let Err(e) = check_frame(f) {
-                panic!("malformed output frame on port {p}: {e}: {f:02x?}");
-            }
+        for (p, f) in &rig.feed(port, &bytes) {
+            assert_valid(*p, f);
             let Some((kind, src, dst)) = ends(f) else {
                 continue;
             };
@@ -286,7 +261,5 @@ fuzz_target!(|steps: Vec<Step>| {
             }
         }
     }
-    r.finish();
-    let s = r.stats();
-    assert_eq!(s.received(), s.forwarded + s.local + s.dropped());
+    rig.finish();
 });

@@ -157,21 +157,28 @@ pub const HOST_V6: [Ipv6Addr; 3] = [
     Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 7),
 ];
 
-/// The config, RIB and FIB, built once per process.
-struct Appliance {
+/// An appliance's config, RIB and FIB, built once per process; each input
+/// gets a fresh router over them.
+pub struct Appliance {
     cfg: Config,
     rib: Rib,
     fib: Arc<Fib>,
 }
 
-fn appliance() -> &'static Appliance {
-    static APPLIANCE: OnceLock<Appliance> = OnceLock::new();
-    APPLIANCE.get_or_init(|| {
-        let cfg = Config::parse(&format!("{}{EXTRA}", demo::CONFIG)).expect("fuzz config");
+impl Appliance {
+    /// The appliance a TOML config describes.
+    pub fn new(toml: &str) -> Self {
+        let cfg = Config::parse(toml).expect("fuzz config");
         let rib = Rib::from_config(&cfg, false);
         let fib = Arc::new(rib.build_fib().0);
         Appliance { cfg, rib, fib }
-    })
+    }
+}
+
+/// The fuzz appliance (see the module docs).
+fn appliance() -> &'static Appliance {
+    static APPLIANCE: OnceLock<Appliance> = OnceLock::new();
+    APPLIANCE.get_or_init(|| Appliance::new(&format!("{}{EXTRA}", demo::CONFIG)))
 }
 
 /// A fresh router over the appliance, fed one frame at a time.
@@ -191,9 +198,14 @@ impl Default for Rig {
 }
 
 impl Rig {
-    /// A router with empty tables (but the static neighbours).
+    /// A router on the fuzz appliance, with empty tables (but the static
+    /// neighbours).
     pub fn new() -> Self {
-        let a = appliance();
+        Self::on(appliance())
+    }
+
+    /// A router on appliance `a`.
+    pub fn on(a: &Appliance) -> Self {
         let rcfg = RouterConfig {
             buffers: 8,
             ..a.cfg.router_config()
