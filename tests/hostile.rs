@@ -95,7 +95,7 @@ impl Rig {
         let s = self.router.stats();
         assert_eq!(
             s.received(),
-            s.forwarded + s.local + s.dropped() + self.router.held() as u64,
+            s.ended() + self.router.held() as u64,
             "accounting identity"
         );
     }

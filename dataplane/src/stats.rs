@@ -233,6 +233,12 @@ impl Stats {
         self.ports.iter().map(|p| p.rx).sum()
     }
 
+    /// Received packets that have ended: forwarded, delivered locally or
+    /// dropped. The accounting identity is `received == ended + held`.
+    pub fn ended(&self) -> u64 {
+        self.forwarded + self.local + self.dropped()
+    }
+
     /// Received packets dropped so far.
     pub fn dropped(&self) -> u64 {
         self.ports.iter().map(PortStats::dropped).sum()
