@@ -1,18 +1,19 @@
 //! LPM lookups on the real tables: Poptrie (ours) beside the tree-bitmap
 //! crate and the prefix-trie crate in the same process, single and batch,
-//! plus memory and build times printed once.
+//! plus memory and build times printed once; and the update rate on the
+//! full table with the RIS update stream.
 //!
 //! `cargo bench --bench lpm`. Needs ../shared/data (or EDGEFWD_DATA).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgefwd_control::ribfile;
-use edgefwd_dataplane::fib::{Lpm, PoptrieLpm, TreeBitmapLpm};
-use ipnet::{Ipv4Net, Ipv6Net};
+use edgefwd_dataplane::fib::{Adjacency, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,15 @@ const N: usize = 1 << 16;
 /// A shared table, values spread over 16 next-hop groups as in a FIB with
 /// a few gateways.
 fn load(name: &str) -> ribfile::Entries {
-    let dir = std::env::var_os("EDGEFWD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let routes = ribfile::load(&dir.join("rib").join(name))
+    let routes = ribfile::load(&data_dir().join("rib").join(name))
         .unwrap_or_else(|e| panic!("this bench needs the shared RIB data (set EDGEFWD_DATA): {e}"));
     ribfile::entries(&routes, |i| (i % 16) as u32)
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("EDGEFWD_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -141,9 +145,103 @@ fn bench_v6(c: &mut Criterion) {
     g.finish();
 }
 
+/// The RIS update stream's IPv4 updates (announce or withdraw, prefix).
+fn load_updates(name: &str) -> Vec<(bool, Ipv4Net)> {
+    let text = std::fs::read_to_string(data_dir().join("rib").join(name))
+        .unwrap_or_else(|e| panic!("this bench needs the shared RIB data (set EDGEFWD_DATA): {e}"));
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let announce = f.next()? == "A";
+            match f.next()?.parse().ok()? {
+                IpNet::V4(p) => Some((announce, p)),
+                IpNet::V6(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// Route changes at full-table size: the RIS update stream applied to the
+/// 2023 table, each update on its own. Ours publishes every update (the
+/// workers could forward with each intermediate FIB); the tree-bitmap crate
+/// and prefix-trie update one table in place, which no reader could use
+/// meanwhile.
+fn bench_updates(c: &mut Criterion) {
+    let v4 = load("ipv4-fullview-2023.txt").v4;
+    let updates = load_updates("updates-ris-20160811.1600.txt");
+    let adj = |v: u32| Adjacency {
+        port: 0,
+        next_hop: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, v as u8 + 1))),
+    };
+    let routes: Vec<Route> = v4
+        .iter()
+        .map(|(p, v)| Route {
+            prefix: IpNet::V4(*p),
+            port: 0,
+            next_hop: adj(*v).next_hop,
+            metric: 0,
+        })
+        .collect();
+    let ((mut writer, _), t_build) = timed(|| FibWriter::build(&routes, |_| true));
+    println!(
+        "FIB writer on ipv4-fullview-2023: built in {t_build:?}; {:.2} MiB (two copies and the tries); {} IPv4 updates per pass",
+        writer.memory_bytes() as f64 / 1048576.0,
+        updates.len()
+    );
+    let mut reference = treebitmap::IpLookupTable::<Ipv4Addr, u32>::new();
+    let mut trie = PrefixMap::<Ipv4Net, u32>::new();
+    for (p, v) in &v4 {
+        reference.insert(p.network(), u32::from(p.prefix_len()), *v);
+        trie.insert(*p, *v);
+    }
+    let mut g = c.benchmark_group("lpm_update_ipv4_fullview_ris");
+    g.throughput(Throughput::Elements(updates.len() as u64));
+    g.bench_function(BenchmarkId::new("poptrie_writer", "publish_each"), |b| {
+        b.iter(|| {
+            for (i, (announce, p)) in updates.iter().enumerate() {
+                if *announce {
+                    writer.set(IpNet::V4(*p), &[adj(i as u32 % 16)]);
+                } else {
+                    writer.set(IpNet::V4(*p), &[]);
+                }
+                black_box(writer.publish());
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("treebitmap", "in_place"), |b| {
+        b.iter(|| {
+            for (i, (announce, p)) in updates.iter().enumerate() {
+                let len = u32::from(p.prefix_len());
+                if *announce {
+                    reference.insert(p.network(), len, i as u32 % 16);
+                } else {
+                    reference.remove(p.network(), len);
+                }
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("prefix_trie", "in_place"), |b| {
+        b.iter(|| {
+            for (i, (announce, p)) in updates.iter().enumerate() {
+                if *announce {
+                    trie.insert(*p, i as u32 % 16);
+                } else {
+                    trie.remove(p);
+                }
+            }
+        })
+    });
+    g.finish();
+    println!(
+        "after the update passes: {:.2} MiB, {} copies made because a reader held one",
+        writer.memory_bytes() as f64 / 1048576.0,
+        writer.copied()
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3));
-    targets = bench_v4, bench_v6
+    targets = bench_v4, bench_v6, bench_updates
 }
 criterion_main!(benches);

@@ -7,10 +7,11 @@
 mod common;
 
 use edgefwd_control::ribfile;
-use edgefwd_dataplane::fib::{Lpm, PoptrieLpm, TreeBitmapLpm};
+use edgefwd_dataplane::fib::{Adjacency, Fib, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
+use ipnet::IpNet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A shared table with a distinct value per route.
 fn load(test: &str, name: &str) -> Option<ribfile::Entries> {
@@ -97,10 +98,30 @@ fn update(line: &str) -> Option<(bool, ipnet::IpNet, &str)> {
     Some((kind == "A", prefix, next_hop))
 }
 
+/// The adjacency standing for value `v`: a distinct next hop per value, so
+/// that a FIB group names exactly one route.
+fn adjacency(v: u32) -> Adjacency {
+    Adjacency {
+        port: 0,
+        next_hop: Some(IpAddr::V6(Ipv6Addr::from(u128::from(v) + 1))),
+    }
+}
+
+/// The value a FIB answers for `a` (see [`adjacency`]).
+fn value(fib: &Fib, a: IpAddr) -> Option<u32> {
+    let (_, g) = fib.lookup(a)?;
+    match g.members[0].next_hop {
+        Some(IpAddr::V6(h)) => Some((u128::from(h) - 1) as u32),
+        other => panic!("unexpected next hop {other:?}"),
+    }
+}
+
 /// The RIS update stream (five minutes of BGP, IPv4 and IPv6) replayed on
-/// the 2010 RIS table: the FIB is rebuilt every 1,000 updates and checked
-/// against the tree-bitmap crate, updated one prefix at a time, on every
-/// prefix the updates touched; at the end, on one address of every /24.
+/// the 2010 RIS table through the daemon's incremental [`FibWriter`], each
+/// update published on its own, as the daemon does. Every 1,000 updates the
+/// FIB is checked against the tree-bitmap crate, updated one prefix at a
+/// time, on every prefix the updates touched; at the end, on one address of
+/// every /24.
 #[test]
 fn churn_replay_of_the_ris_update_stream_keeps_agreeing() {
     const TEST: &str = "churn_replay_of_the_ris_update_stream_keeps_agreeing";
@@ -111,94 +132,91 @@ fn churn_replay_of_the_ris_update_stream_keeps_agreeing() {
         return;
     };
     let stream = std::fs::read_to_string(path).unwrap();
-    let mut rib4: std::collections::BTreeMap<ipnet::Ipv4Net, u32> = v4.iter().copied().collect();
-    let mut rib6: std::collections::BTreeMap<ipnet::Ipv6Net, u32> = Default::default();
     let mut ref4 = treebitmap::IpLookupTable::<Ipv4Addr, u32>::new();
     let mut ref6 = treebitmap::IpLookupTable::<Ipv6Addr, u32>::new();
-    for (p, v) in &rib4 {
-        ref4.insert(p.network(), u32::from(p.prefix_len()), *v);
-    }
+    let routes: Vec<Route> = v4
+        .iter()
+        .map(|(p, v)| {
+            ref4.insert(p.network(), u32::from(p.prefix_len()), *v);
+            let a = adjacency(*v);
+            Route {
+                prefix: IpNet::V4(*p),
+                port: a.port,
+                next_hop: a.next_hop,
+                metric: 0,
+            }
+        })
+        .collect();
+    let (mut writer, _) = FibWriter::build(&routes, |_| true);
+    // Values for the stream's next hops start after the table's.
     let mut hops: Vec<String> = Vec::new();
-    let mut touched4: Vec<ipnet::Ipv4Net> = Vec::new();
-    let mut touched6: Vec<ipnet::Ipv6Net> = Vec::new();
+    let first = v4.len() as u32;
+    let mut touched: Vec<IpNet> = Vec::new();
     let (mut announced, mut withdrawn, mut checks) = (0, 0, 0u64);
-    let build = |r4: &std::collections::BTreeMap<_, _>, r6: &std::collections::BTreeMap<_, _>| {
-        let v4: Vec<_> = r4.iter().map(|(p, v)| (*p, *v)).collect();
-        let v6: Vec<_> = r6.iter().map(|(p, v)| (*p, *v)).collect();
-        PoptrieLpm::build(&v4, &v6)
-    };
     let lines: Vec<&str> = stream.lines().collect();
     for (n, chunk) in lines.chunks(1000).enumerate() {
+        let mut fib = writer.current();
         for line in chunk {
             let (announce, prefix, hop) =
                 update(line).unwrap_or_else(|| panic!("bad line {line:?}"));
-            let value = match hops.iter().position(|h| h == hop) {
-                Some(i) => i as u32,
-                None => {
-                    hops.push(hop.to_owned());
-                    (hops.len() - 1) as u32
-                }
-            };
+            let v = first
+                + match hops.iter().position(|h| h == hop) {
+                    Some(i) => i as u32,
+                    None => {
+                        hops.push(hop.to_owned());
+                        (hops.len() - 1) as u32
+                    }
+                };
+            let len = u32::from(prefix.prefix_len());
             match (prefix, announce) {
-                (ipnet::IpNet::V4(p), true) => {
-                    rib4.insert(p, value);
-                    ref4.insert(p.network(), u32::from(p.prefix_len()), value);
-                    touched4.push(p);
-                    announced += 1;
+                (IpNet::V4(p), true) => {
+                    ref4.insert(p.network(), len, v);
                 }
-                (ipnet::IpNet::V4(p), false) => {
-                    rib4.remove(&p);
-                    ref4.remove(p.network(), u32::from(p.prefix_len()));
-                    touched4.push(p);
-                    withdrawn += 1;
+                (IpNet::V4(p), false) => {
+                    ref4.remove(p.network(), len);
                 }
-                (ipnet::IpNet::V6(p), true) => {
-                    rib6.insert(p, value);
-                    ref6.insert(p.network(), u32::from(p.prefix_len()), value);
-                    touched6.push(p);
-                    announced += 1;
+                (IpNet::V6(p), true) => {
+                    ref6.insert(p.network(), len, v);
                 }
-                (ipnet::IpNet::V6(p), false) => {
-                    rib6.remove(&p);
-                    ref6.remove(p.network(), u32::from(p.prefix_len()));
-                    touched6.push(p);
-                    withdrawn += 1;
+                (IpNet::V6(p), false) => {
+                    ref6.remove(p.network(), len);
                 }
             }
+            if announce {
+                writer.set(prefix, &[adjacency(v)]);
+                announced += 1;
+            } else {
+                writer.set(prefix, &[]);
+                withdrawn += 1;
+            }
+            touched.push(prefix);
+            fib = writer.publish();
         }
-        let fast = build(&rib4, &rib6);
-        for p in &touched4 {
+        for p in &touched {
             for a in [p.network(), p.broadcast()] {
-                let want = ref4.longest_match(a).map(|(_, _, v)| *v);
-                assert_eq!(fast.lookup_v4(a), want, "after chunk {n}: {a} ({p})");
+                let want = match a {
+                    IpAddr::V4(a) => ref4.longest_match(a).map(|(_, _, v)| *v),
+                    IpAddr::V6(a) => ref6.longest_match(a).map(|(_, _, v)| *v),
+                };
+                assert_eq!(value(&fib, a), want, "after chunk {n}: {a} ({p})");
                 checks += 1;
             }
         }
-        for p in &touched6 {
-            for a in [
-                p.network(),
-                Ipv6Addr::from(u128::from(p.network()) | !u128::from(p.netmask())),
-            ] {
-                let want = ref6.longest_match(a).map(|(_, _, v)| *v);
-                assert_eq!(fast.lookup_v6(a), want, "after chunk {n}: {a} ({p})");
-                checks += 1;
-            }
-        }
-        touched4.clear();
-        touched6.clear();
+        touched.clear();
     }
-    let fast = build(&rib4, &rib6);
+    let fib = writer.current();
     let mut rng = StdRng::seed_from_u64(16);
     for n in 0..1u32 << 24 {
         let a = Ipv4Addr::from((n << 8) | rng.gen_range(0..256));
         assert_eq!(
-            fast.lookup_v4(a),
+            value(&fib, IpAddr::V4(a)),
             ref4.longest_match(a).map(|(_, _, v)| *v),
             "{a}"
         );
     }
     eprintln!(
-        "{TEST}: {announced} announcements, {withdrawn} withdrawals, {checks} checks on touched prefixes, every /24 at the end"
+        "{TEST}: {announced} announcements, {withdrawn} withdrawals, each published; {checks} checks on touched prefixes, every /24 at the end"
     );
+    assert_eq!(writer.copied(), 0, "no reader held a copy");
     assert!(announced > 30_000 && withdrawn > 1_000);
 }

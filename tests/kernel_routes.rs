@@ -206,7 +206,7 @@ fn route_selection_matches_the_kernel() {
         let gw: Option<IpAddr> = k
             .get("gateway")
             .map(|g| g.as_str().unwrap().parse().unwrap());
-        let ours = rib.lookup(&fib, &selection, *a);
+        let ours = rib.lookup(&fib, &selection.selected, *a);
         assert!(
             !ours.is_empty(),
             "{a}: kernel routes via {dev} {gw:?}, we have no route"

@@ -296,7 +296,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             let rib = Rib::from_config(&cfg, false);
             let (fib, selection) = rib.build_fib();
             for a in addresses {
-                let routes = rib.lookup(&fib, &selection, a);
+                let routes = rib.lookup(&fib, &selection.selected, a);
                 print_lookup(out, a, &routes, json)?;
             }
         }

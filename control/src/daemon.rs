@@ -1,10 +1,12 @@
 //! The running daemon's control state and the commands that change it.
 //!
-//! Every change is built beside the running state and only then swapped in:
-//! a refused command (bad field, route that does not exist, state file that
-//! cannot be written) leaves routes, FIB and state file exactly as they
-//! were. An accepted change is persisted before it is acknowledged, then
-//! published to the workers as a new FIB snapshot.
+//! A command is checked in full before anything changes: a refused command
+//! (bad field, route that does not exist, state file that cannot be
+//! written) leaves routes, FIB and state file exactly as they were. An
+//! accepted change is persisted before it is acknowledged, then applied to
+//! the RIB and the [`FibWriter`] one prefix at a time and published to the
+//! workers as a new FIB snapshot. Whole-table changes (a reload, a
+//! `route add --file` of a table) rebuild the RIB and compile the FIB anew.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgefwd_dataplane::fib::{Fib, Selection};
+use edgefwd_dataplane::fib::{Fib, FibWriter};
 use edgefwd_dataplane::port::{Binding, LinkProbe, LinkState, PortId};
 use edgefwd_dataplane::stats::{DropReason, Stats};
 use edgefwd_dataplane::worker::{Device, Shared, Snapshot};
@@ -46,20 +48,14 @@ pub trait Workers {
 /// straight to a new snapshot rather than the journal.
 const JOURNAL_MAX_ROUTES: usize = 10_000;
 
-/// Additions of at most this many routes are checked for duplicates by a
-/// scan of the custom routes rather than a set of all of them.
-const SCAN_MAX: usize = 16;
-
 /// What the daemon knows and decides; owned by its control thread.
 pub struct Daemon {
     cfg: Config,
     config_path: PathBuf,
-    /// The custom routes in force (config's, as changed at run time).
-    custom: Vec<RouteConfig>,
     links: Vec<LinkState>,
+    /// Every route (the custom ones are its static routes).
     rib: Rib,
-    fib: Arc<Fib>,
-    selection: Selection,
+    fib: FibWriter,
     shared: Option<Arc<Shared>>,
     /// Each port's binding in force (the config's, or `port bind`'s).
     bindings: Vec<Binding>,
@@ -125,16 +121,14 @@ impl Daemon {
                 _ => LinkState::AdminDown,
             })
             .collect();
-        let rib = build_rib(&cfg, &custom, &links);
-        let (fib, selection) = rib.build_fib();
+        let mut rib = build_rib(&cfg, &custom, &links);
+        let fib = rib.compile();
         Ok(Daemon {
             cfg,
             config_path,
-            custom,
             links,
             rib,
-            fib: Arc::new(fib),
-            selection,
+            fib,
             shared: None,
             bindings,
             devices: (0..n).map(|_| Arc::new(Device::Down)).collect(),
@@ -156,7 +150,7 @@ impl Daemon {
 
     /// The FIB in force.
     pub fn fib(&self) -> Arc<Fib> {
-        Arc::clone(&self.fib)
+        self.fib.current()
     }
 
     /// Link states by port.
@@ -205,7 +199,7 @@ impl Daemon {
             changed |= self.record_link(port, state);
         }
         if changed {
-            self.rebuild();
+            self.publish();
         }
     }
 
@@ -217,7 +211,7 @@ impl Daemon {
     /// The snapshot the workers should forward with.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            fib: Arc::clone(&self.fib),
+            fib: self.fib.current(),
             single: (0..self.cfg.ports.len())
                 .map(|i| self.cfg.single_worker(i))
                 .collect(),
@@ -227,17 +221,17 @@ impl Daemon {
     }
 
     /// Records a port's link state; true when that changed whether it is up
-    /// (and so the FIB was rebuilt and published).
+    /// (and so the FIB changed and was published).
     pub fn set_link(&mut self, port: usize, state: LinkState) -> bool {
         let changed = self.record_link(port, state);
         if changed {
-            self.rebuild();
+            self.publish();
         }
         changed
     }
 
-    /// Records a port's link state in the RIB without rebuilding the FIB;
-    /// true when whether the port is up changed.
+    /// Records a port's link state and updates the FIB writer without
+    /// publishing; true when whether the port is up changed.
     fn record_link(&mut self, port: usize, state: LinkState) -> bool {
         if self.links[port] == state {
             return false;
@@ -245,42 +239,36 @@ impl Daemon {
         info!(port = %self.cfg.ports[port].name, from = %self.links[port], to = %state, "link");
         let was_up = self.links[port].is_up();
         self.links[port] = state;
-        self.rib.set_link(port as PortId, state.is_up());
-        was_up != state.is_up()
+        let changed = was_up != state.is_up();
+        if changed {
+            self.rib
+                .set_link_live(port as PortId, state.is_up(), &mut self.fib);
+        }
+        changed
     }
 
-    fn rebuild(&mut self) {
-        let (fib, selection) = self.rib.build_fib();
-        self.fib = Arc::new(fib);
-        self.selection = selection;
-        self.publish();
-    }
-
-    fn publish(&self) {
+    /// Publishes the FIB writer's changes and the rest of the snapshot,
+    /// and wakes the workers so that they take it (and let go of the
+    /// FIB copy the writer edits next) at once.
+    fn publish(&mut self) {
+        self.fib.publish();
         if let Some(s) = &self.shared {
             s.snapshot.store(Arc::new(self.snapshot()));
+            for w in s.wakers.iter().filter_map(|w| w.get()) {
+                let _ = w.wake();
+            }
         }
     }
 
     /// Puts `custom` in force with a new snapshot of the whole state (a
-    /// reload, or the load of a table), then rebuilds and publishes.
+    /// reload, or the load of a table), rebuilding the RIB and FIB.
     /// Nothing changes if the snapshot cannot be written.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
-        let old = std::mem::replace(&mut self.custom, custom);
-        if let Err(e) = self.snapshot_state() {
-            self.custom = old;
-            return Err(e);
-        }
-        self.apply_custom();
+        self.snapshot_state_of(&custom)?;
+        self.rib = build_rib(&self.cfg, &custom, &self.links);
+        self.fib = self.rib.compile();
+        self.publish();
         Ok(())
-    }
-
-    /// Rebuilds the RIB and FIB from the custom routes in force and
-    /// publishes them, after their change was recorded.
-    fn apply_custom(&mut self) {
-        self.rib = build_rib(&self.cfg, &self.custom, &self.links);
-        self.rebuild();
-        self.fold_journal();
     }
 
     /// Appends a change to the journal, durably.
@@ -293,10 +281,10 @@ impl Daemon {
             .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
     }
 
-    /// The whole state in force (routes and bindings), relative to the
-    /// config.
-    fn state(&self) -> State {
-        let mut state = State::diff(&self.cfg.routes, &self.custom);
+    /// The whole state (routes and bindings) with `custom` as the custom
+    /// routes, relative to the config.
+    fn state_of(&self, custom: &[RouteConfig]) -> State {
+        let mut state = State::diff(&self.cfg.routes, custom);
         state.bindings = self
             .cfg
             .ports
@@ -308,13 +296,13 @@ impl Daemon {
         state
     }
 
-    /// Rewrites the snapshot for the routes and bindings in force and
+    /// Rewrites the snapshot for `custom` and the bindings in force and
     /// empties the journal (nothing to do without a state file).
-    fn snapshot_state(&mut self) -> Result<(), String> {
+    fn snapshot_state_of(&mut self, custom: &[RouteConfig]) -> Result<(), String> {
         let Some(path) = &self.cfg.control.state else {
             return Ok(());
         };
-        let state = self.state();
+        let state = self.state_of(custom);
         let Some(store) = &mut self.store else {
             return Ok(());
         };
@@ -329,7 +317,8 @@ impl Daemon {
         if !self.store.as_ref().is_some_and(Store::wants_compaction) {
             return;
         }
-        if let Err(e) = self.snapshot_state() {
+        let custom = self.rib.custom_routes();
+        if let Err(e) = self.snapshot_state_of(&custom) {
             tracing::warn!(error = %e, "could not fold the state journal");
         }
     }
@@ -374,7 +363,7 @@ impl Daemon {
         self.record_link(i, state);
         // The snapshot carries the new device, so it is published even when
         // the link state stayed the same.
-        self.rebuild();
+        self.publish();
         Ok(json!({"port": port, "bind": bind.to_string(), "changed": true}))
     }
 
@@ -391,7 +380,7 @@ impl Daemon {
             Command::RouteLookup { addresses } => Ok(Value::Array(
                 addresses
                     .iter()
-                    .map(|&a| json!({"address": a, "routes": self.rib.lookup(&self.fib, &self.selection, a)}))
+                    .map(|&a| json!({"address": a, "routes": self.rib.lookup(&self.fib.current(), self.rib.selected(), a)}))
                     .collect(),
             )),
             Command::PortShow {} => Ok(self.port_show()),
@@ -406,17 +395,21 @@ impl Daemon {
         }
     }
 
+    /// True when `r` is a custom route already (same interface,
+    /// destination and next hop).
+    fn has_custom(&self, r: &RouteConfig) -> bool {
+        self.cfg.port(&r.interface).is_some_and(|(port, _)| {
+            self.rib
+                .statics(port as PortId, &r.destination)
+                .any(|s| s.next_hop == r.next_hop)
+        })
+    }
+
     fn route_add(&mut self, specs: Vec<RouteSpec>) -> Result<Value, String> {
         let started = Instant::now();
         let many = specs.len() > 1;
-        // A few routes are checked against the custom ones by a scan; a
-        // table's worth through a set of every identity.
-        let scan = specs.len() <= SCAN_MAX;
-        let mut ids: HashSet<Identity> = if scan {
-            HashSet::new()
-        } else {
-            self.custom.iter().map(identity).collect()
-        };
+        // The routes of this command so far, for duplicates within it.
+        let mut ids: HashSet<Identity> = HashSet::new();
         let mut new: Vec<RouteConfig> = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             let at = if many {
@@ -424,9 +417,7 @@ impl Daemon {
             } else {
                 String::new()
             };
-            let exists = |r: &RouteConfig| {
-                ids.contains(&identity(r)) || (scan && self.custom.iter().any(|c| c.same_route(r)))
-            };
+            let exists = |r: &RouteConfig| ids.contains(&identity(r)) || self.has_custom(r);
             let r = check_route(
                 &self.cfg.ports,
                 exists,
@@ -442,18 +433,18 @@ impl Daemon {
         if new.len() <= JOURNAL_MAX_ROUTES {
             let change = Change::Add(new.iter().map(StoredRoute::from).collect());
             self.record(&change)?;
-            self.custom.extend(new);
-            self.apply_custom();
-        } else {
-            // A table's worth: a new snapshot rather than a journal line;
-            // if it cannot be written, the routes are taken back off.
-            let before = self.custom.len();
-            self.custom.extend(new);
-            if let Err(e) = self.snapshot_state() {
-                self.custom.truncate(before);
-                return Err(e);
+            for r in &new {
+                let route = self.rib.route_for(r);
+                self.rib.add(route, RouteKind::Static, &mut self.fib);
             }
-            self.apply_custom();
+            self.publish();
+            self.fold_journal();
+        } else {
+            // A table's worth: a new snapshot rather than a journal line,
+            // and the RIB and FIB built anew.
+            let mut custom = self.rib.custom_routes();
+            custom.extend(new);
+            self.commit(custom)?;
         }
         // Freed last: handing a table's worth of memory back to the system
         // first made the snapshot and the FIB build a third slower, paying
@@ -469,9 +460,10 @@ impl Daemon {
         destination: &str,
         next_hop: Option<&str>,
     ) -> Result<Value, String> {
-        if !self.cfg.ports.iter().any(|p| p.name == interface) {
+        let Some((port, _)) = self.cfg.port(interface) else {
             return Err(format!("--interface: unknown interface {interface:?}"));
-        }
+        };
+        let port = port as PortId;
         let dest = parse_prefix(destination).map_err(|m| format!("--destination: {m}"))?;
         let nh: Option<IpAddr> = match next_hop {
             Some(n) => Some(
@@ -480,14 +472,16 @@ impl Daemon {
             ),
             None => None,
         };
-        let matches = |r: &RouteConfig| {
-            r.destination == dest && r.interface == interface && (nh.is_none() || r.next_hop == nh)
-        };
         let gone: Vec<StoredRoute> = self
-            .custom
-            .iter()
-            .filter(|r| matches(r))
-            .map(StoredRoute::from)
+            .rib
+            .statics(port, &dest)
+            .filter(|r| nh.is_none() || r.next_hop == nh)
+            .map(|r| StoredRoute {
+                interface: interface.to_owned(),
+                destination: r.prefix,
+                next_hop: r.next_hop,
+                metric: r.metric,
+            })
             .collect();
         if gone.is_empty() {
             return Err(match nh {
@@ -495,10 +489,10 @@ impl Daemon {
                 None => format!("no custom route to {dest} on {interface}"),
             });
         }
-        let removed = gone.len();
         self.record(&Change::Remove(gone))?;
-        self.custom.retain(|r| !matches(r));
-        self.apply_custom();
+        let removed = self.rib.remove_static(port, &dest, nh, &mut self.fib);
+        self.publish();
+        self.fold_journal();
         info!(removed, %dest, interface, "route remove");
         Ok(json!({"removed": removed}))
     }
@@ -511,7 +505,7 @@ impl Daemon {
         }
         let routes: Vec<_> = self
             .rib
-            .show(&self.selection)
+            .show(self.rib.selected())
             .into_iter()
             .filter(|r| all || r.kind == RouteKind::Static)
             .filter(|r| interface.is_none_or(|i| r.interface == i))
@@ -554,15 +548,16 @@ impl Daemon {
                 self.config_path.display()
             ));
         }
-        let state = State::diff(&self.cfg.routes, &self.custom);
+        let state = State::diff(&self.cfg.routes, &self.rib.custom_routes());
         let custom = state.apply(&new.routes);
         let old = std::mem::replace(&mut self.cfg, new);
         if let Err(e) = self.commit(custom) {
             self.cfg = old;
             return Err(e);
         }
-        info!(config = %self.config_path.display(), routes = self.custom.len(), "reloaded");
-        Ok(json!({"routes": self.custom.len()}))
+        let routes = self.rib.custom_count();
+        info!(config = %self.config_path.display(), routes, "reloaded");
+        Ok(json!({ "routes": routes }))
     }
 }
 

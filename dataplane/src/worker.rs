@@ -315,8 +315,13 @@ impl Worker {
             }
             for e in events.iter() {
                 if e.token() == WAKE {
-                    // An AF_PACKET rx queue has frames, or a peer passed
-                    // neighbour answers.
+                    // An AF_PACKET rx queue has frames, a peer passed
+                    // neighbour answers, or the control plane published a
+                    // snapshot (taken now, so that the FIB copy it replaced
+                    // is let go for the writer to edit).
+                    if self.refresh() {
+                        self.sync_devices(&poll, &mut io)?;
+                    }
                     for &p in &io.woken {
                         io.ready[p] = true;
                     }

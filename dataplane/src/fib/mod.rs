@@ -10,14 +10,21 @@
 //! [`PoptrieLpm`] (see its module for why), and the tree-bitmap crate
 //! ([`TreeBitmapLpm`]) stays as the reference it is tested and benchmarked
 //! against.
+//!
+//! A [`Fib`] is immutable once published. The running daemon changes routes
+//! through a [`FibWriter`], which keeps two copies and updates the one the
+//! workers are not using (see its module).
 
 mod poptrie;
 mod select;
 mod treebitmap;
+mod trie;
+mod writer;
 
 pub use poptrie::PoptrieLpm;
 pub use select::{select, Selection};
 pub use treebitmap::TreeBitmapLpm;
+pub use writer::FibWriter;
 
 use foldhash::fast::RandomState;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -97,9 +104,47 @@ pub trait Lpm: Send + Sync {
     fn memory_bytes(&self) -> usize;
 }
 
+/// Next-hop groups by member set: each distinct set is stored once and
+/// keeps its id.
+#[derive(Default)]
+struct Groups {
+    list: Vec<NextHopGroup>,
+    ids: HashMap<Vec<Adjacency>, u32, RandomState>,
+}
+
+impl Groups {
+    /// The id of the group of `members` (sorted and deduplicated here),
+    /// made if new.
+    fn id(&mut self, members: &mut Vec<Adjacency>) -> u32 {
+        members.sort();
+        members.dedup();
+        if let Some(&id) = self.ids.get(members.as_slice()) {
+            return id;
+        }
+        self.list.push(NextHopGroup {
+            members: members.clone(),
+        });
+        let id = (self.list.len() - 1) as u32;
+        self.ids.insert(members.clone(), id);
+        id
+    }
+}
+
+/// The adjacencies of the routes `chosen` (indices into `routes`), into
+/// `members`.
+fn adjacencies(routes: &[Route], chosen: &[u32], members: &mut Vec<Adjacency>) {
+    members.clear();
+    members.extend(chosen.iter().map(|&i| Adjacency {
+        port: routes[i as usize].port,
+        next_hop: routes[i as usize].next_hop,
+    }));
+}
+
 /// An immutable FIB snapshot: the LPM table and the groups it points to.
-pub struct Fib {
-    lpm: Box<dyn Lpm>,
+/// The pipeline's is on [`PoptrieLpm`]; tests and benches build others.
+#[derive(Clone)]
+pub struct Fib<L = PoptrieLpm> {
+    lpm: L,
     groups: Vec<NextHopGroup>,
 }
 
@@ -112,44 +157,27 @@ impl Fib {
     }
 
     /// [`Fib::build`] with a chosen LPM structure.
-    pub fn build_with<L: Lpm + 'static>(
+    pub fn build_with<L: Lpm>(
         routes: &[Route],
         is_up: impl Fn(PortId) -> bool,
-    ) -> (Fib, Selection) {
+    ) -> (Fib<L>, Selection) {
         let selection = select(routes, is_up);
-        let mut groups: Vec<NextHopGroup> = Vec::new();
-        let mut group_ids: HashMap<Vec<Adjacency>, u32, RandomState> = HashMap::default();
+        let mut groups = Groups::default();
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         // One buffer for every prefix's members; a group is stored once.
         let mut members: Vec<Adjacency> = Vec::new();
         for (prefix, chosen) in selection.prefixes() {
-            members.clear();
-            members.extend(chosen.iter().map(|&i| Adjacency {
-                port: routes[i as usize].port,
-                next_hop: routes[i as usize].next_hop,
-            }));
-            members.sort();
-            members.dedup();
-            let id = match group_ids.get(members.as_slice()) {
-                Some(&id) => id,
-                None => {
-                    groups.push(NextHopGroup {
-                        members: members.clone(),
-                    });
-                    let id = (groups.len() - 1) as u32;
-                    group_ids.insert(members.clone(), id);
-                    id
-                }
-            };
+            adjacencies(routes, chosen, &mut members);
+            let id = groups.id(&mut members);
             match prefix {
                 IpNet::V4(p) => v4.push((p, id)),
                 IpNet::V6(p) => v6.push((p, id)),
             }
         }
         let fib = Fib {
-            lpm: Box::new(L::build(&v4, &v6)),
-            groups,
+            lpm: L::build(&v4, &v6),
+            groups: groups.list,
         };
         (fib, selection)
     }
@@ -158,7 +186,9 @@ impl Fib {
     pub fn empty() -> Fib {
         Self::build(&[], |_| true).0
     }
+}
 
+impl<L: Lpm> Fib<L> {
     /// The group index and group for `a`.
     #[inline]
     pub fn lookup(&self, a: IpAddr) -> Option<(u32, &NextHopGroup)> {

@@ -27,12 +27,18 @@
 //! The popcounts need the POPCNT instruction (`.cargo/config.toml` builds
 //! for x86-64-v2); without it each is a dozen instructions.
 //!
-//! Updates rebuild the structure beside the old one and swap (the FIB is an
-//! immutable snapshot); incremental updates are future work.
+//! Updates are incremental: the binary trie the table is compiled from is
+//! kept (by a [`super::FibWriter`]), a route change edits one path of it,
+//! and only the direct-table entries under the changed prefix are compiled
+//! again, their new subtrees appended and the old ones left as garbage
+//! until a rebuild compacts the family. A /24 change recompiles one entry
+//! (a few microseconds); a /8 change 1,024; a default-route change the whole
+//! family.
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::trie::Trie;
 use super::Lpm;
 use crate::prefetch::prefetch;
 
@@ -42,6 +48,14 @@ const STRIDE: u32 = 6;
 const LEAF: u32 = 1 << 31;
 /// Keys a batch lookup walks together.
 const LANES: usize = 32;
+/// Bits of the direct table. 18 for IPv4: a /24 is then one node below it.
+/// 18 for IPv6 too: a /48 is five nodes below instead of six, for 0.2 MiB
+/// more (20 bits costs 3 MiB and gains nothing).
+const DIRECT_BITS: u32 = 18;
+/// Incrementally updated tables are rebuilt (compacted) once garbage passes
+/// one part in this many of their node or leaf array, and get that much
+/// headroom when built.
+const GARBAGE_SHARE: usize = 8;
 
 /// Keys left-aligned in an unsigned integer: IPv4 in a `u64`, IPv6 in a
 /// `u128`.
@@ -104,12 +118,15 @@ impl Node {
 }
 
 /// One family's table.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Poptrie {
     direct_bits: u32,
     direct: Vec<u32>,
     nodes: Vec<Node>,
     leaves: Vec<u32>,
+    /// Nodes and leaves no entry reaches any more (left by updates).
+    garbage_nodes: usize,
+    garbage_leaves: usize,
 }
 
 impl Poptrie {
@@ -202,85 +219,98 @@ impl Poptrie {
     }
 }
 
-/// A binary trie of the prefixes: the build's input.
-struct Trie {
-    /// `[child0, child1, value]`; 0 is "none" (the root is never a child).
-    nodes: Vec<[u32; 3]>,
-}
-
-impl Trie {
-    fn new() -> Self {
-        Trie {
-            nodes: vec![[0; 3]],
+impl Poptrie {
+    /// Compiles `trie` with a direct table of `direct_bits` (of one bit
+    /// when the trie holds at most a default route: a family without
+    /// routes costs nothing).
+    fn build(trie: &Trie, direct_bits: u32) -> Poptrie {
+        let direct_bits = if trie.has_children(0) { direct_bits } else { 1 };
+        let mut t = Poptrie {
+            direct_bits,
+            direct: vec![0; 1 << direct_bits],
+            ..Poptrie::default()
+        };
+        for i in 0..(1u32 << direct_bits) {
+            t.direct[i as usize] = t.compile_entry(trie, i);
         }
+        t.nodes.shrink_to_fit();
+        t.leaves.shrink_to_fit();
+        t
     }
 
-    /// Inserts a left-aligned `u128` key of `len` bits with `value` (≥ 1).
-    fn insert(&mut self, key: u128, len: u32, value: u32) {
-        let mut n = 0usize;
-        for i in 0..len {
-            let bit = ((key >> (127 - i)) & 1) as usize;
-            if self.nodes[n][bit] == 0 {
-                self.nodes.push([0; 3]);
-                let new = (self.nodes.len() - 1) as u32;
-                self.nodes[n][bit] = new;
-            }
-            n = self.nodes[n][bit] as usize;
-        }
-        self.nodes[n][2] = value;
-    }
-
-    /// Walks `n` bits of `path` (most significant first) down from `node`,
-    /// carrying the value of the longest prefix seen. Returns the node
-    /// reached, if the path exists all the way, and that value.
-    fn descend(&self, mut node: u32, path: u32, n: u32, mut value: u32) -> (Option<u32>, u32) {
-        for i in (0..n).rev() {
-            let next = self.nodes[node as usize][((path >> i) & 1) as usize];
-            if next == 0 {
-                return (None, value);
-            }
-            node = next;
-            let v = self.nodes[node as usize][2];
-            if v != 0 {
-                value = v;
-            }
-        }
-        (Some(node), value)
-    }
-
-    fn has_children(&self, node: u32) -> bool {
-        let n = self.nodes[node as usize];
-        n[0] != 0 || n[1] != 0
-    }
-}
-
-/// Builds a table from a trie, with a direct table of `direct_bits` (of one
-/// bit when the trie holds at most a default route: a family without
-/// routes costs nothing).
-fn build(trie: &Trie, direct_bits: u32) -> Poptrie {
-    let direct_bits = if trie.has_children(0) { direct_bits } else { 1 };
-    let mut t = Poptrie {
-        direct_bits,
-        direct: vec![0; 1 << direct_bits],
-        nodes: Vec::new(),
-        leaves: Vec::new(),
-    };
-    let root_value = trie.nodes[0][2];
-    for i in 0..(1u32 << direct_bits) {
-        let (node, value) = trie.descend(0, i, direct_bits, root_value);
-        t.direct[i as usize] = match node {
+    /// The direct table's entry `i` compiled from `trie`: a leaf, or a
+    /// subtree appended to the node and leaf arrays.
+    fn compile_entry(&mut self, trie: &Trie, i: u32) -> u32 {
+        let (node, value) = trie.descend(0, i, self.direct_bits, trie.root_value());
+        match node {
             Some(n) if trie.has_children(n) => {
-                let slot = t.nodes.len() as u32;
-                t.nodes.push(Node::default());
-                fill(trie, &mut t, slot, n, value);
+                let slot = self.nodes.len() as u32;
+                self.nodes.push(Node::default());
+                fill(trie, self, slot, n, value);
                 slot
             }
             _ => LEAF | value,
-        };
+        }
     }
-    t.nodes.shrink_to_fit();
-    t.leaves.shrink_to_fit();
-    t
+
+    /// Nodes and leaves of the subtree under node `n`.
+    fn subtree_size(&self, n: u32) -> (usize, usize) {
+        let node = self.nodes[n as usize];
+        let mut size = (1, node.leafvec.count_ones() as usize);
+        for k in node.base1..node.base1 + node.vector.count_ones() {
+            let (n, l) = self.subtree_size(k);
+            size.0 += n;
+            size.1 += l;
+        }
+        size
+    }
+
+    /// Room to append a few thousand changes' subtrees before the arrays
+    /// must grow (which compaction usually comes first).
+    fn with_headroom(mut self) -> Self {
+        self.nodes.reserve_exact(self.nodes.len() / GARBAGE_SHARE);
+        self.leaves.reserve_exact(self.leaves.len() / GARBAGE_SHARE);
+        self
+    }
+
+    /// Compiles again the entries under the prefixes `changed` (left-aligned
+    /// keys and lengths) after `trie` changed there. Each entry's new subtree
+    /// is appended and the old one left as garbage; when garbage passes a
+    /// share of the arrays, or the change covers much of the direct table,
+    /// or the family gained its first or lost its last prefix, the whole
+    /// family is rebuilt instead (which also compacts it).
+    fn update(&mut self, trie: &Trie, changed: &[(u128, u32)], direct_bits: u32) {
+        if changed.is_empty() {
+            return;
+        }
+        let bits = if trie.has_children(0) { direct_bits } else { 1 };
+        let span = |len: u32| 1usize << bits.saturating_sub(len);
+        let covered: usize = changed.iter().map(|&(_, len)| span(len)).sum();
+        if bits != self.direct_bits
+            || covered * GARBAGE_SHARE > self.direct.len()
+            || self.garbage_nodes * GARBAGE_SHARE > self.nodes.len()
+            || self.garbage_leaves * GARBAGE_SHARE > self.leaves.len()
+        {
+            *self = Poptrie::build(trie, direct_bits).with_headroom();
+            return;
+        }
+        let mut entries: Vec<u32> = Vec::with_capacity(covered);
+        for &(key, len) in changed {
+            let first = (key >> (128 - bits)) as u32;
+            entries.extend(first..first + span(len) as u32);
+        }
+        entries.sort_unstable();
+        entries.dedup();
+        for i in entries {
+            let old = self.direct[i as usize];
+            if old & LEAF == 0 {
+                let (n, l) = self.subtree_size(old);
+                self.garbage_nodes += n;
+                self.garbage_leaves += l;
+            }
+            self.direct[i as usize] = self.compile_entry(trie, i);
+        }
+    }
 }
 
 /// Fills node `slot` for the trie node `at`, whose prefixes inherit `value`.
@@ -342,32 +372,69 @@ fn batch<A: Copy, K: Key + Default>(
 }
 
 /// Poptrie tables for both families.
+#[derive(Clone)]
 pub struct PoptrieLpm {
     v4: Poptrie,
     v6: Poptrie,
+}
+
+impl PoptrieLpm {
+    /// Compiles both families from their tries (values are group ids + 1).
+    pub(super) fn from_tries(t4: &Trie, t6: &Trie) -> Self {
+        PoptrieLpm {
+            v4: Poptrie::build(t4, DIRECT_BITS),
+            v6: Poptrie::build(t6, DIRECT_BITS),
+        }
+    }
+
+    /// [`PoptrieLpm::from_tries`] with room for incremental updates.
+    pub(super) fn from_tries_for_updates(t4: &Trie, t6: &Trie) -> Self {
+        PoptrieLpm {
+            v4: Poptrie::build(t4, DIRECT_BITS).with_headroom(),
+            v6: Poptrie::build(t6, DIRECT_BITS).with_headroom(),
+        }
+    }
+
+    /// Brings the tables up to date with the tries after the prefixes in
+    /// `changed4` and `changed6` changed (see [`Poptrie::update`]).
+    pub(super) fn update(
+        &mut self,
+        t4: &Trie,
+        t6: &Trie,
+        changed4: &[(u128, u32)],
+        changed6: &[(u128, u32)],
+    ) {
+        self.v4.update(t4, changed4, DIRECT_BITS);
+        self.v6.update(t6, changed6, DIRECT_BITS);
+    }
+}
+
+/// A prefix as a trie key: left-aligned in a `u128`, and its length.
+pub(super) fn v4_key(p: &Ipv4Net) -> (u128, u32) {
+    (
+        u128::from(u32::from(p.network())) << 96,
+        u32::from(p.prefix_len()),
+    )
+}
+
+/// A prefix as a trie key: its bits, and its length.
+pub(super) fn v6_key(p: &Ipv6Net) -> (u128, u32) {
+    (u128::from(p.network()), u32::from(p.prefix_len()))
 }
 
 impl Lpm for PoptrieLpm {
     fn build(v4: &[(Ipv4Net, u32)], v6: &[(Ipv6Net, u32)]) -> Self {
         let mut t4 = Trie::new();
         for (p, v) in v4 {
-            t4.insert(
-                u128::from(u32::from(p.network())) << 96,
-                u32::from(p.prefix_len()),
-                v + 1,
-            );
+            let (key, len) = v4_key(p);
+            t4.insert(key, len, v + 1);
         }
         let mut t6 = Trie::new();
         for (p, v) in v6 {
-            t6.insert(u128::from(p.network()), u32::from(p.prefix_len()), v + 1);
+            let (key, len) = v6_key(p);
+            t6.insert(key, len, v + 1);
         }
-        PoptrieLpm {
-            // 18 bits for IPv4: a /24 is then one node below the direct
-            // table. 18 for IPv6 too: a /48 is five nodes below instead of
-            // six, for 0.2 MiB more (20 bits costs 3 MiB and gains nothing).
-            v4: build(&t4, 18),
-            v6: build(&t6, 18),
-        }
+        Self::from_tries(&t4, &t6)
     }
 
     #[inline]
