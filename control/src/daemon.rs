@@ -9,6 +9,8 @@
 //! `route add --file` of a table) rebuild the RIB and compile the FIB anew.
 
 use std::collections::HashSet;
+
+use foldhash::fast::RandomState;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,11 +32,9 @@ use crate::rib::{Rib, RouteKind};
 use crate::run::RunError;
 use crate::store::{Change, State, Store, StoredRoute};
 
-type Identity = (String, IpNet, Option<IpAddr>);
-
-fn identity(r: &RouteConfig) -> Identity {
-    (r.interface.clone(), r.destination, r.next_hop)
-}
+/// A route's identity within one command: port index, destination and
+/// next hop (no allocation, as a table's worth are kept).
+type Identity = (usize, IpNet, Option<IpAddr>);
 
 /// What commands ask of the running workers.
 pub trait Workers {
@@ -262,11 +262,25 @@ impl Daemon {
 
     /// Puts `custom` in force with a new snapshot of the whole state (a
     /// reload, or the load of a table), rebuilding the RIB and FIB.
-    /// Nothing changes if the snapshot cannot be written.
+    /// Nothing changes if the snapshot cannot be written. The two run side
+    /// by side (a table's snapshot is tens of MiB to write and sync), and
+    /// the new RIB and FIB are put in force only once the snapshot is safe.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
-        self.snapshot_state_of(&custom)?;
-        self.rib = build_rib(&self.cfg, &custom, &self.links);
-        self.fib = self.rib.compile();
+        let state = self.state_of(&custom);
+        let (cfg, links) = (&self.cfg, &self.links);
+        let (saved, built) = std::thread::scope(|s| {
+            let build = s.spawn(|| {
+                let mut rib = build_rib(cfg, &custom, links);
+                let fib = rib.compile();
+                (rib, fib)
+            });
+            let saved = save_snapshot(&mut self.store, cfg, &state);
+            (saved, build.join())
+        });
+        saved?;
+        let (rib, fib) = built.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        self.rib = rib;
+        self.fib = fib;
         self.publish();
         Ok(())
     }
@@ -296,29 +310,14 @@ impl Daemon {
         state
     }
 
-    /// Rewrites the snapshot for `custom` and the bindings in force and
-    /// empties the journal (nothing to do without a state file).
-    fn snapshot_state_of(&mut self, custom: &[RouteConfig]) -> Result<(), String> {
-        let Some(path) = &self.cfg.control.state else {
-            return Ok(());
-        };
-        let state = self.state_of(custom);
-        let Some(store) = &mut self.store else {
-            return Ok(());
-        };
-        store
-            .compact(&state)
-            .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
-    }
-
     /// Folds a long journal into the snapshot. A failure costs nothing but
     /// a longer journal: every change is in it already.
     fn fold_journal(&mut self) {
         if !self.store.as_ref().is_some_and(Store::wants_compaction) {
             return;
         }
-        let custom = self.rib.custom_routes();
-        if let Err(e) = self.snapshot_state_of(&custom) {
+        let state = self.state_of(&self.rib.custom_routes());
+        if let Err(e) = save_snapshot(&mut self.store, &self.cfg, &state) {
             tracing::warn!(error = %e, "could not fold the state journal");
         }
     }
@@ -409,7 +408,11 @@ impl Daemon {
         let started = Instant::now();
         let many = specs.len() > 1;
         // The routes of this command so far, for duplicates within it.
-        let mut ids: HashSet<Identity> = HashSet::new();
+        let mut ids: HashSet<Identity, RandomState> = HashSet::default();
+        let identity = |r: &RouteConfig| {
+            let port = self.cfg.port(&r.interface).map_or(usize::MAX, |(i, _)| i);
+            (port, r.destination, r.next_hop)
+        };
         let mut new: Vec<RouteConfig> = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             let at = if many {
@@ -559,6 +562,17 @@ impl Daemon {
         info!(config = %self.config_path.display(), routes, "reloaded");
         Ok(json!({ "routes": routes }))
     }
+}
+
+/// Rewrites the snapshot with `state` and empties the journal (nothing to
+/// do without a state file).
+fn save_snapshot(store: &mut Option<Store>, cfg: &Config, state: &State) -> Result<(), String> {
+    let (Some(store), Some(path)) = (store, &cfg.control.state) else {
+        return Ok(());
+    };
+    store
+        .compact(state)
+        .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
 }
 
 /// The CLI flag a route field comes from.

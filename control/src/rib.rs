@@ -499,22 +499,21 @@ impl Rib {
         if fib.lookup(addr).is_none() {
             return Vec::new();
         }
-        // One pass: the selected routes of the longest prefix holding addr.
+        // The longest prefix holding addr with a selected route: one probe
+        // of the prefix index per length, longest first.
+        let longest = if addr.is_ipv4() { 32 } else { 128 };
         let mut best: Vec<&Route> = Vec::new();
-        let mut len = 0;
-        for (r, _) in self
-            .routes
-            .iter()
-            .zip(selected)
-            .filter(|(r, s)| **s && r.route.prefix.contains(&addr))
-        {
-            let l = r.route.prefix.prefix_len();
-            if best.is_empty() || l > len {
-                best.clear();
-                len = l;
-            }
-            if l == len {
-                best.push(&r.route);
+        for len in (0..=longest).rev() {
+            let Ok(prefix) = IpNet::new(addr, len) else {
+                continue;
+            };
+            best.extend(
+                self.chain(&prefix.trunc())
+                    .filter(|&i| selected.get(i as usize).copied().unwrap_or(false))
+                    .map(|i| &self.routes[i as usize].route),
+            );
+            if !best.is_empty() {
+                break;
             }
         }
         let mut out: Vec<LookupRoute> = best

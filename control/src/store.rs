@@ -23,6 +23,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use foldhash::fast::RandomState;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -173,8 +174,8 @@ impl State {
         fn key(r: &RouteConfig) -> (Identity<'_>, u32) {
             (identity(r), r.metric)
         }
-        let in_config: HashSet<_> = config.iter().map(key).collect();
-        let in_current: HashSet<_> = current.iter().map(key).collect();
+        let in_config: HashSet<_, RandomState> = config.iter().map(key).collect();
+        let in_current: HashSet<_, RandomState> = current.iter().map(key).collect();
         let added = current
             .iter()
             .filter(|c| !in_config.contains(&key(c)))

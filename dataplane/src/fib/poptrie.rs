@@ -30,8 +30,9 @@
 //! Updates are incremental: the binary trie the table is compiled from is
 //! kept (by a [`super::FibWriter`]), a route change edits one path of it,
 //! and only the direct-table entries under the changed prefix are compiled
-//! again, their new subtrees appended and the old ones left as garbage
-//! until a rebuild compacts the family. A /24 change recompiles one entry
+//! again. A new subtree is written over the old one when it fits, else
+//! appended with the old one left as garbage until a rebuild compacts the
+//! family. A /24 change recompiles one entry
 //! (a few microseconds); a /8 change 1,024; a default-route change the whole
 //! family.
 
@@ -275,7 +276,8 @@ impl Poptrie {
 
     /// Compiles again the entries under the prefixes `changed` (left-aligned
     /// keys and lengths) after `trie` changed there. Each entry's new subtree
-    /// is appended and the old one left as garbage; when garbage passes a
+    /// replaces its old one in place when it fits, else is appended and the
+    /// old one left as garbage (as is what a smaller one leaves); when garbage passes a
     /// share of the arrays, or the change covers much of the direct table,
     /// or the family gained its first or lost its last prefix, the whole
     /// family is rebuilt instead (which also compacts it).
@@ -301,14 +303,52 @@ impl Poptrie {
         }
         entries.sort_unstable();
         entries.dedup();
+        // Each entry's subtree is compiled apart, then written over its old
+        // one when it fits (a route changing inside an entry usually keeps
+        // its shape) or appended when it does not.
+        let mut scratch = Poptrie {
+            direct_bits: self.direct_bits,
+            ..Poptrie::default()
+        };
         for i in entries {
+            scratch.nodes.clear();
+            scratch.leaves.clear();
+            let new = scratch.compile_entry(trie, i);
             let old = self.direct[i as usize];
-            if old & LEAF == 0 {
-                let (n, l) = self.subtree_size(old);
-                self.garbage_nodes += n;
-                self.garbage_leaves += l;
+            let (old_nodes, old_leaves) = if old & LEAF == 0 {
+                self.subtree_size(old)
+            } else {
+                (0, 0)
+            };
+            if new & LEAF != 0 {
+                self.garbage_nodes += old_nodes;
+                self.garbage_leaves += old_leaves;
+                self.direct[i as usize] = new;
+                continue;
             }
-            self.direct[i as usize] = self.compile_entry(trie, i);
+            let (n, l) = (scratch.nodes.len(), scratch.leaves.len());
+            let in_place = old & LEAF == 0 && n <= old_nodes && l <= old_leaves;
+            let (at_node, at_leaf) = if in_place {
+                self.garbage_nodes += old_nodes - n;
+                self.garbage_leaves += old_leaves - l;
+                (old as usize, self.nodes[old as usize].base0 as usize)
+            } else {
+                self.garbage_nodes += old_nodes;
+                self.garbage_leaves += old_leaves;
+                (self.nodes.len(), self.leaves.len())
+            };
+            for node in &mut scratch.nodes {
+                node.base0 += at_leaf as u32;
+                node.base1 += at_node as u32;
+            }
+            if in_place {
+                self.nodes[at_node..at_node + n].copy_from_slice(&scratch.nodes);
+                self.leaves[at_leaf..at_leaf + l].copy_from_slice(&scratch.leaves);
+            } else {
+                self.nodes.extend_from_slice(&scratch.nodes);
+                self.leaves.extend_from_slice(&scratch.leaves);
+            }
+            self.direct[i as usize] = at_node as u32;
         }
     }
 }
