@@ -2,13 +2,19 @@
 //! loaded as one `route add --file` change, then single route changes and
 //! control commands against that table, with the FIB rebuild each change
 //! costs. Timed on the daemon's own command path (validation, state file
-//! write with fsync, RIB and FIB rebuild, snapshot publish), in one process.
+//! write with fsync, RIB and FIB update, snapshot publish), in one process,
+//! first with no reader and then with a thread reading the FIB as a worker
+//! does.
 //!
 //! `cargo bench --bench control`. Needs ../shared/data (or EDGEFWD_DATA).
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use edgefwd_control::api::{Command, RouteSpec};
 use edgefwd_control::config::Config;
 use edgefwd_control::daemon::{Daemon, Workers};
@@ -16,6 +22,7 @@ use edgefwd_control::report::NatSessionReport;
 use edgefwd_control::ribfile;
 use edgefwd_dataplane::port::LinkState;
 use edgefwd_dataplane::stats::Stats;
+use edgefwd_dataplane::worker::Shared;
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
@@ -98,7 +105,8 @@ fn main() {
         median(removes)
     );
     let (_, rebuild) = timed(|| d.rib().build_fib());
-    println!("  of which FIB rebuild alone: {rebuild:.2?}");
+    println!("  for comparison, a full FIB rebuild: {rebuild:.2?}");
+    under_a_reader(&mut d);
     for (name, cmd) in [
         (
             "route lookup",
@@ -121,6 +129,83 @@ fn main() {
             .collect();
         println!("{name}: {:.2?} (median of 5)", median(times));
     }
+}
+
+/// Route changes while a reader thread does what a worker does: takes the
+/// current snapshot's FIB, looks up a burst of 256 addresses, and takes
+/// the snapshot again. The writer edits the FIB copy the reader last let
+/// go of, so a publish waits at most a burst (or copies after the grace
+/// period, counted).
+fn under_a_reader(d: &mut Daemon) {
+    let (events, _) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(d.snapshot()),
+        stop: AtomicBool::new(false),
+        stats: Vec::new(),
+        events,
+        neighbors: Vec::new(),
+        wakers: Vec::new(),
+        nat_wanted: AtomicU64::new(0),
+        nat_dumps: Vec::new(),
+    });
+    d.attach(Arc::clone(&shared));
+    let reader = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut x = 0x9e37_79b9u32;
+            let addrs: Vec<Ipv4Addr> = (0..256)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    Ipv4Addr::from(x)
+                })
+                .collect();
+            let mut out = vec![None; addrs.len()];
+            let mut lookups = 0u64;
+            while !shared.stop.load(Ordering::Relaxed) {
+                let fib = Arc::clone(&shared.snapshot.load().fib);
+                fib.lookup_v4_batch(&addrs, &mut out);
+                lookups += addrs.len() as u64;
+            }
+            lookups
+        })
+    };
+    let mut times = Vec::new();
+    let started = Instant::now();
+    for i in 0..200 {
+        let dest = format!("198.19.{i}.0/24");
+        for cmd in [
+            Command::RouteAdd {
+                routes: vec![RouteSpec {
+                    interface: "Port2".into(),
+                    destination: dest.clone(),
+                    next_hop: Some("10.0.2.1".into()),
+                    metric: Some(5),
+                }],
+            },
+            Command::RouteRemove {
+                interface: "Port2".into(),
+                destination: dest,
+                next_hop: None,
+            },
+        ] {
+            let (r, t) = timed(|| d.handle(cmd, &Idle));
+            r.unwrap();
+            times.push(t);
+        }
+    }
+    let elapsed = started.elapsed();
+    shared.stop.store(true, Ordering::Relaxed);
+    let lookups = reader.join().unwrap();
+    let max = *times.iter().max().unwrap();
+    println!(
+        "with a reader taking the FIB every 256 lookups ({:.1} M lookups/s meanwhile): {} changes, median {:.2?}, max {max:.2?}, {} FIB copies made after the grace period",
+        lookups as f64 / elapsed.as_secs_f64() / 1e6,
+        times.len(),
+        median(times),
+        d.fib_copies()
+    );
 }
 
 /// Workers without traffic: commands are timed on the control plane alone.

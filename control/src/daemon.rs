@@ -153,6 +153,12 @@ impl Daemon {
         self.fib.current()
     }
 
+    /// How many times a FIB copy was still in use after the writer's grace
+    /// period and had to be copied (see [`FibWriter`]).
+    pub fn fib_copies(&self) -> u64 {
+        self.fib.copied()
+    }
+
     /// Link states by port.
     pub fn links(&self) -> &[LinkState] {
         &self.links
@@ -415,11 +421,6 @@ impl Daemon {
         };
         let mut new: Vec<RouteConfig> = Vec::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
-            let at = if many {
-                format!("route {}: ", i + 1)
-            } else {
-                String::new()
-            };
             let exists = |r: &RouteConfig| ids.contains(&identity(r)) || self.has_custom(r);
             let r = check_route(
                 &self.cfg.ports,
@@ -429,7 +430,14 @@ impl Daemon {
                 s.next_hop.as_deref(),
                 s.metric,
             )
-            .map_err(|e| format!("{at}{}: {}", flag(e.field), e.message))?;
+            .map_err(|e| {
+                let at = if many {
+                    format!("route {}: ", i + 1)
+                } else {
+                    String::new()
+                };
+                format!("{at}{}: {}", flag(e.field), e.message)
+            })?;
             ids.insert(identity(&r));
             new.push(r);
         }
