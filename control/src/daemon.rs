@@ -9,8 +9,6 @@
 //! `route add --file` of a table) rebuild the RIB and compile the FIB anew.
 
 use std::collections::HashSet;
-
-use foldhash::fast::RandomState;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +18,7 @@ use edgefwd_dataplane::fib::{Fib, FibWriter};
 use edgefwd_dataplane::port::{Binding, LinkProbe, LinkState, PortId};
 use edgefwd_dataplane::stats::{DropReason, Stats};
 use edgefwd_dataplane::worker::{Device, Shared, Snapshot};
+use foldhash::fast::RandomState;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use tracing::info;

@@ -100,7 +100,7 @@ pub struct Rib {
     heads: HashMap<IpNet, u32, RandomState>,
     next: Vec<u32>,
     /// Whether the FIB uses each route, as of [`Rib::compile`] and the
-    /// changes since (empty before the first compile).
+    /// changes since (all false before the first compile).
     selected: Vec<bool>,
 }
 
@@ -228,9 +228,7 @@ impl Rib {
         self.next.push(*head);
         *head = i;
         self.routes.push(r);
-        if !self.selected.is_empty() {
-            self.selected.push(false);
-        }
+        self.selected.push(false);
         i
     }
 
@@ -280,9 +278,7 @@ impl Rib {
             }
         }
         self.next.swap_remove(i as usize);
-        if !self.selected.is_empty() {
-            self.selected.swap_remove(i as usize);
-        }
+        self.selected.swap_remove(i as usize);
         self.routes.swap_remove(i as usize)
     }
 
@@ -321,9 +317,7 @@ impl Rib {
                     next_hop: r.next_hop,
                 });
             }
-            if let Some(s) = self.selected.get_mut(i as usize) {
-                *s = chosen;
-            }
+            self.selected[i as usize] = chosen;
         }
         fib.set(prefix, &members);
     }
