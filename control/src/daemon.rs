@@ -24,7 +24,9 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use crate::api::{Command, RouteSpec};
-use crate::config::{check_route, parse_prefix, Config, PortRole, RouteConfig, RouteField};
+use crate::config::{
+    check_route, parse_prefix, Config, PortRole, RouteConfig, RouteError, RouteField,
+};
 use crate::devices::{self, DeviceParams};
 use crate::report::NatSessionReport;
 use crate::rib::{Rib, RouteKind};
@@ -34,6 +36,15 @@ use crate::store::{Change, State, Store, StoredRoute};
 /// A route's identity within one command: port index, destination and
 /// next hop (no allocation, as a table's worth are kept).
 type Identity = (usize, IpNet, Option<IpAddr>);
+
+/// True when `r` is a custom route already (same interface, destination
+/// and next hop).
+fn has_custom(cfg: &Config, rib: &Rib, r: &RouteConfig) -> bool {
+    cfg.port(&r.interface).is_some_and(|(port, _)| {
+        rib.statics(port as PortId, &r.destination)
+            .any(|s| s.next_hop == r.next_hop)
+    })
+}
 
 /// What commands ask of the running workers.
 pub trait Workers {
@@ -46,6 +57,9 @@ pub trait Workers {
 /// Additions of more routes than this (a `route add --file` of a table) go
 /// straight to a new snapshot rather than the journal.
 const JOURNAL_MAX_ROUTES: usize = 10_000;
+
+/// Additions of at least this many routes are checked on every core.
+const PARALLEL_CHECK_MIN: usize = 10_000;
 
 /// What the daemon knows and decides; owned by its control thread.
 pub struct Daemon {
@@ -271,15 +285,14 @@ impl Daemon {
     /// by side (a table's snapshot is tens of MiB to write and sync), and
     /// the new RIB and FIB are put in force only once the snapshot is safe.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
-        let state = self.state_of(&custom);
-        let (cfg, links) = (&self.cfg, &self.links);
+        let (cfg, links, bindings) = (&self.cfg, &self.links, &self.bindings);
         let (saved, built) = std::thread::scope(|s| {
             let build = s.spawn(|| {
                 let mut rib = build_rib(cfg, &custom, links);
                 let fib = rib.compile();
                 (rib, fib)
             });
-            let saved = save_snapshot(&mut self.store, cfg, &state);
+            let saved = save_snapshot(&mut self.store, cfg, &state_of(cfg, bindings, &custom));
             (saved, build.join())
         });
         saved?;
@@ -300,28 +313,13 @@ impl Daemon {
             .map_err(|e| format!("state {}: {e}; nothing changed", path.display()))
     }
 
-    /// The whole state (routes and bindings) with `custom` as the custom
-    /// routes, relative to the config.
-    fn state_of(&self, custom: &[RouteConfig]) -> State {
-        let mut state = State::diff(&self.cfg.routes, custom);
-        state.bindings = self
-            .cfg
-            .ports
-            .iter()
-            .zip(&self.bindings)
-            .filter(|(p, b)| p.bind != **b)
-            .map(|(p, b)| (p.name.clone(), b.to_string()))
-            .collect();
-        state
-    }
-
     /// Folds a long journal into the snapshot. A failure costs nothing but
     /// a longer journal: every change is in it already.
     fn fold_journal(&mut self) {
         if !self.store.as_ref().is_some_and(Store::wants_compaction) {
             return;
         }
-        let state = self.state_of(&self.rib.custom_routes());
+        let state = state_of(&self.cfg, &self.bindings, &self.rib.custom_routes());
         if let Err(e) = save_snapshot(&mut self.store, &self.cfg, &state) {
             tracing::warn!(error = %e, "could not fold the state journal");
         }
@@ -399,47 +397,94 @@ impl Daemon {
         }
     }
 
-    /// True when `r` is a custom route already (same interface,
-    /// destination and next hop).
-    fn has_custom(&self, r: &RouteConfig) -> bool {
-        self.cfg.port(&r.interface).is_some_and(|(port, _)| {
-            self.rib
-                .statics(port as PortId, &r.destination)
-                .any(|s| s.next_hop == r.next_hop)
-        })
-    }
-
-    fn route_add(&mut self, specs: Vec<RouteSpec>) -> Result<Value, String> {
-        let started = Instant::now();
-        let many = specs.len() > 1;
-        // The routes of this command so far, for duplicates within it.
-        let mut ids: HashSet<Identity, RandomState> = HashSet::default();
-        let identity = |r: &RouteConfig| {
-            let port = self.cfg.port(&r.interface).map_or(usize::MAX, |(i, _)| i);
-            (port, r.destination, r.next_hop)
-        };
-        let mut new: Vec<RouteConfig> = Vec::with_capacity(specs.len());
-        for (i, s) in specs.iter().enumerate() {
-            let exists = |r: &RouteConfig| ids.contains(&identity(r)) || self.has_custom(r);
-            let r = check_route(
-                &self.cfg.ports,
+    /// Checks `specs` as one addition: each against the config and the
+    /// custom routes in force (on every core for a table's worth), then
+    /// against the ones before it in the command. The refusal is the first
+    /// in command order, naming its route when there are several.
+    fn check_additions(&self, specs: &[RouteSpec]) -> Result<Vec<RouteConfig>, String> {
+        let (cfg, rib) = (&self.cfg, &self.rib);
+        let check = |s: &RouteSpec, exists: &dyn Fn(&RouteConfig) -> bool| {
+            check_route(
+                &cfg.ports,
                 exists,
                 &s.interface,
                 &s.destination,
                 s.next_hop.as_deref(),
                 s.metric,
             )
-            .map_err(|e| {
-                let at = if many {
+        };
+        // Each part's routes up to its first refusal, and that refusal.
+        type Part = (Vec<RouteConfig>, Option<(usize, RouteError)>);
+        let part = |first: usize, specs: &[RouteSpec]| -> Part {
+            let mut ok = Vec::with_capacity(specs.len());
+            for (k, s) in specs.iter().enumerate() {
+                match check(s, &|r| has_custom(cfg, rib, r)) {
+                    Ok(r) => ok.push(r),
+                    Err(e) => return (ok, Some((first + k, e))),
+                }
+            }
+            (ok, None)
+        };
+        let threads = if specs.len() >= PARALLEL_CHECK_MIN {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+        let size = specs.len().div_ceil(threads).max(1);
+        let parts: Vec<Part> = if threads == 1 {
+            vec![part(0, specs)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = specs
+                    .chunks(size)
+                    .enumerate()
+                    .map(|(c, chunk)| scope.spawn(move || part(c * size, chunk)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
+        // The routes checked before the first refusal, in command order.
+        let mut refused: Option<(usize, RouteError)> = None;
+        let mut new: Vec<RouteConfig> = Vec::with_capacity(specs.len());
+        for (ok, err) in parts {
+            new.extend(ok);
+            if err.is_some() {
+                refused = err;
+                break;
+            }
+        }
+        // Duplicates within the command, up to that refusal.
+        let mut ids: HashSet<Identity, RandomState> = HashSet::default();
+        ids.reserve(new.len());
+        let duplicate = new.iter().position(|r| {
+            let port = cfg.port(&r.interface).map_or(usize::MAX, |(i, _)| i);
+            !ids.insert((port, r.destination, r.next_hop))
+        });
+        if let Some(d) = duplicate {
+            if let Err(e) = check(&specs[d], &|_| true) {
+                refused = Some((d, e));
+            }
+        }
+        drop(ids);
+        match refused {
+            None => Ok(new),
+            Some((i, e)) => {
+                let at = if specs.len() > 1 {
                     format!("route {}: ", i + 1)
                 } else {
                     String::new()
                 };
-                format!("{at}{}: {}", flag(e.field), e.message)
-            })?;
-            ids.insert(identity(&r));
-            new.push(r);
+                Err(format!("{at}{}: {}", flag(e.field), e.message))
+            }
         }
+    }
+
+    fn route_add(&mut self, specs: Vec<RouteSpec>) -> Result<Value, String> {
+        let started = Instant::now();
+        let new = self.check_additions(&specs)?;
         if new.len() <= JOURNAL_MAX_ROUTES {
             let change = Change::Add(new.iter().map(StoredRoute::from).collect());
             self.record(&change)?;
@@ -456,10 +501,6 @@ impl Daemon {
             custom.extend(new);
             self.commit(custom)?;
         }
-        // Freed last: handing a table's worth of memory back to the system
-        // first made the snapshot and the FIB build a third slower, paying
-        // page faults for memory they could have reused.
-        drop(ids);
         info!(added = specs.len(), took = ?started.elapsed(), "route add");
         Ok(json!({"added": specs.len()}))
     }
@@ -571,6 +612,20 @@ impl Daemon {
     }
 }
 
+/// The whole state (routes and bindings) with `custom` as the custom
+/// routes, relative to the config.
+fn state_of(cfg: &Config, bindings: &[Binding], custom: &[RouteConfig]) -> State {
+    let mut state = State::diff(&cfg.routes, custom);
+    state.bindings = cfg
+        .ports
+        .iter()
+        .zip(bindings)
+        .filter(|(p, b)| p.bind != **b)
+        .map(|(p, b)| (p.name.clone(), b.to_string()))
+        .collect();
+    state
+}
+
 /// Rewrites the snapshot with `state` and empties the journal (nothing to
 /// do without a state file).
 fn save_snapshot(store: &mut Option<Store>, cfg: &Config, state: &State) -> Result<(), String> {
@@ -675,6 +730,77 @@ pub fn stats_text(d: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoWorkers;
+
+    impl Workers for NoWorkers {
+        fn stats(&self) -> Stats {
+            Stats::new(1)
+        }
+        fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A table's worth is checked in parts on every core; the refusal is
+    /// still the first bad route in command order, a duplicate within the
+    /// command included, and nothing changes.
+    #[test]
+    fn a_table_addition_is_refused_at_its_first_bad_route_in_order() {
+        let cfg = Config::parse(
+            "[[port]]\nname = \"Port3\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"192.168.20.10/24\"]\n",
+        )
+        .unwrap();
+        let mut d = Daemon::new(cfg, PathBuf::from("edgefwd.toml")).unwrap();
+        let spec = |i: usize, nh: &str| RouteSpec {
+            interface: "Port3".into(),
+            destination: format!("10.{}.{}.0/24", i >> 8, i & 255),
+            next_hop: Some(nh.into()),
+            metric: None,
+        };
+        let table = || -> Vec<RouteSpec> {
+            (0..2 * PARALLEL_CHECK_MIN)
+                .map(|i| spec(i, "192.168.20.1"))
+                .collect()
+        };
+        let far = PARALLEL_CHECK_MIN + PARALLEL_CHECK_MIN / 2;
+        // (route to replace, route it becomes a copy of, its next hop)
+        type Edit = (usize, usize, &'static str);
+        let cases: [(&[Edit], String); 4] = [
+            // A bad next hop late, a duplicate before it in another part.
+            (
+                &[(far, far, "10.0.2.1"), (12_000, 11_999, "192.168.20.1")],
+                "route 12001: --destination: a route to 10.46.223.0/24".into(),
+            ),
+            (
+                &[(far, far, "10.0.2.1")],
+                format!("route {}: --next-hop: 10.0.2.1 is not on a subnet", far + 1),
+            ),
+            (
+                &[(far, far, "10.0.2.1"), (3, 2, "192.168.20.1")],
+                "route 4: --destination".into(),
+            ),
+            // A bad route early, a duplicate after it.
+            (
+                &[(100, 100, "10.0.2.1"), (150, 50, "192.168.20.1")],
+                "route 101: --next-hop".into(),
+            ),
+        ];
+        for (edits, want) in cases {
+            let mut specs = table();
+            for &(at, like, nh) in edits {
+                specs[at] = spec(like, nh);
+            }
+            let err = d
+                .handle(Command::RouteAdd { routes: specs }, &NoWorkers)
+                .unwrap_err();
+            assert!(err.starts_with(&want), "{edits:?}: {err}");
+            assert_eq!(d.rib().custom_count(), 0);
+        }
+        d.handle(Command::RouteAdd { routes: table() }, &NoWorkers)
+            .unwrap();
+        assert_eq!(d.rib().custom_count(), 2 * PARALLEL_CHECK_MIN);
+    }
 
     #[test]
     fn stats_text_keeps_port_order_and_aligns_columns() {
