@@ -43,12 +43,16 @@ fn main() {
         .unwrap_or_else(|e| panic!("this bench needs the shared RIB data (set EDGEFWD_DATA): {e}"));
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "[control]\nstate = \"{}\"\n\n[[port]]\nname = \"Port2\"\nbind = \"none\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.15/24\"]\n",
+        "[control]\nstate = \"{}\"\n\n[[port]]\nname = \"Port2\"\nbind = \"none\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.15/24\"]\n\n\
+         [[port]]\nname = \"Port3\"\nbind = \"none\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"192.168.20.10/24\"]\n\n\
+         [[route]]\ninterface = \"Port3\"\ndestination = \"192.168.21.0/24\"\nnext_hop = \"192.168.20.1\"\nmetric = 100\n\n\
+         [[route]]\ninterface = \"Port3\"\ndestination = \"192.168.22.0/24\"\nnext_hop = \"192.168.20.1\"\nmetric = 100\n",
         dir.path().join("state.json").display()
     );
     let cfg = Config::parse(&toml).unwrap();
     let mut d = Daemon::new(cfg.clone(), dir.path().join("edgefwd.toml")).unwrap();
     d.set_link(0, LinkState::Up);
+    d.set_link(1, LinkState::Up);
     // The table's next hops are not on Port2's subnet: send them all to
     // one gateway there, as `route add --file` with a rewritten list would.
     let routes: Vec<RouteSpec> = table
@@ -115,7 +119,14 @@ fn main() {
             },
         ),
         (
-            "route show --interface Port2",
+            "route show --interface Port3 (its 2 routes)",
+            Command::RouteShow {
+                interface: Some("Port3".into()),
+                all: false,
+            },
+        ),
+        (
+            "route show --interface Port2 (the whole table)",
             Command::RouteShow {
                 interface: Some("Port2".into()),
                 all: false,

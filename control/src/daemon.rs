@@ -549,18 +549,16 @@ impl Daemon {
     }
 
     fn route_show(&self, interface: Option<&str>, all: bool) -> Result<Value, String> {
-        if let Some(i) = interface {
-            if !self.cfg.ports.iter().any(|p| p.name == i) {
-                return Err(format!("--interface: unknown interface {i:?}"));
-            }
-        }
-        let routes: Vec<_> = self
-            .rib
-            .show(self.rib.selected())
-            .into_iter()
-            .filter(|r| all || r.kind == RouteKind::Static)
-            .filter(|r| interface.is_none_or(|i| r.interface == i))
-            .collect();
+        let port = match interface {
+            Some(i) => match self.cfg.port(i) {
+                Some((p, _)) => Some(p as PortId),
+                None => return Err(format!("--interface: unknown interface {i:?}")),
+            },
+            None => None,
+        };
+        let routes = self.rib.show(self.rib.selected(), |r| {
+            (all || r.kind == RouteKind::Static) && port.is_none_or(|p| r.route.port == p)
+        });
         Ok(json!({ "routes": routes }))
     }
 

@@ -225,7 +225,7 @@ impl Report {
             ports,
             generated_dropped: by_reason(&s.generated_drops),
             icmp_rate_limited: s.icmp_rate_limited,
-            routes: rib.show(&selection.selected),
+            routes: rib.show(&selection.selected, |_| true),
             next_hops,
             neighbors,
             nat: NatSessionReport::of(router),
