@@ -110,6 +110,7 @@ fn main() {
     );
     let (_, rebuild) = timed(|| d.rib().build_fib());
     println!("  for comparison, a full FIB rebuild: {rebuild:.2?}");
+    every_page(&mut d);
     under_a_reader(&mut d);
     for (name, cmd) in [
         (
@@ -119,17 +120,19 @@ fn main() {
             },
         ),
         (
-            "route show --interface Port3 (its 2 routes)",
+            "route show --interface Port3 (a page: its 2 routes are in the last)",
             Command::RouteShow {
                 interface: Some("Port3".into()),
                 all: false,
+                after: None,
             },
         ),
         (
-            "route show --interface Port2 (the whole table)",
+            "route show --interface Port2 (a page of the whole table)",
             Command::RouteShow {
                 interface: Some("Port2".into()),
                 all: false,
+                after: None,
             },
         ),
         ("port show", Command::PortShow {}),
@@ -140,6 +143,34 @@ fn main() {
             .collect();
         println!("{name}: {:.2?} (median of 5)", median(times));
     }
+}
+
+/// `route show --interface Port2` of the whole table, page by page as the
+/// CLI asks for it: the slowest page is how long it holds the daemon.
+fn every_page(d: &mut Daemon) {
+    let (mut pages, mut routes, mut slowest) = (0, 0, Duration::ZERO);
+    let mut after = None;
+    let started = Instant::now();
+    loop {
+        let cmd = Command::RouteShow {
+            interface: Some("Port2".into()),
+            all: false,
+            after,
+        };
+        let (page, t) = timed(|| d.handle(cmd, &Idle));
+        let page = page.unwrap();
+        pages += 1;
+        routes += page["routes"].as_array().map_or(0, Vec::len);
+        slowest = slowest.max(t);
+        match page.get("next") {
+            Some(n) => after = Some(n.as_str().unwrap().parse().unwrap()),
+            None => break,
+        }
+    }
+    println!(
+        "route show --interface Port2, every page: {routes} routes in {pages} pages, {:.2?} in all, slowest page {slowest:.2?}",
+        started.elapsed()
+    );
 }
 
 /// Route changes while a reader thread does what a worker does: takes the

@@ -16,10 +16,14 @@
 //!
 //! Commands: `route_add` (`routes`: one or many, applied as one change),
 //! `route_remove` (`interface`, `destination`, optional `next_hop`),
-//! `route_show` (optional `interface`, `all`), `route_lookup`
+//! `route_show` (optional `interface`, `all`, `after`), `route_lookup`
 //! (`addresses`), `port_show`, `port_bind` (`port`, `binding`),
 //! `port_unbind` (`port`), `stats`, `reload`, `nat_sessions`. The
-//! `data` of each answer is what the command prints with `--json`.
+//! `data` of each answer is what the command prints with `--json`, except
+//! that `route_show` answers a page: `{"routes":[...],"next":PREFIX}` when
+//! more follow, to be asked for with `"after":PREFIX` (the CLI does, and
+//! prints them all). A full table thus never holds the daemon's control
+//! thread for seconds, nor makes one answer of tens of MB.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -27,10 +31,16 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version.
 pub const VERSION: u32 = 1;
+/// Most routes in one `route_show` answer.
+pub const ROUTE_PAGE: usize = 2_000;
+/// Most prefixes one `route_show` answer looks at (a page of a port's few
+/// routes beside a full table ends here).
+pub const ROUTE_PAGE_SCAN: usize = 20_000;
 /// Where the daemon listens unless `[control] socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/edgefwd/control.sock";
 /// Longest request line accepted (a route file of a full table fits).
@@ -70,12 +80,15 @@ pub enum Command {
         /// Gateway.
         next_hop: Option<String>,
     },
-    /// List routes.
+    /// List routes, a page at a time (see [`ROUTE_PAGE`]).
     RouteShow {
         /// Only this port's.
         interface: Option<String>,
         /// Connected and default routes too.
         all: bool,
+        /// Start after this prefix (the previous page's `next`).
+        #[serde(default)]
+        after: Option<IpNet>,
     },
     /// The routes the FIB selects for addresses.
     RouteLookup {

@@ -97,8 +97,8 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn call(self, command: api::Command) -> Result<serde_json::Value, Failure> {
-        api::call(&api::socket_path(self.socket), command).map_err(Failure)
+    fn call(&self, command: api::Command) -> Result<serde_json::Value, Failure> {
+        api::call(&api::socket_path(self.socket.clone()), command).map_err(Failure)
     }
 }
 
@@ -372,7 +372,24 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     json,
                 },
         } => {
-            let data = daemon.call(api::Command::RouteShow { interface, all })?;
+            // Page by page (see the protocol), printed as one list.
+            let mut routes: Vec<serde_json::Value> = Vec::new();
+            let mut after = None;
+            loop {
+                let mut page = daemon.call(api::Command::RouteShow {
+                    interface: interface.clone(),
+                    all,
+                    after,
+                })?;
+                if let Some(r) = page["routes"].as_array_mut() {
+                    routes.append(r);
+                }
+                after = match page.get("next") {
+                    Some(n) => Some(serde_json::from_value(n.clone())?),
+                    None => break,
+                };
+            }
+            let data = serde_json::json!({ "routes": routes });
             if json {
                 writeln!(out, "{data}")?;
             } else {

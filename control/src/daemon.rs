@@ -23,13 +23,13 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::api::{Command, RouteSpec};
+use crate::api::{Command, RouteSpec, ROUTE_PAGE, ROUTE_PAGE_SCAN};
 use crate::config::{
     check_route, parse_prefix, Config, PortRole, RouteConfig, RouteError, RouteField,
 };
 use crate::devices::{self, DeviceParams};
 use crate::report::NatSessionReport;
-use crate::rib::{Rib, RouteKind};
+use crate::rib::{Rib, RibRoute, RouteKind};
 use crate::run::RunError;
 use crate::store::{Change, State, Store, StoredRoute};
 
@@ -378,7 +378,11 @@ impl Daemon {
                 destination,
                 next_hop,
             } => self.route_remove(&interface, &destination, next_hop.as_deref()),
-            Command::RouteShow { interface, all } => self.route_show(interface.as_deref(), all),
+            Command::RouteShow {
+                interface,
+                all,
+                after,
+            } => self.route_show(interface.as_deref(), all, after),
             Command::RouteLookup { addresses } => Ok(Value::Array(
                 addresses
                     .iter()
@@ -548,7 +552,12 @@ impl Daemon {
         Ok(json!({"removed": removed}))
     }
 
-    fn route_show(&self, interface: Option<&str>, all: bool) -> Result<Value, String> {
+    fn route_show(
+        &self,
+        interface: Option<&str>,
+        all: bool,
+        after: Option<IpNet>,
+    ) -> Result<Value, String> {
         let port = match interface {
             Some(i) => match self.cfg.port(i) {
                 Some((p, _)) => Some(p as PortId),
@@ -556,10 +565,21 @@ impl Daemon {
             },
             None => None,
         };
-        let routes = self.rib.show(self.rib.selected(), |r| {
+        let keep = |r: &RibRoute| {
             (all || r.kind == RouteKind::Static) && port.is_none_or(|p| r.route.port == p)
-        });
-        Ok(json!({ "routes": routes }))
+        };
+        let (routes, next) = self.rib.show_page(
+            self.rib.selected(),
+            keep,
+            after,
+            ROUTE_PAGE,
+            ROUTE_PAGE_SCAN,
+        );
+        let mut page = json!({ "routes": routes });
+        if let Some(next) = next {
+            page["next"] = json!(next);
+        }
+        Ok(page)
     }
 
     fn port_show(&self) -> Value {

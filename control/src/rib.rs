@@ -12,11 +12,11 @@
 use edgefwd_dataplane::fib::{Adjacency, Fib, FibWriter, Route, Selection};
 use edgefwd_dataplane::pipeline::{Router, RouterConfig};
 use edgefwd_dataplane::port::{PortId, PortInfo, PortTable};
-use foldhash::fast::RandomState;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::config::{Binding, Config, PortRole, RouteConfig};
@@ -96,8 +96,9 @@ const RELINK_MAX: usize = 4096;
 pub struct Rib {
     ports: PortTable,
     routes: Vec<RibRoute>,
-    /// Each prefix's first route; `next[i]` is the one after route `i`.
-    heads: HashMap<IpNet, u32, RandomState>,
+    /// Each prefix's first route, in prefix order (for `route show`'s
+    /// pages); `next[i]` is the one after route `i`.
+    heads: BTreeMap<IpNet, u32>,
     next: Vec<u32>,
     /// Whether the FIB uses each route, as of [`Rib::compile`] and the
     /// changes since (all false before the first compile).
@@ -189,7 +190,7 @@ impl Rib {
         let mut rib = Rib {
             ports: PortTable::new(ports),
             routes: Vec::new(),
-            heads: HashMap::default(),
+            heads: BTreeMap::new(),
             next: Vec::new(),
             selected: Vec::new(),
         };
@@ -454,40 +455,51 @@ impl Rib {
         Fib::build(&routes, |p| self.ports.get(p).is_some_and(|p| p.up))
     }
 
-    /// Every route with whether the FIB selected it, ordered by destination
-    /// then metric.
-    /// Only the routes `keep` accepts are listed (filtered before anything
-    /// is built, so a few routes of a full RIB cost microseconds).
+    /// Every route `keep` accepts, with whether the FIB selected it,
+    /// ordered by destination then metric.
     pub fn show(&self, selected: &[bool], keep: impl Fn(&RibRoute) -> bool) -> Vec<RouteView> {
-        let mut v: Vec<RouteView> = self
-            .routes
-            .iter()
-            .zip(selected)
-            .filter(|(r, _)| keep(r))
-            .map(|(r, s)| RouteView {
-                interface: self.port_name(r.route.port).to_owned(),
-                destination: r.route.prefix,
-                next_hop: r.route.next_hop,
-                metric: r.route.metric,
-                kind: r.kind,
-                selected: *s,
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            (
-                a.destination.addr().is_ipv6(),
-                a.destination.network(),
-                a.destination.prefix_len(),
-                a.metric,
-            )
-                .cmp(&(
-                    b.destination.addr().is_ipv6(),
-                    b.destination.network(),
-                    b.destination.prefix_len(),
-                    b.metric,
-                ))
-        });
-        v
+        self.show_page(selected, keep, None, usize::MAX, usize::MAX)
+            .0
+    }
+
+    /// A page of [`Rib::show`]: the routes of the prefixes after `after`
+    /// (from the first when `None`), until at least `max_routes` are listed
+    /// or `max_prefixes` were looked at; and, when more follow, the last
+    /// prefix looked at (the next page's `after`). A prefix's routes are
+    /// never split between pages.
+    pub fn show_page(
+        &self,
+        selected: &[bool],
+        keep: impl Fn(&RibRoute) -> bool,
+        after: Option<IpNet>,
+        max_routes: usize,
+        max_prefixes: usize,
+    ) -> (Vec<RouteView>, Option<IpNet>) {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page: Vec<RouteView> = Vec::new();
+        let mut last = None;
+        for (looked, (prefix, _)) in self.heads.range((from, Bound::Unbounded)).enumerate() {
+            if page.len() >= max_routes || looked >= max_prefixes {
+                return (page, last);
+            }
+            let start = page.len();
+            page.extend(
+                self.chain(prefix)
+                    .map(|i| (&self.routes[i as usize], selected.get(i as usize)))
+                    .filter(|(r, _)| keep(r))
+                    .map(|(r, s)| RouteView {
+                        interface: self.port_name(r.route.port).to_owned(),
+                        destination: r.route.prefix,
+                        next_hop: r.route.next_hop,
+                        metric: r.route.metric,
+                        kind: r.kind,
+                        selected: s.copied().unwrap_or(false),
+                    }),
+            );
+            page[start..].sort_by_key(|v| v.metric);
+            last = Some(*prefix);
+        }
+        (page, None)
     }
 
     /// The routes the FIB selects for `addr`: the longest selected prefix
@@ -681,5 +693,60 @@ metric = 100
                 assert_eq!(g(&live), g(&fresh), "step {step}, {a}");
             }
         }
+    }
+
+    /// Pages, followed one after the other, list exactly what one `show`
+    /// does, in order, and each stops at its limits.
+    #[test]
+    fn pages_add_up_to_the_whole_listing() {
+        let mut rib = Rib::from_config(&Config::parse(CFG).unwrap(), false);
+        let gw = Some(IpAddr::from([192, 168, 20, 1]));
+        let routes: Vec<Route> = (0..500u32)
+            .flat_map(|i| {
+                let prefix = IpNet::V4(Ipv4Net::new((0x0a00_0000 | (i << 8)).into(), 24).unwrap());
+                // Two routes for every third prefix, one on Port4.
+                let both = if i % 3 == 0 { 2 } else { 1 };
+                (0..both).map(move |k| Route {
+                    prefix,
+                    port: 1 + k,
+                    next_hop: if k == 0 {
+                        gw
+                    } else {
+                        Some(IpAddr::from([192, 168, 30, 1]))
+                    },
+                    metric: 300 - 100 * u32::from(k),
+                })
+            })
+            .collect();
+        rib.extend(routes, RouteKind::Static);
+        let _fib = rib.compile();
+        for (port, max_routes, max_prefixes) in [(None, 7, 1000), (Some(2), 10, 40), (None, 1, 1)] {
+            let keep = |r: &RibRoute| port.is_none_or(|p| r.route.port == p);
+            let whole = rib.show(rib.selected(), keep);
+            let mut paged = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let (page, next) =
+                    rib.show_page(rib.selected(), keep, after, max_routes, max_prefixes);
+                assert!(
+                    page.len() <= max_routes + 1,
+                    "a page holds one prefix over at most"
+                );
+                paged.extend(page);
+                pages += 1;
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, whole, "{port:?}");
+            assert!(pages > 1, "{port:?}: more than one page");
+        }
+        let whole = rib.show(rib.selected(), |_| true);
+        let order: Vec<_> = whole.iter().map(|v| (v.destination, v.metric)).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "by destination, then metric");
     }
 }
