@@ -287,8 +287,7 @@ impl Rib {
     /// it selected.
     pub fn compile(&mut self) -> FibWriter {
         let routes: Vec<Route> = self.routes.iter().map(|r| r.route.clone()).collect();
-        let (writer, selection) =
-            FibWriter::build(&routes, |p| self.ports.get(p).is_some_and(|p| p.up));
+        let (writer, selection) = FibWriter::build(&routes, |p| self.is_up(p));
         self.selected = selection.selected;
         writer
     }
@@ -452,7 +451,7 @@ impl Rib {
     /// Compiles the FIB from the routes whose port is up.
     pub fn build_fib(&self) -> (Fib, Selection) {
         let routes: Vec<Route> = self.routes.iter().map(|r| r.route.clone()).collect();
-        Fib::build(&routes, |p| self.ports.get(p).is_some_and(|p| p.up))
+        Fib::build(&routes, |p| self.is_up(p))
     }
 
     /// Every route `keep` accepts, with whether the FIB selected it,
