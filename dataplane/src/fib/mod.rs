@@ -130,14 +130,31 @@ impl Groups {
     }
 }
 
-/// The adjacencies of the routes `chosen` (indices into `routes`), into
-/// `members`.
-fn adjacencies(routes: &[Route], chosen: &[u32], members: &mut Vec<Adjacency>) {
-    members.clear();
-    members.extend(chosen.iter().map(|&i| Adjacency {
-        port: routes[i as usize].port,
-        next_hop: routes[i as usize].next_hop,
-    }));
+/// Groups, and each family's prefixes with their group ids.
+type Grouped = (Groups, Vec<(Ipv4Net, u32)>, Vec<(Ipv6Net, u32)>);
+
+/// Each prefix `selection` chose among `routes`, with the id of its
+/// next-hop group (made in the returned groups), split by family: the input
+/// of an LPM build.
+fn grouped(routes: &[Route], selection: &Selection) -> Grouped {
+    let mut groups = Groups::default();
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    // One buffer for every prefix's members; a group is stored once.
+    let mut members: Vec<Adjacency> = Vec::new();
+    for (prefix, chosen) in selection.prefixes() {
+        members.clear();
+        members.extend(chosen.iter().map(|&i| Adjacency {
+            port: routes[i as usize].port,
+            next_hop: routes[i as usize].next_hop,
+        }));
+        let id = groups.id(&mut members);
+        match prefix {
+            IpNet::V4(p) => v4.push((p, id)),
+            IpNet::V6(p) => v6.push((p, id)),
+        }
+    }
+    (groups, v4, v6)
 }
 
 /// An immutable FIB snapshot: the LPM table and the groups it points to.
@@ -162,19 +179,7 @@ impl Fib {
         is_up: impl Fn(PortId) -> bool,
     ) -> (Fib<L>, Selection) {
         let selection = select(routes, is_up);
-        let mut groups = Groups::default();
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        // One buffer for every prefix's members; a group is stored once.
-        let mut members: Vec<Adjacency> = Vec::new();
-        for (prefix, chosen) in selection.prefixes() {
-            adjacencies(routes, chosen, &mut members);
-            let id = groups.id(&mut members);
-            match prefix {
-                IpNet::V4(p) => v4.push((p, id)),
-                IpNet::V6(p) => v6.push((p, id)),
-            }
-        }
+        let (groups, v4, v6) = grouped(routes, &selection);
         let fib = Fib {
             lpm: L::build(&v4, &v6),
             groups: groups.list,

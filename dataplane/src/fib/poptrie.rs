@@ -221,11 +221,20 @@ impl Poptrie {
 }
 
 impl Poptrie {
-    /// Compiles `trie` with a direct table of `direct_bits` (of one bit
-    /// when the trie holds at most a default route: a family without
-    /// routes costs nothing).
-    fn build(trie: &Trie, direct_bits: u32) -> Poptrie {
-        let direct_bits = if trie.has_children(0) { direct_bits } else { 1 };
+    /// The direct table's bits for `trie`: [`DIRECT_BITS`], or one when the
+    /// trie holds at most a default route (a family without routes costs
+    /// nothing).
+    fn direct_bits_for(trie: &Trie) -> u32 {
+        if trie.has_children(0) {
+            DIRECT_BITS
+        } else {
+            1
+        }
+    }
+
+    /// Compiles `trie`.
+    fn build(trie: &Trie) -> Poptrie {
+        let direct_bits = Self::direct_bits_for(trie);
         let mut t = Poptrie {
             direct_bits,
             direct: vec![0; 1 << direct_bits],
@@ -281,11 +290,11 @@ impl Poptrie {
     /// share of the arrays, or the change covers much of the direct table,
     /// or the family gained its first or lost its last prefix, the whole
     /// family is rebuilt instead (which also compacts it).
-    fn update(&mut self, trie: &Trie, changed: &[(u128, u32)], direct_bits: u32) {
+    fn update(&mut self, trie: &Trie, changed: &[(u128, u32)]) {
         if changed.is_empty() {
             return;
         }
-        let bits = if trie.has_children(0) { direct_bits } else { 1 };
+        let bits = Self::direct_bits_for(trie);
         let span = |len: u32| 1usize << bits.saturating_sub(len);
         let covered: usize = changed.iter().map(|&(_, len)| span(len)).sum();
         if bits != self.direct_bits
@@ -293,7 +302,7 @@ impl Poptrie {
             || self.garbage_nodes * GARBAGE_SHARE > self.nodes.len()
             || self.garbage_leaves * GARBAGE_SHARE > self.leaves.len()
         {
-            *self = Poptrie::build(trie, direct_bits).with_headroom();
+            *self = Poptrie::build(trie).with_headroom();
             return;
         }
         let mut entries: Vec<u32> = Vec::with_capacity(covered);
@@ -315,26 +324,25 @@ impl Poptrie {
             scratch.leaves.clear();
             let new = scratch.compile_entry(trie, i);
             let old = self.direct[i as usize];
+            // The old subtree becomes garbage, less what is reused.
             let (old_nodes, old_leaves) = if old & LEAF == 0 {
                 self.subtree_size(old)
             } else {
                 (0, 0)
             };
+            self.garbage_nodes += old_nodes;
+            self.garbage_leaves += old_leaves;
             if new & LEAF != 0 {
-                self.garbage_nodes += old_nodes;
-                self.garbage_leaves += old_leaves;
                 self.direct[i as usize] = new;
                 continue;
             }
             let (n, l) = (scratch.nodes.len(), scratch.leaves.len());
             let in_place = old & LEAF == 0 && n <= old_nodes && l <= old_leaves;
             let (at_node, at_leaf) = if in_place {
-                self.garbage_nodes += old_nodes - n;
-                self.garbage_leaves += old_leaves - l;
+                self.garbage_nodes -= n;
+                self.garbage_leaves -= l;
                 (old as usize, self.nodes[old as usize].base0 as usize)
             } else {
-                self.garbage_nodes += old_nodes;
-                self.garbage_leaves += old_leaves;
                 (self.nodes.len(), self.leaves.len())
             };
             for node in &mut scratch.nodes {
@@ -422,16 +430,16 @@ impl PoptrieLpm {
     /// Compiles both families from their tries (values are group ids + 1).
     pub(super) fn from_tries(t4: &Trie, t6: &Trie) -> Self {
         PoptrieLpm {
-            v4: Poptrie::build(t4, DIRECT_BITS),
-            v6: Poptrie::build(t6, DIRECT_BITS),
+            v4: Poptrie::build(t4),
+            v6: Poptrie::build(t6),
         }
     }
 
-    /// [`PoptrieLpm::from_tries`] with room for incremental updates.
-    pub(super) fn from_tries_for_updates(t4: &Trie, t6: &Trie) -> Self {
+    /// Room for incremental updates (see [`Poptrie::with_headroom`]).
+    pub(super) fn with_headroom(self) -> Self {
         PoptrieLpm {
-            v4: Poptrie::build(t4, DIRECT_BITS).with_headroom(),
-            v6: Poptrie::build(t6, DIRECT_BITS).with_headroom(),
+            v4: self.v4.with_headroom(),
+            v6: self.v6.with_headroom(),
         }
     }
 
@@ -444,8 +452,8 @@ impl PoptrieLpm {
         changed4: &[(u128, u32)],
         changed6: &[(u128, u32)],
     ) {
-        self.v4.update(t4, changed4, DIRECT_BITS);
-        self.v6.update(t6, changed6, DIRECT_BITS);
+        self.v4.update(t4, changed4);
+        self.v6.update(t6, changed6);
     }
 }
 
@@ -462,18 +470,24 @@ pub(super) fn v6_key(p: &Ipv6Net) -> (u128, u32) {
     (u128::from(p.network()), u32::from(p.prefix_len()))
 }
 
+/// The tries of both families' prefixes, each valued at its group id + 1.
+pub(super) fn tries(v4: &[(Ipv4Net, u32)], v6: &[(Ipv6Net, u32)]) -> (Trie, Trie) {
+    let mut t4 = Trie::new();
+    for (p, v) in v4 {
+        let (key, len) = v4_key(p);
+        t4.insert(key, len, v + 1);
+    }
+    let mut t6 = Trie::new();
+    for (p, v) in v6 {
+        let (key, len) = v6_key(p);
+        t6.insert(key, len, v + 1);
+    }
+    (t4, t6)
+}
+
 impl Lpm for PoptrieLpm {
     fn build(v4: &[(Ipv4Net, u32)], v6: &[(Ipv6Net, u32)]) -> Self {
-        let mut t4 = Trie::new();
-        for (p, v) in v4 {
-            let (key, len) = v4_key(p);
-            t4.insert(key, len, v + 1);
-        }
-        let mut t6 = Trie::new();
-        for (p, v) in v6 {
-            let (key, len) = v6_key(p);
-            t6.insert(key, len, v + 1);
-        }
+        let (t4, t6) = tries(v4, v6);
         Self::from_tries(&t4, &t6)
     }
 

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::poptrie::{v4_key, v6_key};
+use super::poptrie::{tries, v4_key, v6_key};
 use super::trie::Trie;
-use super::{adjacencies, select, Adjacency, Fib, Groups, PoptrieLpm, Route, Selection};
+use super::{grouped, select, Adjacency, Fib, Groups, PoptrieLpm, Route, Selection};
 use crate::port::PortId;
 
 /// How long a publish waits for the workers to let go of the copy it is
@@ -75,25 +75,10 @@ impl FibWriter {
     /// Selects among `routes` as [`Fib::build`] does and builds both copies.
     pub fn build(routes: &[Route], is_up: impl Fn(PortId) -> bool) -> (FibWriter, Selection) {
         let selection = select(routes, is_up);
-        let mut groups = Groups::default();
-        let (mut t4, mut t6) = (Trie::new(), Trie::new());
-        let mut members: Vec<Adjacency> = Vec::new();
-        for (prefix, chosen) in selection.prefixes() {
-            adjacencies(routes, chosen, &mut members);
-            let value = groups.id(&mut members) + 1;
-            match prefix {
-                IpNet::V4(p) => {
-                    let (key, len) = v4_key(&p);
-                    t4.insert(key, len, value);
-                }
-                IpNet::V6(p) => {
-                    let (key, len) = v6_key(&p);
-                    t6.insert(key, len, value);
-                }
-            }
-        }
+        let (groups, v4, v6) = grouped(routes, &selection);
+        let (t4, t6) = tries(&v4, &v6);
         let fib = Fib {
-            lpm: PoptrieLpm::from_tries_for_updates(&t4, &t6),
+            lpm: PoptrieLpm::from_tries(&t4, &t6).with_headroom(),
             groups: groups.list.clone(),
         };
         let writer = FibWriter {
