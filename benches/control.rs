@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use edgefwd_control::api::{Command, RouteSpec};
 use edgefwd_control::config::Config;
-use edgefwd_control::daemon::{Daemon, Workers};
-use edgefwd_control::report::NatSessionReport;
+use edgefwd_control::daemon::{Daemon, NoWorkers};
 use edgefwd_control::ribfile;
 use edgefwd_dataplane::port::LinkState;
-use edgefwd_dataplane::stats::Stats;
 use edgefwd_dataplane::worker::Shared;
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -66,7 +64,7 @@ fn main() {
         })
         .collect();
     let n = routes.len();
-    let (r, load) = timed(|| d.handle(Command::RouteAdd { routes }, &Idle));
+    let (r, load) = timed(|| d.handle(Command::RouteAdd { routes }, &NoWorkers));
     r.unwrap();
     let state_bytes = std::fs::metadata(dir.path().join("state.json")).map_or(0, |m| m.len());
     println!(
@@ -91,7 +89,7 @@ fn main() {
                 metric: Some(5),
             }],
         };
-        let (r, t) = timed(|| d.handle(add, &Idle));
+        let (r, t) = timed(|| d.handle(add, &NoWorkers));
         r.unwrap();
         adds.push(t);
         let remove = Command::RouteRemove {
@@ -99,7 +97,7 @@ fn main() {
             destination: dest,
             next_hop: None,
         };
-        let (r, t) = timed(|| d.handle(remove, &Idle));
+        let (r, t) = timed(|| d.handle(remove, &NoWorkers));
         r.unwrap();
         removes.push(t);
     }
@@ -139,7 +137,7 @@ fn main() {
         ("stats", Command::Stats {}),
     ] {
         let times: Vec<Duration> = (0..5)
-            .map(|_| timed(|| d.handle(cmd.clone(), &Idle)).1)
+            .map(|_| timed(|| d.handle(cmd.clone(), &NoWorkers)).1)
             .collect();
         println!("{name}: {:.2?} (median of 5)", median(times));
     }
@@ -157,7 +155,7 @@ fn every_page(d: &mut Daemon) {
             all: false,
             after,
         };
-        let (page, t) = timed(|| d.handle(cmd, &Idle));
+        let (page, t) = timed(|| d.handle(cmd, &NoWorkers));
         let page = page.unwrap();
         pages += 1;
         routes += page["routes"].as_array().map_or(0, Vec::len);
@@ -232,7 +230,7 @@ fn under_a_reader(d: &mut Daemon) {
                 next_hop: None,
             },
         ] {
-            let (r, t) = timed(|| d.handle(cmd, &Idle));
+            let (r, t) = timed(|| d.handle(cmd, &NoWorkers));
             r.unwrap();
             times.push(t);
         }
@@ -248,17 +246,4 @@ fn under_a_reader(d: &mut Daemon) {
         median(times),
         d.fib_copies()
     );
-}
-
-/// Workers without traffic: commands are timed on the control plane alone.
-struct Idle;
-
-impl Workers for Idle {
-    fn stats(&self) -> Stats {
-        Stats::new(1)
-    }
-
-    fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
-        Ok(Vec::new())
-    }
 }

@@ -151,11 +151,9 @@ fn load_updates(name: &str) -> Vec<(bool, Ipv4Net)> {
         .unwrap_or_else(|e| panic!("this bench needs the shared RIB data (set EDGEFWD_DATA): {e}"));
     text.lines()
         .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let announce = f.next()? == "A";
-            match f.next()?.parse().ok()? {
-                IpNet::V4(p) => Some((announce, p)),
-                IpNet::V6(_) => None,
+            match ribfile::parse_update(l).unwrap_or_else(|| panic!("bad line {l:?}")) {
+                (announce, IpNet::V4(p), _) => Some((announce, p)),
+                (_, IpNet::V6(_), _) => None,
             }
         })
         .collect()

@@ -88,16 +88,6 @@ fn ipv6_random_and_in_prefix_addresses_on_every_real_table() {
     }
 }
 
-/// One line of the BGP update stream: announce (`A PREFIX NEXTHOP PEER`)
-/// or withdraw (`W PREFIX - PEER`).
-fn update(line: &str) -> Option<(bool, ipnet::IpNet, &str)> {
-    let mut f = line.split_whitespace();
-    let kind = f.next()?;
-    let prefix = f.next()?.parse().ok()?;
-    let next_hop = f.next()?;
-    Some((kind == "A", prefix, next_hop))
-}
-
 /// The adjacency standing for value `v`: a distinct next hop per value, so
 /// that a FIB group names exactly one route.
 fn adjacency(v: u32) -> Adjacency {
@@ -158,7 +148,7 @@ fn churn_replay_of_the_ris_update_stream_keeps_agreeing() {
         let mut fib = writer.current();
         for line in chunk {
             let (announce, prefix, hop) =
-                update(line).unwrap_or_else(|| panic!("bad line {line:?}"));
+                ribfile::parse_update(line).unwrap_or_else(|| panic!("bad line {line:?}"));
             let v = first
                 + match hops.iter().position(|h| h == hop) {
                     Some(i) => i as u32,

@@ -33,6 +33,20 @@ use crate::rib::{Rib, RibRoute, RouteKind};
 use crate::run::RunError;
 use crate::store::{Change, State, Store, StoredRoute};
 
+/// Workers that are not running (tests, benches): no counters, no NAT
+/// sessions, so commands are answered by the control plane alone.
+pub struct NoWorkers;
+
+impl Workers for NoWorkers {
+    fn stats(&self) -> Stats {
+        Stats::new(1)
+    }
+
+    fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
+        Ok(Vec::new())
+    }
+}
+
 /// A route's identity within one command: port index, destination and
 /// next hop (no allocation, as a table's worth are kept).
 type Identity = (usize, IpNet, Option<IpAddr>);
@@ -748,17 +762,6 @@ pub fn stats_text(d: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct NoWorkers;
-
-    impl Workers for NoWorkers {
-        fn stats(&self) -> Stats {
-            Stats::new(1)
-        }
-        fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
-            Ok(Vec::new())
-        }
-    }
 
     /// A table's worth is checked in parts on every core; the refusal is
     /// still the first bad route in command order, a duplicate within the

@@ -61,6 +61,22 @@ pub fn load(path: &Path) -> Result<Vec<ListedRoute>, String> {
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// One line of a BGP update stream (`../shared/data/rib/updates-*`):
+/// announce (`A PREFIX NEXTHOP PEER`) or withdraw (`W PREFIX - PEER`).
+/// Returns whether it announces, the prefix and the next hop as written;
+/// `None` when the line is not one.
+pub fn parse_update(line: &str) -> Option<(bool, IpNet, &str)> {
+    let mut f = line.split_whitespace();
+    let announce = match f.next()? {
+        "A" => true,
+        "W" => false,
+        _ => return None,
+    };
+    let prefix = f.next()?.parse().ok()?;
+    let next_hop = f.next()?;
+    Some((announce, prefix, next_hop))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +88,19 @@ mod tests {
         assert_eq!(r[0].next_hop, None);
         assert_eq!(r[1].next_hop, None, "a label is not an address");
         assert_eq!(r[2].next_hop, Some("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn parses_update_lines() {
+        let a = parse_update("A 192.140.252.0/22 37.49.236.123 37.49.236.123").unwrap();
+        assert_eq!(
+            a,
+            (true, "192.140.252.0/22".parse().unwrap(), "37.49.236.123")
+        );
+        let w = parse_update("W 2804:14d::/40 - 2001:7f8:54::188").unwrap();
+        assert_eq!(w, (false, "2804:14d::/40".parse().unwrap(), "-"));
+        assert_eq!(parse_update("X 10.0.0.0/8 - 1.2.3.4"), None);
+        assert_eq!(parse_update("A 10.0.0.0/8"), None);
     }
 
     #[test]
