@@ -500,6 +500,14 @@ impl Daemon {
         }
     }
 
+    /// The port an `--interface` names, or the refusal.
+    fn interface(&self, name: &str) -> Result<PortId, String> {
+        self.cfg
+            .port(name)
+            .map(|(i, _)| i as PortId)
+            .ok_or_else(|| format!("--interface: unknown interface {name:?}"))
+    }
+
     fn route_add(&mut self, specs: Vec<RouteSpec>) -> Result<Value, String> {
         let started = Instant::now();
         let new = self.check_additions(&specs)?;
@@ -529,10 +537,7 @@ impl Daemon {
         destination: &str,
         next_hop: Option<&str>,
     ) -> Result<Value, String> {
-        let Some((port, _)) = self.cfg.port(interface) else {
-            return Err(format!("--interface: unknown interface {interface:?}"));
-        };
-        let port = port as PortId;
+        let port = self.interface(interface)?;
         let dest = parse_prefix(destination).map_err(|m| format!("--destination: {m}"))?;
         let nh: Option<IpAddr> = match next_hop {
             Some(n) => Some(
@@ -572,13 +577,7 @@ impl Daemon {
         all: bool,
         after: Option<IpNet>,
     ) -> Result<Value, String> {
-        let port = match interface {
-            Some(i) => match self.cfg.port(i) {
-                Some((p, _)) => Some(p as PortId),
-                None => return Err(format!("--interface: unknown interface {i:?}")),
-            },
-            None => None,
-        };
+        let port = interface.map(|i| self.interface(i)).transpose()?;
         let keep = |r: &RibRoute| {
             (all || r.kind == RouteKind::Static) && port.is_none_or(|p| r.route.port == p)
         };

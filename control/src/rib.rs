@@ -286,10 +286,15 @@ impl Rib {
     /// Compiles the FIB writer for the whole RIB and records which routes
     /// it selected.
     pub fn compile(&mut self) -> FibWriter {
-        let routes: Vec<Route> = self.routes.iter().map(|r| r.route.clone()).collect();
+        let routes = self.fib_routes();
         let (writer, selection) = FibWriter::build(&routes, |p| self.is_up(p));
         self.selected = selection.selected;
         writer
+    }
+
+    /// The routes as the FIB's selection takes them.
+    fn fib_routes(&self) -> Vec<Route> {
+        self.routes.iter().map(|r| r.route.clone()).collect()
     }
 
     fn is_up(&self, port: PortId) -> bool {
@@ -450,7 +455,7 @@ impl Rib {
 
     /// Compiles the FIB from the routes whose port is up.
     pub fn build_fib(&self) -> (Fib, Selection) {
-        let routes: Vec<Route> = self.routes.iter().map(|r| r.route.clone()).collect();
+        let routes = self.fib_routes();
         Fib::build(&routes, |p| self.is_up(p))
     }
 
