@@ -2,7 +2,10 @@
 //! the real routing tables: one address in every /24 of the IPv4 space
 //! (every address with EDGEFWD_FULL_SCAN=1), and random plus in-prefix
 //! addresses for IPv6. Each route gets its own value, so the two must agree
-//! on the exact prefix matched, not just on a next hop.
+//! on the exact prefix matched, not just on a next hop. Distinct values on
+//! a full table need 32-bit leaves; a second build with values below
+//! [`NARROW`] checks the 16-bit leaves that real FIBs (few next-hop groups)
+//! get.
 
 mod common;
 
@@ -12,6 +15,14 @@ use ipnet::IpNet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Values are taken modulo this for the build with 16-bit leaves.
+const NARROW: u32 = 65_000;
+
+/// `routes` with values modulo [`NARROW`].
+fn narrowed<P: Copy>(routes: &[(P, u32)]) -> Vec<(P, u32)> {
+    routes.iter().map(|&(p, v)| (p, v % NARROW)).collect()
+}
 
 /// A shared table with a distinct value per route.
 fn load(test: &str, name: &str) -> Option<ribfile::Entries> {
@@ -35,12 +46,14 @@ fn ipv4_every_slash24_on_every_real_table() {
             return;
         };
         let fast = PoptrieLpm::build(&v4, &[]);
+        let narrow = PoptrieLpm::build(&narrowed(&v4), &[]);
         let reference = TreeBitmapLpm::build(&v4, &[]);
         let mut rng = StdRng::seed_from_u64(24);
         let mut routed = 0u64;
         let mut check = |a: Ipv4Addr| {
             let want = reference.lookup_v4(a);
             assert_eq!(fast.lookup_v4(a), want, "{name}: {a}");
+            assert_eq!(narrow.lookup_v4(a), want.map(|v| v % NARROW), "{name}: {a}");
             routed += u64::from(want.is_some());
         };
         if full {
@@ -49,9 +62,10 @@ fn ipv4_every_slash24_on_every_real_table() {
             (0..1u32 << 24).for_each(|n| check(Ipv4Addr::from((n << 8) | rng.gen_range(0..256))));
         }
         eprintln!(
-            "{name}: {} routes, {routed} routed addresses agree, {} KiB",
+            "{name}: {} routes, {routed} routed addresses agree, {} KiB ({} KiB with 16-bit leaves)",
             v4.len(),
-            fast.memory_bytes() / 1024
+            fast.memory_bytes() / 1024,
+            narrow.memory_bytes() / 1024
         );
         assert!(routed > 0);
     }
@@ -65,6 +79,7 @@ fn ipv6_random_and_in_prefix_addresses_on_every_real_table() {
             return;
         };
         let fast = PoptrieLpm::build(&[], &v6);
+        let narrow = PoptrieLpm::build(&[], &narrowed(&v6));
         let reference = TreeBitmapLpm::build(&[], &v6);
         let mut rng = StdRng::seed_from_u64(6);
         for i in 0..2_000_000 {
@@ -78,7 +93,9 @@ fn ipv6_random_and_in_prefix_addresses_on_every_real_table() {
                 // Anywhere in 2000::/3, where the routes are.
                 Ipv6Addr::from((1u128 << 125) | (rng.gen::<u128>() >> 3))
             };
-            assert_eq!(fast.lookup_v6(a), reference.lookup_v6(a), "{name}: {a}");
+            let want = reference.lookup_v6(a);
+            assert_eq!(fast.lookup_v6(a), want, "{name}: {a}");
+            assert_eq!(narrow.lookup_v6(a), want.map(|v| v % NARROW), "{name}: {a}");
         }
         eprintln!(
             "{name}: {} routes agree on 2M addresses, {} KiB",

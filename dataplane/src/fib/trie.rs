@@ -15,6 +15,8 @@ pub(super) struct Trie {
     nodes: Vec<TrieNode>,
     /// Slots of removed nodes, reused by later inserts.
     free: Vec<u32>,
+    /// The largest value ever inserted (not lowered by removals).
+    max_value: u32,
 }
 
 impl Trie {
@@ -23,6 +25,7 @@ impl Trie {
         Trie {
             nodes: vec![[0; 3]],
             free: Vec::new(),
+            max_value: 0,
         }
     }
 
@@ -51,6 +54,12 @@ impl Trie {
             n = self.nodes[n][bit] as usize;
         }
         self.nodes[n][2] = value;
+        self.max_value = self.max_value.max(value);
+    }
+
+    /// The largest value ever inserted: a bound on the values it holds.
+    pub(super) fn max_value(&self) -> u32 {
+        self.max_value
     }
 
     /// Removes the `len`-bit prefix `key`, and the nodes that then lead to
