@@ -1,7 +1,7 @@
 //! LPM lookups on the real tables: Poptrie (ours) beside the tree-bitmap
 //! crate and the prefix-trie crate in the same process, single and batch,
-//! plus memory and build times printed once; and the update rate on the
-//! full table with the RIS update stream.
+//! plus memory and build times and the best-of-rounds ratios printed once;
+//! and the update rate on the full table with the RIS update stream.
 //!
 //! `cargo bench --bench lpm`. Needs ../shared/data (or EDGEFWD_DATA).
 
