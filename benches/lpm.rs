@@ -36,15 +36,40 @@ fn data_dir() -> PathBuf {
 /// Interleaved rounds for [`best_of_rounds`].
 const ROUNDS: usize = 30;
 
-/// Lookups/s of each contender (a name and one pass over `n` addresses),
-/// best of [`ROUNDS`] interleaved rounds, printed with the ratio to the
-/// last contender. Every round runs each contender once, so a slow spell of
-/// this shared machine hits all of them alike, and each one's best round
-/// is its speed when undisturbed: steadier ratios than separate criterion
-/// runs minutes apart. Each timed pass follows an untimed one, so tables
-/// are as warm as in criterion's loop.
-fn best_of_rounds(title: &str, n: usize, contenders: &mut [(&str, &mut dyn FnMut() -> u32)]) {
-    let mut best = vec![0f64; contenders.len()];
+/// One pass of single lookups over `addrs`, the answers folded so none is
+/// optimised away.
+#[inline(always)]
+fn fold<A: Copy>(addrs: &[A], lookup: impl Fn(A) -> Option<u32>) -> u32 {
+    addrs
+        .iter()
+        .map(|a| lookup(*a).unwrap_or(0))
+        .fold(0, u32::wrapping_add)
+}
+
+/// Lookups/s over `addrs` of Poptrie single, Poptrie batch and the
+/// tree-bitmap crate (`reference`), best of [`ROUNDS`] interleaved rounds,
+/// printed with the ratios to tree-bitmap. Every round runs each contender
+/// once, so a slow spell of this shared machine hits all of them alike, and
+/// each one's best round is its speed when undisturbed: steadier ratios
+/// than separate criterion runs minutes apart. Each timed pass follows an
+/// untimed one, so tables are as warm as in criterion's loop.
+fn best_of_rounds<A: Copy>(
+    title: &str,
+    addrs: &[A],
+    single: impl Fn(A) -> Option<u32>,
+    batch: impl Fn(&[A], &mut [Option<u32>]),
+    reference: impl Fn(A) -> Option<u32>,
+) {
+    let mut out = vec![None; addrs.len()];
+    let mut contenders: [(&str, &mut dyn FnMut() -> u32); 3] = [
+        ("poptrie single", &mut || fold(addrs, &single)),
+        ("poptrie batch", &mut || {
+            batch(addrs, &mut out);
+            out[0].unwrap_or(0)
+        }),
+        ("tree-bitmap", &mut || fold(addrs, &reference)),
+    ];
+    let mut best = [0f64; 3];
     for _ in 0..ROUNDS {
         for ((_, pass), best) in contenders.iter_mut().zip(&mut best) {
             // An untimed pass first brings the contender's table back into
@@ -52,17 +77,15 @@ fn best_of_rounds(title: &str, n: usize, contenders: &mut [(&str, &mut dyn FnMut
             black_box(pass());
             let t = Instant::now();
             black_box(pass());
-            *best = best.max(n as f64 / t.elapsed().as_secs_f64());
+            *best = best.max(addrs.len() as f64 / t.elapsed().as_secs_f64());
         }
     }
-    let base = best[best.len() - 1];
-    let base_name = contenders[contenders.len() - 1].0;
-    println!("{title}, best of {ROUNDS} interleaved rounds (ratio to {base_name}):");
+    println!("{title}, best of {ROUNDS} interleaved rounds (ratio to tree-bitmap):");
     for ((name, _), b) in contenders.iter().zip(&best) {
         println!(
             "  {name:<16} {:>8.1} M lookups/s  {:>6.2}x",
             b / 1e6,
-            b / base
+            b / best[2]
         );
     }
 }
@@ -91,35 +114,15 @@ fn bench_v4(c: &mut Criterion) {
     let mut out = vec![None; N];
     best_of_rounds(
         "ipv4-fullview-2023, random addresses",
-        N,
-        &mut [
-            ("poptrie single", &mut || {
-                random
-                    .iter()
-                    .map(|a| fast.lookup_v4(*a).unwrap_or(0))
-                    .fold(0, u32::wrapping_add)
-            }),
-            ("poptrie batch", &mut || {
-                fast.lookup_v4_batch(&random, &mut out);
-                out[0].unwrap_or(0)
-            }),
-            ("tree-bitmap", &mut || {
-                random
-                    .iter()
-                    .map(|a| reference.lookup_v4(*a).unwrap_or(0))
-                    .fold(0, u32::wrapping_add)
-            }),
-        ],
+        &random,
+        |a| fast.lookup_v4(a),
+        |a, o| fast.lookup_v4_batch(a, o),
+        |a| reference.lookup_v4(a),
     );
     let mut g = c.benchmark_group("lpm_ipv4_fullview_random");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function(BenchmarkId::new("poptrie", "single"), |b| {
-        b.iter(|| {
-            random
-                .iter()
-                .map(|a| fast.lookup_v4(*a).unwrap_or(0))
-                .fold(0u32, u32::wrapping_add)
-        })
+        b.iter(|| fold(&random, |a| fast.lookup_v4(a)))
     });
     g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
         b.iter(|| {
@@ -128,19 +131,13 @@ fn bench_v4(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
-        b.iter(|| {
-            random
-                .iter()
-                .map(|a| reference.lookup_v4(*a).unwrap_or(0))
-                .fold(0u32, u32::wrapping_add)
-        })
+        b.iter(|| fold(&random, |a| reference.lookup_v4(a)))
     });
     g.bench_function(BenchmarkId::new("prefix_trie", "single"), |b| {
         b.iter(|| {
-            random
-                .iter()
-                .map(|a| trie.get_lpm(&Ipv4Net::from(*a)).map_or(0, |(_, v)| *v))
-                .fold(0u32, u32::wrapping_add)
+            fold(&random, |a| {
+                trie.get_lpm(&Ipv4Net::from(a)).map(|(_, v)| *v)
+            })
         })
     });
     g.finish();
@@ -168,35 +165,15 @@ fn bench_v6(c: &mut Criterion) {
     let mut g = c.benchmark_group("lpm_ipv6_fullview_in_prefix");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function(BenchmarkId::new("poptrie", "single"), |b| {
-        b.iter(|| {
-            addrs
-                .iter()
-                .map(|a| fast.lookup_v6(*a).unwrap_or(0))
-                .fold(0u32, u32::wrapping_add)
-        })
+        b.iter(|| fold(&addrs, |a| fast.lookup_v6(a)))
     });
     let mut out = vec![None; N];
     best_of_rounds(
         "ipv6-fullview-2023, addresses inside its prefixes",
-        N,
-        &mut [
-            ("poptrie single", &mut || {
-                addrs
-                    .iter()
-                    .map(|a| fast.lookup_v6(*a).unwrap_or(0))
-                    .fold(0, u32::wrapping_add)
-            }),
-            ("poptrie batch", &mut || {
-                fast.lookup_v6_batch(&addrs, &mut out);
-                out[0].unwrap_or(0)
-            }),
-            ("tree-bitmap", &mut || {
-                addrs
-                    .iter()
-                    .map(|a| reference.lookup_v6(*a).unwrap_or(0))
-                    .fold(0, u32::wrapping_add)
-            }),
-        ],
+        &addrs,
+        |a| fast.lookup_v6(a),
+        |a, o| fast.lookup_v6_batch(a, o),
+        |a| reference.lookup_v6(a),
     );
     g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
         b.iter(|| {
@@ -205,20 +182,10 @@ fn bench_v6(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
-        b.iter(|| {
-            addrs
-                .iter()
-                .map(|a| reference.lookup_v6(*a).unwrap_or(0))
-                .fold(0u32, u32::wrapping_add)
-        })
+        b.iter(|| fold(&addrs, |a| reference.lookup_v6(a)))
     });
     g.bench_function(BenchmarkId::new("prefix_trie", "single"), |b| {
-        b.iter(|| {
-            addrs
-                .iter()
-                .map(|a| trie.get_lpm(&Ipv6Net::from(*a)).map_or(0, |(_, v)| *v))
-                .fold(0u32, u32::wrapping_add)
-        })
+        b.iter(|| fold(&addrs, |a| trie.get_lpm(&Ipv6Net::from(a)).map(|(_, v)| *v)))
     });
     g.finish();
 }
