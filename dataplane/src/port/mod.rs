@@ -77,14 +77,42 @@ impl PortInfo {
 /// All ports, indexed by [`PortId`].
 ///
 /// The addresses checked on every packet (ours, and our subnets' directed
-/// broadcasts) are also kept as flat arrays, which a packet scans in a few
+/// broadcasts) are also kept as flat sets, which a packet checks in a few
 /// nanoseconds instead of walking each port's subnet list.
 #[derive(Clone, Debug, Default)]
 pub struct PortTable {
     ports: Vec<PortInfo>,
-    local_v4: Vec<Ipv4Addr>,
-    broadcast_v4: Vec<Ipv4Addr>,
+    local_v4: V4Set,
+    broadcast_v4: V4Set,
     local_v6: Vec<Ipv6Addr>,
+}
+
+/// A small set of IPv4 addresses, asked about for every packet. Almost every
+/// answer is "no", so a 64-bit filter (one bit per address, picked by a
+/// multiplicative hash) answers most of them without reading the list.
+#[derive(Clone, Debug, Default)]
+struct V4Set {
+    filter: u64,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl V4Set {
+    fn bit(a: Ipv4Addr) -> u64 {
+        1 << (u32::from(a).wrapping_mul(0x9e37_79b9) >> 26)
+    }
+
+    #[inline]
+    fn contains(&self, a: Ipv4Addr) -> bool {
+        self.filter & Self::bit(a) != 0 && self.addrs.contains(&a)
+    }
+}
+
+impl FromIterator<Ipv4Addr> for V4Set {
+    fn from_iter<I: IntoIterator<Item = Ipv4Addr>>(iter: I) -> Self {
+        let addrs: Vec<Ipv4Addr> = iter.into_iter().collect();
+        let filter = addrs.iter().fold(0, |f, &a| f | Self::bit(a));
+        V4Set { filter, addrs }
+    }
 }
 
 impl PortTable {
@@ -152,7 +180,7 @@ impl PortTable {
     #[inline]
     pub fn is_local(&self, a: IpAddr) -> bool {
         match a {
-            IpAddr::V4(a) => self.local_v4.contains(&a),
+            IpAddr::V4(a) => self.local_v4.contains(a),
             IpAddr::V6(a) => self.local_v6.contains(&a),
         }
     }
@@ -160,12 +188,34 @@ impl PortTable {
     /// [`PortTable::is_local`] for an IPv4 address.
     #[inline]
     pub fn is_local_v4(&self, a: Ipv4Addr) -> bool {
-        self.local_v4.contains(&a)
+        self.local_v4.contains(a)
     }
 
     /// True when `a` is the directed broadcast of one of the ports' subnets.
     #[inline]
     pub fn is_subnet_broadcast(&self, a: Ipv4Addr) -> bool {
-        self.broadcast_v4.contains(&a)
+        self.broadcast_v4.contains(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter never hides a member, and the list still decides for
+    /// addresses that share a filter bit with one.
+    #[test]
+    fn v4_set_answers_exactly() {
+        let members: Vec<Ipv4Addr> = (0..40u32).map(|i| Ipv4Addr::from(i * 7919 + 1)).collect();
+        let set: V4Set = members.iter().copied().collect();
+        let mut shared_bit = 0;
+        for i in 0..100_000u32 {
+            let a = Ipv4Addr::from(i.wrapping_mul(2_654_435_761));
+            assert_eq!(set.contains(a), members.contains(&a), "{a}");
+            shared_bit += usize::from(set.filter & V4Set::bit(a) != 0 && !members.contains(&a));
+        }
+        assert!(shared_bit > 0, "no non-member reached the list");
+        assert!(members.iter().all(|&a| set.contains(a)));
+        assert!(!V4Set::default().contains(Ipv4Addr::UNSPECIFIED));
     }
 }
