@@ -210,8 +210,6 @@ pub struct Meta {
     /// Address whose link-layer address the rewrite needs (gateway or the
     /// destination itself when directly connected).
     pub neighbor: Option<IpAddr>,
-    /// Index of the FIB next-hop group used (for per-route hit counters).
-    pub group: u32,
     /// For generated packets: the source address is still to be chosen from
     /// the egress port and the checksums finished (ICMP errors).
     pub needs_source: bool,
@@ -234,7 +232,6 @@ impl Meta {
             origin: Origin::Received,
             l3: crate::packet::ETH_HLEN as u16,
             neighbor: None,
-            group: u32::MAX,
             needs_source: false,
             ts,
             offload: Offload::default(),
