@@ -292,6 +292,7 @@ impl BufPool {
     }
 
     /// An empty buffer.
+    #[inline]
     pub fn get(&mut self) -> PacketBuf {
         match self.free.pop() {
             Some(mut b) => {
@@ -306,6 +307,7 @@ impl BufPool {
     }
 
     /// Returns a buffer to the pool.
+    #[inline]
     pub fn put(&mut self, buf: PacketBuf) {
         self.free.push(buf);
     }
