@@ -312,6 +312,11 @@ impl BufPool {
         self.free.push(buf);
     }
 
+    /// Returns many buffers to the pool.
+    pub fn put_all(&mut self, bufs: impl IntoIterator<Item = PacketBuf>) {
+        self.free.extend(bufs);
+    }
+
     /// Buffers ever allocated by this pool.
     pub fn allocated(&self) -> usize {
         self.allocated
