@@ -12,10 +12,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// that equal to the 16-bit sum once folded (RFC 1071 §2), at half the steps.
 #[inline]
 pub fn sum(data: &[u8]) -> u32 {
-    let (words, rest) = data.as_chunks::<4>();
+    let words = data.chunks_exact(4);
+    let rest = words.remainder();
     let mut acc: u64 = words
-        .iter()
-        .map(|w| u64::from(u32::from_be_bytes(*w)))
+        .map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])))
         .sum();
     let mut tail = [0u8; 4];
     tail[..rest.len()].copy_from_slice(rest);
