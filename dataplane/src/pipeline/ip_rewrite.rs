@@ -13,19 +13,35 @@ use crate::port::PortId;
 use crate::stats::DropReason;
 
 pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+    // Most packets of a burst go to the same next hop (the default
+    // gateway), so the last answer is kept for the rest of the burst; the
+    // neighbour table does not change during this stage.
+    let mut last = None;
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
-        p.meta.next = rewrite(r, p);
+        p.meta.next = rewrite(r, p, &mut last);
     }
 }
 
-fn rewrite(r: &mut Router, p: &mut Packet) -> Next {
+/// The last neighbour looked up in this burst: port, address, answer.
+type LastNeighbor = Option<(PortId, IpAddr, Option<MacAddr>)>;
+
+fn rewrite(r: &mut Router, p: &mut Packet, last: &mut LastNeighbor) -> Next {
     if p.meta.origin == Origin::Received && !decrement(p) {
         return Next::Drop(DropReason::TtlExpired);
     }
     let Some(next_hop) = p.meta.neighbor else {
         return Next::Drop(DropReason::NoRoute);
     };
-    match r.neigh.lookup(p.meta.tx_port, next_hop, r.now) {
+    let port = p.meta.tx_port;
+    let mac = match *last {
+        Some((lp, la, mac)) if lp == port && la == next_hop => mac,
+        _ => {
+            let mac = r.neigh.lookup(port, next_hop, r.now);
+            *last = Some((port, next_hop, mac));
+            mac
+        }
+    };
+    match mac {
         Some(mac) => {
             write_macs(r, p, mac);
             Next::Tx

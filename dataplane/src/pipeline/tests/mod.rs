@@ -131,6 +131,36 @@ fn forwards_with_ttl_decrement_and_neighbour_macs() {
     assert_identity(&r);
 }
 
+/// ip-rewrite keeps the last neighbour answer for the rest of a burst;
+/// packets to different next hops, resolved or not, interleaved in one
+/// burst, must each still get their own.
+#[test]
+fn one_burst_to_several_next_hops_gets_each_its_own_mac() {
+    let mut r = router();
+    let host2 = MacAddr([2, 0, 0, 0, 0x20, 0x51]);
+    r.add_static_neighbor(P3, "192.168.20.51".parse().unwrap(), host2);
+    let dsts = [[192, 168, 21, 7], [192, 168, 20, 51], [192, 168, 20, 52]];
+    let frames: Vec<Vec<u8>> = (0..9)
+        .map(|i| udp4(GW_MAC, P2_MAC, [8, 8, 8, 8], dsts[i % 3], 64))
+        .collect();
+    feed(&mut r, P2, t(0), &frames);
+    let out = sent(&mut r, P3);
+    let (udp, arp): (Vec<_>, Vec<_>) = out.iter().partition(|f| f[12..14] == [8, 0]);
+    assert_eq!(udp.len(), 6, "the packets to resolved next hops");
+    for f in udp {
+        let want = match ipv4_of(f).1.octets() {
+            [192, 168, 21, 7] => R1_MAC,
+            [192, 168, 20, 51] => host2,
+            other => panic!("forwarded to {other:?}, which is not resolved"),
+        };
+        assert_eq!(&f[..6], &want.0);
+    }
+    assert_eq!(arp.len(), 1, "one request for 192.168.20.52");
+    assert_eq!(&arp[0][38..42], &[192, 168, 20, 52]);
+    assert_eq!(r.held(), 3);
+    assert_identity(&r);
+}
+
 #[test]
 fn unresolved_next_hop_is_held_then_released_by_the_arp_reply() {
     let mut r = router();
