@@ -69,7 +69,7 @@ impl<W: Word> Poptrie<W> {
     }
 
     /// Room to append a few thousand changes' subtrees before the arrays
-    /// must grow (which compaction usually comes first).
+    /// must grow (compaction usually comes before that).
     pub(super) fn with_headroom(mut self) -> Self {
         self.nodes.reserve_exact(self.nodes.len() / GARBAGE_SHARE);
         self.leaves.reserve_exact(self.leaves.len() / GARBAGE_SHARE);
@@ -79,10 +79,10 @@ impl<W: Word> Poptrie<W> {
     /// Compiles again the entries under the prefixes `changed` (left-aligned
     /// keys and lengths) after `trie` changed there. Each entry's new subtree
     /// replaces its old one in place when it fits, else is appended and the
-    /// old one left as garbage (as is what a smaller one leaves); when garbage passes a
-    /// share of the arrays, or the change covers much of the direct table,
-    /// or the family gained its first or lost its last prefix, the whole
-    /// family is rebuilt instead (which also compacts it).
+    /// old one left as garbage (as is what a smaller one leaves); when
+    /// garbage passes a share of the arrays, or the change covers much of
+    /// the direct table, or the family gained its first or lost its last
+    /// prefix, the whole family is rebuilt instead (which also compacts it).
     pub(super) fn update(&mut self, trie: &Trie, changed: &[(u128, u32)]) {
         if changed.is_empty() {
             return;

@@ -205,7 +205,8 @@ impl<W: Word> Poptrie<W> {
     }
 
     /// [`Poptrie::lookup`] for the keys `key` makes of `addrs`, [`LANES`]
-    /// at a time; the group ids found (values less one) into `out`. The keys advance level by level together: each step prefetches what
+    /// at a time; the group ids found (values less one) into `out`. The
+    /// keys advance level by level together: each step prefetches what
     /// every key needs next, then reads it, so a burst's cache misses
     /// overlap instead of following one another. The steps are branch-light
     /// (a key's next index is picked by a select, the keys still walking are

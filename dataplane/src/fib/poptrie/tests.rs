@@ -1,9 +1,15 @@
 use super::*;
 
+/// Routes written as text, parsed.
+fn routes<P: std::str::FromStr>(r: &[(&str, u32)]) -> Vec<(P, u32)>
+where
+    P::Err: std::fmt::Debug,
+{
+    r.iter().map(|(p, v)| (p.parse().unwrap(), *v)).collect()
+}
+
 fn lpm(v4: &[(&str, u32)], v6: &[(&str, u32)]) -> PoptrieLpm {
-    let v4: Vec<_> = v4.iter().map(|(p, v)| (p.parse().unwrap(), *v)).collect();
-    let v6: Vec<_> = v6.iter().map(|(p, v)| (p.parse().unwrap(), *v)).collect();
-    PoptrieLpm::build(&v4, &v6)
+    PoptrieLpm::build(&routes(v4), &routes(v6))
 }
 
 #[test]
@@ -105,11 +111,8 @@ fn batch_matches_single() {
 /// leaves wide, and every answer stays right.
 #[test]
 fn a_wide_value_widens_the_leaves() {
-    let routes: Vec<(Ipv4Net, u32)> = [("10.0.0.0/8", 1), ("10.1.2.0/24", 2)]
-        .iter()
-        .map(|(p, v)| (p.parse().unwrap(), *v))
-        .collect();
-    let (mut t4, t6) = tries(&routes, &[]);
+    let v4: Vec<(Ipv4Net, u32)> = routes(&[("10.0.0.0/8", 1), ("10.1.2.0/24", 2)]);
+    let (mut t4, t6) = tries(&v4, &[]);
     let mut t = PoptrieLpm::from_tries(&t4, &t6).with_headroom();
     assert!(matches!(t.v4, Table::Narrow(_)));
     let (key, len) = v4_key(&"10.1.2.128/25".parse().unwrap());
