@@ -50,11 +50,13 @@ impl PacketBuf {
     }
 
     /// The largest frame the buffer holds.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.data.len() - HEADROOM
     }
 
     /// Empties the buffer, restoring the full headroom.
+    #[inline]
     pub fn clear(&mut self) {
         self.start = HEADROOM;
         self.end = HEADROOM;
@@ -62,6 +64,7 @@ impl PacketBuf {
 
     /// Copies `frame` in after the headroom. Fails (leaving the buffer empty)
     /// when the frame is larger than the buffer's capacity.
+    #[inline]
     pub fn set_frame(&mut self, frame: &[u8]) -> Result<(), usize> {
         self.clear();
         if frame.len() > self.capacity() {
@@ -97,16 +100,19 @@ impl PacketBuf {
     }
 
     /// The frame.
+    #[inline]
     pub fn frame(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
 
     /// The frame, writable.
+    #[inline]
     pub fn frame_mut(&mut self) -> &mut [u8] {
         &mut self.data[self.start..self.end]
     }
 
     /// Frame length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.end - self.start
     }
@@ -119,6 +125,7 @@ impl PacketBuf {
     /// Sets the frame length to `len` bytes from its start (growing into the
     /// tailroom, whose bytes are whatever the buffer last held). Returns false
     /// if that does not fit.
+    #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
         if self.start + len > self.data.len() {
             return false;
@@ -249,11 +256,13 @@ pub struct Packet {
 
 impl Packet {
     /// The L3 header and everything after it.
+    #[inline]
     pub fn l3(&self) -> &[u8] {
         self.buf.frame().get(self.meta.l3 as usize..).unwrap_or(&[])
     }
 
     /// The L3 header and everything after it, writable.
+    #[inline]
     pub fn l3_mut(&mut self) -> &mut [u8] {
         let l3 = self.meta.l3 as usize;
         self.buf.frame_mut().get_mut(l3..).unwrap_or(&mut [])

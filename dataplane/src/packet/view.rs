@@ -123,6 +123,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4View<T> {
     /// new TTL, or `None` (and changes nothing) when the TTL is already 0 or 1,
     /// which the caller must answer with ICMP time exceeded.
     #[must_use]
+    #[inline]
     pub fn decrement_ttl(&mut self) -> Option<u8> {
         let ttl = self.ttl();
         if ttl <= 1 {
