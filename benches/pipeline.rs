@@ -1,7 +1,8 @@
 //! The router pipeline on bursts of 64-byte IPv4 packets with the full
 //! IPv4 table (ipv4-fullview-2023, 901,899 routes) in the FIB it uses
 //! (Poptrie), beside the tree-bitmap lookup alone on the same destinations,
-//! and the same pipeline with a one-route table (its own cost).
+//! the same pipeline with a one-route table (its own cost), and the same
+//! full-table pipeline with ip4-fast off (the stages alone).
 //!
 //! `cargo bench --bench pipeline`. Needs ../shared/data (or EDGEFWD_DATA).
 //! Every variant runs in the same process: on these shared machines only
@@ -67,6 +68,10 @@ fn table() -> Vec<ipnet::Ipv4Net> {
 
 struct Setup {
     router: Router,
+    /// The full-table router with ip4-fast off.
+    staged: Router,
+    /// Whether `router` and `small` have ip4-fast on.
+    fast: bool,
     /// The same pipeline with only a default route: its cost without the
     /// full-table lookup.
     small: Router,
@@ -76,7 +81,7 @@ struct Setup {
 }
 
 /// A router with `prefixes` spread over the four gateways, all resolved.
-fn make_router(prefixes: &[ipnet::Ipv4Net]) -> Router {
+fn make_router(prefixes: &[ipnet::Ipv4Net], rcfg: &RouterConfig) -> Router {
     let cfg = Config::parse(CFG).unwrap();
     let mut rib = Rib::from_config(&cfg, false);
     let gw = |i: usize| GATEWAYS[i % GATEWAYS.len()];
@@ -90,7 +95,7 @@ fn make_router(prefixes: &[ipnet::Ipv4Net]) -> Router {
         RouteKind::Static,
     );
     let (fib, _) = rib.build_fib();
-    let mut router = Router::new(rib.ports().clone(), Arc::new(fib), &RouterConfig::default());
+    let mut router = Router::new(rib.ports().clone(), Arc::new(fib), rcfg);
     for (i, (port, a)) in GATEWAYS.iter().enumerate() {
         let mac = edgefwd_dataplane::packet::MacAddr([2, 0, 0, 0, 0x99, i as u8]);
         router.add_static_neighbor(*port, IpAddr::V4((*a).into()), mac);
@@ -100,8 +105,21 @@ fn make_router(prefixes: &[ipnet::Ipv4Net]) -> Router {
 
 fn setup() -> Setup {
     let prefixes = table();
-    let router = make_router(&prefixes);
-    let small = make_router(&["0.0.0.0/0".parse().unwrap()]);
+    // EDGEFWD_BENCH_STAGED=1: ip4-fast off everywhere, for the instruction
+    // count of the stages alone (see fixed_bursts).
+    let rcfg = RouterConfig {
+        fast_path: std::env::var_os("EDGEFWD_BENCH_STAGED").is_none(),
+        ..RouterConfig::default()
+    };
+    let router = make_router(&prefixes, &rcfg);
+    let staged = make_router(
+        &prefixes,
+        &RouterConfig {
+            fast_path: false,
+            ..rcfg.clone()
+        },
+    );
+    let small = make_router(&["0.0.0.0/0".parse().unwrap()], &rcfg);
     let mut reference = IpLookupTable::new();
     for (i, p) in prefixes.iter().enumerate() {
         reference.insert(p.network(), u32::from(p.prefix_len()), i as u32);
@@ -128,7 +146,9 @@ fn setup() -> Setup {
         })
         .collect();
     Setup {
+        fast: rcfg.fast_path,
         router,
+        staged,
         small,
         frames,
         dsts,
@@ -164,7 +184,8 @@ fn lookup_burst(t: &IpLookupTable<Ipv4Addr, u32>, dsts: &[Ipv4Addr]) -> u32 {
 /// `EDGEFWD_BENCH_BURSTS=N`: run N bursts through the one-route and the
 /// full-table pipelines and exit, for instruction counts under callgrind
 /// (`--toggle-collect='*fixed_bursts*'`), which are repeatable where
-/// wall-clock time on a shared machine is not.
+/// wall-clock time on a shared machine is not. With
+/// `EDGEFWD_BENCH_STAGED=1` too, both run without ip4-fast.
 #[inline(never)]
 fn fixed_bursts(router: &mut Router, burst: &mut Vec<Packet>, frames: &[Vec<u8>], n: usize) -> u64 {
     (0..n)
@@ -174,7 +195,9 @@ fn fixed_bursts(router: &mut Router, burst: &mut Vec<Packet>, frames: &[Vec<u8>]
 
 fn bench(c: &mut Criterion) {
     let Setup {
+        fast,
         mut router,
+        mut staged,
         mut small,
         frames,
         dsts,
@@ -207,6 +230,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     let mut at = 0;
+    g.bench_function(BenchmarkId::new("edgefwd_pipeline_staged", BURST), |b| {
+        b.iter(|| {
+            at = (at + BURST) % frames.len();
+            black_box(pipeline_burst(&mut staged, &mut burst, &frames, at))
+        })
+    });
+    let mut at = 0;
     g.bench_function(BenchmarkId::new("treebitmap_lookup_only", BURST), |b| {
         b.iter(|| {
             at = (at + BURST) % dsts.len();
@@ -221,6 +251,10 @@ fn bench(c: &mut Criterion) {
         s.received(),
         "every benchmark packet is forwarded"
     );
+    if fast {
+        assert_eq!(s.fast_path, s.forwarded, "and takes ip4-fast");
+    }
+    assert_eq!(staged.stats().forwarded, staged.stats().received());
 }
 
 criterion_group! {

@@ -176,6 +176,9 @@ pub struct Stats {
     pub ports: Vec<PortStats>,
     /// Received packets sent out again.
     pub forwarded: u64,
+    /// Received packets ip4-fast took from eth-input to transmit in one
+    /// pass (see `pipeline::ip4_fast`); the rest went through the stages.
+    pub fast_path: u64,
     /// Received packets consumed by the appliance.
     pub local: u64,
     /// Packets the appliance made and sent.
@@ -202,6 +205,7 @@ impl Stats {
         Stats {
             ports: vec![PortStats::default(); n],
             forwarded: 0,
+            fast_path: 0,
             local: 0,
             generated: 0,
             flooded: 0,
@@ -219,6 +223,7 @@ impl Stats {
             a.add(b);
         }
         self.forwarded += o.forwarded;
+        self.fast_path += o.fast_path;
         self.local += o.local;
         self.generated += o.generated;
         self.flooded += o.flooded;

@@ -191,6 +191,15 @@ pub enum Next {
     Drop(DropReason),
 }
 
+impl Next {
+    /// True when a pipeline stage has yet to handle the packet (not a
+    /// final disposition).
+    #[inline]
+    pub fn is_stage(self) -> bool {
+        !matches!(self, Next::Resolve | Next::Tx | Next::Local | Next::Drop(_))
+    }
+}
+
 /// Per-packet metadata carried between stages.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {

@@ -1,12 +1,18 @@
 //! ip4-input: validates IPv4 headers (etherparse for the structure, our own
 //! checksum check, which etherparse does not do), delivers what is addressed
 //! to the appliance, and catches TTL expiry before the lookup.
+//!
+//! [`parse`] and [`addressed`] are also ip4-fast's checks, so both paths
+//! accept exactly the same packets.
+
+use std::net::Ipv4Addr;
 
 use etherparse::Ipv4HeaderSlice;
 
 use super::icmp::{self, v4};
 use super::{nat, Router};
 use crate::packet::{checksum, Next, Origin, Packet};
+use crate::port::PortTable;
 use crate::stats::DropReason;
 
 pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
@@ -15,46 +21,102 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     }
 }
 
-fn handle(r: &mut Router, p: &mut Packet) -> Next {
-    let l3 = p.l3();
-    let Ok(h) = Ipv4HeaderSlice::from_slice(l3) else {
-        return Next::Drop(DropReason::Ip4Malformed);
-    };
+/// The fields of a valid IPv4 header that the stages after it need.
+pub(super) struct Header {
+    /// Header length in bytes.
+    pub hl: usize,
+    /// Total length: the packet without Ethernet padding.
+    pub total: usize,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Time to live.
+    pub ttl: u8,
+    /// Protocol number.
+    pub proto: u8,
+    /// Not the first fragment, or not the only one.
+    pub fragment: bool,
+}
+
+/// Checks the IPv4 header at the start of `l3`: structure, lengths that fit
+/// the frame, and the checksum.
+#[inline]
+pub(super) fn parse(l3: &[u8]) -> Result<Header, DropReason> {
+    let h = Ipv4HeaderSlice::from_slice(l3).map_err(|_| DropReason::Ip4Malformed)?;
     let hl = h.slice().len();
     let total = usize::from(h.total_len());
     if total < hl || total > l3.len() {
-        return Next::Drop(DropReason::Ip4Malformed);
+        return Err(DropReason::Ip4Malformed);
     }
     if !checksum::verify(h.slice()) {
-        return Next::Drop(DropReason::Ip4BadChecksum);
+        return Err(DropReason::Ip4BadChecksum);
     }
-    let (src, dst, ttl) = (h.source_addr(), h.destination_addr(), h.ttl());
-    let (proto, fragment) = (h.protocol().0, h.is_fragmenting_payload());
-    // Drop Ethernet padding: the packet is what its total length says.
-    p.buf.set_len(usize::from(p.meta.l3) + total);
+    Ok(Header {
+        hl,
+        total,
+        src: h.source_addr(),
+        dst: h.destination_addr(),
+        ttl: h.ttl(),
+        proto: h.protocol().0,
+        fragment: h.is_fragmenting_payload(),
+    })
+}
 
+/// Where the addresses alone send an IPv4 packet.
+pub(super) enum Addressed {
+    /// To one of the appliance's addresses.
+    Local,
+    /// Elsewhere: to the lookup.
+    Onward,
+}
+
+/// Checks a packet's addresses: martian or spoofed sources and destinations
+/// that are never routed are refused; the rest are local or onward.
+#[inline]
+pub(super) fn addressed(
+    ports: &PortTable,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> Result<Addressed, DropReason> {
     let ([s0, s1, ..], [d0, d1, ..]) = (src.octets(), dst.octets());
     // Martian sources: 0/8, 127/8, and 224/3 (multicast, class E, broadcast).
-    if s0 == 0 || s0 == 127 || s0 >= 224 || r.ports.is_local_v4(src) {
-        return Next::Drop(DropReason::BadSource);
+    if s0 == 0 || s0 == 127 || s0 >= 224 || ports.is_local_v4(src) {
+        return Err(DropReason::BadSource);
     }
-    if r.ports.is_local_v4(dst) {
-        if let Some(next) = nat::input(r, p, (src, dst), ttl) {
-            return next;
-        }
-        return deliver_local(p, proto, fragment, hl, &mut r.stats.local);
+    if ports.is_local_v4(dst) {
+        return Ok(Addressed::Local);
     }
-    if d0 == 0 || d0 == 127 || d0 >= 224 || r.ports.is_subnet_broadcast(dst) {
-        return Next::Drop(DropReason::NotRoutable);
+    if d0 == 0 || d0 == 127 || d0 >= 224 || ports.is_subnet_broadcast(dst) {
+        return Err(DropReason::NotRoutable);
     }
     if (d0, d1) == (169, 254) || (s0, s1) == (169, 254) {
-        return Next::Drop(DropReason::LinkLocal);
+        return Err(DropReason::LinkLocal);
     }
-    if ttl <= 1 {
-        icmp::error4(r, p, v4::TIME_EXCEEDED, 0, 0);
-        return Next::Drop(DropReason::TtlExpired);
+    Ok(Addressed::Onward)
+}
+
+fn handle(r: &mut Router, p: &mut Packet) -> Next {
+    let h = match parse(p.l3()) {
+        Ok(h) => h,
+        Err(reason) => return Next::Drop(reason),
+    };
+    // Drop Ethernet padding: the packet is what its total length says.
+    p.buf.set_len(usize::from(p.meta.l3) + h.total);
+    match addressed(&r.ports, h.src, h.dst) {
+        Err(reason) => Next::Drop(reason),
+        Ok(Addressed::Local) => {
+            if let Some(next) = nat::input(r, p, (h.src, h.dst), h.ttl) {
+                return next;
+            }
+            deliver_local(p, h.proto, h.fragment, h.hl, &mut r.stats.local)
+        }
+        Ok(Addressed::Onward) if h.ttl <= 1 => {
+            icmp::error4(r, p, v4::TIME_EXCEEDED, 0, 0);
+            Next::Drop(DropReason::TtlExpired)
+        }
+        Ok(Addressed::Onward) => Next::IpLookup,
     }
-    Next::IpLookup
 }
 
 /// Echo requests are answered; other ICMP is consumed; anything else

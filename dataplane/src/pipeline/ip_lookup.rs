@@ -89,16 +89,8 @@ fn handle(
         };
         icmp::finish_source(p, src);
     }
-    // A super-packet (TCP segmentation offload) leaves as segments: the
-    // largest of them is what must fit the MTU.
-    let len = if p.meta.offload.is_gso() {
-        let l3 = usize::from(p.meta.l3);
-        match p.meta.offload.segment_l3_len(p.buf.frame(), l3) {
-            Some(len) => len,
-            None => return Next::Drop(DropReason::OffloadInvalid),
-        }
-    } else {
-        p.l3().len()
+    let Some(len) = egress_len(p) else {
+        return Next::Drop(DropReason::OffloadInvalid);
     };
     if len > mtu {
         if p.meta.origin == Origin::Generated {
@@ -121,4 +113,18 @@ fn handle(
     p.meta.tx_port = adj.port;
     p.meta.neighbor = Some(adj.next_hop.unwrap_or(dst));
     Next::IpRewrite
+}
+
+/// The L3 length that must fit the egress MTU: the packet's own, or for a
+/// super-packet (TCP segmentation offload), which leaves as segments, the
+/// largest segment's. `None` when a super-packet's headers do not add up.
+#[inline]
+pub(super) fn egress_len(p: &Packet) -> Option<usize> {
+    if p.meta.offload.is_gso() {
+        p.meta
+            .offload
+            .segment_l3_len(p.buf.frame(), usize::from(p.meta.l3))
+    } else {
+        Some(p.l3().len())
+    }
 }

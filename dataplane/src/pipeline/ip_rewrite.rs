@@ -6,42 +6,56 @@
 use std::net::IpAddr;
 
 use super::Router;
-use crate::neigh::Resolution;
+use crate::neigh::{NeighTable, Resolution};
 use crate::packet::view::{set_eth_addrs, Ipv4View, Ipv6View};
 use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::port::PortId;
 use crate::stats::DropReason;
+use crate::time::Time;
 
 pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
-    // Most packets of a burst go to the same next hop (the default
-    // gateway), so the last answer is kept for the rest of the burst; the
-    // neighbour table does not change during this stage.
-    let mut last = None;
+    let mut memo = NeighborMemo::default();
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
-        p.meta.next = rewrite(r, p, &mut last);
+        p.meta.next = rewrite(r, p, &mut memo);
     }
 }
 
-/// The last neighbour looked up in this burst: port, address, answer.
-type LastNeighbor = Option<(PortId, IpAddr, Option<MacAddr>)>;
+/// The last neighbour looked up in a burst: port, address, answer. Most
+/// packets of a burst go to the same next hop (the default gateway), so
+/// the answer is kept for the rest of the burst; the neighbour table does
+/// not change while a stage runs.
+#[derive(Default)]
+pub(super) struct NeighborMemo(Option<(PortId, IpAddr, Option<MacAddr>)>);
 
-fn rewrite(r: &mut Router, p: &mut Packet, last: &mut LastNeighbor) -> Next {
+impl NeighborMemo {
+    /// The MAC of `addr` on `port`, if known and fresh.
+    #[inline]
+    pub(super) fn mac(
+        &mut self,
+        neigh: &NeighTable,
+        port: PortId,
+        addr: IpAddr,
+        now: Time,
+    ) -> Option<MacAddr> {
+        match self.0 {
+            Some((p, a, mac)) if p == port && a == addr => mac,
+            _ => {
+                let mac = neigh.lookup(port, addr, now);
+                self.0 = Some((port, addr, mac));
+                mac
+            }
+        }
+    }
+}
+
+fn rewrite(r: &mut Router, p: &mut Packet, memo: &mut NeighborMemo) -> Next {
     if p.meta.origin == Origin::Received && !decrement(p) {
         return Next::Drop(DropReason::TtlExpired);
     }
     let Some(next_hop) = p.meta.neighbor else {
         return Next::Drop(DropReason::NoRoute);
     };
-    let port = p.meta.tx_port;
-    let mac = match *last {
-        Some((lp, la, mac)) if lp == port && la == next_hop => mac,
-        _ => {
-            let mac = r.neigh.lookup(port, next_hop, r.now);
-            *last = Some((port, next_hop, mac));
-            mac
-        }
-    };
-    match mac {
+    match memo.mac(&r.neigh, p.meta.tx_port, next_hop, r.now) {
         Some(mac) => {
             write_macs(r, p, mac);
             Next::Tx

@@ -10,6 +10,9 @@
 //!     └─ tx (bridged between switch members)                                     │
 //! ```
 //!
+//! Before the stages, ip4-fast takes plain IPv4 unicast from eth-input to
+//! tx in one pass (see its module); what it leaves goes through the stages.
+//!
 //! l2 only sees frames from switch members; the router's output on a
 //! switch's router port goes back down through it at transmit.
 //!
@@ -22,6 +25,7 @@ mod arp_input;
 mod eth_input;
 mod flow;
 pub(crate) mod icmp;
+mod ip4_fast;
 mod ip4_input;
 mod ip6_input;
 mod ip_lookup;
@@ -62,6 +66,9 @@ pub struct RouterConfig {
     /// Bytes of buffers that packets waiting for a neighbour may hold, over
     /// all neighbours; beyond it they are dropped as `neighbor_queue_full`.
     pub hold_bytes: usize,
+    /// Plain IPv4 unicast takes ip4-fast, one pass instead of the stages
+    /// (same result; off only to compare the two).
+    pub fast_path: bool,
 }
 
 /// Default [`RouterConfig::hold_bytes`].
@@ -76,6 +83,7 @@ impl Default for RouterConfig {
             buffers: 256,
             max_frame: crate::packet::buf::MAX_FRAME,
             hold_bytes: HOLD_BYTES,
+            fast_path: true,
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct Router {
     probes: Vec<(PortId, IpAddr)>,
     lookup_dsts: Vec<std::net::Ipv4Addr>,
     lookup_found: Vec<Option<u32>>,
+    fast_path: bool,
+    fast_at: Vec<u32>,
     group_hits: Vec<u64>,
     learned: Vec<(PortId, IpAddr, MacAddr)>,
     l2: Switching,
@@ -130,6 +140,8 @@ impl Router {
             probes: Vec::new(),
             lookup_dsts: Vec::with_capacity(256),
             lookup_found: Vec::with_capacity(256),
+            fast_path: cfg.fast_path,
+            fast_at: Vec::with_capacity(256),
             learned: Vec::new(),
             l2: Switching::default(),
             flooded: Vec::new(),
@@ -322,13 +334,19 @@ impl Router {
 
     fn run(&mut self, pkts: &mut Vec<Packet>) {
         l2::run(self, pkts);
-        eth_input::run(self, pkts);
-        arp_input::run(self, pkts);
-        ip4_input::run(self, pkts);
-        ip6_input::run(self, pkts);
-        ip_lookup::run(self, pkts);
-        nat::output(self, pkts);
-        ip_rewrite::run(self, pkts);
+        if self.fast_path {
+            ip4_fast::run(self, pkts);
+        }
+        // When ip4-fast took the whole burst, the stages have nothing to do.
+        if pkts.iter().any(|p| p.meta.next.is_stage()) {
+            eth_input::run(self, pkts);
+            arp_input::run(self, pkts);
+            ip4_input::run(self, pkts);
+            ip6_input::run(self, pkts);
+            ip_lookup::run(self, pkts);
+            nat::output(self, pkts);
+            ip_rewrite::run(self, pkts);
+        }
         for pkt in pkts.drain(..) {
             match pkt.meta.next {
                 Next::Tx => self.transmit(pkt),

@@ -19,7 +19,7 @@ fn router() -> Router {
     router_with(RouterConfig::default(), 1500)
 }
 
-fn router_with(cfg: RouterConfig, p3_mtu: u16) -> Router {
+pub(super) fn router_with(cfg: RouterConfig, p3_mtu: u16) -> Router {
     let ports = PortTable::new(vec![
         PortInfo {
             name: "Port2".into(),
@@ -504,4 +504,5 @@ fn the_pool_stops_allocating_after_warm_up() {
     assert_identity(&r);
 }
 
+mod fast;
 mod l2;

@@ -1,0 +1,150 @@
+//! ip4-fast: plain IPv4 unicast from reception to the transmit queue in one
+//! pass over the burst, ahead of the staged path.
+//!
+//! Each stage of the staged path walks the whole burst and hands every
+//! packet on through its [`Meta`](crate::packet::Meta). For the packet an
+//! edge router sees most (unicast IPv4 between routed ports, TTL to spare,
+//! next hop resolved, no NAT or switch on the way out) most of that work is
+//! bookkeeping. ip4-fast does the same checks with the same functions
+//! (ip4-input's [`parse`] and [`addressed`], one batched FIB lookup, the
+//! ECMP flow hash, the MTU check, the neighbour answer), then the TTL and
+//! MAC rewrite.
+//!
+//! It takes a packet all the way or leaves it as it was, at eth-input.
+//! Everything else goes through the stages, which answer errors, translate,
+//! switch, hold and count drop reasons. ip4-fast has no behaviour of its
+//! own: a test runs the same traffic with it on and off and compares every
+//! frame and counter.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::ip4_input::{addressed, parse, Addressed};
+use super::ip_lookup::egress_len;
+use super::ip_rewrite::NeighborMemo;
+use super::{flow, Router};
+use crate::fib::Fib;
+use crate::packet::view::{set_eth_addrs, Ipv4View};
+use crate::packet::{MacAddr, Next, Packet, ETHERTYPE_IPV4, ETH_HLEN};
+use crate::port::PortId;
+
+/// Forwards the burst's plain IPv4 unicast packets; the rest stay at
+/// eth-input.
+pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+    let fib = r.fib.clone();
+    let mut at = std::mem::take(&mut r.fast_at);
+    let mut dsts = std::mem::take(&mut r.lookup_dsts);
+    let mut found = std::mem::take(&mut r.lookup_found);
+    at.clear();
+    dsts.clear();
+    for (i, p) in pkts.iter().enumerate() {
+        if p.meta.next != Next::EthInput {
+            continue;
+        }
+        if let Some(dst) = admit(r, p) {
+            at.push(i as u32);
+            dsts.push(dst);
+        }
+    }
+    found.clear();
+    found.resize(dsts.len(), None);
+    fib.lookup_v4_batch(&dsts, &mut found);
+    let mut memo = NeighborMemo::default();
+    for ((&i, &dst), &id) in at.iter().zip(&dsts).zip(&found) {
+        if let (Some(p), Some(id)) = (pkts.get_mut(i as usize), id) {
+            forward(r, &fib, p, dst, id, &mut memo);
+        }
+    }
+    r.fast_at = at;
+    r.lookup_dsts = dsts;
+    r.lookup_found = found;
+}
+
+/// The destination of a packet ip4-fast may take: an untagged IPv4 frame
+/// to the receiving interface's own MAC, on an interface without NAT, with
+/// a valid header, TTL to spare and addresses that route onward.
+#[inline]
+fn admit(r: &Router, p: &Packet) -> Option<Ipv4Addr> {
+    let iface = p.meta.iface;
+    let port = r.ports.get(iface)?;
+    let frame = p.buf.frame();
+    let (dst_mac, src_mac) = (
+        MacAddr::from_slice(frame)?,
+        MacAddr::from_slice(&frame[6..])?,
+    );
+    if dst_mac != port.mac
+        || src_mac.is_multicast()
+        || frame.get(12..ETH_HLEN)? != ETHERTYPE_IPV4.to_be_bytes()
+        || nat_outside(r, iface)
+    {
+        return None;
+    }
+    let h = parse(&frame[ETH_HLEN..]).ok()?;
+    if h.ttl <= 1 {
+        return None;
+    }
+    match addressed(&r.ports, h.src, h.dst) {
+        Ok(Addressed::Onward) => Some(h.dst),
+        _ => None,
+    }
+}
+
+/// Sends an admitted packet to the member of group `id` its flow picks, if
+/// that port is up and plain (no switch, no NAT), the packet fits its MTU
+/// and its neighbour is resolved.
+#[inline]
+fn forward(
+    r: &mut Router,
+    fib: &Fib,
+    p: &mut Packet,
+    dst: Ipv4Addr,
+    id: u32,
+    memo: &mut NeighborMemo,
+) {
+    let Some(group) = fib.group(id) else {
+        return;
+    };
+    let l3 = &p.buf.frame()[ETH_HLEN..];
+    let Some(total) = Ipv4View::new_checked(l3).map(|h| usize::from(h.total_len())) else {
+        return;
+    };
+    let adj = group.pick(if group.members.len() > 1 {
+        flow::hash(l3)
+    } else {
+        0
+    });
+    let Some(port) = r.ports.get(adj.port) else {
+        return;
+    };
+    if !port.up || r.l2.router_of(adj.port).is_some() || nat_outside(r, adj.port) {
+        return;
+    }
+    // ip4-input's padding trim, which the staged path would do as well.
+    p.buf.set_len(ETH_HLEN + total);
+    p.meta.l3 = ETH_HLEN as u16;
+    if egress_len(p).is_none_or(|len| len > usize::from(port.mtu)) {
+        return;
+    }
+    let next_hop = adj.next_hop.unwrap_or(IpAddr::V4(dst));
+    let Some(mac) = memo.mac(&r.neigh, adj.port, next_hop, r.now) else {
+        return;
+    };
+    let src_mac = port.mac;
+    // Admitted with TTL above 1, so the decrement cannot fail.
+    let decremented = Ipv4View::new_checked(p.l3_mut()).and_then(|mut h| h.decrement_ttl());
+    debug_assert!(decremented.is_some());
+    set_eth_addrs(p.buf.frame_mut(), mac, src_mac);
+    p.meta.tx_port = adj.port;
+    p.meta.neighbor = Some(next_hop);
+    p.meta.next = Next::Tx;
+    r.stats.fast_path += 1;
+    if let Some(h) = r.group_hits.get_mut(id as usize) {
+        *h += 1;
+    }
+}
+
+/// True when `port` is some NAT instance's outside: its traffic is
+/// filtered and translated in the staged path.
+#[inline]
+fn nat_outside(r: &Router, port: PortId) -> bool {
+    r.nat.iter().any(|n| n.config().outside == port)
+}
