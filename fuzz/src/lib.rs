@@ -1,6 +1,6 @@
 //! What the fuzz targets share: the appliance they attack, a way to run
-//! frames through a fresh router over it, and the invariants every run
-//! keeps.
+//! frames through a fresh router over it (and its twin without the fast
+//! path), and the invariants every run keeps.
 //!
 //! The appliance is the demo's three routed ports plus an internal switch
 //! (vm1 and vm2, NAT out of Port2) and an external switch (vm3) bridged
@@ -181,9 +181,12 @@ fn appliance() -> &'static Appliance {
     APPLIANCE.get_or_init(|| Appliance::new(&format!("{}{EXTRA}", demo::CONFIG)))
 }
 
-/// A fresh router over the appliance, fed one frame at a time.
+/// A fresh router over the appliance, fed one frame at a time, beside a
+/// twin with the fast path off: the two must send the same frames and
+/// count the same (ip4-fast only ever changes speed).
 pub struct Rig {
     router: Router,
+    staged: Router,
     burst: Vec<Packet>,
     steps: u64,
     /// Every frame fed, to tell frames a switch passed on unchanged.
@@ -210,8 +213,24 @@ impl Rig {
             buffers: 8,
             ..a.cfg.router_config()
         };
+        let staged = RouterConfig {
+            fast_path: false,
+            ..rcfg.clone()
+        };
+        // One port secret for both NAT tables, so the twins choose the same
+        // external ports (and a crash replays the same way).
+        let router = |rcfg: &RouterConfig| {
+            let mut r = a.rib.router(&a.cfg, a.fib.clone(), rcfg);
+            let mut nat = a.cfg.nat_configs();
+            for n in &mut nat {
+                n.policy.port_secret = Some(0x6564_6765_6677_6421);
+            }
+            r.set_nat(nat);
+            r
+        };
         Rig {
-            router: a.rib.router(&a.cfg, a.fib.clone(), &rcfg),
+            router: router(&rcfg),
+            staged: router(&staged),
             burst: Vec::new(),
             steps: 0,
             fed: Vec::new(),
@@ -226,18 +245,23 @@ impl Rig {
         let now = Time(1_000_000 * self.steps);
         self.steps += 1;
         self.fed.push(frame.to_vec());
-        self.router
-            .receive(&mut self.burst, port % RX_PORTS, now, frame, true);
-        self.router.process(&mut self.burst, now);
+        for r in [&mut self.router, &mut self.staged] {
+            r.receive(&mut self.burst, port % RX_PORTS, now, frame, true);
+            r.process(&mut self.burst, now);
+        }
         self.drain()
     }
 
     fn drain(&mut self) -> Vec<(PortId, Vec<u8>)> {
-        let mut out = Vec::new();
-        for port in 0..RX_PORTS {
-            self.router
-                .drain_tx(port, |p| out.push((port, p.buf.frame().to_vec())));
-        }
+        let sent = |r: &mut Router| {
+            let mut out = Vec::new();
+            for port in 0..RX_PORTS {
+                r.drain_tx(port, |p| out.push((port, p.buf.frame().to_vec())));
+            }
+            out
+        };
+        let out = sent(&mut self.router);
+        assert_eq!(out, sent(&mut self.staged), "ip4-fast sent otherwise");
         for (port, f) in &out {
             // A switch passes frames between members as they came (it does
             // not look above L2); everything the router wrote must be valid.
@@ -256,9 +280,19 @@ impl Rig {
     /// dropped) and checks the accounting identity.
     pub fn finish(mut self) -> Outcome {
         self.router.finish();
+        self.staged.finish();
         self.drain();
         let stats = self.router.stats().clone();
         assert_eq!(stats.received(), stats.ended(), "accounting identity");
+        let without_fast = Stats {
+            fast_path: 0,
+            ..stats.clone()
+        };
+        assert_eq!(
+            format!("{without_fast:?}"),
+            format!("{:?}", self.staged.stats()),
+            "ip4-fast counted otherwise"
+        );
         Outcome {
             sent: self.sent,
             stats,
@@ -285,8 +319,9 @@ impl Outcome {
 /// finishes it.
 ///
 /// Every run keeps these invariants: no panic, the accounting identity,
-/// and every frame sent well-formed at the link and IP layers (or a frame
-/// fed passed on unchanged by a switch).
+/// every frame sent well-formed at the link and IP layers (or a frame fed
+/// passed on unchanged by a switch), and the same frames and counters with
+/// the fast path off.
 pub fn run(frames: &[(PortId, &[u8])]) -> Outcome {
     let mut rig = Rig::new();
     for &(port, frame) in frames {

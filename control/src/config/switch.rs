@@ -350,5 +350,6 @@ pub(super) fn nat(l: &Lines, raw: &RawNat) -> Result<NatPolicy, ConfigError> {
             "nat.max_sessions_per_host",
             d.max_sessions_per_host,
         )?,
+        port_secret: None,
     })
 }

@@ -109,6 +109,11 @@ pub struct NatPolicy {
     pub max_sessions: usize,
     /// Most sessions of one inside host at once.
     pub max_sessions_per_host: usize,
+    /// The secret behind the external port choice (RFC 6056 algorithm 3).
+    /// `None`, the default: a random one per table, as the RFC wants. A
+    /// fixed one makes runs repeatable (tests, fuzzing) and ports
+    /// predictable to whoever knows it, so it is not a config setting.
+    pub port_secret: Option<u64>,
 }
 
 impl Default for NatPolicy {
@@ -124,6 +129,7 @@ impl Default for NatPolicy {
             icmp_timeout: Duration::from_secs(60),
             max_sessions: 1 << 20,
             max_sessions_per_host: 16384,
+            port_secret: None,
         }
     }
 }

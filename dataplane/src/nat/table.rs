@@ -24,7 +24,7 @@ use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 
 use super::heads::Heads;
 use super::{Filtering, Flow, NatConfig, Proto, SessionView};
@@ -119,7 +119,7 @@ pub struct Table {
     sweep_at: usize,
     last_sweep: Time,
     /// RFC 6056 algorithm 3: the secret hash and the counter.
-    secret: RandomState,
+    secret: FixedState,
     next: u32,
 }
 
@@ -142,7 +142,11 @@ impl Table {
             live: 0,
             sweep_at: 0,
             last_sweep: Time(0),
-            secret: RandomState::default(),
+            secret: FixedState::with_seed(
+                cfg.policy
+                    .port_secret
+                    .unwrap_or_else(|| RandomState::default().hash_one(0u8)),
+            ),
             next: 0,
             cfg,
         }
