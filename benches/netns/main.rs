@@ -174,9 +174,10 @@ fn edgefwd() -> Figures {
     let summary = daemon.join().unwrap().unwrap();
     let s = &summary.stats;
     println!(
-        "edgefwd counters: in {} forwarded {} local {} dropped {} (tx_errors {})",
+        "edgefwd counters: in {} forwarded {} (ip4-fast {}) local {} dropped {} (tx_errors {})",
         s.received(),
         s.forwarded,
+        s.fast_path,
         s.local,
         s.dropped(),
         s.ports.iter().map(|p| p.tx_errors).sum::<u64>()
