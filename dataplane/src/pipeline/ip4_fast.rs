@@ -2,13 +2,14 @@
 //! pass over the burst, ahead of the staged path.
 //!
 //! Each stage of the staged path walks the whole burst and hands every
-//! packet on through its [`Meta`](crate::packet::Meta). For the packet an
-//! edge router sees most (unicast IPv4 between routed ports, TTL to spare,
-//! next hop resolved, no NAT or switch on the way out) most of that work is
-//! bookkeeping. ip4-fast does the same checks with the same functions
-//! (ip4-input's [`parse`] and [`addressed`], one batched FIB lookup, the
-//! ECMP flow hash, the MTU check, the neighbour answer), then the TTL and
-//! MAC rewrite.
+//! packet on through its [`Meta`](crate::packet::Meta). The packet an edge
+//! router sees most (unicast IPv4 between routed ports, TTL to spare, next
+//! hop resolved, no NAT or switch on the way out) needs none of that.
+//! ip4-fast does the same checks with the same functions (ip4-input's
+//! [`parse`] and [`addressed`], one batched FIB lookup, the ECMP flow hash,
+//! the MTU check, the neighbour answer), then the TTL and MAC rewrite. The
+//! checks are most of the cost, so this saves only the walks and hand-offs:
+//! about 4% of the instructions per packet on `benches/pipeline.rs`.
 //!
 //! It takes a packet all the way or leaves it as it was, at eth-input.
 //! Everything else goes through the stages, which answer errors, translate,
@@ -103,7 +104,9 @@ fn forward(
     let Some(group) = fib.group(id) else {
         return;
     };
-    let l3 = &p.buf.frame()[ETH_HLEN..];
+    let Some(l3) = p.buf.frame().get(ETH_HLEN..) else {
+        return;
+    };
     let Some(total) = Ipv4View::new_checked(l3).map(|h| usize::from(h.total_len())) else {
         return;
     };
