@@ -102,6 +102,8 @@ pub struct NeighTable {
     /// Packets held over all neighbours, and how many may be.
     held: usize,
     max_held: usize,
+    /// Bumped by every change (see [`NeighTable::version`]).
+    version: u64,
 }
 
 impl Default for NeighTable {
@@ -125,24 +127,38 @@ impl NeighTable {
             incomplete: Vec::new(),
             held: 0,
             max_held: max_held.max(1),
+            version: 0,
         }
     }
 
     /// Adds a configured entry.
     pub fn add_static(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
+        self.version += 1;
         self.map.insert(Key(port, addr), State::Static(mac));
     }
 
     /// The MAC to use for `addr` on `port` now, if known and fresh.
     #[inline]
     pub fn lookup(&self, port: PortId, addr: IpAddr, now: Time) -> Option<MacAddr> {
+        self.lookup_until(port, addr, now).map(|(mac, _)| mac)
+    }
+
+    /// [`NeighTable::lookup`], with the time until which the answer holds
+    /// if the table does not change meanwhile.
+    #[inline]
+    pub fn lookup_until(&self, port: PortId, addr: IpAddr, now: Time) -> Option<(MacAddr, Time)> {
         match self.map.get(&Key(port, addr))? {
-            State::Static(mac) => Some(*mac),
-            State::Reachable { mac, confirmed } => {
-                (now.since(*confirmed) < REACHABLE_LIFETIME).then_some(*mac)
-            }
+            State::Static(mac) => Some((*mac, Time(u64::MAX))),
+            State::Reachable { mac, confirmed } => (now.since(*confirmed) < REACHABLE_LIFETIME)
+                .then(|| (*mac, confirmed.after(REACHABLE_LIFETIME))),
             State::Incomplete { .. } => None,
         }
+    }
+
+    /// A number that changes whenever the table does: an answer cached
+    /// with it stands while it is the same and the answer's time holds.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Returns the MAC for the packet's next hop, or holds the packet until
@@ -169,6 +185,7 @@ impl NeighTable {
         }
         let mut queue = VecDeque::with_capacity(QUEUE_LIMIT);
         queue.push_back(pkt);
+        self.version += 1;
         self.map.insert(
             key,
             State::Incomplete {
@@ -194,6 +211,7 @@ impl NeighTable {
         now: Time,
         create: bool,
     ) -> Option<VecDeque<Packet>> {
+        self.version += 1;
         let key = Key(port, addr);
         let fresh = State::Reachable {
             mac,
@@ -229,6 +247,9 @@ impl NeighTable {
     /// `probe`; the queues of those that ran out of requests are moved to
     /// `failed` and their entries removed.
     pub fn tick(&mut self, now: Time, probe: &mut Vec<(PortId, IpAddr)>, failed: &mut Vec<Packet>) {
+        // Runs before every burst: the version moves only when it changed
+        // something, so answers cached with it outlive the burst.
+        let before = (self.incomplete.len(), probe.len());
         let map = &mut self.map;
         let held = &mut self.held;
         self.incomplete.retain(|key| {
@@ -254,11 +275,15 @@ impl NeighTable {
             probe.push((key.0, key.1));
             true
         });
+        if (self.incomplete.len(), probe.len()) != before {
+            self.version += 1;
+        }
     }
 
     /// Gives up on every neighbour still resolving (end of a replay): their
     /// queues go to `failed`.
     pub fn flush(&mut self, failed: &mut Vec<Packet>) {
+        self.version += 1;
         for key in self.incomplete.drain(..) {
             if let Some(State::Incomplete { mut queue, .. }) = self.map.remove(&key) {
                 self.held -= queue.len();
@@ -271,6 +296,7 @@ impl NeighTable {
     /// neighbours may be other hosts now); static entries stay. Packets
     /// held for its neighbours go to `failed`.
     pub fn forget_port(&mut self, port: PortId, failed: &mut Vec<Packet>) {
+        self.version += 1;
         let held = &mut self.held;
         self.map.retain(|k, state| match state {
             _ if k.0 != port => true,

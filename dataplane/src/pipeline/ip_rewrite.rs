@@ -20,12 +20,15 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     }
 }
 
-/// The last neighbour looked up in a burst: port, address, answer. Most
-/// packets of a burst go to the same next hop (the default gateway), so
-/// the answer is kept for the rest of the burst; the neighbour table does
-/// not change while a stage runs.
+/// The last neighbour looked up in a burst: port, address, answer (with
+/// the time it holds until). Most packets of a burst go to the same next
+/// hop (the default gateway), so the answer is kept for the rest of the
+/// burst; the neighbour table does not change while a stage runs.
 #[derive(Default)]
-pub(super) struct NeighborMemo(Option<(PortId, IpAddr, Option<MacAddr>)>);
+pub(super) struct NeighborMemo(Option<(PortId, IpAddr, Answer)>);
+
+/// A neighbour's MAC and the time until which it holds, if resolved.
+type Answer = Option<(MacAddr, Time)>;
 
 impl NeighborMemo {
     /// The MAC of `addr` on `port`, if known and fresh.
@@ -37,12 +40,24 @@ impl NeighborMemo {
         addr: IpAddr,
         now: Time,
     ) -> Option<MacAddr> {
+        self.entry(neigh, port, addr, now).map(|(mac, _)| mac)
+    }
+
+    /// [`NeighborMemo::mac`] and the time until which it holds.
+    #[inline]
+    pub(super) fn entry(
+        &mut self,
+        neigh: &NeighTable,
+        port: PortId,
+        addr: IpAddr,
+        now: Time,
+    ) -> Answer {
         match self.0 {
-            Some((p, a, mac)) if p == port && a == addr => mac,
+            Some((p, a, answer)) if p == port && a == addr => answer,
             _ => {
-                let mac = neigh.lookup(port, addr, now);
-                self.0 = Some((port, addr, mac));
-                mac
+                let answer = neigh.lookup_until(port, addr, now);
+                self.0 = Some((port, addr, answer));
+                answer
             }
         }
     }

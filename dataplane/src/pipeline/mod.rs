@@ -106,6 +106,8 @@ pub struct Router {
     lookup_found: Vec<Option<u32>>,
     fast_path: bool,
     fast_at: Vec<u32>,
+    rewrites: Vec<ip4_fast::Rewrite>,
+    topology: u64,
     group_hits: Vec<u64>,
     learned: Vec<(PortId, IpAddr, MacAddr)>,
     l2: Switching,
@@ -129,6 +131,8 @@ impl Router {
                 .collect(),
             tx_depth: cfg.tx_queue_depth,
             group_hits: vec![0; fib.groups().len()],
+            rewrites: vec![ip4_fast::Rewrite::default(); fib.groups().len()],
+            topology: 1,
             ports,
             fib,
             neigh: NeighTable::with_held_limit(
@@ -155,6 +159,7 @@ impl Router {
 
     /// Installs the virtual switches (MAC tables start empty).
     pub fn set_switching(&mut self, l2: Switching) {
+        self.topology += 1;
         self.l2 = l2;
     }
 
@@ -165,6 +170,7 @@ impl Router {
 
     /// Installs NAT instances, with empty tables.
     pub fn set_nat(&mut self, cfgs: Vec<NatConfig>) {
+        self.topology += 1;
         self.nat = cfgs.into_iter().map(Nat::new).collect();
     }
 
@@ -180,6 +186,8 @@ impl Router {
 
     /// Installs a new FIB snapshot (per-group hit counters restart).
     pub fn set_fib(&mut self, fib: Arc<Fib>) {
+        self.topology += 1;
+        self.rewrites = vec![ip4_fast::Rewrite::default(); fib.groups().len()];
         self.group_hits = vec![0; fib.groups().len()];
         self.fib = fib;
     }
@@ -203,6 +211,9 @@ impl Router {
     /// dropped as `port_down`; the FIB that avoids it comes from the control
     /// plane ([`Router::set_fib`]).
     pub fn set_link(&mut self, port: PortId, up: bool) {
+        if self.ports.get(port).is_some_and(|p| p.up != up) {
+            self.topology += 1;
+        }
         self.ports.set_up(port, up);
     }
 

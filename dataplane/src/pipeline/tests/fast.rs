@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng};
 const GW2_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0x99, 2]);
 
 /// The test router (Port3 MTU 1000) plus an ECMP pair of gateways on Port3
-/// for 198.51.100.0/24 and a neighbour for 10.0.2.2, fast path on or off.
+/// for 198.51.100.0/24 and neighbours for 10.0.2.2 and the sender, fast
+/// path on or off.
 fn ecmp_router(fast_path: bool) -> Router {
     let mut r = router_with(
         RouterConfig {
@@ -38,6 +39,9 @@ fn ecmp_router(fast_path: bool) -> Router {
     r.set_fib(Arc::new(Fib::build(&routes, |_| true).0));
     r.add_static_neighbor(P3, "192.168.20.2".parse().unwrap(), GW2_MAC);
     r.add_static_neighbor(P2, "10.0.2.2".parse().unwrap(), GW_MAC);
+    // The sender, which ICMP errors go back to: resolved, so that nothing
+    // waits on a neighbour once the gateways have answered.
+    r.add_static_neighbor(P3, "192.168.20.50".parse().unwrap(), HOST_MAC);
     r
 }
 
@@ -101,10 +105,12 @@ fn frame(rng: &mut StdRng) -> (PortId, Vec<u8>) {
     (port, f)
 }
 
-/// Runs the same bursts through both routers, with Port3's link down for a
-/// while (the FIB unchanged: routes through it drop as `port_down`) and
-/// the neighbours for the unresolved next hops answering halfway, and
-/// compares everything.
+/// Runs the same bursts through both routers and compares everything:
+/// Port3's link goes down for a while (the FIB unchanged: routes through it
+/// drop as `port_down`), the neighbours for the unresolved next hops answer
+/// halfway, the default gateway moves to another MAC later, and at the end
+/// the clock jumps past the learned entries' lifetime. Each of these must
+/// reach ip4-fast's kept rewrites as it reaches the stages.
 #[test]
 fn ip4_fast_changes_nothing_but_speed() {
     let mut rng = StdRng::seed_from_u64(6);
@@ -117,12 +123,22 @@ fn ip4_fast_changes_nothing_but_speed() {
         l2::arp(2, GW_MAC, [10, 0, 2, 1], [10, 0, 2, 15], P2_MAC),
         l2::arp(2, HOST_MAC, [192, 168, 20, 77], [192, 168, 20, 10], P3_MAC),
     ];
+    let moved = l2::arp(2, GW2_MAC, [10, 0, 2, 1], [10, 0, 2, 15], P2_MAC);
     for (i, burst) in bursts.iter().enumerate() {
-        let at = t(i as u64 * 10);
+        let stale = if i >= 170 { 301_000 } else { 0 };
+        let at = t(i as u64 * 10 + stale);
         let mut outs = Vec::new();
         for r in [&mut fast, &mut staged] {
-            r.set_link(P3, !(40..60).contains(&i));
+            if i == 40 || i == 60 {
+                r.set_link(P3, i == 60);
+            }
             let mut pkts = Vec::new();
+            if i == 170 {
+                // First after the jump, before anything else can touch the
+                // neighbour table: a packet for the stale gateway.
+                let f = udp4(HOST_MAC, P3_MAC, [192, 168, 20, 50], [8, 8, 8, 8], 64);
+                r.receive(&mut pkts, P3, at, &f, true);
+            }
             for (port, f) in burst {
                 r.receive(&mut pkts, *port, at, f, true);
             }
@@ -130,6 +146,9 @@ fn ip4_fast_changes_nothing_but_speed() {
                 for (port, a) in [P2, P3].iter().zip(&answers) {
                     r.receive(&mut pkts, *port, at, a, true);
                 }
+            }
+            if i == 140 {
+                r.receive(&mut pkts, P2, at, &moved, true);
             }
             r.process(&mut pkts, at);
             outs.push((sent(r, P2), sent(r, P3)));
