@@ -145,7 +145,8 @@ fn forward(
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rewrite {
     /// The neighbour-table version and router topology it was made under
-    /// (both start above 0, so the default is never current).
+    /// (the topology count starts at 1, so the default's 0 is never
+    /// current).
     made: (u64, u64),
     /// When the neighbour's answer runs out.
     until: Time,
