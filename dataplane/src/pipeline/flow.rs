@@ -5,6 +5,8 @@
 //! first carries ports). IPv6 hashes addresses, flow label and next header
 //! (RFC 6438).
 
+use crate::fib::{Adjacency, NextHopGroup};
+
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
@@ -27,6 +29,13 @@ fn word(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
         .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
         .unwrap_or(0)
+}
+
+/// The member of `group` the flow of an IP packet (starting at its L3
+/// header) takes; the hash is computed only when there is a choice.
+#[inline]
+pub(super) fn pick(group: &NextHopGroup, l3: &[u8]) -> Adjacency {
+    group.pick(if group.members.len() > 1 { hash(l3) } else { 0 })
 }
 
 /// Hash of the flow an IP packet (starting at its L3 header) belongs to.

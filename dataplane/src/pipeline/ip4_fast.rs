@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::ip4_input::{addressed, parse, Addressed};
 use super::ip_lookup::egress_len;
 use super::ip_rewrite::NeighborMemo;
-use super::{flow, Router};
+use super::{flow, nat, Router};
 use crate::fib::Fib;
 use crate::packet::view::{set_eth_addrs, Ipv4View};
 use crate::packet::{MacAddr, Next, Packet, ETHERTYPE_IPV4, ETH_HLEN};
@@ -48,8 +48,8 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
         if p.meta.next != Next::EthInput {
             continue;
         }
-        if let Some(dst) = admit(r, p) {
-            at.push(i as u32);
+        if let Some((dst, total)) = admit(r, p) {
+            at.push((i as u32, total));
             dsts.push(dst);
         }
     }
@@ -57,9 +57,9 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     found.resize(dsts.len(), None);
     fib.lookup_v4_batch(&dsts, &mut found);
     let mut memo = NeighborMemo::default();
-    for ((&i, &dst), &id) in at.iter().zip(&dsts).zip(&found) {
+    for ((&(i, total), &dst), &id) in at.iter().zip(&dsts).zip(&found) {
         if let (Some(p), Some(id)) = (pkts.get_mut(i as usize), id) {
-            forward(r, &fib, p, dst, id, &mut memo);
+            forward(r, &fib, p, (dst, total), id, &mut memo);
         }
     }
     r.fast_at = at;
@@ -67,11 +67,12 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     r.lookup_found = found;
 }
 
-/// The destination of a packet ip4-fast may take: an untagged IPv4 frame
-/// to the receiving interface's own MAC, on an interface without NAT, with
-/// a valid header, TTL to spare and addresses that route onward.
+/// The destination and total length of a packet ip4-fast may take: an
+/// untagged IPv4 frame to the receiving interface's own MAC, on an
+/// interface without NAT, with a valid header, TTL to spare and addresses
+/// that route onward.
 #[inline]
-fn admit(r: &Router, p: &Packet) -> Option<Ipv4Addr> {
+fn admit(r: &Router, p: &Packet) -> Option<(Ipv4Addr, u16)> {
     let iface = p.meta.iface;
     let port = r.ports.get(iface)?;
     let frame = p.buf.frame();
@@ -82,7 +83,7 @@ fn admit(r: &Router, p: &Packet) -> Option<Ipv4Addr> {
     if dst_mac != port.mac
         || src_mac.is_multicast()
         || frame.get(12..ETH_HLEN)? != ETHERTYPE_IPV4.to_be_bytes()
-        || nat_outside(r, iface)
+        || nat::is_outside(r, iface)
     {
         return None;
     }
@@ -90,13 +91,15 @@ fn admit(r: &Router, p: &Packet) -> Option<Ipv4Addr> {
     if h.ttl <= 1 {
         return None;
     }
+    let total = u16::try_from(h.total).ok()?;
     match addressed(&r.ports, h.src, h.dst) {
-        Ok(Addressed::Onward) => Some(h.dst),
+        Ok(Addressed::Onward) => Some((h.dst, total)),
         _ => None,
     }
 }
 
-/// Sends an admitted packet to the member of group `id` its flow picks, if
+/// Sends an admitted packet (its destination and total length, as
+/// [`admit`] found them) to the member of group `id` its flow picks, if
 /// that port is up and plain (no switch, no NAT), the packet fits its MTU
 /// and its neighbour is resolved.
 #[inline]
@@ -104,24 +107,15 @@ fn forward(
     r: &mut Router,
     fib: &Fib,
     p: &mut Packet,
-    dst: Ipv4Addr,
+    (dst, total): (Ipv4Addr, u16),
     id: u32,
     memo: &mut NeighborMemo,
 ) {
     let Some(w) = rewrite(r, fib, p, dst, id, memo) else {
         return;
     };
-    let Some(total) = p
-        .buf
-        .frame()
-        .get(ETH_HLEN..)
-        .and_then(Ipv4View::new_checked)
-        .map(|h| usize::from(h.total_len()))
-    else {
-        return;
-    };
     // ip4-input's padding trim, which the staged path would do as well.
-    p.buf.set_len(ETH_HLEN + total);
+    p.buf.set_len(ETH_HLEN + usize::from(total));
     p.meta.l3 = ETH_HLEN as u16;
     if egress_len(p).is_none_or(|len| len > usize::from(w.mtu)) {
         return;
@@ -191,13 +185,9 @@ fn rewrite(
         }
     }
     let group = fib.group(id)?;
-    let adj = group.pick(if group.members.len() > 1 {
-        flow::hash(p.buf.frame().get(ETH_HLEN..)?)
-    } else {
-        0
-    });
+    let adj = flow::pick(group, p.buf.frame().get(ETH_HLEN..)?);
     let port = r.ports.get(adj.port)?;
-    if !port.up || r.l2.router_of(adj.port).is_some() || nat_outside(r, adj.port) {
+    if !port.up || r.l2.router_of(adj.port).is_some() || nat::is_outside(r, adj.port) {
         return None;
     }
     let next_hop = adj.next_hop.unwrap_or(IpAddr::V4(dst));
@@ -217,11 +207,4 @@ fn rewrite(
         }
     }
     Some(w)
-}
-
-/// True when `port` is some NAT instance's outside: its traffic is
-/// filtered and translated in the staged path.
-#[inline]
-fn nat_outside(r: &Router, port: PortId) -> bool {
-    r.nat.iter().any(|n| n.config().outside == port)
 }

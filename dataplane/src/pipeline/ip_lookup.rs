@@ -67,11 +67,7 @@ fn handle(
         }
         return Next::Drop(DropReason::NoRoute);
     };
-    let adj = group.pick(if group.members.len() > 1 {
-        flow::hash(l3)
-    } else {
-        0
-    });
+    let adj = flow::pick(group, l3);
     let Some(port) = r.ports.get(adj.port) else {
         return Next::Drop(DropReason::PortDown);
     };

@@ -105,7 +105,7 @@ pub struct Router {
     lookup_dsts: Vec<std::net::Ipv4Addr>,
     lookup_found: Vec<Option<u32>>,
     fast_path: bool,
-    fast_at: Vec<u32>,
+    fast_at: Vec<(u32, u16)>,
     rewrites: Vec<ip4_fast::Rewrite>,
     topology: u64,
     group_hits: Vec<u64>,

@@ -19,6 +19,7 @@ use crate::nat::{
 };
 use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
+use crate::port::PortId;
 use crate::stats::DropReason;
 
 /// nat-in for `p`, from `src` to `dst`, one of the appliance's addresses
@@ -182,15 +183,19 @@ enum Out {
     Translate(Flow),
 }
 
+/// True when `port` is some NAT instance's outside, whose traffic nat-in
+/// and nat-out filter and translate.
+#[inline]
+pub(super) fn is_outside(r: &Router, port: PortId) -> bool {
+    r.nat.iter().any(|n| n.config().outside == port)
+}
+
 /// True for a packet that came in by an outside port and is routed to an
 /// inside address without nat-in having translated it: someone outside
 /// routing to the inside subnet directly. Masquerade lets nothing
 /// unsolicited in, whatever the outside routes.
 fn unsolicited(r: &Router, p: &Packet) -> bool {
-    if p.meta.nat_in
-        || p.meta.origin != Origin::Received
-        || !r.nat.iter().any(|n| n.config().outside == p.meta.iface)
-    {
+    if p.meta.nat_in || p.meta.origin != Origin::Received || !is_outside(r, p.meta.iface) {
         return false;
     }
     let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
