@@ -96,6 +96,11 @@ impl Appliance {
     /// Hosts for `ports` (of "Port2", "Port3", "Port4", "vm1"), the daemon
     /// with `extra` config, then the hosts addressed.
     fn start(tag: &str, ports: &[&'static str], extra: &str) -> Appliance {
+        Self::start_tuned(tag, ports, "", extra)
+    }
+
+    /// [`Appliance::start`] with `dataplane` lines added to `[dataplane]`.
+    fn start_tuned(tag: &str, ports: &[&'static str], dataplane: &str, extra: &str) -> Appliance {
         let hosts: Vec<Host> = ports
             .iter()
             .map(|&port| {
@@ -116,7 +121,7 @@ impl Appliance {
         let dir = common::temp_dir(tag);
         let socket = dir.path().join("control.sock");
         let mut toml = format!(
-            "[dataplane]\nworkers = 2\n\n[control]\nsocket = \"{}\"\n\n",
+            "[dataplane]\nworkers = 2\n{dataplane}\n[control]\nsocket = \"{}\"\n\n",
             socket.display()
         );
         for h in &hosts {
@@ -307,6 +312,65 @@ fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
     let s = app.stop();
     common::assert_identity(&s);
     assert_eq!(s.links, [LinkState::Up, LinkState::Up, LinkState::Gone]);
+}
+
+/// CPU time the daemon's workers (threads `edgefwd-w*` of this process)
+/// have used so far.
+fn workers_cpu() -> Duration {
+    // Fields 14 and 15 of a thread's stat are its user and system time in
+    // clock ticks, which the kernel's ABI fixes at 100 a second (USER_HZ).
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("edgefwd-w") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The name (field 2) may hold spaces; fields after it follow ")".
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn busy_polling_workers_spin_while_frames_come_and_sleep_after() {
+    const T: &str = "busy_polling_workers_spin_while_frames_come_and_sleep_after";
+    if !common::need_root_and_ping(T) {
+        return;
+    }
+    let app = Appliance::start_tuned("spin", &["Port2", "Port3"], "busy_poll_us = 20000\n", "");
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    // A ping every 5 ms, well within the 20 ms poll: the worker that takes
+    // them never sleeps.
+    let (cpu, started) = (workers_cpu(), Instant::now());
+    let (ok, out) = h2.ping(&["-c", "200", "-i", "0.005", "-W", "2", &h3.addr()]);
+    let (busy, wall) = (workers_cpu() - cpu, started.elapsed());
+    assert!(ok, "{out}");
+    // Quiet: a worker sleeps 20 ms after the last frame.
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu, started) = (workers_cpu(), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle, quiet) = (workers_cpu() - cpu, started.elapsed());
+    eprintln!(
+        "{T}: workers used {busy:?} of CPU in {wall:?} of pings, {idle:?} in {quiet:?} of quiet"
+    );
+    // Spinning takes most of a core even on a loaded machine; sleeping
+    // workers wake only for their 10 ms tick.
+    assert!(
+        busy.as_secs_f64() > 0.3 * wall.as_secs_f64(),
+        "did not spin: {busy:?} in {wall:?}"
+    );
+    assert!(
+        idle.as_secs_f64() < 0.15 * quiet.as_secs_f64(),
+        "did not sleep: {idle:?} in {quiet:?}"
+    );
+    let s = app.stop();
+    common::assert_identity(&s);
 }
 
 /// Sends `len` bytes from `from` to `to` port 5001; the bytes that

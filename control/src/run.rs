@@ -127,6 +127,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     rcfg.max_frame = params.buf_frame;
     let wcfg = WorkerConfig {
         burst: cfg.dataplane.burst,
+        busy_poll: Duration::from_micros(cfg.dataplane.busy_poll_us),
     };
     let handles: Vec<_> = (0..workers)
         .map(|i| {

@@ -23,6 +23,8 @@ pub const DEFAULT_BURST: usize = 64;
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
 /// Most worker threads accepted.
 pub const MAX_WORKERS: usize = 64;
+/// Longest busy poll accepted, in microseconds (one second).
+pub const MAX_BUSY_POLL_US: u64 = 1_000_000;
 /// Default IP MTU.
 pub const DEFAULT_MTU: u16 = 1500;
 /// Metric of a custom route when the config gives none (as Windows does).
@@ -71,6 +73,9 @@ pub struct DataplaneConfig {
     pub burst: usize,
     /// Per-port queue depth.
     pub queue_depth: usize,
+    /// Microseconds a worker keeps polling after its last frame before it
+    /// sleeps (0: at once).
+    pub busy_poll_us: u64,
     /// ICMP errors per second per port.
     pub icmp_rate: u32,
     /// ICMP error burst per port.

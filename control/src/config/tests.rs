@@ -134,6 +134,19 @@ fn metric_out_of_range() {
 }
 
 #[test]
+fn busy_poll_defaults_to_sleeping_and_is_bounded() {
+    assert_eq!(Config::parse(GOOD).unwrap().dataplane.busy_poll_us, 0);
+    let c = Config::parse(&with("burst = 32", "busy_poll_us = 50000")).unwrap();
+    assert_eq!(c.dataplane.busy_poll_us, 50_000);
+    let e = refused(&with("burst = 32", "busy_poll_us = 1000001"));
+    assert_eq!(e.field, "dataplane.busy_poll_us");
+    assert!(e.message.contains("between 0 and 1000000"), "{e}");
+    // A type error names its line, as for every unsigned field.
+    let e = refused(&with("burst = 32", "busy_poll_us = -1"));
+    assert_eq!(e.line, Some(3), "{e}");
+}
+
+#[test]
 fn bad_binding_and_gateway() {
     let e = refused(&with("tap:edge-port2", "vhost:x"));
     assert_eq!(e.field, "port[0].bind");

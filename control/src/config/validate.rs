@@ -12,7 +12,7 @@ use super::switch;
 use super::{
     on_link, parse_prefix, Binding, Config, ConfigError, ControlConfig, DataplaneConfig,
     NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC, DEFAULT_MTU,
-    DEFAULT_QUEUE_DEPTH, MAX_METRIC, MAX_WORKERS,
+    DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS,
 };
 
 pub(super) fn valid_name(s: &str) -> bool {
@@ -38,6 +38,16 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         Some(q) => *q.get_ref(),
         None => DEFAULT_QUEUE_DEPTH,
     };
+    let busy_poll_us = match &dp.busy_poll_us {
+        Some(b) if *b.get_ref() > MAX_BUSY_POLL_US => {
+            return Err(l.at(
+                b,
+                "dataplane.busy_poll_us",
+                format!("must be between 0 and {MAX_BUSY_POLL_US}"),
+            ));
+        }
+        b => b.as_ref().map_or(0, |b| *b.get_ref()),
+    };
     let workers = match &dp.workers {
         Some(w) if !(1..=MAX_WORKERS).contains(w.get_ref()) => {
             return Err(l.at(
@@ -53,6 +63,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         offload: dp.offload.unwrap_or(true),
         burst,
         queue_depth,
+        busy_poll_us,
         icmp_rate: dp.icmp_rate.unwrap_or(10),
         icmp_burst: dp.icmp_burst.unwrap_or(10),
     };
