@@ -1,17 +1,24 @@
 //! Side by side on one machine, in one run: the Linux kernel forwarding
-//! between network namespaces, edgefwd forwarding between TAPs, and a plain
-//! one-read-one-write TAP relay. Each moves traffic between the same two
-//! host namespaces; the table gives each figure with its ratio to the
-//! kernel's.
+//! between network namespaces, edgefwd forwarding between TAPs (its workers
+//! sleeping when idle, and busy polling), and a plain one-read-one-write TAP
+//! relay. Each moves traffic between two host namespaces of its own; the
+//! table gives each figure with its ratio to the kernel's.
+//!
+//! All four topologies are built first and then measured in interleaved
+//! rounds (every round measures each forwarder once), so a slow spell of
+//! this shared machine hits all of them alike; a figure is the median of
+//! its rounds (RTT: of all its pings).
 //!
 //! `sudo cargo bench --bench netns` (root: namespaces, TAPs; needs iperf3
-//! and ping). `EDGEFWD_NETNS_SECS` sets each measurement's length (default
-//! 5 s). Traffic stays inside the namespaces this makes and removes.
+//! and ping). `EDGEFWD_NETNS_SECS` sets the length of each throughput
+//! round (default 2 s; three rounds). Traffic stays inside the namespaces
+//! this makes and removes.
 //!
 //! ```text
 //! kernel:  h2 ─veth─ router netns (ip_forward) ─veth─ h3
-//! edgefwd: h2 ─TAP─ edgefwd (in this process, 2 workers) ─TAP─ h3,
-//!          run twice: workers sleeping when idle, then busy polling
+//! edgefwd: h2 ─TAP─ edgefwd (in this process) ─TAP─ h3, twice: as
+//!          configured by default (a worker per core, sleeping when idle),
+//!          and one worker with busy_poll_us = BUSY_POLL_US
 //! relay:   h2 ─TAP─ read()/write() loop, 1 thread ─TAP─ h3 (one subnet)
 //! ```
 
@@ -19,40 +26,66 @@
 mod common;
 mod relay;
 
-use std::path::Path;
 use std::process::Output;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Netns;
 use edgefwd_control::config::Config;
-use edgefwd_control::run::{run, Control};
 
-/// The hosts' addresses in each topology.
-struct Hosts {
+/// The busy poll of the second edgefwd: longer than the pings' 5 ms
+/// spacing, so its worker never sleeps while traffic flows. It runs one
+/// worker: a polling worker keeps its core, and the hosts need the other
+/// (with two polling workers on two cores, the added RTT measured twice
+/// as much).
+const BUSY_POLL_US: u32 = 20_000;
+/// Throughput rounds per forwarder.
+const ROUNDS: usize = 3;
+/// Ping rounds per forwarder, and pings (5 ms apart) in each.
+const PING_ROUNDS: usize = 5;
+const PINGS: usize = 40;
+
+/// One forwarder's topology, running.
+struct Topology {
+    name: &'static str,
+    /// What forwards; declared first, so it stops before the namespaces go.
+    forwarder: Forwarder,
     h2: Netns,
     h3: Netns,
     /// h3's address, the target of every measurement.
     target: &'static str,
 }
 
-/// What one forwarder achieved.
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    tcp_gbps: f64,
-    udp_pps: f64,
-    rtt_median_us: f64,
+enum Forwarder {
+    Kernel {
+        /// The router namespace.
+        _router: Netns,
+    },
+    Edgefwd {
+        daemon: common::Daemon,
+        _dir: tempfile::TempDir,
+    },
+    Relay(relay::Relay),
 }
 
-/// The busy poll of the second edgefwd run: longer than the pings' 5 ms
-/// spacing, so its workers never sleep while traffic flows.
-const BUSY_POLL_US: u32 = 20_000;
+/// One forwarder's figures: a sample per round.
+#[derive(Default)]
+struct Samples {
+    tcp_gbps: Vec<f64>,
+    udp_pps: Vec<f64>,
+    rtt_us: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
 
 fn secs() -> u32 {
     std::env::var("EDGEFWD_NETNS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(2)
 }
 
 fn ok(out: &Output, what: &str) -> String {
@@ -72,60 +105,80 @@ fn json_f64(v: &serde_json::Value, path: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("iperf3 JSON has no {}", path.join(".")))
 }
 
-/// iperf3 TCP for `secs`, then 64-byte-frame UDP (18-byte payloads), then
-/// 200 pings 5 ms apart.
-fn measure(hosts: &Hosts) -> Figures {
-    let t = secs();
-    let server = hosts.h3.spawn(&["iperf3", "-s", "-1"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let tcp = hosts.h2.exec(
-        t + 20,
-        &["iperf3", "-J", "-c", hosts.target, "-t", &t.to_string()],
-    );
-    let tcp: serde_json::Value = serde_json::from_str(&ok(&tcp, "iperf3 tcp")).unwrap();
-    drop(server);
-    let server = hosts.h3.spawn(&["iperf3", "-s", "-1"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let udp = hosts.h2.exec(
-        t + 20,
-        &[
-            "iperf3",
-            "-J",
-            "-u",
-            "-b",
-            "0",
-            "-l",
-            "18",
-            "-c",
-            hosts.target,
-            "-t",
-            &t.to_string(),
-        ],
-    );
-    let udp: serde_json::Value = serde_json::from_str(&ok(&udp, "iperf3 udp")).unwrap();
-    drop(server);
-    let packets = json_f64(&udp, &["end", "sum", "packets"]);
-    let lost = json_f64(&udp, &["end", "sum", "lost_packets"]);
-    let seconds = json_f64(&udp, &["end", "sum", "seconds"]);
-    let ping = hosts.h2.exec(
-        30,
-        &["ping", "-n", "-c", "200", "-i", "0.005", hosts.target],
-    );
-    let mut rtts: Vec<f64> = ok(&ping, "ping")
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
-        .collect();
-    assert!(rtts.len() > 150, "too few ping replies: {}", rtts.len());
-    rtts.sort_by(f64::total_cmp);
-    Figures {
-        tcp_gbps: json_f64(&tcp, &["end", "sum_received", "bits_per_second"]) / 1e9,
-        udp_pps: (packets - lost) / seconds,
-        rtt_median_us: rtts[rtts.len() / 2] * 1000.0,
+impl Topology {
+    /// iperf3 from h2 to h3 for `secs` with `args`; its JSON report.
+    fn iperf3(&self, args: &[&str]) -> serde_json::Value {
+        let t = secs();
+        let server = self.h3.spawn(&["iperf3", "-s", "-1"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut cmd = vec!["iperf3", "-J", "-c", self.target, "-t"];
+        let t_arg = t.to_string();
+        cmd.push(&t_arg);
+        cmd.extend_from_slice(args);
+        let out = self.h2.exec(t + 20, &cmd);
+        drop(server);
+        serde_json::from_str(&ok(&out, &format!("{}: iperf3 {args:?}", self.name))).unwrap()
+    }
+
+    fn tcp_gbps(&self) -> f64 {
+        let r = self.iperf3(&[]);
+        json_f64(&r, &["end", "sum_received", "bits_per_second"]) / 1e9
+    }
+
+    /// 64-byte frames (18-byte UDP payloads) delivered per second.
+    fn udp_pps(&self) -> f64 {
+        let r = self.iperf3(&["-u", "-b", "0", "-l", "18"]);
+        let packets = json_f64(&r, &["end", "sum", "packets"]);
+        let lost = json_f64(&r, &["end", "sum", "lost_packets"]);
+        (packets - lost) / json_f64(&r, &["end", "sum", "seconds"])
+    }
+
+    /// RTTs of [`PINGS`] pings 5 ms apart, in µs.
+    fn rtts_us(&self) -> Vec<f64> {
+        let count = PINGS.to_string();
+        let out = self.h2.exec(
+            30,
+            &["ping", "-n", "-c", &count, "-i", "0.005", self.target],
+        );
+        let rtts: Vec<f64> = ok(&out, &format!("{}: ping", self.name))
+            .lines()
+            .filter_map(|l| l.split("time=").nth(1))
+            .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|ms| ms * 1000.0)
+            .collect();
+        assert!(
+            rtts.len() * 4 > PINGS * 3,
+            "{}: too few ping replies: {}",
+            self.name,
+            rtts.len()
+        );
+        rtts
+    }
+
+    /// Stops the forwarder and prints what it counted.
+    fn stop(self) {
+        match self.forwarder {
+            Forwarder::Kernel { .. } => {}
+            Forwarder::Edgefwd { mut daemon, .. } => {
+                let summary = daemon.stop().expect("daemon failed");
+                let s = &summary.stats;
+                println!(
+                    "{} counters: in {} forwarded {} (ip4-fast {}) local {} dropped {} (tx_errors {})",
+                    self.name,
+                    s.received(),
+                    s.forwarded,
+                    s.fast_path,
+                    s.local,
+                    s.dropped(),
+                    s.ports.iter().map(|p| p.tx_errors).sum::<u64>()
+                );
+            }
+            Forwarder::Relay(relay) => println!("{}: {} frames", self.name, relay.stop()),
+        }
     }
 }
 
-fn kernel() -> Figures {
+fn kernel() -> Topology {
     let (h2, r, h3) = (Netns::new("bk-h2"), Netns::new("bk-r"), Netns::new("bk-h3"));
     for (host, rdev, hdev) in [(&h2, "r2", "eth2"), (&h3, "r3", "eth3")] {
         r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
@@ -139,73 +192,60 @@ fn kernel() -> Figures {
     );
     h2.address("eth2", "10.0.2.2/24", Some("10.0.2.1"));
     h3.address("eth3", "10.0.3.2/24", Some("10.0.3.1"));
-    let hosts = Hosts {
+    h2.wait_for_ping("10.0.3.2", 10);
+    Topology {
+        name: "kernel",
+        forwarder: Forwarder::Kernel { _router: r },
         h2,
         h3,
         target: "10.0.3.2",
-    };
-    hosts.h2.wait_for_ping(hosts.target, 10);
-    let f = measure(&hosts);
-    drop(r);
-    f
+    }
 }
 
-/// edgefwd on TAPs, its workers polling `busy_poll_us` after each frame.
-fn edgefwd(busy_poll_us: u32) -> Figures {
-    let (h2, h3) = (Netns::new("be-h2"), Netns::new("be-h3"));
+/// edgefwd on TAPs with `workers` workers, polling `busy_poll_us` after
+/// each frame.
+fn edgefwd(name: &'static str, tag: &str, workers: usize, busy_poll_us: u32) -> Topology {
+    let (h2, h3) = (
+        Netns::new(&format!("{tag}-h2")),
+        Netns::new(&format!("{tag}-h3")),
+    );
     let dir = common::temp_dir("netns-bench");
     let toml = format!(
-        "[dataplane]\nbusy_poll_us = {busy_poll_us}\n\n[control]\nsocket = \"{}\"\n\n[[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
+        "[dataplane]\nworkers = {workers}\nbusy_poll_us = {busy_poll_us}\n\n[control]\nsocket = \"{}\"\n\n\
+         [[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
          [[port]]\nname = \"Port3\"\nbind = \"tap:p3@{}\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n",
         dir.path().join("control.sock").display(),
         h2.name(),
         h3.name()
     );
-    let cfg = Config::parse(&toml).unwrap();
-    let control = Control::default();
-    let c = control.clone();
-    let daemon = std::thread::spawn(move || run(&cfg, Path::new("netns bench"), &c));
+    let daemon = common::Daemon::start(Config::parse(&toml).unwrap());
     h2.wait_for_device("p2");
     h3.wait_for_device("p3");
     h2.address("p2", "10.0.2.2/24", Some("10.0.2.1"));
     h3.address("p3", "10.0.3.2/24", Some("10.0.3.1"));
-    let hosts = Hosts {
+    h2.wait_for_ping("10.0.3.2", 10);
+    Topology {
+        name,
+        forwarder: Forwarder::Edgefwd { daemon, _dir: dir },
         h2,
         h3,
         target: "10.0.3.2",
-    };
-    hosts.h2.wait_for_ping(hosts.target, 10);
-    let f = measure(&hosts);
-    control.stop.store(true, Ordering::Relaxed);
-    let summary = daemon.join().unwrap().unwrap();
-    let s = &summary.stats;
-    println!(
-        "edgefwd (busy_poll_us = {busy_poll_us}) counters: in {} forwarded {} (ip4-fast {}) local {} dropped {} (tx_errors {})",
-        s.received(),
-        s.forwarded,
-        s.fast_path,
-        s.local,
-        s.dropped(),
-        s.ports.iter().map(|p| p.tx_errors).sum::<u64>()
-    );
-    f
+    }
 }
 
-fn plain_relay() -> Figures {
+fn plain_relay() -> Topology {
     let (h2, h3) = (Netns::new("bn-h2"), Netns::new("bn-h3"));
     let relay = relay::Relay::start(("p2", h2.name()), ("p3", h3.name()));
     h2.address("p2", "10.0.9.2/24", None);
     h3.address("p3", "10.0.9.3/24", None);
-    let hosts = Hosts {
+    h2.wait_for_ping("10.0.9.3", 10);
+    Topology {
+        name: "plain relay",
+        forwarder: Forwarder::Relay(relay),
         h2,
         h3,
         target: "10.0.9.3",
-    };
-    hosts.h2.wait_for_ping(hosts.target, 10);
-    let f = measure(&hosts);
-    let frames = relay.stop();
-    println!("plain relay: {frames} frames");
-    f
+    }
 }
 
 fn main() {
@@ -217,39 +257,83 @@ fn main() {
         std::process::exit(1);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("netns bench: {} s per measurement, {cores} cores", secs());
-    let k = kernel();
-    let e = edgefwd(0);
-    let b = edgefwd(BUSY_POLL_US);
-    let p = plain_relay();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    println!(
+        "netns bench: {ROUNDS} interleaved rounds of {} s per throughput figure, {PING_ROUNDS} of {PINGS} pings; {cores} cores",
+        secs()
+    );
+    let topologies = [
+        kernel(),
+        edgefwd("edgefwd", "be", cores, 0),
+        edgefwd("edgefwd, busy poll", "bb", 1, BUSY_POLL_US),
+        plain_relay(),
+    ];
+    let mut samples: Vec<Samples> = topologies.iter().map(|_| Samples::default()).collect();
+    for _ in 0..ROUNDS {
+        for (t, s) in topologies.iter().zip(&mut samples) {
+            s.tcp_gbps.push(t.tcp_gbps());
+        }
+    }
+    for _ in 0..ROUNDS {
+        for (t, s) in topologies.iter().zip(&mut samples) {
+            s.udp_pps.push(t.udp_pps() / 1e3);
+        }
+    }
+    for _ in 0..PING_ROUNDS {
+        for (t, s) in topologies.iter().zip(&mut samples) {
+            s.rtt_us.extend(t.rtts_us());
+        }
+    }
+    for t in topologies.iter().zip(&samples) {
+        let (t, s) = t;
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "{}: TCP Gbit/s by round [{}], UDP kpps by round [{}]",
+            t.name,
+            list(&s.tcp_gbps),
+            list(&s.udp_pps)
+        );
+    }
+    for t in topologies {
+        t.stop();
+    }
+
+    let [k, e, b, p] = [0, 1, 2, 3].map(|i| {
+        let s = &samples[i];
+        [median(&s.tcp_gbps), median(&s.udp_pps), median(&s.rtt_us)]
+    });
     println!();
     println!(
-        "| figure | kernel | edgefwd | edgefwd/kernel | edgefwd, busy poll | busy/kernel | plain relay | edgefwd/relay |"
+        "| figure (median) | kernel | edgefwd | edgefwd/kernel | edgefwd, busy poll | busy/kernel | plain relay | edgefwd/relay |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let row = |name: &str, f: fn(&Figures) -> f64, digits: usize| {
+    for (i, name, digits) in [
+        (0, "TCP (iperf3) Gbit/s", 2),
+        (1, "UDP 64-byte frames delivered, kpps", 0),
+    ] {
         println!(
             "| {name} | {:.digits$} | {:.digits$} | {:.2} | {:.digits$} | {:.2} | {:.digits$} | {:.2} |",
-            f(&k),
-            f(&e),
-            ratio(f(&e), f(&k)),
-            f(&b),
-            ratio(f(&b), f(&k)),
-            f(&p),
-            ratio(f(&e), f(&p)),
-        )
-    };
-    row("TCP (iperf3) Gbit/s", |f| f.tcp_gbps, 2);
-    row("UDP 64-byte frames delivered, kpps", |f| f.udp_pps / 1e3, 0);
+            k[i],
+            e[i],
+            e[i] / k[i],
+            b[i],
+            b[i] / k[i],
+            p[i],
+            e[i] / p[i],
+        );
+    }
     println!(
-        "| ping RTT median, µs | {:.0} | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs |",
-        k.rtt_median_us,
-        e.rtt_median_us,
-        e.rtt_median_us - k.rtt_median_us,
-        b.rtt_median_us,
-        b.rtt_median_us - k.rtt_median_us,
-        p.rtt_median_us,
-        e.rtt_median_us - p.rtt_median_us
+        "| ping RTT, µs | {:.0} | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs |",
+        k[2],
+        e[2],
+        e[2] - k[2],
+        b[2],
+        b[2] - k[2],
+        p[2],
+        e[2] - p[2]
     );
 }
