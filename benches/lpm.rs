@@ -1,13 +1,16 @@
 //! LPM lookups on the real tables: Poptrie (ours) beside the tree-bitmap
 //! crate and the prefix-trie crate in the same process, single and batch,
+//! for random addresses and for the destinations of the bulk pcap traces,
 //! plus memory and build times and the best-of-rounds ratios printed once;
 //! and the update rate on the full table with the RIS update stream.
 //!
 //! `cargo bench --bench lpm`. Needs ../shared/data (or EDGEFWD_DATA).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use edgefwd_control::ribfile;
+use edgefwd_control::{ribfile, trace};
 use edgefwd_dataplane::fib::{Adjacency, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
+use edgefwd_dataplane::packet::MacAddr;
+use etherparse::{NetSlice, SlicedPacket};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use rand::rngs::StdRng;
@@ -31,6 +34,46 @@ fn data_dir() -> PathBuf {
     std::env::var_os("EDGEFWD_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
+
+/// The destination addresses of the packets in the bulk traces
+/// (`pcap/bulk`), in capture order, file by file: IPv4 and IPv6.
+fn trace_destinations() -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let dir = data_dir().join("pcap").join("bulk");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("this bench needs the shared pcap data (set EDGEFWD_DATA): {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    files.sort();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let mut frame = Vec::new();
+    for f in &files {
+        let mut r = trace::TraceReader::open(f).unwrap_or_else(|e| panic!("{e}"));
+        // A damaged record ends that file's addresses; the others stay.
+        while let Ok(Some(rec)) = r.next_record() {
+            trace::to_ethernet(&rec, MacAddr([2, 0, 0, 0, 0, 1]), &mut frame);
+            match SlicedPacket::from_ethernet(&frame).ok().and_then(|p| p.net) {
+                Some(NetSlice::Ipv4(ip)) => v4.push(ip.header().destination_addr()),
+                Some(NetSlice::Ipv6(ip)) => v6.push(ip.header().destination_addr()),
+                _ => {}
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// `addrs` repeated to [`N`] lookups (a pass as long as the random ones).
+fn cycled<A: Copy>(addrs: &[A]) -> Vec<A> {
+    addrs.iter().copied().cycle().take(N).collect()
+}
+
+/// How many distinct addresses `addrs` holds.
+fn distinct<A: Copy + Ord>(addrs: &[A]) -> usize {
+    let mut v = addrs.to_vec();
+    v.sort();
+    v.dedup();
+    v.len()
 }
 
 /// Interleaved rounds for [`best_of_rounds`].
@@ -141,6 +184,39 @@ fn bench_v4(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    let (seen, _) = trace_destinations();
+    let routed = seen
+        .iter()
+        .filter(|a| reference.lookup_v4(**a).is_some())
+        .count();
+    let traced = cycled(&seen);
+    best_of_rounds(
+        &format!(
+            "ipv4-fullview-2023, destinations of the bulk traces ({} packets, {} addresses, {routed} packets routed)",
+            seen.len(),
+            distinct(&seen)
+        ),
+        &traced,
+        |a| fast.lookup_v4(a),
+        |a, o| fast.lookup_v4_batch(a, o),
+        |a| reference.lookup_v4(a),
+    );
+    let mut g = c.benchmark_group("lpm_ipv4_fullview_traces");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function(BenchmarkId::new("poptrie", "single"), |b| {
+        b.iter(|| fold(&traced, |a| fast.lookup_v4(a)))
+    });
+    g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
+        b.iter(|| {
+            fast.lookup_v4_batch(&traced, &mut out);
+            black_box(&out);
+        })
+    });
+    g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
+        b.iter(|| fold(&traced, |a| reference.lookup_v4(a)))
+    });
+    g.finish();
 }
 
 fn bench_v6(c: &mut Criterion) {
@@ -188,6 +264,26 @@ fn bench_v6(c: &mut Criterion) {
         b.iter(|| fold(&addrs, |a| trie.get_lpm(&Ipv6Net::from(a)).map(|(_, v)| *v)))
     });
     g.finish();
+
+    let (_, seen) = trace_destinations();
+    if seen.is_empty() {
+        return println!("ipv6: the bulk traces hold no IPv6 packets");
+    }
+    let routed = seen
+        .iter()
+        .filter(|a| reference.lookup_v6(**a).is_some())
+        .count();
+    best_of_rounds(
+        &format!(
+            "ipv6-fullview-2023, destinations of the bulk traces ({} packets, {} addresses, {routed} packets routed)",
+            seen.len(),
+            distinct(&seen)
+        ),
+        &cycled(&seen),
+        |a| fast.lookup_v6(a),
+        |a, o| fast.lookup_v6_batch(a, o),
+        |a| reference.lookup_v6(a),
+    );
 }
 
 /// The RIS update stream's IPv4 updates (announce or withdraw, prefix).
