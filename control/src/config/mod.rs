@@ -235,8 +235,8 @@ impl Config {
     fn parse_with_name(text: &str, file: Option<PathBuf>) -> Result<Config, ConfigError> {
         let lines = Lines { text, file };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_owned();
-            lines.err(e.span(), "", msg)
+            let field = e.span().map(|s| lines.field_at(&s)).unwrap_or_default();
+            lines.err(e.span(), field, e.message())
         })?;
         validate(raw, &lines)
     }

@@ -124,6 +124,46 @@ impl Lines<'_> {
             + 1
     }
 
+    /// The field the text at `span` belongs to, named as validation names
+    /// fields (`dataplane.burst`, `port[1].mac`): the key on its line under
+    /// the last table header above it. For the parser's own errors (a value
+    /// of the wrong type, an unknown key), which carry only a span. Empty
+    /// when that line holds no `key =` (inside a multi-line array).
+    pub(super) fn field_at(&self, span: &Range<usize>) -> String {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[line_start..].lines().next().unwrap_or("");
+        let key = match line.split_once('=') {
+            Some((k, _)) if !k.trim_start().starts_with(['#', '[']) => k.trim().trim_matches('"'),
+            _ => return String::new(),
+        };
+        let mut table = String::new();
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for l in self.text[..line_start].lines().map(str::trim) {
+            if let Some((name, _)) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+                let name = name.trim();
+                let i = match seen.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, count)) => {
+                        *count += 1;
+                        *count - 1
+                    }
+                    None => {
+                        seen.push((name, 1));
+                        0
+                    }
+                };
+                table = format!("{name}[{i}]");
+            } else if let Some((name, _)) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+                table = name.trim().to_owned();
+            }
+        }
+        if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        }
+    }
+
     pub(super) fn err(
         &self,
         span: Option<Range<usize>>,

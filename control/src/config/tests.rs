@@ -141,9 +141,19 @@ fn busy_poll_defaults_to_sleeping_and_is_bounded() {
     let e = refused(&with("burst = 32", "busy_poll_us = 1000001"));
     assert_eq!(e.field, "dataplane.busy_poll_us");
     assert!(e.message.contains("between 0 and 1000000"), "{e}");
-    // A type error names its line, as for every unsigned field.
+    // A type error names its line and field, as for every unsigned field.
     let e = refused(&with("burst = 32", "busy_poll_us = -1"));
     assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.field, "dataplane.busy_poll_us", "{e}");
+}
+
+#[test]
+fn errors_of_the_toml_reader_name_the_field_too() {
+    let e = refused(&with(r#"addresses = ["192.168.20.10/24"]"#, "addresses = 5"));
+    assert_eq!(e.field, "port[1].addresses", "{e}");
+    let e = refused(&with("metric = 100", "metrc = 100"));
+    assert_eq!(e.field, "route[0].metrc", "{e}");
+    assert!(e.message.contains("unknown field"), "{e}");
 }
 
 #[test]
