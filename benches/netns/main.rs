@@ -1,10 +1,11 @@
 //! Side by side on one machine, in one run: the Linux kernel forwarding
-//! between network namespaces, edgefwd forwarding between TAPs (its workers
-//! sleeping when idle, and busy polling), and a plain one-read-one-write TAP
-//! relay. Each moves traffic between two host namespaces of its own; the
-//! table gives each figure with its ratio to the kernel's.
+//! between network namespaces, edgefwd forwarding between TAPs (as
+//! configured by default; busy polling; and with a syscall per frame
+//! instead of io_uring batches), and a plain one-read-one-write TAP relay.
+//! Each moves traffic between two host namespaces of its own; the table
+//! gives each figure with its ratio to the kernel's and to the relay's.
 //!
-//! All four topologies are built first and then measured in interleaved
+//! All five topologies are built first and then measured in interleaved
 //! rounds (every round measures each forwarder once), so a slow spell of
 //! this shared machine hits all of them alike; a figure is the median of
 //! its rounds (RTT: of all its pings).
@@ -16,9 +17,10 @@
 //!
 //! ```text
 //! kernel:  h2 ─veth─ router netns (ip_forward) ─veth─ h3
-//! edgefwd: h2 ─TAP─ edgefwd (in this process) ─TAP─ h3, twice: as
-//!          configured by default (a worker per core, sleeping when idle),
-//!          and one worker with busy_poll_us = BUSY_POLL_US
+//! edgefwd: h2 ─TAP─ edgefwd (in this process) ─TAP─ h3, three times: as
+//!          configured by default (a worker per core, sleeping when idle,
+//!          TAP frames through io_uring); one worker with busy_poll_us =
+//!          BUSY_POLL_US; and the default with io_uring = false
 //! relay:   h2 ─TAP─ read()/write() loop, 1 thread ─TAP─ h3 (one subnet)
 //! ```
 
@@ -202,16 +204,15 @@ fn kernel() -> Topology {
     }
 }
 
-/// edgefwd on TAPs with `workers` workers, polling `busy_poll_us` after
-/// each frame.
-fn edgefwd(name: &'static str, tag: &str, workers: usize, busy_poll_us: u32) -> Topology {
+/// edgefwd on TAPs with `dataplane` as its `[dataplane]` section.
+fn edgefwd(name: &'static str, tag: &str, dataplane: &str) -> Topology {
     let (h2, h3) = (
         Netns::new(&format!("{tag}-h2")),
         Netns::new(&format!("{tag}-h3")),
     );
     let dir = common::temp_dir("netns-bench");
     let toml = format!(
-        "[dataplane]\nworkers = {workers}\nbusy_poll_us = {busy_poll_us}\n\n[control]\nsocket = \"{}\"\n\n\
+        "[dataplane]\n{dataplane}\n[control]\nsocket = \"{}\"\n\n\
          [[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
          [[port]]\nname = \"Port3\"\nbind = \"tap:p3@{}\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n",
         dir.path().join("control.sock").display(),
@@ -263,8 +264,17 @@ fn main() {
     );
     let topologies = [
         kernel(),
-        edgefwd("edgefwd", "be", cores, 0),
-        edgefwd("edgefwd, busy poll", "bb", 1, BUSY_POLL_US),
+        edgefwd("edgefwd", "be", &format!("workers = {cores}\n")),
+        edgefwd(
+            "edgefwd, busy poll",
+            "bb",
+            &format!("workers = 1\nbusy_poll_us = {BUSY_POLL_US}\n"),
+        ),
+        edgefwd(
+            "edgefwd, no io_uring",
+            "bs",
+            &format!("workers = {cores}\nio_uring = false\n"),
+        ),
         plain_relay(),
     ];
     let mut samples: Vec<Samples> = topologies.iter().map(|_| Samples::default()).collect();
@@ -283,14 +293,13 @@ fn main() {
             s.rtt_us.extend(t.rtts_us());
         }
     }
-    for t in topologies.iter().zip(&samples) {
-        let (t, s) = t;
-        let list = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x:.1}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (t, s) in topologies.iter().zip(&samples) {
         println!(
             "{}: TCP Gbit/s by round [{}], UDP kpps by round [{}]",
             t.name,
@@ -298,42 +307,28 @@ fn main() {
             list(&s.udp_pps)
         );
     }
+    let names: Vec<&str> = topologies.iter().map(|t| t.name).collect();
     for t in topologies {
         t.stop();
     }
 
-    let [k, e, b, p] = [0, 1, 2, 3].map(|i| {
-        let s = &samples[i];
-        [median(&s.tcp_gbps), median(&s.udp_pps), median(&s.rtt_us)]
-    });
+    let figures: Vec<[f64; 3]> = samples
+        .iter()
+        .map(|s| [median(&s.tcp_gbps), median(&s.udp_pps), median(&s.rtt_us)])
+        .collect();
+    let (kernel, relay) = (figures[0], figures[figures.len() - 1]);
     println!();
     println!(
-        "| figure (median) | kernel | edgefwd | edgefwd/kernel | edgefwd, busy poll | busy/kernel | plain relay | edgefwd/relay |"
+        "| forwarder (medians) | TCP (iperf3) Gbit/s | ×kernel | UDP 64-byte frames delivered, kpps | ×kernel | ×relay | ping RTT, µs | added to kernel's |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (i, name, digits) in [
-        (0, "TCP (iperf3) Gbit/s", 2),
-        (1, "UDP 64-byte frames delivered, kpps", 0),
-    ] {
+    for (name, [tcp, udp, rtt]) in names.iter().zip(&figures) {
         println!(
-            "| {name} | {:.digits$} | {:.digits$} | {:.2} | {:.digits$} | {:.2} | {:.digits$} | {:.2} |",
-            k[i],
-            e[i],
-            e[i] / k[i],
-            b[i],
-            b[i] / k[i],
-            p[i],
-            e[i] / p[i],
+            "| {name} | {tcp:.2} | {:.2} | {udp:.0} | {:.2} | {:.2} | {rtt:.0} | {:+.0} µs |",
+            tcp / kernel[0],
+            udp / kernel[1],
+            udp / relay[1],
+            rtt - kernel[2],
         );
     }
-    println!(
-        "| ping RTT, µs | {:.0} | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs | {:.0} | {:+.0} µs |",
-        k[2],
-        e[2],
-        e[2] - k[2],
-        b[2],
-        b[2] - k[2],
-        p[2],
-        e[2] - p[2]
-    );
 }

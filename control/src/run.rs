@@ -128,6 +128,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     let wcfg = WorkerConfig {
         burst: cfg.dataplane.burst,
         busy_poll: Duration::from_micros(cfg.dataplane.busy_poll_us),
+        io_uring: cfg.dataplane.io_uring,
     };
     let handles: Vec<_> = (0..workers)
         .map(|i| {

@@ -6,9 +6,17 @@
 //! queue by the kernel, stays in order on one worker). It waits for
 //! readiness with mio (edge-triggered), then takes one burst from each ready
 //! port in turn until every port is drained to `WouldBlock`; each burst runs
-//! through the pipeline and what it queued goes out at once, one write per
-//! frame (a TAP has no batch write; offloads make each write count for up to
-//! 64 KiB).
+//! through the pipeline and what it queued goes out at once.
+//!
+//! A TAP has no batch read or write of its own: a `read` or `write` moves
+//! one frame (offloads make that up to 64 KiB). So TAP frames move through
+//! an io_uring ring ([`Ring`]): a batch of reads (as many as the last batch
+//! found frames for, doubling while every read finds one, so an idle port
+//! costs a few reads that find nothing) and all of a port's queued writes,
+//! each batch for one syscall, which halved the CPU a 64-byte frame costs
+//! a worker here. Where the kernel refuses io_uring, or the config says
+//! not to, each frame is a syscall as before. AF_PACKET ports do their
+//! syscalls on their own I/O threads (see `port::afpacket`).
 //!
 //! Sleeping in `epoll_wait` costs a wake-up per frame that arrives while the
 //! worker sleeps: tens of microseconds on a virtual machine, where a halted
@@ -46,10 +54,10 @@ use parking_lot::Mutex;
 use crate::fib::Fib;
 use crate::nat::SessionView;
 use crate::packet::offload::{self, Offload};
-use crate::packet::{MacAddr, Packet};
+use crate::packet::{MacAddr, Packet, PacketBuf};
 use crate::pipeline::Router;
-use crate::port::{AfPacket, PortId, Tap};
-use crate::stats::Stats;
+use crate::port::{AfPacket, PortId, Ring, Tap};
+use crate::stats::{DropReason, Stats};
 use crate::time::Time;
 
 /// What a port is bound to, for the workers.
@@ -158,9 +166,17 @@ pub struct WorkerConfig {
     /// How long to keep polling without sleeping after the last frame
     /// (zero: sleep at once).
     pub busy_poll: Duration,
+    /// Read and write TAP frames in batches through io_uring (falling back
+    /// to a syscall per frame where the kernel refuses it); false: always a
+    /// syscall per frame.
+    pub io_uring: bool,
 }
 
 const TICK: Duration = Duration::from_millis(10);
+/// Operations one io_uring submission holds.
+const RING_DEPTH: usize = 256;
+/// Fewest reads a batch asks for.
+const MIN_READS: usize = 4;
 const PUBLISH: Duration = Duration::from_millis(100);
 /// Largest frame a segment of a super-packet makes (jumbo MTU and headers).
 const SEGMENT_MAX: usize = 9216 + 18;
@@ -176,6 +192,16 @@ pub struct Worker {
     scratch: Vec<u8>,
     learned: Vec<Learned>,
     nat_served: u64,
+    /// The ring for batched TAP I/O, once the worker runs (none: a syscall
+    /// per frame).
+    ring: Option<Ring>,
+    /// Buffers lent to a batch of reads, and what each read gave.
+    rx_bufs: Vec<PacketBuf>,
+    rx_results: Vec<io::Result<Result<Offload, DropReason>>>,
+    /// Reads the next batch asks for: the burst size while frames keep
+    /// coming, fewer after a drain, so an idle port costs few reads that
+    /// find nothing.
+    rx_reads: usize,
 }
 
 /// What a worker polls: per port, whether it may have frames, and the
@@ -211,6 +237,10 @@ impl Worker {
             scratch: vec![0; SEGMENT_MAX],
             learned: Vec::new(),
             nat_served: 0,
+            ring: None,
+            rx_bufs: Vec::new(),
+            rx_results: Vec::new(),
+            rx_reads: MIN_READS,
         };
         w.apply(&snapshot);
         w
@@ -304,6 +334,20 @@ impl Worker {
     /// Runs until [`Shared::stop`] is set; returns the router (with its
     /// final counters) after dropping what still waits for a neighbour.
     pub fn run(mut self) -> io::Result<Router> {
+        if self.cfg.io_uring {
+            match Ring::new(RING_DEPTH) {
+                Ok(ring) => {
+                    self.rx_bufs.reserve(self.cfg.burst);
+                    self.rx_results.reserve(self.cfg.burst);
+                    self.ring = Some(ring);
+                }
+                Err(e) => tracing::warn!(
+                    worker = self.id,
+                    error = %e,
+                    "io_uring unavailable: one syscall per TAP frame"
+                ),
+            }
+        }
         let mut poll = Poll::new()?;
         let shared = Arc::clone(&self.shared);
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -458,6 +502,9 @@ impl Worker {
             Device::AfPacket(a) => return self.rx_afpacket(a, port, burst, now),
             Device::Down => return Rx::Drained,
         };
+        if self.ring.is_some() {
+            return self.rx_tap_batches(tap, port, burst, now);
+        }
         for _ in 0..self.cfg.burst {
             let mut buf = self.router.take_buf();
             match tap.recv(self.id, &mut buf) {
@@ -473,6 +520,79 @@ impl Worker {
             }
         }
         Rx::More
+    }
+
+    /// [`Worker::rx_burst`] for a TAP through the ring: batches of reads
+    /// until a burst is full or the queue is empty.
+    fn rx_tap_batches(
+        &mut self,
+        tap: &Tap,
+        port: PortId,
+        burst: &mut Vec<Packet>,
+        now: Time,
+    ) -> Rx {
+        let Some(ring) = self.ring.as_mut() else {
+            return Rx::Drained;
+        };
+        loop {
+            let room = self.cfg.burst.saturating_sub(burst.len());
+            if room == 0 {
+                return Rx::More;
+            }
+            let reads = self.rx_reads.min(room);
+            for _ in 0..reads {
+                self.rx_bufs.push(self.router.take_buf());
+            }
+            tap.recv_batch(self.id, ring, &mut self.rx_bufs, &mut self.rx_results);
+            let (mut got, mut drained, mut failed, mut refused) = (0, false, None, false);
+            for (buf, r) in self.rx_bufs.drain(..).zip(self.rx_results.drain(..)) {
+                match r {
+                    Ok(off) => {
+                        got += 1;
+                        self.router.receive_buf(burst, port, now, buf, off);
+                    }
+                    Err(e) => {
+                        self.router.recycle(buf);
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock => drained = true,
+                            io::ErrorKind::Interrupted => {}
+                            _ if matches!(
+                                e.raw_os_error(),
+                                Some(libc::EOPNOTSUPP | libc::EINVAL)
+                            ) =>
+                            {
+                                refused = true
+                            }
+                            _ => failed = failed.or(Some(e)),
+                        }
+                    }
+                }
+            }
+            if refused {
+                // A kernel whose TAP cannot read without waiting, or whose
+                // io_uring has no plain read: the frames stay queued for
+                // the syscall path.
+                tracing::warn!(
+                    worker = self.id,
+                    "io_uring cannot read TAPs here: one syscall per TAP frame"
+                );
+                self.ring = None;
+                return Rx::More;
+            }
+            self.rx_reads = if got == reads {
+                (reads * 2).min(self.cfg.burst)
+            } else {
+                (got + 1)
+                    .next_power_of_two()
+                    .clamp(MIN_READS, self.cfg.burst)
+            };
+            if let Some(e) = failed {
+                return Rx::Failed(e);
+            }
+            if drained {
+                return Rx::Drained;
+            }
+        }
     }
 
     fn rx_afpacket(
@@ -508,7 +628,8 @@ impl Worker {
         Rx::More
     }
 
-    /// Writes out everything the router queued, one write per frame.
+    /// Writes out everything the router queued: a TAP's frames in batches
+    /// through the ring, else one write per frame.
     fn flush(&mut self) {
         if !self.router.has_tx() {
             return;
@@ -518,6 +639,15 @@ impl Worker {
             let port = port as PortId;
             let mut errors = 0;
             let (id, scratch) = (self.id, &mut self.scratch);
+            if let (Device::Tap(tap), Some(ring)) = (&**dev, self.ring.as_mut()) {
+                self.router.drain_tx_all(port, |pkts| {
+                    errors = send_batches(tap, id, ring, pkts, scratch);
+                });
+                if errors > 0 {
+                    self.router.count_tx_errors(port, errors);
+                }
+                continue;
+            }
             self.router.drain_tx(port, |p| {
                 let sent = match &**dev {
                     Device::Tap(tap) => send(tap, id, p, scratch).is_ok(),
@@ -548,6 +678,40 @@ fn send(tap: &Tap, q: usize, p: &mut Packet, scratch: &mut [u8]) -> io::Result<(
     }
     let plain = Offload::default();
     send_plain(p, scratch, |f| tap.send(q, f, &plain))
+}
+
+/// Sends `pkts` on queue `q` of `tap` in order, in batches through `ring`;
+/// returns how many failed. For a TAP without offloads, a frame whose
+/// partial checksum is finished here joins the batch; a super-packet, cut
+/// here into segments, goes alone between batches.
+fn send_batches(
+    tap: &Tap,
+    q: usize,
+    ring: &mut Ring,
+    pkts: &mut [Packet],
+    scratch: &mut [u8],
+) -> u64 {
+    let mut errors = 0;
+    let mut rest = pkts;
+    while !rest.is_empty() {
+        let alone = if tap.offloads() {
+            None
+        } else {
+            rest.iter_mut().position(|p| {
+                let off = p.meta.offload;
+                off.is_gso()
+                    || (!off.is_plain() && !offload::finish_checksum(p.buf.frame_mut(), &off))
+            })
+        };
+        let (batch, later) = rest.split_at_mut(alone.unwrap_or(rest.len()));
+        errors += tap.send_batch(q, ring, batch);
+        let Some((p, tail)) = later.split_first_mut() else {
+            break;
+        };
+        errors += u64::from(send(tap, q, p, scratch).is_err());
+        rest = tail;
+    }
+    errors
 }
 
 /// Hands a packet to `out` as a device without offloads needs it: a

@@ -76,6 +76,9 @@ pub struct DataplaneConfig {
     /// Microseconds a worker keeps polling after its last frame before it
     /// sleeps (0: at once).
     pub busy_poll_us: u64,
+    /// TAP frames read and written in batches through io_uring (else, or
+    /// where the kernel refuses io_uring, a syscall per frame).
+    pub io_uring: bool,
     /// ICMP errors per second per port.
     pub icmp_rate: u32,
     /// ICMP error burst per port.

@@ -16,6 +16,7 @@ pub(super) struct RawDataplane {
     pub(super) burst: Option<Spanned<usize>>,
     pub(super) queue_depth: Option<Spanned<usize>>,
     pub(super) busy_poll_us: Option<Spanned<u64>>,
+    pub(super) io_uring: Option<bool>,
     pub(super) icmp_rate: Option<u32>,
     pub(super) icmp_burst: Option<u32>,
 }

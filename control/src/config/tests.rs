@@ -148,8 +148,21 @@ fn busy_poll_defaults_to_sleeping_and_is_bounded() {
 }
 
 #[test]
+fn io_uring_is_on_unless_turned_off() {
+    assert!(Config::parse(GOOD).unwrap().dataplane.io_uring);
+    let c = Config::parse(&with("burst = 32", "io_uring = false")).unwrap();
+    assert!(!c.dataplane.io_uring);
+    let e = refused(&with("burst = 32", "io_uring = \"yes\""));
+    assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.field, "dataplane.io_uring", "{e}");
+}
+
+#[test]
 fn errors_of_the_toml_reader_name_the_field_too() {
-    let e = refused(&with(r#"addresses = ["192.168.20.10/24"]"#, "addresses = 5"));
+    let e = refused(&with(
+        r#"addresses = ["192.168.20.10/24"]"#,
+        "addresses = 5",
+    ));
     assert_eq!(e.field, "port[1].addresses", "{e}");
     let e = refused(&with("metric = 100", "metrc = 100"));
     assert_eq!(e.field, "route[0].metrc", "{e}");

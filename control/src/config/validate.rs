@@ -64,6 +64,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         burst,
         queue_depth,
         busy_poll_us,
+        io_uring: dp.io_uring.unwrap_or(true),
         icmp_rate: dp.icmp_rate.unwrap_or(10),
         icmp_burst: dp.icmp_burst.unwrap_or(10),
     };

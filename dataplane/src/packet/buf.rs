@@ -84,11 +84,24 @@ impl PacketBuf {
         front: usize,
         read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
     ) -> std::io::Result<usize> {
-        self.clear();
-        let front = front.min(HEADROOM);
-        let n = read(&mut self.data[HEADROOM - front..])?;
-        self.end = (HEADROOM - front + n).max(HEADROOM);
+        let n = read(self.read_space(front))?;
+        self.set_read(front, n);
         Ok(n)
+    }
+
+    /// Empties the buffer and returns the space one read fills, for a read
+    /// made elsewhere (a batch of them): as [`PacketBuf::fill_with`] gives
+    /// its `read`. [`PacketBuf::set_read`] then says how much it wrote.
+    pub fn read_space(&mut self, front: usize) -> &mut [u8] {
+        self.clear();
+        &mut self.data[HEADROOM - front.min(HEADROOM)..]
+    }
+
+    /// Ends a read into [`PacketBuf::read_space`] (with the same `front`)
+    /// that wrote `n` bytes.
+    pub fn set_read(&mut self, front: usize, n: usize) {
+        let from = HEADROOM - front.min(HEADROOM);
+        self.end = (from + n).clamp(HEADROOM, self.data.len());
     }
 
     /// The `n` bytes in front of the frame (a device header read by

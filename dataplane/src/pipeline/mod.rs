@@ -423,10 +423,16 @@ impl Router {
     /// Hands every packet queued for `port` to `out`, then recycles the
     /// buffers.
     pub fn drain_tx(&mut self, port: PortId, mut out: impl FnMut(&mut Packet)) {
+        self.drain_tx_all(port, |q| q.iter_mut().for_each(&mut out));
+    }
+
+    /// [`Router::drain_tx`] with the whole queue at once, for a driver
+    /// that writes a batch of frames in one call.
+    pub fn drain_tx_all(&mut self, port: PortId, out: impl FnOnce(&mut [Packet])) {
         let Some(q) = self.tx.get_mut(usize::from(port)) else {
             return;
         };
-        q.iter_mut().for_each(&mut out);
+        out(q);
         // The buffers go back in one pass over the queue, copied from where
         // they lie rather than through the stack one packet at a time.
         self.pool.put_all(q.drain(..).map(|p| p.buf));

@@ -17,7 +17,7 @@ pub mod binding;
 pub mod link;
 mod sys;
 
-pub use sys::in_netns;
+pub use sys::{in_netns, Ring};
 pub mod tap;
 
 pub use afpacket::AfPacket;

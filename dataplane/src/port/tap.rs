@@ -6,7 +6,10 @@
 //! a virtio-net header and TCP moves as 64 KiB super-packets: one read and
 //! one write carry what would otherwise be forty-odd frames, which is what a
 //! TAP forwarder is paid in (ARCHITECTURE.md §6: a TAP read or write costs
-//! more than our whole pipeline).
+//! more than our whole pipeline). [`Tap::recv_batch`] and
+//! [`Tap::send_batch`] move a batch of frames for one syscall through an
+//! io_uring [`Ring`]; [`Tap::recv`] and [`Tap::send`] are one syscall each,
+//! for where io_uring is refused.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,9 +18,9 @@ use std::path::PathBuf;
 
 use super::binding::netns_path;
 use super::link::LinkProbe;
-use super::sys;
+use super::sys::{self, Ring};
 use crate::packet::offload::{Offload, VNET_HDR_LEN};
-use crate::packet::PacketBuf;
+use crate::packet::{Packet, PacketBuf};
 use crate::stats::DropReason;
 
 /// Largest frame a super-packet makes: a 64 KiB IP packet, Ethernet and a
@@ -121,19 +124,56 @@ impl Tap {
     /// (`WouldBlock` when the queue is empty).
     pub fn recv(&self, q: usize, buf: &mut PacketBuf) -> io::Result<Result<Offload, DropReason>> {
         let mut f = &self.queues[q % self.queues.len()];
-        let front = if self.vnet { VNET_HDR_LEN } else { 0 };
-        let space = buf.capacity() + front;
-        let n = buf.fill_with(front, |b| f.read(&mut b[..space]))?;
-        if n >= space {
-            return Ok(Err(DropReason::Oversize));
+        let n = buf.fill_with(self.front(), |b| f.read(b))?;
+        Ok(self.received(buf, n))
+    }
+
+    /// [`Tap::recv`] into each of `bufs` in turn, one syscall for them all
+    /// (through `ring`); what each read gave into `out`, by buffer. Reads
+    /// after the queue ran empty give `WouldBlock`.
+    pub fn recv_batch(
+        &self,
+        q: usize,
+        ring: &mut Ring,
+        bufs: &mut [PacketBuf],
+        out: &mut Vec<io::Result<Result<Offload, DropReason>>>,
+    ) {
+        out.clear();
+        let front = self.front();
+        ring.read_each(
+            self.fd(q),
+            bufs,
+            |b| b.read_space(front),
+            |b, r| {
+                out.push(r.map(|n| {
+                    b.set_read(front, n);
+                    self.received(b, n)
+                }))
+            },
+        );
+    }
+
+    /// Bytes a read puts in front of the frame: the virtio-net header.
+    fn front(&self) -> usize {
+        if self.vnet {
+            VNET_HDR_LEN
+        } else {
+            0
+        }
+    }
+
+    /// What a read of `n` bytes into `buf` gave (see [`Tap::recv`]).
+    fn received(&self, buf: &PacketBuf, n: usize) -> Result<Offload, DropReason> {
+        if n >= buf.capacity() + self.front() {
+            return Err(DropReason::Oversize);
         }
         if !self.vnet {
-            return Ok(Ok(Offload::default()));
+            return Ok(Offload::default());
         }
         let hdr: Option<&[u8; VNET_HDR_LEN]> = buf.front(VNET_HDR_LEN).try_into().ok();
         match (n >= VNET_HDR_LEN, hdr.and_then(Offload::decode)) {
-            (true, Some(o)) => Ok(Ok(o)),
-            _ => Ok(Err(DropReason::OffloadInvalid)),
+            (true, Some(o)) => Ok(o),
+            _ => Err(DropReason::OffloadInvalid),
         }
     }
 
@@ -149,5 +189,25 @@ impl Tap {
         off.encode(&mut hdr);
         let iov = [io::IoSlice::new(&hdr), io::IoSlice::new(frame)];
         f.write_vectored(&iov).map(drop)
+    }
+
+    /// [`Tap::send`] for each of `pkts` in order, one syscall for them all
+    /// (through `ring`). Returns how many the device refused.
+    pub fn send_batch(&self, q: usize, ring: &mut Ring, pkts: &[Packet]) -> u64 {
+        let mut refused = 0;
+        ring.write_each(
+            self.fd(q),
+            pkts.len(),
+            self.front(),
+            |i, hdr| {
+                let p = &pkts[i];
+                if let Ok(hdr) = <&mut [u8; VNET_HDR_LEN]>::try_from(hdr) {
+                    p.meta.offload.encode(hdr);
+                }
+                p.buf.frame()
+            },
+            |_, r| refused += u64::from(r.is_err()),
+        );
+        refused
     }
 }

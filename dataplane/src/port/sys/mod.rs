@@ -1,8 +1,12 @@
-//! The syscalls behind the port drivers: TAP ioctls, network namespaces and
-//! interface flags. This is the only module of the dataplane allowed to use
-//! `unsafe`; every raw fd is wrapped in an owning type the moment it exists,
-//! so every error path closes it.
+//! The syscalls behind the port drivers: TAP ioctls, network namespaces,
+//! interface flags, and batched I/O through io_uring ([`ring`]). This is the
+//! only module of the dataplane allowed to use `unsafe`; every raw fd is
+//! wrapped in an owning type the moment it exists, so every error path
+//! closes it.
 #![allow(unsafe_code)]
+
+mod ring;
+pub use ring::Ring;
 
 use std::fs::{File, OpenOptions};
 use std::io;
