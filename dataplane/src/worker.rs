@@ -10,11 +10,11 @@
 //!
 //! A TAP has no batch read or write of its own: a `read` or `write` moves
 //! one frame (offloads make that up to 64 KiB). So TAP frames move through
-//! an io_uring ring ([`Ring`]): a batch of reads (as many as the last batch
-//! found frames for, doubling while every read finds one, so an idle port
-//! costs a few reads that find nothing) and all of a port's queued writes,
-//! each batch for one syscall, which halved the CPU a 64-byte frame costs
-//! a worker here. Where the kernel refuses io_uring, or the config says
+//! an io_uring ring ([`Ring`]): a batch of reads (as many as the port's
+//! last batch found frames for, doubling while every read finds one, so a
+//! quiet port costs a few reads that find nothing) and all of a port's
+//! queued writes, each batch for one syscall, which halved the CPU a
+//! 64-byte frame costs a worker here. Where the kernel refuses io_uring, or the config says
 //! not to, each frame is a syscall as before. AF_PACKET ports do their
 //! syscalls on their own I/O threads (see `port::afpacket`).
 //!
@@ -198,10 +198,10 @@ pub struct Worker {
     /// Buffers lent to a batch of reads, and what each read gave.
     rx_bufs: Vec<PacketBuf>,
     rx_results: Vec<io::Result<Result<Offload, DropReason>>>,
-    /// Reads the next batch asks for: the burst size while frames keep
-    /// coming, fewer after a drain, so an idle port costs few reads that
-    /// find nothing.
-    rx_reads: usize,
+    /// Per port, the reads its next batch asks for: the burst size while
+    /// frames keep coming, fewer after a drain, so a quiet port costs few
+    /// reads that find nothing.
+    rx_reads: Vec<usize>,
 }
 
 /// What a worker polls: per port, whether it may have frames, and the
@@ -240,7 +240,7 @@ impl Worker {
             ring: None,
             rx_bufs: Vec::new(),
             rx_results: Vec::new(),
-            rx_reads: MIN_READS,
+            rx_reads: Vec::new(),
         };
         w.apply(&snapshot);
         w
@@ -364,7 +364,8 @@ impl Worker {
         let (mut last_tick, mut last_publish) = (Instant::now(), Instant::now());
         let mut last_frame: Option<Instant> = None;
         while !shared.stop.load(Ordering::Relaxed) {
-            let spinning = last_frame.is_some_and(|t| t.elapsed() < self.cfg.busy_poll);
+            let spinning = !self.cfg.busy_poll.is_zero()
+                && last_frame.is_some_and(|t| t.elapsed() < self.cfg.busy_poll);
             let timeout = if spinning { Duration::ZERO } else { TICK };
             match poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -399,7 +400,9 @@ impl Worker {
                     if !io.ready[port] {
                         continue;
                     }
-                    let now = self.now();
+                    // One clock read per burst (a few per frame would show).
+                    let at = Instant::now();
+                    let now = Time::from_duration(at - self.epoch);
                     match self.rx_burst(port as PortId, &mut burst, now) {
                         Rx::More => {}
                         Rx::Drained => io.ready[port] = false,
@@ -415,15 +418,16 @@ impl Worker {
                         }
                     }
                     if !burst.is_empty() {
-                        last_frame = Some(Instant::now());
+                        last_frame = Some(at);
                     }
                     self.router.process(&mut burst, now);
                     self.share_neighbors();
                     self.flush();
                 }
             }
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
+            let at = Instant::now();
+            if at - last_tick >= TICK {
+                last_tick = at;
                 if self.refresh() {
                     self.sync_devices(&poll, &mut io)?;
                 }
@@ -432,8 +436,8 @@ impl Worker {
                 self.share_neighbors();
                 self.flush();
             }
-            if last_publish.elapsed() >= PUBLISH {
-                last_publish = Instant::now();
+            if at - last_publish >= PUBLISH {
+                last_publish = at;
                 self.publish(false);
             }
         }
@@ -539,7 +543,11 @@ impl Worker {
             if room == 0 {
                 return Rx::More;
             }
-            let reads = self.rx_reads.min(room);
+            let p = usize::from(port);
+            if self.rx_reads.len() <= p {
+                self.rx_reads.resize(p + 1, MIN_READS);
+            }
+            let reads = self.rx_reads[p].min(room);
             for _ in 0..reads {
                 self.rx_bufs.push(self.router.take_buf());
             }
@@ -579,7 +587,7 @@ impl Worker {
                 self.ring = None;
                 return Rx::More;
             }
-            self.rx_reads = if got == reads {
+            self.rx_reads[p] = if got == reads {
                 (reads * 2).min(self.cfg.burst)
             } else {
                 (got + 1)
