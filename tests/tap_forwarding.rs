@@ -21,6 +21,7 @@ use common::Netns;
 use edgefwd_control::config::Config;
 use edgefwd_control::run::{run, Control, RunSummary};
 use edgefwd_dataplane::port::LinkState;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// One host namespace on one appliance port.
 struct Host {
@@ -90,6 +91,30 @@ struct Appliance {
     hosts: Vec<Host>,
     socket: PathBuf,
     _dir: tempfile::TempDir,
+    /// Dropped last, once the daemon's workers are joined.
+    _threads: Threads,
+}
+
+/// Tests that measure the daemon's worker threads find them by name
+/// (`edgefwd-w*`) among all of this process's threads, so they run alone:
+/// every other appliance holds this lock shared, theirs holds it
+/// exclusively.
+static WORKER_THREADS: RwLock<()> = RwLock::new(());
+
+/// An appliance's hold on [`WORKER_THREADS`].
+enum Threads {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+impl Threads {
+    fn take(alone: bool) -> Threads {
+        if alone {
+            Threads::Alone(WORKER_THREADS.write())
+        } else {
+            Threads::Shared(WORKER_THREADS.read())
+        }
+    }
 }
 
 impl Appliance {
@@ -99,8 +124,24 @@ impl Appliance {
         Self::start_tuned(tag, ports, "", extra)
     }
 
+    /// [`Appliance::start_tuned`] with no other appliance running in this
+    /// process while it runs, for measuring its worker threads.
+    fn start_alone(tag: &str, ports: &[&'static str], dataplane: &str) -> Appliance {
+        Self::start_with(tag, ports, dataplane, "", Threads::take(true))
+    }
+
     /// [`Appliance::start`] with `dataplane` lines added to `[dataplane]`.
     fn start_tuned(tag: &str, ports: &[&'static str], dataplane: &str, extra: &str) -> Appliance {
+        Self::start_with(tag, ports, dataplane, extra, Threads::take(false))
+    }
+
+    fn start_with(
+        tag: &str,
+        ports: &[&'static str],
+        dataplane: &str,
+        extra: &str,
+        threads: Threads,
+    ) -> Appliance {
         let hosts: Vec<Host> = ports
             .iter()
             .map(|&port| {
@@ -135,6 +176,7 @@ impl Appliance {
             hosts,
             socket,
             _dir: dir,
+            _threads: threads,
         };
         for h in &app.hosts {
             h.configure();
@@ -384,11 +426,11 @@ fn tap_frames_move_through_io_uring_not_a_syscall_each() {
     // in flights of 16, with and without the ring.
     let per_frame = |tag: &str, io_uring: bool| {
         let tuning = format!("io_uring = {io_uring}\n");
-        let app = Appliance::start_tuned(tag, &["Port2", "Port3"], &tuning, "");
+        let app = Appliance::start_alone(tag, &["Port2", "Port3"], &tuning);
         let (h2, h3) = (app.host("Port2"), app.host("Port3"));
         let calls = workers_read_write_syscalls();
         let (ok, out) = h2.ping(&["-f", "-l", "16", "-c", "1000", "-W", "2", &h3.addr()]);
-        let calls = workers_read_write_syscalls() - calls;
+        let calls = workers_read_write_syscalls().saturating_sub(calls);
         assert!(ok, "{out}");
         let s = app.stop();
         common::assert_identity(&s);
@@ -417,19 +459,19 @@ fn busy_polling_workers_spin_while_frames_come_and_sleep_after() {
     if !common::need_root_and_ping(T) {
         return;
     }
-    let app = Appliance::start_tuned("spin", &["Port2", "Port3"], "busy_poll_us = 20000\n", "");
+    let app = Appliance::start_alone("spin", &["Port2", "Port3"], "busy_poll_us = 20000\n");
     let (h2, h3) = (app.host("Port2"), app.host("Port3"));
     // A ping every 5 ms, well within the 20 ms poll: the worker that takes
     // them never sleeps.
     let (cpu, started) = (workers_cpu(), Instant::now());
     let (ok, out) = h2.ping(&["-c", "200", "-i", "0.005", "-W", "2", &h3.addr()]);
-    let (busy, wall) = (workers_cpu() - cpu, started.elapsed());
+    let (busy, wall) = (workers_cpu().saturating_sub(cpu), started.elapsed());
     assert!(ok, "{out}");
     // Quiet: a worker sleeps 20 ms after the last frame.
     std::thread::sleep(Duration::from_millis(500));
     let (cpu, started) = (workers_cpu(), Instant::now());
     std::thread::sleep(Duration::from_secs(1));
-    let (idle, quiet) = (workers_cpu() - cpu, started.elapsed());
+    let (idle, quiet) = (workers_cpu().saturating_sub(cpu), started.elapsed());
     eprintln!(
         "{T}: workers used {busy:?} of CPU in {wall:?} of pings, {idle:?} in {quiet:?} of quiet"
     );
