@@ -24,3 +24,26 @@ pub fn prefetch<T>(x: &T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = x;
 }
+
+/// [`prefetch`] of where element `i` of `s` is, without a bounds check: an
+/// index past the end prefetches some other address, which is harmless. For
+/// walks that pick one of two tables without a branch.
+#[inline(always)]
+pub fn prefetch_index<T>(s: &[T], i: usize) -> *const u8 {
+    s.as_ptr().wrapping_add(i).cast()
+}
+
+/// Starts loading the cache line at `p` (from [`prefetch_index`]); any
+/// address will do, as for [`prefetch`].
+#[inline(always)]
+pub fn prefetch_addr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 takes any address, never faults and changes no
+    // architectural state; SSE, which has it, is part of x86_64.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

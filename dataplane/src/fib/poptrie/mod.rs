@@ -50,7 +50,7 @@ mod tests;
 
 use super::trie::Trie;
 use super::Lpm;
-use crate::prefetch::prefetch;
+use crate::prefetch::{prefetch, prefetch_addr, prefetch_index};
 
 /// Bits per node level.
 const STRIDE: u32 = 6;
@@ -67,6 +67,8 @@ trait Key: Copy + Default {
     fn chunk(self, offset: u32) -> u32;
     /// The top `n` bits.
     fn top(self, n: u32) -> usize;
+    /// The top 64 bits.
+    fn high(self) -> u64;
 }
 
 impl Key for u64 {
@@ -78,6 +80,10 @@ impl Key for u64 {
     fn top(self, n: u32) -> usize {
         (self >> (64 - n)) as usize
     }
+    #[inline(always)]
+    fn high(self) -> u64 {
+        self
+    }
 }
 
 impl Key for u128 {
@@ -88,6 +94,10 @@ impl Key for u128 {
     #[inline(always)]
     fn top(self, n: u32) -> usize {
         (self >> (128 - n)) as usize
+    }
+    #[inline(always)]
+    fn high(self) -> u64 {
+        (self >> 64) as u64
     }
 }
 
@@ -193,8 +203,14 @@ impl<W: Word> Poptrie<W> {
         if d & LEAF != 0 {
             return d & !LEAF;
         }
-        let mut node = self.nodes[d as usize];
-        let mut offset = self.direct_bits;
+        self.walk(d, key, self.direct_bits)
+    }
+
+    /// The value for `key` from node `n`, whose children are chosen by the
+    /// bits from `offset` on.
+    #[inline(always)]
+    fn walk<K: Key>(&self, n: u32, key: K, mut offset: u32) -> u32 {
+        let mut node = self.nodes[n as usize];
         loop {
             match node.child(key.chunk(offset)) {
                 Child::Leaf(i) => return self.leaves[i as usize].get(),
@@ -212,23 +228,30 @@ impl<W: Word> Poptrie<W> {
     /// (a key's next index is picked by a select, the keys still walking are
     /// gathered with a store and an add), because a mispredicted branch on
     /// a value just read costs as much as the read.
+    ///
+    /// The walk reads each key's top 64 bits only, as a `u64`: an IPv6
+    /// lookup spends its steps in them (a /48 is five levels down), and
+    /// 128-bit shifts cost several instructions each. The rare keys still
+    /// walking past bit 64 (prefixes longer than /60) finish one by one.
     fn lookup_batch<A: Copy, K: Key>(
         &self,
         addrs: &[A],
         key: impl Fn(A) -> K,
         out: &mut [Option<u32>],
     ) {
-        let mut keys = [K::default(); LANES];
+        // Per-lane state is indexed by `u8` lane numbers into arrays of 256,
+        // which the compiler sees need no bounds checks.
+        let mut keys = [0u64; 256];
+        let mut at = [0u32; 256];
+        let mut walking = [0u8; 256];
+        let mut at_leaf = [0u8; 256];
         for (addrs, out) in addrs.chunks(LANES).zip(out.chunks_mut(LANES)) {
             let n = addrs.len().min(out.len());
             // Per lane: a node index, then a leaf index. `walking` lists the
             // lanes at a node, `at_leaf` those whose answer is a leaf.
-            let mut at = [0u32; LANES];
-            let mut walking = [0u8; LANES];
-            let mut at_leaf = [0u8; LANES];
-            let (mut live, mut leaves) = (0, 0);
+            let (mut live, mut leaves) = (0u8, 0u8);
             for (k, a) in keys.iter_mut().zip(&addrs[..n]) {
-                *k = key(*a);
+                *k = key(*a).high();
                 if let Some(d) = self.direct.get(k.top(self.direct_bits)) {
                     prefetch(d);
                 }
@@ -241,32 +264,35 @@ impl<W: Word> Poptrie<W> {
                 if let Some(node) = self.nodes.get(if is_node { d as usize } else { 0 }) {
                     prefetch(node);
                 }
-                walking[live] = i as u8;
-                live += usize::from(is_node);
+                walking[usize::from(live)] = i as u8;
+                live += u8::from(is_node);
             }
             let mut offset = self.direct_bits;
             while live > 0 {
-                let mut still = 0;
+                if offset + STRIDE > u64::BITS {
+                    for &i in &walking[..usize::from(live)] {
+                        let i = usize::from(i);
+                        out[i] = self.walk(at[i], key(addrs[i]), offset).checked_sub(1);
+                    }
+                    break;
+                }
+                let mut still = 0u8;
                 for j in 0..live {
-                    let i = usize::from(walking[j]);
+                    let i = usize::from(walking[usize::from(j)]);
                     let (is_node, next) = self.nodes[at[i] as usize].step(keys[i].chunk(offset));
                     at[i] = next;
-                    if is_node {
-                        if let Some(node) = self.nodes.get(next as usize) {
-                            prefetch(node);
-                        }
-                    } else if let Some(leaf) = self.leaves.get(next as usize) {
-                        prefetch(leaf);
-                    }
-                    walking[still] = i as u8;
-                    still += usize::from(is_node);
-                    at_leaf[leaves] = i as u8;
-                    leaves += usize::from(!is_node);
+                    let node = prefetch_index(&self.nodes, next as usize);
+                    let leaf = prefetch_index(&self.leaves, next as usize);
+                    prefetch_addr(if is_node { node } else { leaf });
+                    walking[usize::from(still)] = i as u8;
+                    still += u8::from(is_node);
+                    at_leaf[usize::from(leaves)] = i as u8;
+                    leaves += u8::from(!is_node);
                 }
                 live = still;
                 offset += STRIDE;
             }
-            for &i in &at_leaf[..leaves] {
+            for &i in &at_leaf[..usize::from(leaves)] {
                 let i = usize::from(i);
                 out[i] = self.leaves[at[i] as usize].get().checked_sub(1);
             }
