@@ -137,12 +137,14 @@ impl Node {
     fn step(&self, v: u32) -> (bool, u32) {
         let bit = 1u64 << v;
         let upto = (bit << 1).wrapping_sub(1);
-        let is_node = self.vector & bit != 0;
-        // One of the two indices is meaningless (and may wrap); the select
-        // keeps the other.
+        let is_node = (self.vector >> v) & 1 != 0;
+        // One of the two indices is meaningless (and may wrap); the mask
+        // keeps the other. A mask, not an `if`: LLVM turns that select
+        // back into the branch this exists to avoid.
         let node = (self.base1.wrapping_add((self.vector & upto).count_ones())).wrapping_sub(1);
         let leaf = (self.base0.wrapping_add((self.leafvec & upto).count_ones())).wrapping_sub(1);
-        (is_node, if is_node { node } else { leaf })
+        let keep_node = u32::from(is_node).wrapping_neg();
+        (is_node, (node & keep_node) | (leaf & !keep_node))
     }
 }
 
@@ -281,9 +283,10 @@ impl<W: Word> Poptrie<W> {
                     let i = usize::from(walking[usize::from(j)]);
                     let (is_node, next) = self.nodes[at[i] as usize].step(keys[i].chunk(offset));
                     at[i] = next;
-                    let node = prefetch_index(&self.nodes, next as usize);
-                    let leaf = prefetch_index(&self.leaves, next as usize);
-                    prefetch_addr(if is_node { node } else { leaf });
+                    let node = prefetch_index(&self.nodes, next as usize) as usize;
+                    let leaf = prefetch_index(&self.leaves, next as usize) as usize;
+                    let keep_node = usize::from(is_node).wrapping_neg();
+                    prefetch_addr(((node & keep_node) | (leaf & !keep_node)) as *const u8);
                     walking[usize::from(still)] = i as u8;
                     still += u8::from(is_node);
                     at_leaf[usize::from(leaves)] = i as u8;
