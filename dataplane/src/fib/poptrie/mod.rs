@@ -24,10 +24,12 @@
 //! A burst's lookups ([`Lpm::lookup_v4_batch`], [`Lpm::lookup_v6_batch`])
 //! walk up to 64 keys level by level together, prefetching what each needs
 //! next, with selects instead of branches where the outcome depends on what
-//! was just read. On the full IPv4 table with random addresses that is
-//! 1.0 to 1.35 times single lookups in a tight loop (the bench `lpm` prints
-//! both, best of interleaved rounds): a tight loop of independent lookups
-//! already lets the CPU overlap their misses.
+//! was just read. On the full tables that measured 1.5 to 1.8 times single
+//! lookups in a tight loop for random IPv4 addresses, 1.2 to 1.35 times for
+//! IPv6 addresses inside the prefixes (the bench `lpm` prints both, best of
+//! interleaved rounds): a tight loop of independent lookups already lets
+//! the CPU overlap their misses, and an IPv6 walk of five levels is bound
+//! by its instructions (about 250 a key) more than by memory.
 //!
 //! The popcounts need the POPCNT instruction (`.cargo/config.toml` builds
 //! for x86-64-v2); without it each is a dozen instructions.
