@@ -14,9 +14,9 @@
 //! last batch found frames for, doubling while every read finds one, so a
 //! quiet port costs a few reads that find nothing) and all of a port's
 //! queued writes, each batch for one syscall, which halved the CPU a
-//! 64-byte frame costs a worker here. Where the kernel refuses io_uring, or the config says
-//! not to, each frame is a syscall as before. AF_PACKET ports do their
-//! syscalls on their own I/O threads (see `port::afpacket`).
+//! 64-byte frame costs a worker here. Where the kernel refuses io_uring,
+//! or the config says not to, each frame is a syscall as before. AF_PACKET
+//! ports do their syscalls on their own I/O threads (see `port::afpacket`).
 //!
 //! Sleeping in `epoll_wait` costs a wake-up per frame that arrives while the
 //! worker sleeps: tens of microseconds on a virtual machine, where a halted
