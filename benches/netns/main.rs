@@ -3,7 +3,10 @@
 //! configured by default; busy polling; and with a syscall per frame
 //! instead of io_uring batches), and a plain one-read-one-write TAP relay.
 //! Each moves traffic between two host namespaces of its own; the table
-//! gives each figure with its ratio to the kernel's and to the relay's.
+//! gives each figure with its ratio to the kernel's and to the relay's,
+//! and the CPU time the forwarder's own threads spent per UDP frame
+//! forwarded (the kernel's forwarding runs in softirqs of any thread, so
+//! it has none).
 //!
 //! All five topologies are built first and then measured in interleaved
 //! rounds (every round measures each forwarder once), so a slow spell of
@@ -55,6 +58,10 @@ struct Topology {
     h3: Netns,
     /// h3's address, the target of every measurement.
     target: &'static str,
+    /// h3's device, whose received frames count what was forwarded to it.
+    h3_dev: &'static str,
+    /// The forwarder's threads in this process (none for the kernel).
+    threads: Vec<u32>,
 }
 
 enum Forwarder {
@@ -74,7 +81,50 @@ enum Forwarder {
 struct Samples {
     tcp_gbps: Vec<f64>,
     udp_pps: Vec<f64>,
+    /// The forwarder's CPU per frame forwarded in the UDP rounds, µs.
+    udp_cpu_us: Vec<f64>,
     rtt_us: Vec<f64>,
+}
+
+/// This process's threads whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The threads named `prefix` that are not in `before`: a forwarder's own,
+/// told apart from those of forwarders started before it. Asked once the
+/// forwarder has moved frames (a thread names itself once it runs).
+fn threads_since(prefix: &str, before: &[u32]) -> Vec<u32> {
+    let mut now = threads_named(prefix);
+    now.retain(|id| !before.contains(id));
+    assert!(!now.is_empty(), "no {prefix}* threads started");
+    now
+}
+
+/// User and system CPU time of `threads` so far, in µs.
+fn cpu_us(threads: &[u32]) -> f64 {
+    // Fields 14 and 15 of a thread's stat, in clock ticks of 10 ms (the
+    // kernel's USER_HZ); the name (field 2) may hold spaces.
+    let ticks: u64 = threads
+        .iter()
+        .filter_map(|id| std::fs::read_to_string(format!("/proc/self/task/{id}/stat")).ok())
+        .map(|stat| {
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r).to_owned();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 * 10_000.0
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -127,12 +177,32 @@ impl Topology {
         json_f64(&r, &["end", "sum_received", "bits_per_second"]) / 1e9
     }
 
-    /// 64-byte frames (18-byte UDP payloads) delivered per second.
-    fn udp_pps(&self) -> f64 {
+    /// 64-byte frames (18-byte UDP payloads) delivered per second, and
+    /// the forwarder's CPU per frame it forwarded meanwhile, in µs (NaN
+    /// for the kernel, whose forwarding runs in softirqs of any thread).
+    fn udp_pps(&self) -> (f64, f64) {
+        let (cpu, frames) = (cpu_us(&self.threads), self.h3_frames());
         let r = self.iperf3(&["-u", "-b", "0", "-l", "18"]);
+        let (cpu, frames) = (cpu_us(&self.threads) - cpu, self.h3_frames() - frames);
         let packets = json_f64(&r, &["end", "sum", "packets"]);
         let lost = json_f64(&r, &["end", "sum", "lost_packets"]);
-        (packets - lost) / json_f64(&r, &["end", "sum", "seconds"])
+        let pps = (packets - lost) / json_f64(&r, &["end", "sum", "seconds"]);
+        let per_frame = if self.threads.is_empty() || frames <= 0.0 {
+            f64::NAN
+        } else {
+            cpu / frames
+        };
+        (pps, per_frame)
+    }
+
+    /// Frames h3's device has received so far.
+    fn h3_frames(&self) -> f64 {
+        let path = format!("/sys/class/net/{}/statistics/rx_packets", self.h3_dev);
+        let out = self.h3.exec(5, &["cat", &path]);
+        ok(&out, &format!("{}: {path}", self.name))
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN)
     }
 
     /// RTTs of [`PINGS`] pings 5 ms apart, in µs.
@@ -201,6 +271,8 @@ fn kernel() -> Topology {
         h2,
         h3,
         target: "10.0.3.2",
+        h3_dev: "eth3",
+        threads: Vec::new(),
     }
 }
 
@@ -219,33 +291,41 @@ fn edgefwd(name: &'static str, tag: &str, dataplane: &str) -> Topology {
         h2.name(),
         h3.name()
     );
+    let before = threads_named("edgefwd-w");
     let daemon = common::Daemon::start(Config::parse(&toml).unwrap());
     h2.wait_for_device("p2");
     h3.wait_for_device("p3");
     h2.address("p2", "10.0.2.2/24", Some("10.0.2.1"));
     h3.address("p3", "10.0.3.2/24", Some("10.0.3.1"));
     h2.wait_for_ping("10.0.3.2", 10);
+    let threads = threads_since("edgefwd-w", &before);
     Topology {
         name,
         forwarder: Forwarder::Edgefwd { daemon, _dir: dir },
         h2,
         h3,
         target: "10.0.3.2",
+        h3_dev: "p3",
+        threads,
     }
 }
 
 fn plain_relay() -> Topology {
     let (h2, h3) = (Netns::new("bn-h2"), Netns::new("bn-h3"));
+    let before = threads_named(relay::THREAD);
     let relay = relay::Relay::start(("p2", h2.name()), ("p3", h3.name()));
     h2.address("p2", "10.0.9.2/24", None);
     h3.address("p3", "10.0.9.3/24", None);
     h2.wait_for_ping("10.0.9.3", 10);
+    let threads = threads_since(relay::THREAD, &before);
     Topology {
         name: "plain relay",
         forwarder: Forwarder::Relay(relay),
         h2,
         h3,
         target: "10.0.9.3",
+        h3_dev: "p3",
+        threads,
     }
 }
 
@@ -285,7 +365,9 @@ fn main() {
     }
     for _ in 0..ROUNDS {
         for (t, s) in topologies.iter().zip(&mut samples) {
-            s.udp_pps.push(t.udp_pps() / 1e3);
+            let (pps, cpu) = t.udp_pps();
+            s.udp_pps.push(pps / 1e3);
+            s.udp_cpu_us.push(cpu);
         }
     }
     for _ in 0..PING_ROUNDS {
@@ -301,10 +383,11 @@ fn main() {
     };
     for (t, s) in topologies.iter().zip(&samples) {
         println!(
-            "{}: TCP Gbit/s by round [{}], UDP kpps by round [{}]",
+            "{}: TCP Gbit/s by round [{}], UDP kpps by round [{}], forwarder CPU per UDP frame (µs) by round [{}]",
             t.name,
             list(&s.tcp_gbps),
-            list(&s.udp_pps)
+            list(&s.udp_pps),
+            list(&s.udp_cpu_us)
         );
     }
     let names: Vec<&str> = topologies.iter().map(|t| t.name).collect();
@@ -312,23 +395,36 @@ fn main() {
         t.stop();
     }
 
-    let figures: Vec<[f64; 3]> = samples
+    let figures: Vec<[f64; 4]> = samples
         .iter()
-        .map(|s| [median(&s.tcp_gbps), median(&s.udp_pps), median(&s.rtt_us)])
+        .map(|s| {
+            [
+                median(&s.tcp_gbps),
+                median(&s.udp_pps),
+                median(&s.udp_cpu_us),
+                median(&s.rtt_us),
+            ]
+        })
         .collect();
     let (kernel, relay) = (figures[0], figures[figures.len() - 1]);
     println!();
     println!(
-        "| forwarder (medians) | TCP (iperf3) Gbit/s | ×kernel | UDP 64-byte frames delivered, kpps | ×kernel | ×relay | ping RTT, µs | added to kernel's |"
+        "| forwarder (medians) | TCP (iperf3) Gbit/s | ×kernel | UDP 64-byte frames delivered, kpps | ×kernel | ×relay | forwarder CPU per UDP frame, µs | ×relay | ping RTT, µs | added to kernel's |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (name, [tcp, udp, rtt]) in names.iter().zip(&figures) {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, [tcp, udp, cpu, rtt]) in names.iter().zip(&figures) {
+        // The kernel forwards in softirqs of whatever thread: no figure.
+        let cpu = if cpu.is_nan() {
+            "— | —".to_owned()
+        } else {
+            format!("{cpu:.2} | {:.2}", cpu / relay[2])
+        };
         println!(
-            "| {name} | {tcp:.2} | {:.2} | {udp:.0} | {:.2} | {:.2} | {rtt:.0} | {:+.0} µs |",
+            "| {name} | {tcp:.2} | {:.2} | {udp:.0} | {:.2} | {:.2} | {cpu} | {rtt:.0} | {:+.0} µs |",
             tcp / kernel[0],
             udp / kernel[1],
             udp / relay[1],
-            rtt - kernel[2],
+            rtt - kernel[3],
         );
     }
 }

@@ -13,6 +13,9 @@ use edgefwd_dataplane::port::Tap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+/// The relay thread's name.
+pub const THREAD: &str = "tap-relay";
+
 /// The running relay.
 pub struct Relay {
     stop: Arc<AtomicBool>,
@@ -32,7 +35,10 @@ impl Relay {
         let taps = [open(a), open(b)];
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || relay(&taps, &flag));
+        let thread = std::thread::Builder::new()
+            .name(THREAD.into())
+            .spawn(move || relay(&taps, &flag))
+            .expect("relay thread");
         Relay { stop, thread }
     }
 
