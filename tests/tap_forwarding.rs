@@ -378,29 +378,23 @@ fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
 /// The sum over the daemon's workers (threads `edgefwd-w*` of this
 /// process) of what `read` makes of each one's `/proc` entry `file`.
 fn workers_sum(file: &str, read: impl Fn(&str) -> u64) -> u64 {
-    let mut sum = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("edgefwd-w") {
-            sum += read(&std::fs::read_to_string(task.path().join(file)).unwrap_or_default());
-        }
-    }
-    sum
+    common::threads_named("edgefwd-w")
+        .into_iter()
+        .map(|id| {
+            read(
+                &std::fs::read_to_string(format!("/proc/self/task/{id}/{file}"))
+                    .unwrap_or_default(),
+            )
+        })
+        .sum()
 }
 
 /// CPU time the daemon's workers have used so far.
 fn workers_cpu() -> Duration {
-    // Fields 14 and 15 of a thread's stat are its user and system time in
-    // clock ticks, which the kernel's ABI fixes at 100 a second (USER_HZ).
-    let ticks = workers_sum("stat", |stat| {
-        // The name (field 2) may hold spaces; fields after it follow ")".
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-    });
+    let ticks: u64 = common::threads_named("edgefwd-w")
+        .into_iter()
+        .map(common::thread_cpu_ticks)
+        .sum();
     Duration::from_millis(ticks * 10)
 }
 

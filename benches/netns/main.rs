@@ -86,23 +86,11 @@ struct Samples {
     rtt_us: Vec<f64>,
 }
 
-/// This process's threads whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
-        })
-        .filter_map(|t| t.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 /// The threads named `prefix` that are not in `before`: a forwarder's own,
 /// told apart from those of forwarders started before it. Asked once the
 /// forwarder has moved frames (a thread names itself once it runs).
 fn threads_since(prefix: &str, before: &[u32]) -> Vec<u32> {
-    let mut now = threads_named(prefix);
+    let mut now = common::threads_named(prefix);
     now.retain(|id| !before.contains(id));
     assert!(!now.is_empty(), "no {prefix}* threads started");
     now
@@ -110,20 +98,7 @@ fn threads_since(prefix: &str, before: &[u32]) -> Vec<u32> {
 
 /// User and system CPU time of `threads` so far, in µs.
 fn cpu_us(threads: &[u32]) -> f64 {
-    // Fields 14 and 15 of a thread's stat, in clock ticks of 10 ms (the
-    // kernel's USER_HZ); the name (field 2) may hold spaces.
-    let ticks: u64 = threads
-        .iter()
-        .filter_map(|id| std::fs::read_to_string(format!("/proc/self/task/{id}/stat")).ok())
-        .map(|stat| {
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r).to_owned();
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0))
-                .collect();
-            f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-        })
-        .sum();
+    let ticks: u64 = threads.iter().map(|&id| common::thread_cpu_ticks(id)).sum();
     ticks as f64 * 10_000.0
 }
 
@@ -291,7 +266,7 @@ fn edgefwd(name: &'static str, tag: &str, dataplane: &str) -> Topology {
         h2.name(),
         h3.name()
     );
-    let before = threads_named("edgefwd-w");
+    let before = common::threads_named("edgefwd-w");
     let daemon = common::Daemon::start(Config::parse(&toml).unwrap());
     h2.wait_for_device("p2");
     h3.wait_for_device("p3");
@@ -312,7 +287,7 @@ fn edgefwd(name: &'static str, tag: &str, dataplane: &str) -> Topology {
 
 fn plain_relay() -> Topology {
     let (h2, h3) = (Netns::new("bn-h2"), Netns::new("bn-h3"));
-    let before = threads_named(relay::THREAD);
+    let before = common::threads_named(relay::THREAD);
     let relay = relay::Relay::start(("p2", h2.name()), ("p3", h3.name()));
     h2.address("p2", "10.0.9.2/24", None);
     h3.address("p3", "10.0.9.3/24", None);

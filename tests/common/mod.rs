@@ -346,3 +346,30 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// This process's threads whose name starts with `prefix`, by thread id.
+pub fn threads_named(prefix: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// User plus system CPU time thread `id` of this process has used, in
+/// clock ticks of 10 ms (the kernel's ABI fixes USER_HZ at 100); 0 once the
+/// thread is gone.
+pub fn thread_cpu_ticks(id: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{id}/stat")).unwrap_or_default();
+    // Fields 14 and 15; the name (field 2) may hold spaces, so count from
+    // the ")" that ends it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
