@@ -6,7 +6,10 @@
 //!
 //! `cargo bench --bench lpm`. Needs ../shared/data (or EDGEFWD_DATA).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use edgefwd_control::{ribfile, trace};
 use edgefwd_dataplane::fib::{Adjacency, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
 use edgefwd_dataplane::packet::MacAddr;
@@ -139,6 +142,34 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (v, t.elapsed())
 }
 
+/// A criterion group `name` of IPv4 lookups over `addrs`: Poptrie single
+/// and batch and tree-bitmap single; the caller may add to it, then
+/// finishes it.
+fn v4_group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    addrs: &[Ipv4Addr],
+    fast: &PoptrieLpm,
+    reference: &TreeBitmapLpm,
+    out: &mut [Option<u32>],
+) -> BenchmarkGroup<'c, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function(BenchmarkId::new("poptrie", "single"), |b| {
+        b.iter(|| fold(addrs, |a| fast.lookup_v4(a)))
+    });
+    g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
+        b.iter(|| {
+            fast.lookup_v4_batch(addrs, out);
+            black_box(&out);
+        })
+    });
+    g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
+        b.iter(|| fold(addrs, |a| reference.lookup_v4(a)))
+    });
+    g
+}
+
 fn bench_v4(c: &mut Criterion) {
     let v4 = load("ipv4-fullview-2023.txt").v4;
     let (fast, t_fast) = timed(|| PoptrieLpm::build(&v4, &[]));
@@ -162,20 +193,14 @@ fn bench_v4(c: &mut Criterion) {
         |a, o| fast.lookup_v4_batch(a, o),
         |a| reference.lookup_v4(a),
     );
-    let mut g = c.benchmark_group("lpm_ipv4_fullview_random");
-    g.throughput(Throughput::Elements(N as u64));
-    g.bench_function(BenchmarkId::new("poptrie", "single"), |b| {
-        b.iter(|| fold(&random, |a| fast.lookup_v4(a)))
-    });
-    g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
-        b.iter(|| {
-            fast.lookup_v4_batch(&random, &mut out);
-            black_box(&out);
-        })
-    });
-    g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
-        b.iter(|| fold(&random, |a| reference.lookup_v4(a)))
-    });
+    let mut g = v4_group(
+        c,
+        "lpm_ipv4_fullview_random",
+        &random,
+        &fast,
+        &reference,
+        &mut out,
+    );
     g.bench_function(BenchmarkId::new("prefix_trie", "single"), |b| {
         b.iter(|| {
             fold(&random, |a| {
@@ -202,21 +227,15 @@ fn bench_v4(c: &mut Criterion) {
         |a, o| fast.lookup_v4_batch(a, o),
         |a| reference.lookup_v4(a),
     );
-    let mut g = c.benchmark_group("lpm_ipv4_fullview_traces");
-    g.throughput(Throughput::Elements(N as u64));
-    g.bench_function(BenchmarkId::new("poptrie", "single"), |b| {
-        b.iter(|| fold(&traced, |a| fast.lookup_v4(a)))
-    });
-    g.bench_function(BenchmarkId::new("poptrie", "batch"), |b| {
-        b.iter(|| {
-            fast.lookup_v4_batch(&traced, &mut out);
-            black_box(&out);
-        })
-    });
-    g.bench_function(BenchmarkId::new("treebitmap", "single"), |b| {
-        b.iter(|| fold(&traced, |a| reference.lookup_v4(a)))
-    });
-    g.finish();
+    v4_group(
+        c,
+        "lpm_ipv4_fullview_traces",
+        &traced,
+        &fast,
+        &reference,
+        &mut out,
+    )
+    .finish();
 }
 
 fn bench_v6(c: &mut Criterion) {
