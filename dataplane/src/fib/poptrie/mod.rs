@@ -52,7 +52,7 @@ mod tests;
 
 use super::trie::Trie;
 use super::Lpm;
-use crate::prefetch::{prefetch, prefetch_addr, prefetch_index};
+use crate::prefetch::{prefetch_addr, prefetch_index};
 
 /// Bits per node level.
 const STRIDE: u32 = 6;
@@ -240,67 +240,22 @@ impl<W: Word> Poptrie<W> {
     fn lookup_batch<A: Copy, K: Key>(
         &self,
         addrs: &[A],
-        key: impl Fn(A) -> K,
+        key: impl Fn(A) -> K + Copy,
         out: &mut [Option<u32>],
     ) {
-        // Per-lane state is indexed by `u8` lane numbers into arrays of 256,
-        // which the compiler sees need no bounds checks.
-        let mut keys = [0u64; 256];
-        let mut at = [0u32; 256];
-        let mut walking = [0u8; 256];
-        let mut at_leaf = [0u8; 256];
+        let mut lanes = Lanes::new();
         for (addrs, out) in addrs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-            let n = addrs.len().min(out.len());
-            // Per lane: a node index, then a leaf index. `walking` lists the
-            // lanes at a node, `at_leaf` those whose answer is a leaf.
-            let (mut live, mut leaves) = (0u8, 0u8);
-            for (k, a) in keys.iter_mut().zip(&addrs[..n]) {
-                *k = key(*a).high();
-                if let Some(d) = self.direct.get(k.top(self.direct_bits)) {
-                    prefetch(d);
-                }
-            }
-            for (i, k) in keys[..n].iter().enumerate() {
-                let d = self.direct[k.top(self.direct_bits)];
-                let is_node = d & LEAF == 0;
-                out[i] = (d & !LEAF).checked_sub(1);
-                at[i] = d;
-                if let Some(node) = self.nodes.get(if is_node { d as usize } else { 0 }) {
-                    prefetch(node);
-                }
-                walking[usize::from(live)] = i as u8;
-                live += u8::from(is_node);
-            }
+            lanes.start(self, addrs, key, out);
             let mut offset = self.direct_bits;
-            while live > 0 {
+            while lanes.live > 0 {
                 if offset + STRIDE > u64::BITS {
-                    for &i in &walking[..usize::from(live)] {
-                        let i = usize::from(i);
-                        out[i] = self.walk(at[i], key(addrs[i]), offset).checked_sub(1);
-                    }
+                    lanes.finish_one_by_one(self, addrs, key, offset, out);
                     break;
                 }
-                let mut still = 0u8;
-                for j in 0..live {
-                    let i = usize::from(walking[usize::from(j)]);
-                    let (is_node, next) = self.nodes[at[i] as usize].step(keys[i].chunk(offset));
-                    at[i] = next;
-                    let node = prefetch_index(&self.nodes, next as usize) as usize;
-                    let leaf = prefetch_index(&self.leaves, next as usize) as usize;
-                    let keep_node = usize::from(is_node).wrapping_neg();
-                    prefetch_addr(((node & keep_node) | (leaf & !keep_node)) as *const u8);
-                    walking[usize::from(still)] = i as u8;
-                    still += u8::from(is_node);
-                    at_leaf[usize::from(leaves)] = i as u8;
-                    leaves += u8::from(!is_node);
-                }
-                live = still;
+                lanes.step(self, offset);
                 offset += STRIDE;
             }
-            for &i in &at_leaf[..usize::from(leaves)] {
-                let i = usize::from(i);
-                out[i] = self.leaves[at[i] as usize].get().checked_sub(1);
-            }
+            lanes.finish(self, out);
         }
     }
 
@@ -308,6 +263,114 @@ impl<W: Word> Poptrie<W> {
         self.direct.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.leaves.capacity() * std::mem::size_of::<W>()
+    }
+}
+
+/// The state of a batch walk over up to [`LANES`] keys. Per-lane arrays
+/// are indexed by `u8` lane numbers into 256 entries, which the compiler
+/// sees need no bounds checks. Each phase is a function of its own, so
+/// its loop gets the registers to itself (inlined into one, the loops
+/// reloaded the tables' addresses from the stack for every key).
+struct Lanes {
+    /// Each lane's key, its top 64 bits.
+    keys: [u64; 256],
+    /// Each lane's node index, then its leaf index.
+    at: [u32; 256],
+    /// The lanes at a node, `live` of them.
+    walking: [u8; 256],
+    live: u8,
+    /// The lanes whose answer is a leaf, `leaves` of them.
+    at_leaf: [u8; 256],
+    leaves: u8,
+}
+
+impl Lanes {
+    fn new() -> Self {
+        Lanes {
+            keys: [0; 256],
+            at: [0; 256],
+            walking: [0; 256],
+            live: 0,
+            at_leaf: [0; 256],
+            leaves: 0,
+        }
+    }
+
+    /// Reads the direct-table entry of each key of `addrs` (at most
+    /// [`LANES`]): a key that ends there has its answer in `out`; the
+    /// others are listed walking, their first nodes prefetched. Most keys
+    /// end here, so this pass does as little as it can: no prefetch of
+    /// its own (the reads are independent, and the table stays in L2),
+    /// no select.
+    #[inline(never)]
+    fn start<A: Copy, K: Key, W: Word>(
+        &mut self,
+        t: &Poptrie<W>,
+        addrs: &[A],
+        key: impl Fn(A) -> K,
+        out: &mut [Option<u32>],
+    ) {
+        let (mut live, shift) = (0u8, 64 - t.direct_bits);
+        let lanes = self.keys.iter_mut().zip(self.at.iter_mut());
+        for (i, ((a, o), (k, at))) in addrs.iter().zip(out).zip(lanes).enumerate() {
+            *k = key(*a).high();
+            let d = t.direct[(*k >> shift) as usize];
+            *o = (d & !LEAF).checked_sub(1);
+            *at = d;
+            self.walking[usize::from(live)] = i as u8;
+            live += u8::from(d & LEAF == 0);
+        }
+        for &i in &self.walking[..usize::from(live)] {
+            prefetch_addr(prefetch_index(&t.nodes, self.at[usize::from(i)] as usize));
+        }
+        (self.live, self.leaves) = (live, 0);
+    }
+
+    /// Moves every walking lane one level down, by the key's [`STRIDE`]
+    /// bits from `offset`, prefetching the node or leaf it lands on.
+    #[inline(never)]
+    fn step<W: Word>(&mut self, t: &Poptrie<W>, offset: u32) {
+        let (mut still, mut leaves) = (0u8, self.leaves);
+        for j in 0..self.live {
+            let i = usize::from(self.walking[usize::from(j)]);
+            let (is_node, next) = t.nodes[self.at[i] as usize].step(self.keys[i].chunk(offset));
+            self.at[i] = next;
+            let node = prefetch_index(&t.nodes, next as usize) as usize;
+            let leaf = prefetch_index(&t.leaves, next as usize) as usize;
+            let keep_node = usize::from(is_node).wrapping_neg();
+            prefetch_addr(((node & keep_node) | (leaf & !keep_node)) as *const u8);
+            self.walking[usize::from(still)] = i as u8;
+            still += u8::from(is_node);
+            self.at_leaf[usize::from(leaves)] = i as u8;
+            leaves += u8::from(!is_node);
+        }
+        (self.live, self.leaves) = (still, leaves);
+    }
+
+    /// Finishes the walking lanes one key at a time from `offset`, for keys
+    /// whose walk goes past their top 64 bits.
+    #[cold]
+    fn finish_one_by_one<A: Copy, K: Key, W: Word>(
+        &mut self,
+        t: &Poptrie<W>,
+        addrs: &[A],
+        key: impl Fn(A) -> K,
+        offset: u32,
+        out: &mut [Option<u32>],
+    ) {
+        for &i in &self.walking[..usize::from(self.live)] {
+            let i = usize::from(i);
+            out[i] = t.walk(self.at[i], key(addrs[i]), offset).checked_sub(1);
+        }
+        self.live = 0;
+    }
+
+    /// Reads the leaves the walks ended on into `out`.
+    fn finish<W: Word>(&self, t: &Poptrie<W>, out: &mut [Option<u32>]) {
+        for &i in &self.at_leaf[..usize::from(self.leaves)] {
+            let i = usize::from(i);
+            out[i] = t.leaves[self.at[i] as usize].get().checked_sub(1);
+        }
     }
 }
 
@@ -360,7 +423,7 @@ impl Table {
     fn lookup_batch<A: Copy, K: Key>(
         &self,
         addrs: &[A],
-        key: impl Fn(A) -> K,
+        key: impl Fn(A) -> K + Copy,
         out: &mut [Option<u32>],
     ) {
         match self {
