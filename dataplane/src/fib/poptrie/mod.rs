@@ -266,16 +266,21 @@ impl<W: Word> Poptrie<W> {
     }
 }
 
-/// The state of a batch walk over up to [`LANES`] keys. Per-lane arrays
-/// are indexed by `u8` lane numbers into 256 entries, which the compiler
-/// sees need no bounds checks. Each phase is a function of its own, so
-/// its loop gets the registers to itself (inlined into one, the loops
-/// reloaded the tables' addresses from the stack for every key).
+/// The state of a batch walk over up to [`LANES`] keys. Lane numbers are
+/// `u8`s: the lists of lanes have 256 entries, which a `u8` indexes without
+/// a bounds check, and the per-lane arrays are indexed modulo [`LANES`]
+/// by [`lane`], which needs none either. The per-lane arrays are no
+/// larger than a burst because they are zeroed for every call, and a
+/// pipeline calls once per burst.
+///
+/// Each phase is a function of its own, so its loop gets the registers to
+/// itself (inlined into one, the loops reloaded the tables' addresses from
+/// the stack for every key).
 struct Lanes {
     /// Each lane's key, its top 64 bits.
-    keys: [u64; 256],
+    keys: [u64; LANES],
     /// Each lane's node index, then its leaf index.
-    at: [u32; 256],
+    at: [u32; LANES],
     /// The lanes at a node, `live` of them.
     walking: [u8; 256],
     live: u8,
@@ -284,11 +289,17 @@ struct Lanes {
     leaves: u8,
 }
 
+/// Lane `i`'s index into the arrays of [`Lanes`].
+#[inline(always)]
+fn lane(i: u8) -> usize {
+    usize::from(i) % LANES
+}
+
 impl Lanes {
     fn new() -> Self {
         Lanes {
-            keys: [0; 256],
-            at: [0; 256],
+            keys: [0; LANES],
+            at: [0; LANES],
             walking: [0; 256],
             live: 0,
             at_leaf: [0; 256],
@@ -321,7 +332,7 @@ impl Lanes {
             live += u8::from(d & LEAF == 0);
         }
         for &i in &self.walking[..usize::from(live)] {
-            prefetch_addr(prefetch_index(&t.nodes, self.at[usize::from(i)] as usize));
+            prefetch_addr(prefetch_index(&t.nodes, self.at[lane(i)] as usize));
         }
         (self.live, self.leaves) = (live, 0);
     }
@@ -332,7 +343,7 @@ impl Lanes {
     fn step<W: Word>(&mut self, t: &Poptrie<W>, offset: u32) {
         let (mut still, mut leaves) = (0u8, self.leaves);
         for j in 0..self.live {
-            let i = usize::from(self.walking[usize::from(j)]);
+            let i = lane(self.walking[usize::from(j)]);
             let (is_node, next) = t.nodes[self.at[i] as usize].step(self.keys[i].chunk(offset));
             self.at[i] = next;
             let node = prefetch_index(&t.nodes, next as usize) as usize;
@@ -359,7 +370,7 @@ impl Lanes {
         out: &mut [Option<u32>],
     ) {
         for &i in &self.walking[..usize::from(self.live)] {
-            let i = usize::from(i);
+            let i = lane(i);
             out[i] = t.walk(self.at[i], key(addrs[i]), offset).checked_sub(1);
         }
         self.live = 0;
@@ -368,7 +379,7 @@ impl Lanes {
     /// Reads the leaves the walks ended on into `out`.
     fn finish<W: Word>(&self, t: &Poptrie<W>, out: &mut [Option<u32>]) {
         for &i in &self.at_leaf[..usize::from(self.leaves)] {
-            let i = usize::from(i);
+            let i = lane(i);
             out[i] = t.leaves[self.at[i] as usize].get().checked_sub(1);
         }
     }
