@@ -136,6 +136,31 @@ fn best_of_rounds<A: Copy>(
     }
 }
 
+/// `EDGEFWD_BENCH_PASSES=N`: the number of batch passes to make over each
+/// family's main address set (random IPv4, IPv6 inside the prefixes) in
+/// [`batch_passes`] instead of the timed rounds and criterion groups, for
+/// instruction counts under callgrind
+/// (`--toggle-collect='*batch_passes*'`), which are repeatable where
+/// wall-clock time on a shared machine is not.
+fn passes() -> Option<usize> {
+    std::env::var("EDGEFWD_BENCH_PASSES").ok()?.parse().ok()
+}
+
+/// `passes` batch lookups of all of `addrs` through `batch`.
+#[inline(never)]
+fn batch_passes<A: Copy>(
+    addrs: &[A],
+    passes: usize,
+    batch: impl Fn(&[A], &mut [Option<u32>]),
+) -> Option<u32> {
+    let mut out = vec![None; addrs.len()];
+    for _ in 0..passes {
+        batch(addrs, &mut out);
+        black_box(&out);
+    }
+    out[0]
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
     let v = f();
@@ -185,6 +210,10 @@ fn bench_v4(c: &mut Criterion) {
     );
     let mut rng = StdRng::seed_from_u64(4);
     let random: Vec<Ipv4Addr> = (0..N).map(|_| Ipv4Addr::from(rng.gen::<u32>())).collect();
+    if let Some(n) = passes() {
+        black_box(batch_passes(&random, n, |a, o| fast.lookup_v4_batch(a, o)));
+        return println!("ran {n} IPv4 batch passes over {N} random addresses");
+    }
     let mut out = vec![None; N];
     best_of_rounds(
         "ipv4-fullview-2023, random addresses",
@@ -257,6 +286,10 @@ fn bench_v6(c: &mut Criterion) {
             Ipv6Addr::from(u128::from(p.network()) | (rng.gen::<u128>() & !u128::from(p.netmask())))
         })
         .collect();
+    if let Some(n) = passes() {
+        black_box(batch_passes(&addrs, n, |a, o| fast.lookup_v6_batch(a, o)));
+        return println!("ran {n} IPv6 batch passes over {N} addresses inside the prefixes");
+    }
     best_of_rounds(
         "ipv6-fullview-2023, addresses inside its prefixes",
         &addrs,
@@ -325,6 +358,9 @@ fn load_updates(name: &str) -> Vec<(bool, Ipv4Net)> {
 /// and prefix-trie update one table in place, which no reader could use
 /// meanwhile.
 fn bench_updates(c: &mut Criterion) {
+    if passes().is_some() {
+        return;
+    }
     let v4 = load("ipv4-fullview-2023.txt").v4;
     let updates = load_updates("updates-ris-20160811.1600.txt");
     let adj = |v: u32| Adjacency {
