@@ -105,7 +105,7 @@ fn best_of_rounds<A: Copy>(
     single: impl Fn(A) -> Option<u32>,
     batch: impl Fn(&[A], &mut [Option<u32>]),
     reference: impl Fn(A) -> Option<u32>,
-) {
+) -> f64 {
     let mut out = vec![None; addrs.len()];
     let mut contenders: [(&str, &mut dyn FnMut() -> u32); 3] = [
         ("poptrie single", &mut || fold(addrs, &single)),
@@ -134,6 +134,36 @@ fn best_of_rounds<A: Copy>(
             b / best[2]
         );
     }
+    best[1]
+}
+
+/// Random reads/s from a table of `bytes` (one `u32` at a random index per
+/// read, the reads independent), best of [`ROUNDS`]: what this machine's
+/// memory allows a lookup structure of that size that reads it once per
+/// lookup, with no work of its own. Printed beside `batch`, Poptrie's
+/// batch lookups/s on the same number of random keys.
+fn memory_ceiling(bytes: usize, batch: f64) {
+    let table: Vec<u32> = (0..bytes / 4).map(|i| i as u32).collect();
+    let mut rng = StdRng::seed_from_u64(8);
+    let at: Vec<u32> = (0..N)
+        .map(|_| rng.gen_range(0..table.len() as u32))
+        .collect();
+    let mut best = 0f64;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let sum = at
+            .iter()
+            .map(|&i| table[i as usize])
+            .fold(0, u32::wrapping_add);
+        black_box(sum);
+        best = best.max(N as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "  one random read from a table of poptrie's size ({:.2} MiB): {:.1} M reads/s; poptrie batch is {:.2}x that",
+        bytes as f64 / 1048576.0,
+        best / 1e6,
+        batch / best
+    );
 }
 
 /// `EDGEFWD_BENCH_PASSES=N`: the number of batch passes to make over each
@@ -215,13 +245,14 @@ fn bench_v4(c: &mut Criterion) {
         return println!("ran {n} IPv4 batch passes over {N} random addresses");
     }
     let mut out = vec![None; N];
-    best_of_rounds(
+    let batch = best_of_rounds(
         "ipv4-fullview-2023, random addresses",
         &random,
         |a| fast.lookup_v4(a),
         |a, o| fast.lookup_v4_batch(a, o),
         |a| reference.lookup_v4(a),
     );
+    memory_ceiling(fast.memory_bytes(), batch);
     let mut g = v4_group(
         c,
         "lpm_ipv4_fullview_random",
