@@ -119,22 +119,28 @@ enum Child {
 
 impl Node {
     /// Child `v` (0..64) of this node.
+    ///
+    /// Both bitmaps are shifted left by 63 - v: bits 0..=v land at the
+    /// top, where a popcount counts them, and bit v is the sign bit. One
+    /// shift instead of building a bit and a mask (three variable shifts).
     #[inline(always)]
     fn child(&self, v: u32) -> Child {
-        let bit = 1u64 << v;
-        // Bits 0..=v (all of them when v is 63).
-        let upto = (bit << 1).wrapping_sub(1);
-        if self.vector & bit == 0 {
-            Child::Leaf(self.base0 + (self.leafvec & upto).count_ones() - 1)
+        let up = 63 - v;
+        let vector = self.vector << up;
+        if (vector as i64) < 0 {
+            Child::Node(self.base1 + vector.count_ones() - 1)
         } else {
-            Child::Node(self.base1 + (self.vector & upto).count_ones() - 1)
+            Child::Leaf(self.base0 + (self.leafvec << up).count_ones() - 1)
         }
     }
 
     /// [`Node::child`] without a branch: whether child `v` is a node, and
     /// its node or leaf index. For the batch walk; single lookups keep the
     /// branch, which computes one popcount instead of two and measured 8%
-    /// faster for them.
+    /// faster for them. The bit and mask are built from `v` alone, not by
+    /// shifting the bitmaps as [`Node::child`] does: that saved 3% of the
+    /// IPv6 batch's instructions but put two more shifts after the node's
+    /// load, and the batch on cache-hot IPv6 keys measured 7% slower.
     #[inline(always)]
     fn step(&self, v: u32) -> (bool, u32) {
         let bit = 1u64 << v;
