@@ -1,10 +1,13 @@
 //! LPM lookups on the real tables: Poptrie (ours) beside the tree-bitmap
 //! crate and the prefix-trie crate in the same process, single and batch,
 //! for random addresses and for the destinations of the bulk pcap traces,
-//! plus memory and build times and the best-of-rounds ratios printed once;
+//! plus memory and build times and the best-of-rounds ratios printed once,
+//! with random reads from a table of Poptrie's size beside the IPv4 ones;
 //! and the update rate on the full table with the RIS update stream.
 //!
 //! `cargo bench --bench lpm`. Needs ../shared/data (or EDGEFWD_DATA).
+//! `EDGEFWD_BENCH_PASSES=N` runs only N batch passes per family, for
+//! callgrind (see [`passes`]).
 
 use criterion::measurement::WallTime;
 use criterion::{
@@ -98,7 +101,8 @@ fn fold<A: Copy>(addrs: &[A], lookup: impl Fn(A) -> Option<u32>) -> u32 {
 /// once, so a slow spell of this shared machine hits all of them alike, and
 /// each one's best round is its speed when undisturbed: steadier ratios
 /// than separate criterion runs minutes apart. Each timed pass follows an
-/// untimed one, so tables are as warm as in criterion's loop.
+/// untimed one, so tables are as warm as in criterion's loop. Returns the
+/// batch's best.
 fn best_of_rounds<A: Copy>(
     title: &str,
     addrs: &[A],
