@@ -327,11 +327,11 @@ impl Lanes {
         key: impl Fn(A) -> K,
         out: &mut [Option<u32>],
     ) {
-        let (mut live, shift) = (0u8, 64 - t.direct_bits);
+        let mut live = 0u8;
         let lanes = self.keys.iter_mut().zip(self.at.iter_mut());
         for (i, ((a, o), (k, at))) in addrs.iter().zip(out).zip(lanes).enumerate() {
             *k = key(*a).high();
-            let d = t.direct[(*k >> shift) as usize];
+            let d = t.direct[k.top(t.direct_bits)];
             *o = (d & !LEAF).checked_sub(1);
             *at = d;
             self.walking[usize::from(live)] = i as u8;
