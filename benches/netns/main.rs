@@ -89,7 +89,7 @@ struct Samples {
     /// The forwarder's CPU per frame forwarded in the UDP rounds, µs.
     udp_cpu_us: Vec<f64>,
     /// RTTs at each of [`PING_SPACINGS`], µs.
-    rtt_us: [Vec<f64>; 2],
+    rtt_us: [Vec<f64>; PING_SPACINGS.len()],
 }
 
 /// The threads named `prefix` that are not in `before`: a forwarder's own,
