@@ -74,6 +74,47 @@ impl Host {
             .unwrap_or(0)
     }
 
+    /// Sends `n` ARP requests for the gateway's second address
+    /// (100.64.0.1) from as many senders in 100.64.0.0/10, each with its
+    /// own MAC, through an AF_PACKET socket on the host's side of the TAP,
+    /// paced so the TAP's queue keeps up. Returns how many were sent.
+    fn ns_flood_arp(&self, n: u32) -> u32 {
+        let dev = self.dev;
+        let path = edgefwd_dataplane::port::binding::netns_path(self.ns.name());
+        edgefwd_dataplane::port::in_netns(&path, move || {
+            let iface = pnet_datalink::interfaces()
+                .into_iter()
+                .find(|i| i.name == dev)
+                .expect("the TAP's host side");
+            let pnet_datalink::Channel::Ethernet(mut tx, _rx) =
+                pnet_datalink::channel(&iface, pnet_datalink::Config::default())?
+            else {
+                panic!("not an Ethernet channel");
+            };
+            let mut sent = 0;
+            for i in 0..n {
+                let mac = [2, 0x77, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1];
+                let sender = std::net::Ipv4Addr::from(0x6440_0002 + i);
+                let mut f = Vec::with_capacity(42);
+                f.extend_from_slice(&[0xff; 6]);
+                f.extend_from_slice(&mac);
+                f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+                f.extend_from_slice(&mac);
+                f.extend_from_slice(&sender.octets());
+                f.extend_from_slice(&[0; 6]);
+                f.extend_from_slice(&[100, 64, 0, 1]);
+                if let Some(Ok(())) = tx.send_to(&f, None) {
+                    sent += 1;
+                }
+                if i % 256 == 255 {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            Ok(sent)
+        })
+        .expect("ARP flood")
+    }
+
     /// `ping` from this host; true when every echo was answered.
     fn ping(&self, args: &[&str]) -> (bool, String) {
         let mut cmd = vec!["ping", "-n"];
@@ -161,8 +202,14 @@ impl Appliance {
             .collect();
         let dir = common::temp_dir(tag);
         let socket = dir.path().join("control.sock");
+        // Two workers unless the test says otherwise.
+        let workers = if dataplane.contains("workers") {
+            ""
+        } else {
+            "workers = 2\n"
+        };
         let mut toml = format!(
-            "[dataplane]\nworkers = 2\n{dataplane}\n[control]\nsocket = \"{}\"\n\n",
+            "[dataplane]\n{workers}{dataplane}\n[control]\nsocket = \"{}\"\n\n",
             socket.display()
         );
         for h in &hosts {
@@ -557,6 +604,48 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
     assert_eq!(s.stats.ports[1].tx_errors, 0, "{}", counters(&s));
     drop(host2);
     drop(r);
+}
+
+/// An ARP flood on a TAP: 200,000 requests for the appliance from as many
+/// senders, then a host on another port nobody has talked to yet is pinged
+/// through the appliance, which must resolve it: a full neighbour table
+/// never stops forwarding. One worker, so the flood and the ping meet the
+/// same table.
+#[test]
+fn an_arp_flood_leaves_room_for_new_neighbours() {
+    const T: &str = "an_arp_flood_leaves_room_for_new_neighbours";
+    if !common::need_root_and_ping(T) {
+        return;
+    }
+    let h2 = Netns::new("arpf-h2");
+    let port2 = format!(
+        "[[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\", \"100.64.0.1/10\"]\n",
+        h2.name()
+    );
+    let app = Appliance::start_tuned("arpf", &["Port3"], "workers = 1", &port2);
+    let host2 = Host {
+        ns: h2,
+        dev: "p2",
+        port: "Port2",
+        subnet: "10.0.2",
+    };
+    host2.configure();
+    host2.ns.wait_for_ping(&host2.gateway(), 5);
+    let sent = host2.ns_flood_arp(200_000);
+    assert_eq!(sent, 200_000);
+    // Replies from the appliance show the flood was read, not dropped at
+    // the TAP.
+    let replies = host2.rx_packets();
+    eprintln!("{T}: {replies} frames back on h2");
+    assert!(replies > 100_000, "{replies} replies");
+    // h3 took a new address: the appliance has never seen it.
+    let h3 = app.host("Port3");
+    h3.ns.ip(&["addr", "add", "10.0.3.3/24", "dev", h3.dev]);
+    let (ok, out) = host2.ping(&["-c", "3", "-i", "0.2", "-W", "2", "10.0.3.3"]);
+    assert!(ok, "after the flood: {out}");
+    let s = app.stop();
+    common::assert_identity(&s);
+    drop(host2);
 }
 
 /// 10,000 route changes through the control socket while pings cross the

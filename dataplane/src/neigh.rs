@@ -6,6 +6,17 @@
 //! [`PROBE_INTERVAL`] apart the queue is dropped as `neighbor_unresolved`.
 //! Both the number of resolving neighbours and each queue are bounded, so a
 //! scan of a connected subnet cannot grow memory without limit.
+//!
+//! Learned entries age as in the Linux neighbour subsystem: reachable for
+//! [`REACHABLE_LIFETIME`] after the last confirmation, then stale, then
+//! gone [`GC_STALE_TIME`] later (a sweep every [`GC_INTERVAL`] once the
+//! table holds more than [`GC_THRESH1`]). Requests from the wire create
+//! entries only below [`HIGH_WATER`] (Linux's `gc_thresh2`) and within
+//! their port's share of [`MAX_ENTRIES`] (`gc_thresh3`); above that they
+//! refresh existing entries only. A next hop the router itself needs is
+//! never refused for a full table: it reclaims the least recently
+//! confirmed learned entries (the port's own when the port is over its
+//! share), so a flood fills the table for a while but never for good.
 
 use foldhash::fast::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -27,8 +38,22 @@ pub const REACHABLE_LIFETIME: Duration = Duration::from_secs(300);
 pub const QUEUE_LIMIT: usize = 16;
 /// Neighbours resolving at once.
 pub const MAX_INCOMPLETE: usize = 1024;
-/// Entries in the table at most.
+/// Entries in the table at most (Linux's `gc_thresh3`).
 pub const MAX_ENTRIES: usize = 65536;
+/// Above this many entries, requests from the wire no longer create
+/// entries (Linux's `gc_thresh2`).
+pub const HIGH_WATER: usize = MAX_ENTRIES / 2;
+/// At or below this many entries, the periodic sweep leaves stale entries
+/// be (Linux's `gc_thresh1`).
+pub const GC_THRESH1: usize = 128;
+/// How long a stale entry (past [`REACHABLE_LIFETIME`]) is kept before the
+/// sweep removes it (Linux's `gc_stale_time`).
+pub const GC_STALE_TIME: Duration = Duration::from_secs(60);
+/// Time between two sweeps.
+pub const GC_INTERVAL: Duration = Duration::from_secs(5);
+/// Share of learned entries one port may hold at least, whatever the
+/// number of ports.
+const MIN_PORT_SHARE: usize = 1024;
 
 /// A neighbour: its port and address. Hashed as one `u64` for IPv4 (the
 /// common case on the hot path) rather than field by field.
@@ -102,39 +127,84 @@ pub struct NeighTable {
     /// Packets held over all neighbours, and how many may be.
     held: usize,
     max_held: usize,
+    /// Learned and resolving entries per port (static ones do not count),
+    /// and how many one port may hold.
+    per_port: Vec<usize>,
+    port_share: usize,
+    /// When the next sweep of stale entries is due.
+    next_gc: Time,
+    /// Confirmation times, reused by [`NeighTable::reclaim`].
+    ages: Vec<Time>,
+    /// Learned entries removed to make room, and by the sweep.
+    reclaimed: u64,
+    swept: u64,
     /// Bumped by every change (see [`NeighTable::version`]).
     version: u64,
 }
 
 impl Default for NeighTable {
     fn default() -> Self {
-        Self::with_held_limit(MAX_INCOMPLETE * QUEUE_LIMIT)
+        Self::with_limits(1, MAX_INCOMPLETE * QUEUE_LIMIT)
     }
 }
 
 impl NeighTable {
-    /// An empty table.
+    /// An empty table for one port.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// An empty table holding at most `max_held` packets over all
-    /// neighbours (the router sizes it so that held buffers fit a byte
-    /// budget whatever the buffer size).
-    pub fn with_held_limit(max_held: usize) -> Self {
+    /// An empty table for `ports` ports, each of which may hold its share
+    /// of [`MAX_ENTRIES`] (at least 1,024), holding at most `max_held`
+    /// packets over all neighbours (the router sizes it so that held
+    /// buffers fit a byte budget whatever the buffer size).
+    pub fn with_limits(ports: usize, max_held: usize) -> Self {
         NeighTable {
             map: HashMap::default(),
             incomplete: Vec::new(),
             held: 0,
             max_held: max_held.max(1),
+            per_port: Vec::new(),
+            port_share: (MAX_ENTRIES / ports.max(1)).max(MIN_PORT_SHARE),
+            next_gc: Time(0),
+            ages: Vec::new(),
+            reclaimed: 0,
+            swept: 0,
             version: 0,
+        }
+    }
+
+    /// Learned and resolving entries on `port`.
+    fn on_port(&self, port: PortId) -> usize {
+        self.per_port.get(usize::from(port)).copied().unwrap_or(0)
+    }
+
+    fn count(&mut self, port: PortId, added: bool) {
+        let i = usize::from(port);
+        if self.per_port.len() <= i {
+            self.per_port.resize(i + 1, 0);
+        }
+        if added {
+            self.per_port[i] += 1;
+        } else {
+            self.per_port[i] -= 1;
         }
     }
 
     /// Adds a configured entry.
     pub fn add_static(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
         self.version += 1;
-        self.map.insert(Key(port, addr), State::Static(mac));
+        match self.map.insert(Key(port, addr), State::Static(mac)) {
+            None | Some(State::Static(_)) => {}
+            Some(State::Reachable { .. }) => self.count(port, false),
+            Some(State::Incomplete { queue, .. }) => {
+                // Its packets go with it; a static entry is added at start,
+                // before any is held.
+                self.held -= queue.len();
+                self.incomplete.retain(|k| *k != Key(port, addr));
+                self.count(port, false);
+            }
+        }
     }
 
     /// The MAC to use for `addr` on `port` now, if known and fresh.
@@ -180,8 +250,21 @@ impl NeighTable {
             return Resolution::Held { probe: false };
         }
         let fresh = !self.map.contains_key(&key);
-        if self.incomplete.len() >= MAX_INCOMPLETE || (fresh && self.map.len() >= MAX_ENTRIES) {
+        if self.incomplete.len() >= MAX_INCOMPLETE {
             return Resolution::Refused(pkt, DropReason::NeighborTableFull);
+        }
+        if fresh {
+            if self.on_port(port) >= self.port_share {
+                self.reclaim(Some(port));
+            }
+            if self.map.len() >= MAX_ENTRIES {
+                self.reclaim(None);
+            }
+            if self.on_port(port) >= self.port_share || self.map.len() >= MAX_ENTRIES {
+                // Only static and resolving entries left.
+                return Resolution::Refused(pkt, DropReason::NeighborTableFull);
+            }
+            self.count(port, true);
         }
         let mut queue = VecDeque::with_capacity(QUEUE_LIMIT);
         queue.push_back(pkt);
@@ -200,9 +283,10 @@ impl NeighTable {
     }
 
     /// Records that `addr` on `port` has `mac`. A new entry is made only when
-    /// `create` is true (the sender addressed us); otherwise only existing
-    /// entries are updated. Static entries never change. Returns the packets
-    /// that were waiting for it.
+    /// `create` is true (the sender addressed us), the table holds fewer
+    /// than [`HIGH_WATER`] entries and the port is within its share;
+    /// otherwise only existing entries are updated. Static entries never
+    /// change. Returns the packets that were waiting for it.
     pub fn learn(
         &mut self,
         port: PortId,
@@ -235,23 +319,89 @@ impl NeighTable {
                 }
             }
             None => {
-                if create && self.map.len() < MAX_ENTRIES {
+                if create && self.map.len() < HIGH_WATER && self.on_port(port) < self.port_share {
                     self.map.insert(key, fresh);
+                    self.count(port, true);
                 }
                 None
             }
         }
     }
 
+    /// Removes up to an eighth (at least one) of the learned entries, the
+    /// least recently confirmed first, on `port` or on any port. Stale
+    /// entries are the oldest, so they go first. One pass over the table
+    /// frees room for many new entries, so each costs a few steps.
+    fn reclaim(&mut self, port: Option<PortId>) {
+        let on_port = |k: &Key| port.is_none_or(|p| k.0 == p);
+        self.ages.clear();
+        self.ages
+            .extend(self.map.iter().filter_map(|(k, s)| match s {
+                State::Reachable { confirmed, .. } if on_port(k) => Some(*confirmed),
+                _ => None,
+            }));
+        if self.ages.is_empty() {
+            return;
+        }
+        let k = (self.ages.len() / 8).max(1);
+        let cutoff = *self.ages.select_nth_unstable(k - 1).1;
+        let per_port = &mut self.per_port;
+        let mut removed = 0;
+        self.map.retain(|key, s| match s {
+            State::Reachable { confirmed, .. } if on_port(key) && *confirmed <= cutoff => {
+                per_port[usize::from(key.0)] -= 1;
+                removed += 1;
+                false
+            }
+            _ => true,
+        });
+        self.reclaimed += removed;
+        self.version += 1;
+    }
+
+    /// Removes learned entries stale for longer than [`GC_STALE_TIME`].
+    fn sweep(&mut self, now: Time) {
+        let per_port = &mut self.per_port;
+        let before = self.map.len();
+        self.map.retain(|key, s| match s {
+            State::Reachable { confirmed, .. }
+                if now.since(*confirmed) >= REACHABLE_LIFETIME + GC_STALE_TIME =>
+            {
+                per_port[usize::from(key.0)] -= 1;
+                false
+            }
+            _ => true,
+        });
+        let removed = before - self.map.len();
+        if removed > 0 {
+            self.swept += removed as u64;
+            self.version += 1;
+        }
+    }
+
+    /// Learned entries removed so far: to make room for new ones, and as
+    /// stale by the periodic sweep.
+    pub fn removed(&self) -> (u64, u64) {
+        (self.reclaimed, self.swept)
+    }
+
     /// Advances timers: neighbours due for another request are pushed to
     /// `probe`; the queues of those that ran out of requests are moved to
-    /// `failed` and their entries removed.
+    /// `failed` and their entries removed. Every [`GC_INTERVAL`], entries
+    /// stale for [`GC_STALE_TIME`] are removed.
     pub fn tick(&mut self, now: Time, probe: &mut Vec<(PortId, IpAddr)>, failed: &mut Vec<Packet>) {
+        if now >= self.next_gc {
+            self.next_gc = now.after(GC_INTERVAL);
+            if self.map.len() > GC_THRESH1 {
+                self.sweep(now);
+            }
+        }
         // Runs before every burst: the version moves only when it changed
         // something, so answers cached with it outlive the burst.
         let before = (self.incomplete.len(), probe.len());
         let map = &mut self.map;
         let held = &mut self.held;
+        let per_port = &mut self.per_port;
         self.incomplete.retain(|key| {
             let Some(State::Incomplete {
                 last_probe,
@@ -268,6 +418,7 @@ impl NeighTable {
                 *held -= queue.len();
                 failed.extend(queue.drain(..));
                 map.remove(key);
+                per_port[usize::from(key.0)] -= 1;
                 return false;
             }
             *probes += 1;
@@ -284,10 +435,11 @@ impl NeighTable {
     /// queues go to `failed`.
     pub fn flush(&mut self, failed: &mut Vec<Packet>) {
         self.version += 1;
-        for key in self.incomplete.drain(..) {
+        for key in std::mem::take(&mut self.incomplete) {
             if let Some(State::Incomplete { mut queue, .. }) = self.map.remove(&key) {
                 self.held -= queue.len();
                 failed.extend(queue.drain(..));
+                self.count(key.0, false);
             }
         }
     }
@@ -309,6 +461,9 @@ impl NeighTable {
             State::Reachable { .. } => false,
         });
         self.incomplete.retain(|k| k.0 != port);
+        if let Some(n) = self.per_port.get_mut(usize::from(port)) {
+            *n = 0;
+        }
     }
 
     /// Packets currently held.
@@ -396,7 +551,7 @@ mod tests {
 
     #[test]
     fn held_packets_are_bounded_over_all_neighbours() {
-        let mut t = NeighTable::with_held_limit(3);
+        let mut t = NeighTable::with_limits(1, 3);
         for i in 0..5u8 {
             let a = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10 + i));
             let r = t.resolve(0, a, pkt(), Time(0));
@@ -448,6 +603,114 @@ mod tests {
         assert!(t.lookup(0, A, Time(0)).is_none());
         t.learn(0, A, MAC, Time(0), true);
         assert_eq!(t.lookup(0, A, Time(0)), Some(MAC));
+    }
+
+    fn v4(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))
+    }
+
+    fn secs(n: u64) -> Time {
+        Time(n * 1_000_000_000)
+    }
+
+    /// Entries a naive model says are present: the table's own view.
+    fn count(t: &NeighTable) -> usize {
+        t.entries(Time(0)).len()
+    }
+
+    #[test]
+    fn requests_create_entries_only_below_the_high_water_mark() {
+        let mut t = NeighTable::new();
+        for i in 0..(HIGH_WATER as u32 + 100) {
+            t.learn(0, v4(i), MAC, Time(0), true);
+        }
+        assert_eq!(count(&t), HIGH_WATER);
+        // An existing entry is still refreshed above the mark.
+        t.learn(0, v4(0), MacAddr([7; 6]), secs(1), true);
+        assert_eq!(t.lookup(0, v4(0), secs(1)), Some(MacAddr([7; 6])));
+        assert_eq!(t.lookup(0, v4(HIGH_WATER as u32), secs(1)), None);
+    }
+
+    #[test]
+    fn a_port_holds_no_more_than_its_share() {
+        let mut t = NeighTable::with_limits(4, 16);
+        for i in 0..20_000 {
+            t.learn(0, v4(i), MAC, Time(0), true);
+        }
+        assert_eq!(count(&t), MAX_ENTRIES / 4, "port 0 stops at its share");
+        t.learn(1, v4(0), MAC, Time(0), true);
+        assert_eq!(
+            t.lookup(1, v4(0), Time(0)),
+            Some(MAC),
+            "another port still learns"
+        );
+    }
+
+    #[test]
+    fn learned_entries_go_stale_then_away() {
+        let mut t = NeighTable::new();
+        for i in 0..1000 {
+            t.learn(0, v4(i), MAC, Time(0), true);
+        }
+        let (mut probes, mut failed) = (Vec::new(), Vec::new());
+        let stale = secs(REACHABLE_LIFETIME.as_secs() + 1);
+        t.tick(stale, &mut probes, &mut failed);
+        assert_eq!(count(&t), 1000, "stale entries are kept a while");
+        assert!(t.entries(stale).iter().all(|n| n.state == "stale"));
+        assert_eq!(t.lookup(0, v4(1), stale), None, "a stale entry is not used");
+        let gone = stale.after(GC_STALE_TIME + GC_INTERVAL);
+        t.tick(gone, &mut probes, &mut failed);
+        assert_eq!(count(&t), 0);
+        assert_eq!(t.removed(), (0, 1000));
+        // The port's share is free again.
+        t.learn(0, v4(5), MAC, gone, true);
+        assert_eq!(t.lookup(0, v4(5), gone), Some(MAC));
+    }
+
+    #[test]
+    fn a_needed_next_hop_reclaims_the_oldest_entries_of_a_full_table() {
+        let mut t = NeighTable::with_limits(1, 16);
+        // Fill it by resolution and replies, each confirmed a little later.
+        for i in 0..MAX_ENTRIES as u32 {
+            let now = Time(u64::from(i));
+            assert!(matches!(
+                t.resolve(0, v4(i), pkt(), now),
+                Resolution::Held { .. }
+            ));
+            t.learn(0, v4(i), MAC, now, false);
+        }
+        assert_eq!(count(&t), MAX_ENTRIES);
+        let now = Time(MAX_ENTRIES as u64);
+        let new = v4(MAX_ENTRIES as u32);
+        assert!(matches!(
+            t.resolve(0, new, pkt(), now),
+            Resolution::Held { probe: true }
+        ));
+        let (reclaimed, _) = t.removed();
+        assert_eq!(reclaimed, (MAX_ENTRIES / 8) as u64);
+        // The oldest went, the newest stayed.
+        assert_eq!(t.lookup(0, v4(0), now), None);
+        assert_eq!(t.lookup(0, v4(MAX_ENTRIES as u32 - 1), now), Some(MAC));
+    }
+
+    #[test]
+    fn a_port_over_its_share_reclaims_its_own_entries_only() {
+        let mut t = NeighTable::with_limits(4, 16);
+        t.learn(1, v4(0), MAC, Time(0), true);
+        for i in 0..(MAX_ENTRIES / 4) as u32 {
+            t.learn(0, v4(i), MAC, Time(1 + u64::from(i)), true);
+        }
+        let now = Time(MAX_ENTRIES as u64);
+        assert!(matches!(
+            t.resolve(0, v4(1 << 20), pkt(), now),
+            Resolution::Held { probe: true }
+        ));
+        assert_eq!(
+            t.lookup(1, v4(0), now),
+            Some(MAC),
+            "port 1 keeps its oldest"
+        );
+        assert_eq!(t.lookup(0, v4(0), now), None, "port 0 gave up its oldest");
     }
 
     #[test]

@@ -135,7 +135,8 @@ impl Router {
             topology: 1,
             ports,
             fib,
-            neigh: NeighTable::with_held_limit(
+            neigh: NeighTable::with_limits(
+                n,
                 cfg.hold_bytes / (crate::packet::buf::HEADROOM + cfg.max_frame),
             ),
             pool: BufPool::new(cfg.buffers, cfg.max_frame),
