@@ -25,7 +25,7 @@
 //! prints them all). A full table thus never holds the daemon's control
 //! thread for seconds, nor makes one answer of tens of MB.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -173,49 +173,171 @@ pub fn call(socket: &Path, command: Command) -> Result<serde_json::Value, String
     }
 }
 
-/// Reads one request line from a client, refusing lines over
-/// [`MAX_REQUEST`] and unknown versions or commands with a message.
-pub fn read_request(s: &UnixStream) -> Result<Command, String> {
-    let mut line = Vec::new();
-    let mut r = BufReader::new(s).take(MAX_REQUEST as u64 + 1);
-    r.read_until(b'\n', &mut line)
-        .map_err(|e| format!("reading the request: {e}"))?;
-    if line.len() > MAX_REQUEST {
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
-    }
-    parse_request(&line)
-}
-
 /// Decodes one request line: the version first (so a client of another
-/// version hears that, not a parse error), then the command.
+/// version hears that, not a parse error), then the command. Parsed typed,
+/// field by field into [`Wire`], never through a JSON tree: a full table's
+/// `route_add` then takes about what its routes take.
 pub fn parse_request(line: &[u8]) -> Result<Command, String> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| format!("request is not JSON: {e}"))?;
-    match v.get("version").and_then(|v| v.as_u64()) {
-        Some(n) if n == u64::from(VERSION) => {}
-        Some(n) => {
-            return Err(format!(
-                "protocol version {n} (this daemon speaks {VERSION})"
-            ))
+    match serde_json::from_slice::<Wire>(line) {
+        Ok(w) => {
+            check_version(w.version)?;
+            w.into_command()
         }
-        None => return Err("request has no version".to_owned()),
+        Err(e) => {
+            // A request another version could read: say so first.
+            if let Ok(v) = serde_json::from_slice::<VersionOnly>(line) {
+                check_version(v.version)?;
+            }
+            Err(if e.is_syntax() || e.is_eof() {
+                format!("request is not JSON: {e}")
+            } else {
+                format!("bad request: {e}")
+            })
+        }
     }
-    if let Some(o) = v.as_object_mut() {
-        o.remove("version");
-    }
-    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
 }
 
-/// Writes the answer line.
-pub fn write_response(mut s: &UnixStream, r: &Response) -> io::Result<()> {
-    let mut line = serde_json::to_vec(r)?;
+fn check_version(v: Option<u64>) -> Result<(), String> {
+    match v {
+        Some(n) if n == u64::from(VERSION) => Ok(()),
+        Some(n) => Err(format!(
+            "protocol version {n} (this daemon speaks {VERSION})"
+        )),
+        None => Err("request has no version".to_owned()),
+    }
+}
+
+/// Just the version of a request, whatever else it holds.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<u64>,
+}
+
+/// Every field any command takes, as a flat struct: serde reads it in one
+/// pass in any order (an internally tagged enum would first buffer the
+/// whole request to find its tag). [`Wire::into_command`] then refuses
+/// fields the named command does not take.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    version: Option<u64>,
+    command: String,
+    routes: Option<Vec<RouteSpec>>,
+    interface: Option<String>,
+    destination: Option<String>,
+    next_hop: Option<String>,
+    all: Option<bool>,
+    after: Option<IpNet>,
+    addresses: Option<Vec<IpAddr>>,
+    port: Option<String>,
+    binding: Option<String>,
+}
+
+impl Wire {
+    fn into_command(self) -> Result<Command, String> {
+        let Wire {
+            version: _,
+            command,
+            routes,
+            interface,
+            destination,
+            next_hop,
+            all,
+            after,
+            addresses,
+            port,
+            binding,
+        } = self;
+        let given = [
+            ("routes", routes.is_some()),
+            ("interface", interface.is_some()),
+            ("destination", destination.is_some()),
+            ("next_hop", next_hop.is_some()),
+            ("all", all.is_some()),
+            ("after", after.is_some()),
+            ("addresses", addresses.is_some()),
+            ("port", port.is_some()),
+            ("binding", binding.is_some()),
+        ];
+        let takes: &[&str] = match command.as_str() {
+            "route_add" => &["routes"],
+            "route_remove" => &["interface", "destination", "next_hop"],
+            "route_show" => &["interface", "all", "after"],
+            "route_lookup" => &["addresses"],
+            "port_bind" => &["port", "binding"],
+            "port_unbind" => &["port"],
+            "port_show" | "stats" | "reload" | "nat_sessions" => &[],
+            other => return Err(format!("bad request: unknown command {other:?}")),
+        };
+        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes.contains(f)) {
+            return Err(format!(
+                "bad request: unknown field `{field}` for {command}"
+            ));
+        }
+        let need = |field: &str| format!("bad request: missing field `{field}` for {command}");
+        Ok(match command.as_str() {
+            "route_add" => Command::RouteAdd {
+                routes: routes.ok_or_else(|| need("routes"))?,
+            },
+            "route_remove" => Command::RouteRemove {
+                interface: interface.ok_or_else(|| need("interface"))?,
+                destination: destination.ok_or_else(|| need("destination"))?,
+                next_hop,
+            },
+            "route_show" => Command::RouteShow {
+                interface,
+                all: all.ok_or_else(|| need("all"))?,
+                after,
+            },
+            "route_lookup" => Command::RouteLookup {
+                addresses: addresses.ok_or_else(|| need("addresses"))?,
+            },
+            "port_bind" => Command::PortBind {
+                port: port.ok_or_else(|| need("port"))?,
+                binding: binding.ok_or_else(|| need("binding"))?,
+            },
+            "port_unbind" => Command::PortUnbind {
+                port: port.ok_or_else(|| need("port"))?,
+            },
+            "port_show" => Command::PortShow {},
+            "stats" => Command::Stats {},
+            "reload" => Command::Reload {},
+            _ => Command::NatSessions {},
+        })
+    }
+}
+
+impl Command {
+    /// The command's name, as the CLI spells it (for logs and metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::RouteAdd { .. } => "route add",
+            Command::RouteRemove { .. } => "route remove",
+            Command::RouteShow { .. } => "route show",
+            Command::RouteLookup { .. } => "route lookup",
+            Command::PortShow {} => "port show",
+            Command::PortBind { .. } => "port bind",
+            Command::PortUnbind { .. } => "port unbind",
+            Command::Stats {} => "stats",
+            Command::Reload {} => "reload",
+            Command::NatSessions {} => "nat sessions",
+        }
+    }
+}
+
+/// The answer line: one JSON object and a newline.
+pub fn encode_response(r: &Response) -> Vec<u8> {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|e| {
+        format!("{{\"ok\":false,\"error\":\"answer not encodable: {e}\"}}").into_bytes()
+    });
     line.push(b'\n');
-    s.write_all(&line)
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn requests_round_trip_and_bad_ones_are_named() {
@@ -232,7 +354,10 @@ mod tests {
         .unwrap();
         line.push(b'\n');
         (&a).write_all(&line).unwrap();
-        assert_eq!(read_request(&b).unwrap(), cmd);
+        drop(a);
+        let mut got = Vec::new();
+        (&b).read_to_end(&mut got).unwrap();
+        assert_eq!(parse_request(&got).unwrap(), cmd);
         for (bad, why) in [
             (
                 "{\"version\":2,\"command\":\"stats\"}\n",
@@ -249,9 +374,7 @@ mod tests {
             ),
             ("not json\n", "not JSON"),
         ] {
-            let (a, b) = UnixStream::pair().unwrap();
-            (&a).write_all(bad.as_bytes()).unwrap();
-            let e = read_request(&b).unwrap_err();
+            let e = parse_request(bad.as_bytes()).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

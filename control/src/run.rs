@@ -79,13 +79,33 @@ pub struct Control {
     pub reload: Arc<AtomicBool>,
 }
 
+/// How long the process may take to stop once asked (the binary's
+/// backstop: it exits with status 1 past this, whatever is still running).
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
 impl Control {
-    /// Flags wired to SIGINT/SIGTERM (stop) and SIGUSR1 (dump).
+    /// Flags wired to SIGINT/SIGTERM (stop), SIGUSR1 (dump) and SIGHUP
+    /// (reload). A second SIGINT/SIGTERM exits at once, and a stop that
+    /// takes longer than [`SHUTDOWN_LIMIT`] exits the process.
     pub fn from_signals() -> io::Result<Control> {
         let c = Control::default();
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // First the exit on a second signal: it acts only when the flag
+            // is already set, which the next line does on the first.
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&c.stop))?;
             signal_hook::flag::register(sig, Arc::clone(&c.stop))?;
         }
+        let stop = Arc::clone(&c.stop);
+        std::thread::Builder::new()
+            .name("edgefwd-stop".to_owned())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                std::thread::sleep(SHUTDOWN_LIMIT);
+                tracing::error!("still stopping after {SHUTDOWN_LIMIT:?}; exiting");
+                std::process::exit(1);
+            })?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&c.dump))?;
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&c.reload))?;
         Ok(c)
@@ -153,7 +173,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
                 },
                 Err(e) => refusal(e),
             };
-            let _ = call.reply.send(answer);
+            call.reply.send(answer);
             // A stream of commands must not starve the link probes.
             if Instant::now() < next_probe {
                 continue;

@@ -475,3 +475,112 @@ fn kill_9_during_changes_loses_no_acknowledged_route() {
         assert!(have.contains(a), "acknowledged {a} lost");
     }
 }
+
+/// Sends `sig` to the daemon.
+fn signal(d: &Daemon, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig}");
+}
+
+/// Waits up to `limit` for the daemon to exit; its status, or None.
+fn exits_within(d: &mut Daemon, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A client that connects, waits, and sends `stats` just after SIGTERM
+/// arrives cannot hold the daemon's stop: it exits within 5 s.
+#[test]
+fn sigterm_stops_the_daemon_whatever_a_client_does() {
+    use std::io::Write;
+    let dir = tmp();
+    let cfg = config(dir.path(), false);
+    let mut d = Daemon::start(dir.path(), &cfg);
+    let mut client =
+        std::os::unix::net::UnixStream::connect(dir.path().join("control.sock")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&d, "-TERM");
+    // The control loop notices the flag within its probe period; the
+    // request lands while the daemon is stopping.
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = client.write_all(b"{\"version\":1,\"command\":\"stats\"}\n");
+    let status = exits_within(&mut d, Duration::from_secs(5));
+    assert!(status.is_some(), "the daemon did not stop within 5 s");
+}
+
+/// While one client sits connected saying nothing and another trickles its
+/// request a byte at a time, `stats` is answered at once.
+#[test]
+fn an_idle_or_trickling_client_holds_up_no_other() {
+    use std::io::Write;
+    let dir = tmp();
+    let cfg = config(dir.path(), false);
+    let d = Daemon::start(dir.path(), &cfg);
+    let sock = dir.path().join("control.sock");
+    let _idle = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let trickle_sock = sock.clone();
+    let trickler = std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(&trickle_sock).unwrap();
+        for b in b"{\"version\":1,\"command\":\"stats\"}\n" {
+            let _ = s.write_all(&[*b]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        answer
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut times = Vec::new();
+    for _ in 0..9 {
+        let t = Instant::now();
+        let stats = edgefwd_control::api::call(&sock, edgefwd_control::api::Command::Stats {});
+        times.push(t.elapsed());
+        assert!(stats.is_ok(), "{stats:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    times.sort();
+    eprintln!("stats answered in {times:?}");
+    assert!(
+        times[4] <= Duration::from_millis(100) && times[8] <= Duration::from_secs(1),
+        "answers took {times:?}"
+    );
+    let answer = trickler.join().unwrap();
+    assert!(
+        answer.contains("\"ok\":true"),
+        "the trickled request is served too: {answer}"
+    );
+    drop(d);
+}
+
+/// A request over the size limit is refused with the limit named, and the
+/// daemon goes on answering.
+#[test]
+fn an_oversize_request_is_refused_by_name() {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let cfg = config(dir.path(), false);
+    let d = Daemon::start(dir.path(), &cfg);
+    let sock = dir.path().join("control.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let chunk = vec![b' '; 1 << 20];
+    let mut sent = 0;
+    while sent <= edgefwd_control::api::MAX_REQUEST {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("request longer than"), "{answer}");
+    assert!(d.ctl(&["stats"]).status.success());
+}
