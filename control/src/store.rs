@@ -11,7 +11,12 @@
 //! appended and fsynced before the change is acknowledged: a route change
 //! at full-table size costs one short line, not a rewrite of a 76 MiB file.
 //! A crash can leave only the last line torn, and that change was never
-//! acknowledged, so it is dropped on the next start. When the journal
+//! acknowledged, so it is dropped on the next start. A write or fsync that
+//! fails (disk full, EIO) is rolled back as SQLite rolls back a failed
+//! transaction: the journal is cut back to its last whole line and that cut
+//! fsynced, so the refused change never comes back at a restart and the
+//! next line starts whole. Should the cut itself fail, every change is
+//! refused until one succeeds (each refused change tries it again). When the journal
 //! grows past half the snapshot (and 1 MiB), the snapshot is rewritten and
 //! the journal emptied; replaying a change twice is harmless (adding a
 //! route that is there replaces it, removing one that is not does nothing),
@@ -249,8 +254,12 @@ pub fn save(path: &Path, state: &State) -> io::Result<()> {
 pub struct Store {
     path: PathBuf,
     journal: File,
+    /// Length of the journal's whole lines, all acknowledged.
     journal_bytes: u64,
     snapshot_bytes: u64,
+    /// Why the journal could not be cut back after a failed append; set
+    /// until a cut succeeds.
+    uncut: Option<io::Error>,
 }
 
 /// What a [`Store`] held when opened: the snapshot and the changes since.
@@ -300,7 +309,16 @@ impl Store {
             })?;
             changes.push(c);
         }
+        let existed = jpath.exists();
         let journal = OpenOptions::new().create(true).append(true).open(&jpath)?;
+        if !existed {
+            // The new name must survive a crash as well as the lines.
+            let dir = match jpath.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)?.sync_all()?;
+        }
         if whole < text.len() {
             journal.set_len(whole as u64)?;
             journal.sync_all()?;
@@ -310,18 +328,55 @@ impl Store {
             journal,
             journal_bytes: whole as u64,
             snapshot_bytes,
+            uncut: None,
         };
         Ok((store, Loaded { state, changes }))
     }
 
-    /// Appends a change and makes it durable.
+    /// Appends a change and makes it durable. On failure the journal is
+    /// cut back to what it held before (see the module docs) and the error
+    /// returned: the change must be refused.
     pub fn append(&mut self, change: &Change) -> io::Result<()> {
+        if self.uncut.is_some() {
+            self.cut()?;
+        }
         let mut line = serde_json::to_vec(change)?;
         line.push(b'\n');
-        self.journal.write_all(&line)?;
-        self.journal.sync_data()?;
+        let written = self
+            .journal
+            .write_all(&line)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = written {
+            let _ = self.cut();
+            return Err(e);
+        }
         self.journal_bytes += line.len() as u64;
         Ok(())
+    }
+
+    /// Cuts the journal back to its whole lines, durably.
+    fn cut(&mut self) -> io::Result<()> {
+        let done = self
+            .journal
+            .set_len(self.journal_bytes)
+            .and_then(|()| self.journal.sync_all());
+        match done {
+            Ok(()) => {
+                self.uncut = None;
+                Ok(())
+            }
+            Err(e) => {
+                let err = io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the journal could not be cut back after a failed write ({e}); \
+                         no change is taken until it can"
+                    ),
+                );
+                self.uncut = Some(e);
+                Err(err)
+            }
+        }
     }
 
     /// True when the journal has grown enough to fold into the snapshot.
@@ -336,6 +391,7 @@ impl Store {
         self.journal.set_len(0)?;
         self.journal.sync_all()?;
         self.journal_bytes = 0;
+        self.uncut = None;
         Ok(())
     }
 }

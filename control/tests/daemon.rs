@@ -584,3 +584,129 @@ fn an_oversize_request_is_refused_by_name() {
     assert!(answer.contains("request longer than"), "{answer}");
     assert!(d.ctl(&["stats"]).status.success());
 }
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// True when running as root; else says so loudly, and fails under CI.
+fn need_root(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: needs root (mount) and CI is set"
+        );
+        eprintln!("!!!!!!!! {test}: NOT RUN: needs root (mount) !!!!!!!!");
+    }
+    root
+}
+
+/// The state on a tmpfs filled to the brim: changes are refused with the
+/// error and nothing is half-written; once space returns, changes are
+/// taken again, and after kill -9 the daemon starts with every
+/// acknowledged change and none of the refused ones.
+#[test]
+fn a_full_disk_refuses_changes_and_loses_nothing() {
+    use std::io::Write;
+    const T: &str = "a_full_disk_refuses_changes_and_loses_nothing";
+    if !need_root(T) {
+        return;
+    }
+    let dir = tmp();
+    let fs = Tmpfs::mount(&dir.path().join("state"), "256k");
+    let cfg = config(dir.path(), true);
+    let mut d = Daemon::start(dir.path(), &cfg);
+    let add = |d: &Daemon, i: u32| {
+        let dest = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        let out = d.ctl(&[
+            "route",
+            "add",
+            "--interface",
+            "Port3",
+            "--destination",
+            &dest,
+            "--next-hop",
+            "192.168.20.1",
+        ]);
+        (dest, out)
+    };
+    let mut acked = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..5 {
+        let (dest, out) = add(&d, i);
+        assert!(out.status.success());
+        acked.push(dest);
+    }
+    // Fill the disk.
+    let filler = fs.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.write_all(&[0]);
+    drop(f);
+    // Changes go on until the journal's last page is full, then are refused.
+    let mut i = 5;
+    while refused.len() < 3 {
+        let (dest, out) = add(&d, i);
+        i += 1;
+        assert!(i < 400, "a full disk never refused a change");
+        if out.status.success() {
+            acked.push(dest);
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("No space left"), "{err}");
+            assert!(
+                !d.destinations().contains(&dest),
+                "a refused change applied"
+            );
+            refused.push(dest);
+        }
+    }
+    // Space returns: changes are taken again.
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..3 {
+        let (dest, out) = add(&d, i);
+        i += 1;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        acked.push(dest);
+    }
+    d.child.kill().unwrap();
+    let _ = d.child.wait();
+    drop(d);
+    let d = Daemon::start(dir.path(), &cfg);
+    let have = d.destinations();
+    for a in &acked {
+        assert!(have.contains(a), "acknowledged {a} lost");
+    }
+    for r in &refused {
+        assert!(!have.contains(r), "refused {r} came back");
+    }
+    drop(d);
+    drop(fs);
+}
