@@ -187,6 +187,7 @@ fn under_a_reader(d: &mut Daemon) {
         wakers: Vec::new(),
         nat_wanted: AtomicU64::new(0),
         nat_dumps: Vec::new(),
+        fail: Arc::default(),
     });
     d.attach(Arc::clone(&shared));
     let reader = {

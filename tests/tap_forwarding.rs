@@ -606,6 +606,35 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
     drop(r);
 }
 
+/// A worker that fails while forwarding is noticed within a second: the
+/// daemon stops with an error that names it, instead of leaving its share
+/// of the flows unread.
+#[test]
+fn a_failed_worker_stops_the_daemon_with_its_error() {
+    const T: &str = "a_failed_worker_stops_the_daemon_with_its_error";
+    if !common::need_root_and_ping(T) {
+        return;
+    }
+    let mut app = Appliance::start("wfail", &["Port2", "Port3"], "");
+    let (ok, out) =
+        app.host("Port2")
+            .ping(&["-c", "2", "-i", "0.2", "-W", "2", &app.host("Port3").addr()]);
+    assert!(ok, "{out}");
+    let failed_at = Instant::now();
+    app.daemon.fail_worker(1);
+    let ended = app.daemon.ended_within(Duration::from_secs(1));
+    let noticed = failed_at.elapsed();
+    let Some(Err(e)) = ended else {
+        panic!("the daemon did not stop with an error within 1 s");
+    };
+    eprintln!("{T}: noticed in {noticed:?}: {e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("worker 1") && e.contains("failure injected"),
+        "{e}"
+    );
+}
+
 /// An ARP flood on a TAP: 200,000 requests for the appliance from as many
 /// senders, then a host on another port nobody has talked to yet is pinged
 /// through the appliance, which must resolve it: a full neighbour table

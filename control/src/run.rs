@@ -9,6 +9,12 @@
 //! takes over. SIGUSR1 logs the counters, SIGINT/SIGTERM stop the workers
 //! (packets still waiting for a neighbour are dropped and counted) and the
 //! final counters are printed.
+//!
+//! A worker that stops with an error (or panics) is noticed at the next
+//! probe: the daemon logs which and why and stops with that error (exit
+//! status 1), for its supervisor to restart it whole. Carrying on would
+//! leave that worker's TAP queues unread, and the kernel's flow hash would
+//! silently black-hole its share of the flows.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,7 +58,16 @@ pub enum RunError {
     /// The config asks for something `run` cannot do.
     #[error("{0}")]
     Config(String),
-    /// A worker or the signal handlers failed.
+    /// A worker stopped with an error (or panicked) while forwarding; the
+    /// daemon stops too, so that a supervisor restarts it whole.
+    #[error("worker {worker} (thread edgefwd-w{worker}) failed: {error}")]
+    Worker {
+        /// Its index.
+        worker: usize,
+        /// What it said.
+        error: io::Error,
+    },
+    /// The signal handlers or a thread could not be set up.
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -77,6 +92,8 @@ pub struct Control {
     pub dump: Arc<AtomicBool>,
     /// Re-read the config file (SIGHUP).
     pub reload: Arc<AtomicBool>,
+    /// Fault injection for tests: bit `i` makes worker `i` fail.
+    pub fail_workers: Arc<AtomicU64>,
 }
 
 /// How long the process may take to stop once asked (the binary's
@@ -133,6 +150,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         nat_dumps: (0..workers)
             .map(|_| Mutex::new(NatDump::default()))
             .collect(),
+        fail: Arc::clone(&control.fail_workers),
     });
     daemon.attach(Arc::clone(&shared));
     let (calls_tx, calls) = crossbeam_channel::bounded(16);
@@ -150,7 +168,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         busy_poll: Duration::from_micros(cfg.dataplane.busy_poll_us),
         io_uring: cfg.dataplane.io_uring,
     };
-    let handles: Vec<_> = (0..workers)
+    let mut handles: Vec<_> = (0..workers)
         .map(|i| {
             let router = daemon.rib().router(cfg, daemon.fib(), &rcfg);
             let worker = Worker::new(i, router, Arc::clone(&shared), wcfg.clone());
@@ -180,6 +198,20 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             }
         }
         next_probe = Instant::now() + PROBE_EVERY;
+        if let Some(i) = handles.iter().position(|h| h.is_finished()) {
+            let error = match handles.remove(i).join() {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => io::Error::other("ended before the daemon stopped"),
+                Err(_) => io::Error::other("panicked"),
+            };
+            tracing::error!(worker = i, %error, "worker failed; stopping");
+            drop(server);
+            shared.stop.store(true, Ordering::Relaxed);
+            for h in handles {
+                let _ = h.join();
+            }
+            return Err(RunError::Worker { worker: i, error });
+        }
         daemon.probe_links();
         while let Ok(Event::DeviceFailed { port, error }) = events.try_recv() {
             warn!(port = %cfg.ports[usize::from(port)].name, %error, "device failed; port down");

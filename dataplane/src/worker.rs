@@ -140,6 +140,10 @@ pub struct Shared {
     pub nat_wanted: AtomicU64,
     /// Each worker's answer, tagged with the generation it answers.
     pub nat_dumps: Vec<Mutex<NatDump>>,
+    /// Fault injection: worker `i` fails with an error when bit `i` is
+    /// set, as one whose device or poller broke would (tests of the
+    /// daemon's supervision).
+    pub fail: Arc<AtomicU64>,
 }
 
 /// A worker's NAT sessions, copied out on request.
@@ -364,6 +368,9 @@ impl Worker {
         let (mut last_tick, mut last_publish) = (Instant::now(), Instant::now());
         let mut last_frame: Option<Instant> = None;
         while !shared.stop.load(Ordering::Relaxed) {
+            if shared.fail.load(Ordering::Relaxed) & (1 << (self.id % 64)) != 0 {
+                return Err(io::Error::other("failure injected"));
+            }
             let spinning = !self.cfg.busy_poll.is_zero()
                 && last_frame.is_some_and(|t| t.elapsed() < self.cfg.busy_poll);
             let timeout = if spinning { Duration::ZERO } else { TICK };

@@ -339,6 +339,31 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Makes worker `i` fail, as one whose poller broke would.
+    pub fn fail_worker(&self, i: usize) {
+        self.control
+            .fail_workers
+            .fetch_or(1 << i, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The daemon's result if it ends within `limit` by itself.
+    pub fn ended_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<Result<edgefwd_control::run::RunSummary, edgefwd_control::run::RunError>> {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.thread.as_ref()?.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let t = self.thread.take()?;
+        Some(t.join().expect("daemon panicked"))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.thread.is_some() {
