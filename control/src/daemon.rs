@@ -222,7 +222,7 @@ impl Daemon {
     pub fn probe_links(&mut self) {
         let mut changed = false;
         for port in 0..self.probes.len() {
-            let Some(probe) = &self.probes[port] else {
+            let Some(probe) = &mut self.probes[port] else {
                 continue;
             };
             let state = match self.links[port] {
@@ -371,8 +371,9 @@ impl Daemon {
         })?;
         self.bindings[i] = bind.clone();
         self.devices[i] = Arc::new(dev);
+        let mut probe = probe;
         let state = probe
-            .as_ref()
+            .as_mut()
             .map_or(LinkState::AdminDown, LinkProbe::state);
         self.probes[i] = probe;
         info!(port, %bind, link = %state, "bound");

@@ -65,7 +65,7 @@ impl Tap {
                 }
                 fds.push(f);
             }
-            let probe = LinkProbe::new(name)?;
+            let probe = LinkProbe::for_tap(fds[0].try_clone()?)?;
             probe.set_txqueuelen(u32::try_from(depth).unwrap_or(u32::MAX))?;
             Ok((fds, probe))
         };

@@ -91,6 +91,26 @@ pub fn set_offload(tap: &File, flags: libc::c_uint) -> io::Result<()> {
         .map(drop)
 }
 
+/// The name the device of a TAP queue has now (it follows renames). Fails
+/// once the device is gone.
+pub fn tap_name(tap: &File) -> io::Result<String> {
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: TUNGETIFF writes the name and flags into one ifreq, which
+    // `req` is; the fd is open for the call's duration.
+    check(unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNGETIFF, &mut req) })?;
+    Ok(name_of(&req))
+}
+
+/// The network namespace the device of a TAP queue lives in now (it
+/// follows `ip link set … netns …`), as a new file.
+pub fn tap_netns(tap: &File) -> io::Result<File> {
+    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new fd.
+    let fd = check(unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNGETDEVNETNS) })?;
+    // SAFETY: `fd` is a fresh, valid descriptor owned by no one else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// The TAP offload flags this build asks for: checksum, and TCP
 /// segmentation over IPv4 and IPv6 (with ECN).
 pub const TAP_OFFLOADS: libc::c_uint =
