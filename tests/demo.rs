@@ -6,7 +6,6 @@ mod common;
 use edgefwd_control::config::Config;
 use edgefwd_control::demo;
 use edgefwd_control::replay::replay;
-use edgefwd_control::trace::TraceReader;
 use edgefwd_dataplane::packet::check::check_frame;
 use etherparse::{
     ArpOperation, Icmpv4Type, Icmpv6Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice,
@@ -24,11 +23,17 @@ const CAMERA_MAC: [u8; 6] = [2, 0, 0, 0, 0x20, 0x50];
 const ROUTER1_MAC: [u8; 6] = [2, 0, 0, 0, 0x20, 1];
 const BCAST: [u8; 6] = [0xff; 6];
 
+/// The frames of a capture, read by pcap-file (not edgefwd's own reader).
 fn read(path: &Path) -> Vec<(Duration, Vec<u8>)> {
-    let mut r = TraceReader::open(path).unwrap();
+    read_bytes(&std::fs::read(path).unwrap())
+}
+
+fn read_bytes(pcap: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+    let mut r = pcap_file::pcap::PcapReader::new(pcap).unwrap();
     let mut out = Vec::new();
-    while let Some(rec) = r.next_record().unwrap() {
-        out.push((rec.ts - Duration::from_secs(T0), rec.data));
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        out.push((p.timestamp - Duration::from_secs(T0), p.data.into_owned()));
     }
     out
 }
@@ -392,6 +397,21 @@ fn demo_json_holds_the_accounting_identity() {
     let report = replay(&cfg, demo::inputs(), dir.path(), false).unwrap();
     let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     let n = |k: &str| v["packets"][k].as_u64().unwrap();
+    // Counted outside the router: the frames of the input captures, and
+    // of the output captures, read by pcap-file.
+    let fed = (read_bytes(demo::PORT2_PCAP).len() + read_bytes(demo::PORT3_PCAP).len()) as u64;
+    assert_eq!(n("in"), fed, "every input frame is counted");
+    let mut written = 0;
+    for port in ["Port2", "Port3", "Port4"] {
+        let frames = read(&dir.path().join(format!("{port}.pcap"))).len() as u64;
+        assert_eq!(v["ports"][port]["tx"], frames, "{port}'s tx");
+        written += frames;
+    }
+    assert_eq!(
+        written,
+        n("forwarded") + n("generated"),
+        "frames out are the forwarded and the generated ones"
+    );
     assert_eq!(n("in"), n("forwarded") + n("local") + n("dropped"));
     let sum: u64 = v["drops"]
         .as_object()

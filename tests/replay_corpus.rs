@@ -60,24 +60,63 @@ fn captures(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Records in a file, counted independently of the replay.
+/// Packet records in a capture, counted by libpcap (`tcpdump --count`),
+/// another reader than the replay's. libpcap refuses pcapng files whose
+/// interfaces differ in link type or snapshot length; those are counted by
+/// pcap-file up to the first unreadable record instead.
 fn count_records(path: &Path) -> u64 {
-    let Ok(mut r) = TraceReader::open(path) else {
-        return 0;
-    };
+    let out = std::process::Command::new("tcpdump")
+        .arg("--count")
+        .arg("-r")
+        .arg(path)
+        .output()
+        .expect("tcpdump");
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    if !err.contains("an interface has a") {
+        if let Some(n) = err.lines().rev().find_map(|l| {
+            let (n, word) = l.trim().split_once(' ')?;
+            word.starts_with("packet").then(|| n.parse().ok())?
+        }) {
+            return n;
+        }
+        panic!("{}: no count from tcpdump: {err}", path.display());
+    }
+    let data = std::fs::read(path).unwrap();
     let mut n = 0;
-    while let Ok(Some(_)) = r.next_record() {
-        n += 1;
+    let mut r = pcap_file::pcapng::PcapNgReader::new(&data[..]).unwrap();
+    while let Some(Ok(b)) = r.next_block() {
+        use pcap_file::pcapng::Block;
+        if matches!(
+            b,
+            Block::EnhancedPacket(_) | Block::SimplePacket(_) | Block::Packet(_)
+        ) {
+            n += 1;
+        }
     }
     n
 }
 
+/// Frames of an output capture, read by pcap-file.
+fn output_frames(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap();
+    let mut r = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        out.push(p.unwrap().data.into_owned());
+    }
+    out
+}
+
 #[test]
 fn every_shared_capture_replays_with_the_identity() {
-    let Some(dir) = common::need_data("every_shared_capture_replays_with_the_identity", "pcap")
-    else {
+    const T: &str = "every_shared_capture_replays_with_the_identity";
+    let Some(dir) = common::need_data(T, "pcap") else {
         return;
     };
+    if !common::need_tool(T, "tcpdump", "--version") {
+        return;
+    }
     let cfg = Config::parse(CFG).unwrap();
     let files = captures(&dir);
     assert!(
@@ -102,20 +141,43 @@ fn every_shared_capture_replays_with_the_identity() {
                     f.display()
                 );
                 assert_eq!(p.dropped, r.drops.values().sum::<u64>(), "{}", f.display());
-                assert_eq!(
-                    p.received,
-                    count_records(f),
-                    "{}: every record counted",
-                    f.display()
-                );
+                // A capture whose link type changes to one edgefwd cannot
+                // read stops there, with a warning naming the record.
+                let stopped_at = r.warnings.iter().find_map(|w| {
+                    let n = w.split("record ").nth(1)?.split(':').next()?;
+                    n.parse::<u64>().ok()
+                });
+                let counted = count_records(f);
+                match stopped_at {
+                    None => assert_eq!(p.received, counted, "{}: every record", f.display()),
+                    Some(n) => assert!(
+                        p.received == n - 1 && counted >= p.received,
+                        "{}: {} received, stopped at record {n}, {counted} in the file",
+                        f.display(),
+                        p.received
+                    ),
+                }
+                let mut written = 0;
                 for port in ["Port2", "Port3"] {
-                    let mut rd =
-                        TraceReader::open(&out.path().join(format!("{port}.pcap"))).unwrap();
-                    while let Some(rec) = rd.next_record().unwrap() {
-                        check_headers(&rec.data)
+                    let frames = output_frames(&out.path().join(format!("{port}.pcap")));
+                    assert_eq!(
+                        frames.len() as u64,
+                        r.ports[port].tx,
+                        "{}: {port}",
+                        f.display()
+                    );
+                    written += frames.len() as u64;
+                    for frame in &frames {
+                        check_headers(frame)
                             .unwrap_or_else(|e| panic!("{}: output on {port}: {e}", f.display()));
                     }
                 }
+                assert_eq!(
+                    written,
+                    p.forwarded + p.generated,
+                    "{}: frames out",
+                    f.display()
+                );
                 packets += p.received;
                 replayed += 1;
             }

@@ -74,8 +74,13 @@ const REMOTE_V4: [u8; 4] = [198, 51, 100, 7];
 const SENSOR_V4: [u8; 4] = [192, 168, 21, 7];
 const OFFLINE_V4: [u8; 4] = [192, 168, 20, 99];
 
-fn v6(s: &str) -> Ipv6Addr {
-    s.parse().unwrap_or(Ipv6Addr::UNSPECIFIED)
+fn v6(s: &str) -> Result<Ipv6Addr, String> {
+    s.parse().map_err(|e| format!("demo address {s}: {e}"))
+}
+
+/// A frame the generator could not build, as its error.
+fn built(e: impl std::fmt::Display) -> String {
+    format!("building a demo frame: {e}")
 }
 
 fn arp(
@@ -85,9 +90,9 @@ fn arp(
     spa: [u8; 4],
     tha: [u8; 6],
     tpa: [u8; 4],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
-    if let Ok(a) = etherparse::ArpPacket::new(
+    let a = etherparse::ArpPacket::new(
         etherparse::ArpHardwareId::ETHERNET,
         etherparse::EtherType::IPV4,
         op,
@@ -95,12 +100,15 @@ fn arp(
         &spa,
         &tha,
         &tpa,
-    ) {
-        let _ = PacketBuilder::ethernet2(src_mac, dst_mac)
+    )
+    .map_err(built)?;
+    {
+        PacketBuilder::ethernet2(src_mac, dst_mac)
             .arp(a)
-            .write(&mut v);
+            .write(&mut v)
+            .map_err(built)?;
     }
-    v
+    Ok(v)
 }
 
 fn udp4(
@@ -111,13 +119,14 @@ fn udp4(
     ttl: u8,
     ports: (u16, u16),
     payload: &[u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
-    let _ = PacketBuilder::ethernet2(src_mac, dst_mac)
+    PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src, dst, ttl)
         .udp(ports.0, ports.1)
-        .write(&mut v, payload);
-    v
+        .write(&mut v, payload)
+        .map_err(built)?;
+    Ok(v)
 }
 
 fn icmp6(
@@ -127,31 +136,33 @@ fn icmp6(
     dst: Ipv6Addr,
     hop: u8,
     msg: &mut [u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
     let sum = checksum::pseudo_v6(src, dst, 58, msg.len() as u32) + checksum::sum(msg);
     msg[2..4].copy_from_slice(&checksum::finish(sum).to_be_bytes());
     let mut v = Vec::new();
-    let _ = PacketBuilder::ethernet2(src_mac, dst_mac)
+    PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv6(src.octets(), dst.octets(), hop)
-        .write(&mut v, IpNumber(58), msg);
-    v
+        .write(&mut v, IpNumber(58), msg)
+        .map_err(built)?;
+    Ok(v)
 }
 
 /// The demo frames: (milliseconds after the start, port, frame).
-pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
+pub fn frames() -> Result<Vec<(u64, &'static str, Vec<u8>)>, String> {
     use etherparse::ArpOperation as Op;
     let bcast = MacAddr::BROADCAST.0;
     let mut f = Vec::new();
     f.push((
         0,
         "Port3",
-        arp(CAMERA_MAC, bcast, Op::REQUEST, CAMERA_V4, [0; 6], PORT3_V4),
+        arp(CAMERA_MAC, bcast, Op::REQUEST, CAMERA_V4, [0; 6], PORT3_V4)?,
     ));
     let mut ping = Vec::new();
-    let _ = PacketBuilder::ethernet2(CAMERA_MAC, PORT3_MAC)
+    PacketBuilder::ethernet2(CAMERA_MAC, PORT3_MAC)
         .ipv4(CAMERA_V4, PORT3_V4, 64)
         .icmpv4_echo_request(0x1234, 1)
-        .write(&mut ping, b"edgefwd demo ping");
+        .write(&mut ping, b"edgefwd demo ping")
+        .map_err(built)?;
     f.push((10, "Port3", ping));
     f.push((
         100,
@@ -164,7 +175,7 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
             64,
             (5000, 443),
             b"camera telemetry 1",
-        ),
+        )?,
     ));
     f.push((
         150,
@@ -176,7 +187,7 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
             GATEWAY_V4,
             PORT2_MAC,
             PORT2_V4,
-        ),
+        )?,
     ));
     f.push((
         200,
@@ -189,14 +200,15 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
             57,
             (443, 5000),
             b"server ack",
-        ),
+        )?,
     ));
     let mut syn = Vec::new();
-    let _ = PacketBuilder::ethernet2(GATEWAY_MAC, PORT2_MAC)
+    PacketBuilder::ethernet2(GATEWAY_MAC, PORT2_MAC)
         .ipv4(REMOTE_V4, SENSOR_V4, 50)
         .tcp(40000, 554, 1_000_000, 64240)
         .syn()
-        .write(&mut syn, &[]);
+        .write(&mut syn, &[])
+        .map_err(built)?;
     f.push((300, "Port2", syn));
     f.push((
         400,
@@ -209,7 +221,7 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
             1,
             (33434, 33434),
             b"traceroute probe",
-        ),
+        )?,
     ));
     let mut bad = udp4(
         GATEWAY_MAC,
@@ -219,7 +231,7 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
         64,
         (1, 2),
         b"corrupted on the wire",
-    );
+    )?;
     bad[24] ^= 0x5a; // IPv4 header checksum
     f.push((500, "Port2", bad));
     let runt = udp4(
@@ -230,12 +242,12 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
         64,
         (1, 2),
         b"",
-    )[..10]
+    )?[..10]
         .to_vec();
     f.push((510, "Port2", runt));
     let mut ns = [0u8; 32];
     ns[0] = 135;
-    ns[8..24].copy_from_slice(&v6(PORT3_V6).octets());
+    ns[8..24].copy_from_slice(&v6(PORT3_V6)?.octets());
     ns[24..26].copy_from_slice(&[1, 1]); // source link-layer address option
     ns[26..32].copy_from_slice(&CAMERA_MAC);
     let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0x0010);
@@ -245,11 +257,11 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
         icmp6(
             CAMERA_MAC,
             MacAddr::ipv6_multicast(group).0,
-            v6(CAMERA_V6),
+            v6(CAMERA_V6)?,
             group,
             255,
             &mut ns,
-        ),
+        )?,
     ));
     let mut echo6 = *b"\x80\x00\x00\x00\x12\x34\x00\x01edgefwd demo ping6";
     f.push((
@@ -258,17 +270,22 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
         icmp6(
             CAMERA_MAC,
             PORT3_MAC,
-            v6(CAMERA_V6),
-            v6(PORT3_V6),
+            v6(CAMERA_V6)?,
+            v6(PORT3_V6)?,
             64,
             &mut echo6,
-        ),
+        )?,
     ));
     let mut unroutable = Vec::new();
-    let _ = PacketBuilder::ethernet2(CAMERA_MAC, PORT3_MAC)
-        .ipv6(v6(CAMERA_V6).octets(), v6("2001:db8:ffff::1").octets(), 64)
+    PacketBuilder::ethernet2(CAMERA_MAC, PORT3_MAC)
+        .ipv6(
+            v6(CAMERA_V6)?.octets(),
+            v6("2001:db8:ffff::1")?.octets(),
+            64,
+        )
         .udp(5000, 443)
-        .write(&mut unroutable, b"to nowhere");
+        .write(&mut unroutable, b"to nowhere")
+        .map_err(built)?;
     f.push((700, "Port3", unroutable));
     f.push((
         800,
@@ -281,7 +298,7 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
             60,
             (5060, 5060),
             b"anyone there?",
-        ),
+        )?,
     ));
     f.push((
         4000,
@@ -294,24 +311,25 @@ pub fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
             64,
             (5000, 443),
             b"camera telemetry 2",
-        ),
+        )?,
     ));
-    f
+    Ok(f)
 }
 
-/// The demo pcaps as bytes: (port, capture).
-pub fn generate() -> Vec<(&'static str, Vec<u8>)> {
+/// The demo pcaps as bytes: (port, capture). Any frame that cannot be
+/// built or written is an error, never a capture left short.
+pub fn generate() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    let frames = frames()?;
     let mut out = Vec::new();
     for port in ["Port2", "Port3"] {
-        let Ok(mut w) = TraceWriter::new(Vec::new()) else {
-            continue;
-        };
-        for (ms, _, frame) in frames().into_iter().filter(|(_, p, _)| *p == port) {
-            let _ = w.write(Duration::from_secs(T0) + Duration::from_millis(ms), &frame);
+        let mut w = TraceWriter::new(Vec::new()).map_err(|e| format!("{port}: {e}"))?;
+        for (ms, _, frame) in frames.iter().filter(|(_, p, _)| *p == port) {
+            w.write(Duration::from_secs(T0) + Duration::from_millis(*ms), frame)
+                .map_err(|e| format!("{port}: {e}"))?;
         }
         out.push((port, w.into_inner()));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -322,7 +340,21 @@ mod tests {
     fn demo_trace_matches_its_generator() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
         let bless = std::env::var_os("EDGEFWD_BLESS").is_some();
-        for (port, bytes) in generate() {
+        let generated = generate().unwrap();
+        assert_eq!(generated.len(), 2, "a capture per input port");
+        for (port, bytes) in generated {
+            // Counted by another reader than ours.
+            let mut r = pcap_file::pcap::PcapReader::new(&bytes[..]).unwrap();
+            let mut frames = 0;
+            while let Some(p) = r.next_packet() {
+                p.unwrap();
+                frames += 1;
+            }
+            let want = frames_on(port);
+            assert!(
+                want > 0 && frames == want,
+                "{port}: {frames} frames, {want} made"
+            );
             let path = dir.join(format!("{port}.pcap"));
             if bless {
                 std::fs::write(&path, &bytes).unwrap();
@@ -334,6 +366,14 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    fn frames_on(port: &str) -> usize {
+        frames()
+            .unwrap()
+            .iter()
+            .filter(|(_, p, _)| *p == port)
+            .count()
     }
 
     #[test]
