@@ -147,8 +147,11 @@ fn icmp6(
     Ok(v)
 }
 
-/// The demo frames: (milliseconds after the start, port, frame).
-pub fn frames() -> Result<Vec<(u64, &'static str, Vec<u8>)>, String> {
+/// A demo frame: milliseconds after the start, port, frame.
+pub type DemoFrame = (u64, &'static str, Vec<u8>);
+
+/// The demo frames, in time order per port.
+pub fn frames() -> Result<Vec<DemoFrame>, String> {
     use etherparse::ArpOperation as Op;
     let bcast = MacAddr::BROADCAST.0;
     let mut f = Vec::new();
