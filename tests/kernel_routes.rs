@@ -186,7 +186,12 @@ fn route_selection_matches_the_kernel() {
     ns.batch(false, &kernel_script(&routes));
 
     let addrs: Vec<IpAddr> = (0..4000).map(|_| sample(&mut rng, &routes)).collect();
-    let script: String = addrs.iter().map(|a| format!("route get {a}\n")).collect();
+    // fibmatch: the whole route the kernel matched, every multipath next
+    // hop included, not the one next hop its flow hash picked.
+    let script: String = addrs
+        .iter()
+        .map(|a| format!("route get fibmatch {a}\n"))
+        .collect();
     let answers = ns.batch(true, &script);
     let answers: Vec<serde_json::Value> = answers
         .lines()
@@ -202,19 +207,40 @@ fn route_selection_matches_the_kernel() {
             local += 1; // the kernel's own local/broadcast routes
             continue;
         }
-        let dev = k["dev"].as_str().unwrap();
-        let gw: Option<IpAddr> = k
-            .get("gateway")
-            .map(|g| g.as_str().unwrap().parse().unwrap());
+        let hop = |h: &serde_json::Value| -> (String, Option<IpAddr>) {
+            (
+                h["dev"].as_str().unwrap().to_owned(),
+                h.get("gateway")
+                    .map(|g| g.as_str().unwrap().parse().unwrap()),
+            )
+        };
+        let mut theirs: Vec<(String, Option<IpAddr>)> = match k.get("nexthops") {
+            Some(hops) => hops.as_array().unwrap().iter().map(hop).collect(),
+            None => vec![hop(k)],
+        };
+        theirs.sort();
+        let dst = match k["dst"].as_str().unwrap() {
+            "default" if a.is_ipv4() => "0.0.0.0/0".to_owned(),
+            "default" => "::/0".to_owned(),
+            d if d.contains('/') => d.to_owned(),
+            d if a.is_ipv4() => format!("{d}/32"),
+            d => format!("{d}/128"),
+        };
+        let dst: IpNet = dst.parse().unwrap();
         let ours = rib.lookup(&fib, &selection.selected, *a);
-        assert!(
-            !ours.is_empty(),
-            "{a}: kernel routes via {dev} {gw:?}, we have no route"
-        );
-        assert!(
-            ours.iter().any(|r| r.interface == dev && r.next_hop == gw),
-            "{a}: kernel chose dev {dev} via {gw:?}; we select {ours:?}"
-        );
+        let mut mine: Vec<(String, Option<IpAddr>)> = ours
+            .iter()
+            .map(|r| (r.interface.clone(), r.next_hop))
+            .collect();
+        mine.sort();
+        assert_eq!(mine, theirs, "{a}: the same next hops, all of them");
+        for r in &ours {
+            assert_eq!(r.destination, dst, "{a}: the same prefix");
+            if r.next_hop.is_some() {
+                let metric = k["metric"].as_u64().unwrap_or(0);
+                assert_eq!(u64::from(r.metric), metric, "{a}: the same metric");
+            }
+        }
         if ours.len() > 1 {
             ecmp += 1;
         }

@@ -445,8 +445,8 @@ fn workers_cpu() -> Duration {
 }
 
 /// Read and write syscalls the daemon's workers have made so far (`syscr`
-/// and `syscw` of each thread's `/proc` io file; reads and writes done by
-/// io_uring are not among them).
+/// and `syscw` of each thread's `/proc` io file; io_uring's reads and
+/// writes are not among them).
 fn workers_read_write_syscalls() -> u64 {
     workers_sum("io", |io| {
         io.lines()
@@ -456,41 +456,104 @@ fn workers_read_write_syscalls() -> u64 {
     })
 }
 
+/// Counts the `io_uring_enter` calls the daemon's workers make while `f`
+/// runs, with the kernel's syscall tracepoint in a tracing instance of this
+/// test's own (tracefs; mounted here if it is not).
+fn io_uring_enters(tag: &str, f: impl FnOnce()) -> u64 {
+    let root = Path::new("/sys/kernel/tracing");
+    if !root.join("instances").exists() {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev"])
+            .arg(root)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tracefs");
+    }
+    let inst = root.join(format!("instances/efw-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir(&inst);
+    std::fs::create_dir(&inst).expect("a tracing instance");
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("tracing_on"), "0");
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = Remove(inst.clone());
+    let event = inst.join("events/syscalls/sys_enter_io_uring_enter");
+    let filter: Vec<String> = common::threads_named("edgefwd-w")
+        .into_iter()
+        .map(|t| format!("common_pid == {t}"))
+        .collect();
+    assert!(!filter.is_empty(), "no worker threads");
+    std::fs::write(inst.join("buffer_size_kb"), "8192").unwrap();
+    std::fs::write(event.join("filter"), filter.join(" || ")).unwrap();
+    std::fs::write(event.join("enable"), "1").unwrap();
+    f();
+    std::fs::write(event.join("enable"), "0").unwrap();
+    let trace = std::fs::read_to_string(inst.join("trace")).unwrap();
+    assert!(
+        !trace.contains("LOST"),
+        "the trace buffer overflowed; make it larger"
+    );
+    trace.lines().filter(|l| !l.starts_with('#')).count() as u64
+}
+
+/// Frames the hosts' sides of the TAPs sent and received: every frame the
+/// daemon read from or wrote to a TAP, counted by the kernel.
+fn tap_frames(hosts: &[&Host]) -> u64 {
+    hosts
+        .iter()
+        .map(|h| {
+            let read = |what: &str| {
+                let path = format!("/sys/class/net/{}/statistics/{what}", h.dev);
+                let out = h.ns.exec(5, &["cat", &path]);
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            };
+            read("rx_packets") + read("tx_packets")
+        })
+        .sum()
+}
+
 #[test]
 fn tap_frames_move_through_io_uring_not_a_syscall_each() {
     const T: &str = "tap_frames_move_through_io_uring_not_a_syscall_each";
     if !common::need_root_and_ping(T) {
         return;
     }
-    // Read and write syscalls per frame forwarded, for 1000 pings each way
-    // in flights of 16, with and without the ring.
-    let per_frame = |tag: &str, io_uring: bool| {
-        let tuning = format!("io_uring = {io_uring}\n");
-        let app = Appliance::start_alone(tag, &["Port2", "Port3"], &tuning);
-        let (h2, h3) = (app.host("Port2"), app.host("Port3"));
-        let calls = workers_read_write_syscalls();
+    // io_uring_enter calls per TAP frame moved (read or written), counted
+    // by the kernel, for 1000 pings each way in flights of 16.
+    let app = Appliance::start_alone("uring", &["Port2", "Port3"], "io_uring = true\n");
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    let frames = tap_frames(&[h2, h3]);
+    let calls = workers_read_write_syscalls();
+    let enters = io_uring_enters("uring", || {
         let (ok, out) = h2.ping(&["-f", "-l", "16", "-c", "1000", "-W", "2", &h3.addr()]);
-        let calls = workers_read_write_syscalls().saturating_sub(calls);
         assert!(ok, "{out}");
-        let s = app.stop();
-        common::assert_identity(&s);
-        assert!(s.stats.forwarded >= 2000, "{}", counters(&s));
-        let per_frame = calls as f64 / s.stats.forwarded as f64;
-        eprintln!(
-            "{T}: io_uring = {io_uring}: {calls} read/write syscalls for {} frames forwarded ({per_frame:.3} a frame)",
-            s.stats.forwarded
-        );
-        per_frame
-    };
-    let ring = per_frame("uring", true);
-    let plain = per_frame("nouring", false);
-    // Without the ring each frame is read once and written once; with it
-    // the workers make no read or write syscall for a TAP frame.
-    assert!(
-        plain >= 1.9,
-        "a read and a write per frame without the ring: {plain}"
+    });
+    let calls = workers_read_write_syscalls() - calls;
+    let frames = tap_frames(&[h2, h3]) - frames;
+    let s = app.stop();
+    common::assert_identity(&s);
+    let per_frame = enters as f64 / frames as f64;
+    eprintln!(
+        "{T}: {enters} io_uring_enter calls and {calls} read/write syscalls for {frames} TAP frames ({per_frame:.3} enters a frame)"
     );
-    assert!(ring < 0.1, "reads and writes go through the ring: {ring}");
+    assert!(frames >= 4000, "{frames} frames");
+    // The frames go through the ring (no read or write syscall each)...
+    assert!(
+        enters > 0 && (calls as f64) < 0.1 * frames as f64,
+        "{calls} read/write syscalls, {enters} ring submissions"
+    );
+    // ...in batches: a submission per frame read and per frame written
+    // would be 1.0.
+    assert!(
+        per_frame < 0.5,
+        "frames move in batches, not a submission each: {per_frame}"
+    );
 }
 
 #[test]

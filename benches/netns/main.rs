@@ -32,7 +32,6 @@ mod common;
 mod relay;
 
 use std::process::Output;
-use std::time::Duration;
 
 use common::Netns;
 use edgefwd_control::config::Config;
@@ -143,7 +142,7 @@ impl Topology {
     fn iperf3(&self, args: &[&str]) -> serde_json::Value {
         let t = secs();
         let server = self.h3.spawn(&["iperf3", "-s", "-1"]);
-        std::thread::sleep(Duration::from_millis(300));
+        self.h3.wait_for_listener(5201);
         let mut cmd = vec!["iperf3", "-J", "-c", self.target, "-t"];
         let t_arg = t.to_string();
         cmd.push(&t_arg);

@@ -199,6 +199,26 @@ impl Netns {
         }
     }
 
+    /// Waits (at most 5 s) until a TCP socket listens on `port` in the
+    /// namespace.
+    pub fn wait_for_listener(&self, port: u16) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let filter = format!("sport = :{port}");
+        while self
+            .exec(5, &["ss", "-Hltn", &filter])
+            .stdout
+            .iter()
+            .all(u8::is_ascii_whitespace)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing listens on {port} in {}",
+                self.0
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Runs a command inside the namespace, bounded to `secs` seconds.
     pub fn exec(&self, secs: u32, cmd: &[&str]) -> std::process::Output {
         let secs = secs.to_string();
