@@ -19,8 +19,8 @@ use edgefwd_control::api::{Command, RouteSpec};
 use edgefwd_control::config::Config;
 use edgefwd_control::daemon::{Daemon, NoWorkers};
 use edgefwd_control::ribfile;
-use edgefwd_dataplane::port::LinkState;
-use edgefwd_dataplane::worker::Shared;
+use edgefwd_core::port::LinkState;
+use edgefwd_io::worker::Shared;
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();

@@ -14,8 +14,8 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use edgefwd_control::{ribfile, trace};
-use edgefwd_dataplane::fib::{Adjacency, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
-use edgefwd_dataplane::packet::MacAddr;
+use edgefwd_core::fib::{Adjacency, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
+use edgefwd_core::packet::MacAddr;
 use etherparse::{NetSlice, SlicedPacket};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;

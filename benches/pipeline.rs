@@ -12,10 +12,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use edgefwd_control::config::Config;
 use edgefwd_control::rib::{Rib, RouteKind};
 use edgefwd_control::ribfile;
-use edgefwd_dataplane::fib::Route;
-use edgefwd_dataplane::packet::Packet;
-use edgefwd_dataplane::pipeline::{Router, RouterConfig};
-use edgefwd_dataplane::time::Time;
+use edgefwd_core::fib::Route;
+use edgefwd_core::packet::Packet;
+use edgefwd_core::pipeline::{Router, RouterConfig};
+use edgefwd_core::time::Time;
 use etherparse::PacketBuilder;
 use ipnet::IpNet;
 use rand::rngs::StdRng;
@@ -97,7 +97,7 @@ fn make_router(prefixes: &[ipnet::Ipv4Net], rcfg: &RouterConfig) -> Router {
     let (fib, _) = rib.build_fib();
     let mut router = Router::new(rib.ports().clone(), Arc::new(fib), rcfg);
     for (i, (port, a)) in GATEWAYS.iter().enumerate() {
-        let mac = edgefwd_dataplane::packet::MacAddr([2, 0, 0, 0, 0x99, i as u8]);
+        let mac = edgefwd_core::packet::MacAddr([2, 0, 0, 0, 0x99, i as u8]);
         router.add_static_neighbor(*port, IpAddr::V4((*a).into()), mac);
     }
     router

@@ -6,7 +6,7 @@ mod common;
 use edgefwd_control::config::Config;
 use edgefwd_control::demo;
 use edgefwd_control::replay::replay;
-use edgefwd_dataplane::packet::check::check_frame;
+use edgefwd_core::packet::check::check_frame;
 use etherparse::{
     ArpOperation, Icmpv4Type, Icmpv6Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice,
 };

@@ -10,7 +10,7 @@
 mod common;
 
 use edgefwd_control::ribfile;
-use edgefwd_dataplane::fib::{Adjacency, Fib, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
+use edgefwd_core::fib::{Adjacency, Fib, FibWriter, Lpm, PoptrieLpm, Route, TreeBitmapLpm};
 use ipnet::IpNet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

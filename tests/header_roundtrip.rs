@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use edgefwd_control::config::Config;
 use edgefwd_control::rib::Rib;
-use edgefwd_dataplane::packet::check::check_frame;
-use edgefwd_dataplane::packet::offload::{segment, Offload, F_NEEDS_CSUM, GSO_TCPV4};
-use edgefwd_dataplane::packet::Packet;
-use edgefwd_dataplane::pipeline::Router;
-use edgefwd_dataplane::time::Time;
+use edgefwd_core::packet::check::check_frame;
+use edgefwd_core::packet::offload::{segment, Offload, F_NEEDS_CSUM, GSO_TCPV4};
+use edgefwd_core::packet::Packet;
+use edgefwd_core::pipeline::Router;
+use edgefwd_core::time::Time;
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv4Type, Icmpv6Type,
     LinkSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,

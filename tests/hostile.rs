@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use edgefwd_control::config::Config;
 use edgefwd_control::rib::Rib;
-use edgefwd_dataplane::neigh::{
+use edgefwd_core::neigh::{
     GC_INTERVAL, GC_STALE_TIME, GC_THRESH1, HIGH_WATER, MAX_INCOMPLETE, QUEUE_LIMIT,
     REACHABLE_LIFETIME,
 };
-use edgefwd_dataplane::packet::buf::{HEADROOM, MAX_FRAME};
-use edgefwd_dataplane::packet::Packet;
-use edgefwd_dataplane::pipeline::{Router, HOLD_BYTES};
-use edgefwd_dataplane::stats::DropReason;
-use edgefwd_dataplane::time::Time;
+use edgefwd_core::packet::buf::{HEADROOM, MAX_FRAME};
+use edgefwd_core::packet::Packet;
+use edgefwd_core::pipeline::{Router, HOLD_BYTES};
+use edgefwd_core::stats::DropReason;
+use edgefwd_core::time::Time;
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, PacketBuilder,
 };
@@ -311,7 +311,7 @@ fn malformed_and_expiring_traffic_is_dropped_by_reason() {
         f[14 + 6] = 0x20; // more fragments
         let h = &mut f[14..34];
         h[10..12].fill(0);
-        let c = edgefwd_dataplane::packet::checksum::checksum(h);
+        let c = edgefwd_core::packet::checksum::checksum(h);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         frames.push(f);
     }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use edgefwd_control::config::Config;
 use edgefwd_control::rib::Rib;
-use edgefwd_dataplane::packet::Packet;
-use edgefwd_dataplane::pipeline::Router;
-use edgefwd_dataplane::stats::DropReason;
-use edgefwd_dataplane::time::Time;
+use edgefwd_core::packet::Packet;
+use edgefwd_core::pipeline::Router;
+use edgefwd_core::stats::DropReason;
+use edgefwd_core::time::Time;
 use etherparse::PacketBuilder;
 
 const CFG: &str = r#"

@@ -16,7 +16,7 @@ use edgefwd_control::config::Config;
 use edgefwd_control::replay::{replay, Input, Source};
 use edgefwd_control::report::Report;
 use edgefwd_control::trace::{TraceReader, TraceWriter};
-use edgefwd_dataplane::packet::check::check_frame;
+use edgefwd_core::packet::check::check_frame;
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
 const CONFIG: &str = r#"
@@ -478,7 +478,7 @@ fn quoted_ends(frame: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
     let a = |i: usize| Ipv4Addr::new(q[i], q[i + 1], q[i + 2], q[i + 3]);
     let p = |i: usize| u16::from_be_bytes([q[20 + i], q[21 + i]]);
     assert!(
-        edgefwd_dataplane::packet::checksum::verify(&q[..20]),
+        edgefwd_core::packet::checksum::verify(&q[..20]),
         "quoted IP checksum"
     );
     ((a(12), p(0)), (a(16), p(2)))
@@ -627,14 +627,14 @@ fn rfc5508_req8_exhaustion_is_answered_administratively_prohibited() {
 fn nat_drops_fragments_and_untranslatable_protocols_by_name() {
     let mut frag = udp(VM1_MAC, GW_IF_MAC, (VM1, 5000), (R1, 53));
     frag[20] |= 0x20; // more fragments
-    let c = edgefwd_dataplane::packet::checksum::update16(
+    let c = edgefwd_core::packet::checksum::update16(
         u16::from_be_bytes([frag[24], frag[25]]),
         u16::from_be_bytes([frag[20] & !0x20, frag[21]]),
         u16::from_be_bytes([frag[20], frag[21]]),
     );
     frag[24..26].copy_from_slice(&c.to_be_bytes());
     let mut gre = udp(VM1_MAC, GW_IF_MAC, (VM1, 5000), (R1, 53));
-    let c = edgefwd_dataplane::packet::checksum::update16(
+    let c = edgefwd_core::packet::checksum::update16(
         u16::from_be_bytes([gre[24], gre[25]]),
         u16::from_be_bytes([gre[22], 17]),
         u16::from_be_bytes([gre[22], 47]),

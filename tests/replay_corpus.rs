@@ -8,8 +8,8 @@ use edgefwd_control::config::Config;
 use edgefwd_control::replay::{replay, Input, Source};
 use edgefwd_control::rib::Rib;
 use edgefwd_control::trace::{to_ethernet, TraceReader};
-use edgefwd_dataplane::packet::check::{check_frame, check_headers};
-use edgefwd_dataplane::time::Time;
+use edgefwd_core::packet::check::{check_frame, check_headers};
+use edgefwd_core::time::Time;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -20,8 +20,8 @@ use common::Netns;
 use edgefwd_control::api::{self, Command};
 use edgefwd_control::config::Config;
 use edgefwd_control::run::RunSummary;
-use edgefwd_dataplane::port::binding::netns_path;
-use edgefwd_dataplane::port::in_netns;
+use edgefwd_io::binding::netns_path;
+use edgefwd_io::in_netns;
 
 const INET: &str = "198.51.100.1";
 const EXT: &str = "10.0.2.1";
@@ -170,7 +170,7 @@ uplink = "Port3"
     }
 }
 
-fn drops(s: &RunSummary, reason: edgefwd_dataplane::stats::DropReason) -> u64 {
+fn drops(s: &RunSummary, reason: edgefwd_core::stats::DropReason) -> u64 {
     s.stats.drops_by_reason()[reason as usize]
 }
 
@@ -262,7 +262,7 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
     );
     let s = app.stop();
     common::assert_identity(&s);
-    use edgefwd_dataplane::stats::DropReason;
+    use edgefwd_core::stats::DropReason;
     assert!(
         drops(&s, DropReason::NatNoSession) >= 1,
         "SYN to the external address"

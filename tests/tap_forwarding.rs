@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::Netns;
 use edgefwd_control::config::Config;
 use edgefwd_control::run::{run, Control, RunSummary};
-use edgefwd_dataplane::port::LinkState;
+use edgefwd_core::port::LinkState;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// One host namespace on one appliance port.
@@ -80,8 +80,8 @@ impl Host {
     /// paced so the TAP's queue keeps up. Returns how many were sent.
     fn ns_flood_arp(&self, n: u32) -> u32 {
         let dev = self.dev;
-        let path = edgefwd_dataplane::port::binding::netns_path(self.ns.name());
-        edgefwd_dataplane::port::in_netns(&path, move || {
+        let path = edgefwd_io::binding::netns_path(self.ns.name());
+        edgefwd_io::in_netns(&path, move || {
             let iface = pnet_datalink::interfaces()
                 .into_iter()
                 .find(|i| i.name == dev)
@@ -294,7 +294,7 @@ fn ttl_expiry_is_answered_by_the_hop_that_saw_it() {
         .stats
         .ports
         .iter()
-        .map(|p| p.drops[edgefwd_dataplane::stats::DropReason::TtlExpired as usize])
+        .map(|p| p.drops[edgefwd_core::stats::DropReason::TtlExpired as usize])
         .sum::<u64>();
     assert_eq!(expired, 2);
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use edgefwd_dataplane::packet::{Offload, PacketBuf};
-use edgefwd_dataplane::port::binding::netns_path;
-use edgefwd_dataplane::port::Tap;
+use edgefwd_core::packet::{Offload, PacketBuf};
+use edgefwd_io::binding::netns_path;
+use edgefwd_io::Tap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -28,9 +28,7 @@ impl Relay {
         let open = |(name, ns): (&str, &str)| {
             let ns = netns_path(ns);
             let ns = ns.to_str().expect("namespace path");
-            Tap::open(name, Some(ns), 1, false, 1000)
-                .expect("open TAP")
-                .0
+            Tap::open(name, Some(ns), 1, false, 1000).expect("open TAP")
         };
         let taps = [open(a), open(b)];
         let stop = Arc::new(AtomicBool::new(false));

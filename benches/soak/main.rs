@@ -128,7 +128,7 @@ fn shared_frames() -> Vec<Vec<u8>> {
 /// written.
 fn hostile(netns: &Path, dev: &str, frames: Vec<Vec<u8>>, rate: u64, stop: Arc<AtomicBool>) -> u64 {
     let dev = dev.to_owned();
-    edgefwd_dataplane::port::in_netns(netns, move || {
+    edgefwd_io::in_netns(netns, move || {
         let iface = pnet_datalink::interfaces()
             .into_iter()
             .find(|i| i.name == dev)
@@ -301,7 +301,7 @@ nat = "Port2"
     );
     let hostile_thread = {
         let stop = Arc::clone(&stop);
-        let h3: PathBuf = edgefwd_dataplane::port::binding::netns_path(ns("h3").name());
+        let h3: PathBuf = edgefwd_io::binding::netns_path(ns("h3").name());
         std::thread::spawn(move || hostile(&h3, "h3", frames, 1000, stop))
     };
 

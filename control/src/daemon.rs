@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgefwd_dataplane::fib::{Fib, FibWriter};
-use edgefwd_dataplane::port::{Binding, LinkProbe, LinkState, PortId};
-use edgefwd_dataplane::stats::{DropReason, Stats};
-use edgefwd_dataplane::worker::{Device, Shared, Snapshot};
+use edgefwd_core::fib::{Fib, FibWriter};
+use edgefwd_core::port::{LinkState, PortId};
+use edgefwd_core::stats::{DropReason, Stats};
+use edgefwd_io::worker::{Shared, Snapshot};
+use edgefwd_io::{Binding, Device, NoDevice};
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
 use serde_json::{json, Value};
@@ -86,8 +87,7 @@ pub struct Daemon {
     shared: Option<Arc<Shared>>,
     /// Each port's binding in force (the config's, or `port bind`'s).
     bindings: Vec<Binding>,
-    devices: Vec<Arc<Device>>,
-    probes: Vec<Option<LinkProbe>>,
+    devices: Vec<Arc<dyn Device>>,
     params: Option<DeviceParams>,
     /// The state file and its journal, when the config names one.
     store: Option<Store>,
@@ -158,8 +158,9 @@ impl Daemon {
             fib,
             shared: None,
             bindings,
-            devices: (0..n).map(|_| Arc::new(Device::Down)).collect(),
-            probes: (0..n).map(|_| None).collect(),
+            devices: (0..n)
+                .map(|_| Arc::new(NoDevice) as Arc<dyn Device>)
+                .collect(),
             params: None,
             store,
         })
@@ -202,14 +203,12 @@ impl Daemon {
         for (i, p) in self.cfg.ports.iter().enumerate() {
             let bind = &self.bindings[i];
             let params = &params.for_port(&self.cfg, i);
-            let (dev, probe) =
+            self.devices[i] =
                 devices::open(&p.name, p.mac, bind, params).map_err(|error| RunError::Port {
                     port: p.name.clone(),
                     bind: bind.clone(),
                     error,
                 })?;
-            self.devices[i] = Arc::new(dev);
-            self.probes[i] = probe;
         }
         self.params = Some(params.clone());
         self.probe_links();
@@ -221,13 +220,14 @@ impl Daemon {
     /// Changes are applied with one FIB rebuild, however many ports moved.
     pub fn probe_links(&mut self) {
         let mut changed = false;
-        for port in 0..self.probes.len() {
-            let Some(probe) = &mut self.probes[port] else {
+        for port in 0..self.devices.len() {
+            // A switch's gateway interface has no device: it stays up.
+            if matches!(self.cfg.ports[port].role, PortRole::Gateway { .. }) {
                 continue;
-            };
+            }
             let state = match self.links[port] {
                 LinkState::Gone => LinkState::Gone,
-                _ => probe.state(),
+                _ => self.devices[port].link(),
             };
             changed |= self.record_link(port, state);
         }
@@ -363,19 +363,15 @@ impl Daemon {
         let params = self.params.as_ref().ok_or("no devices are open")?;
         let params = &params.for_port(&self.cfg, i);
         let p = &self.cfg.ports[i];
-        let (dev, probe) = devices::open(&p.name, p.mac, &bind, params)
+        let dev = devices::open(&p.name, p.mac, &bind, params)
             .map_err(|e| format!("port {port} (bind {bind}): {e}"))?;
         self.record(&Change::Bind {
             port: port.to_owned(),
             binding: bind.to_string(),
         })?;
         self.bindings[i] = bind.clone();
-        self.devices[i] = Arc::new(dev);
-        let mut probe = probe;
-        let state = probe
-            .as_mut()
-            .map_or(LinkState::AdminDown, LinkProbe::state);
-        self.probes[i] = probe;
+        let state = dev.link();
+        self.devices[i] = dev;
         info!(port, %bind, link = %state, "bound");
         self.record_link(i, state);
         // The snapshot carries the new device, so it is published even when

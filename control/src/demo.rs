@@ -27,8 +27,8 @@ use etherparse::{IpNumber, PacketBuilder};
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use edgefwd_dataplane::packet::checksum;
-use edgefwd_dataplane::packet::MacAddr;
+use edgefwd_core::packet::checksum;
+use edgefwd_core::packet::MacAddr;
 
 use crate::replay::{Input, Source};
 use crate::trace::TraceWriter;

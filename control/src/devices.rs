@@ -2,11 +2,11 @@
 //! `port bind` while running.
 
 use std::io;
+use std::sync::Arc;
 
-use edgefwd_dataplane::packet::buf::MAX_FRAME;
-use edgefwd_dataplane::port::tap::GSO_MAX_FRAME;
-use edgefwd_dataplane::port::{AfPacket, Binding, LinkProbe, Tap};
-use edgefwd_dataplane::worker::Device;
+use edgefwd_core::packet::buf::MAX_FRAME;
+use edgefwd_io::tap::GSO_MAX_FRAME;
+use edgefwd_io::{AfPacket, Binding, Device, NoDevice, Tap};
 use tracing::info;
 
 use crate::config::Config;
@@ -58,17 +58,16 @@ impl DeviceParams {
     }
 }
 
-/// Opens the device `bind` names for port `p` (`port_name`, `mac`); its link
-/// probe, none for `none`.
+/// Opens the device `bind` names for port `port_name` (whose MAC is `mac`).
 pub fn open(
     port_name: &str,
-    mac: edgefwd_dataplane::packet::MacAddr,
+    mac: edgefwd_core::packet::MacAddr,
     bind: &Binding,
     params: &DeviceParams,
-) -> io::Result<(Device, Option<LinkProbe>)> {
+) -> io::Result<Arc<dyn Device>> {
     match bind {
         Binding::Tap { name, netns } => {
-            let (tap, probe) = Tap::open(
+            let tap = Tap::open(
                 name,
                 netns.as_deref(),
                 params.workers,
@@ -76,10 +75,10 @@ pub fn open(
                 params.depth,
             )?;
             info!(port = port_name, %bind, queues = tap.queues(), offload = params.offload, "opened");
-            Ok((Device::Tap(tap), Some(probe)))
+            Ok(Arc::new(tap))
         }
         Binding::AfPacket { name, netns } => {
-            let (nic, probe) = AfPacket::open(
+            let nic = AfPacket::open(
                 name,
                 netns.as_deref(),
                 mac,
@@ -88,9 +87,9 @@ pub fn open(
                 params.buf_frame,
             )?;
             info!(port = port_name, %bind, "opened");
-            Ok((Device::AfPacket(nic), Some(probe)))
+            Ok(Arc::new(nic))
         }
-        Binding::None => Ok((Device::Down, None)),
+        Binding::None => Ok(Arc::new(NoDevice)),
         Binding::Pcap => Err(io::Error::other(
             "pcap is for replay; run needs tap:, afpacket: or none",
         )),

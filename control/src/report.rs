@@ -1,10 +1,10 @@
 //! What a replay did, for people (a text report) and for scripts (JSON, the
 //! shape in ARCHITECTURE.md §5).
 
-use edgefwd_dataplane::fib::Selection;
-use edgefwd_dataplane::nat::SessionView;
-use edgefwd_dataplane::pipeline::Router;
-use edgefwd_dataplane::stats::DropReason;
+use edgefwd_core::fib::Selection;
+use edgefwd_core::nat::SessionView;
+use edgefwd_core::pipeline::Router;
+use edgefwd_core::stats::DropReason;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -9,9 +9,9 @@
 //! prefix, so a change selects again among that prefix's routes only and
 //! hands the result to a [`FibWriter`]; nothing costs the size of the table.
 
-use edgefwd_dataplane::fib::{Adjacency, Fib, FibWriter, Route, Selection};
-use edgefwd_dataplane::pipeline::{Router, RouterConfig};
-use edgefwd_dataplane::port::{PortId, PortInfo, PortTable};
+use edgefwd_core::fib::{Adjacency, Fib, FibWriter, Route, Selection};
+use edgefwd_core::pipeline::{Router, RouterConfig};
+use edgefwd_core::port::{PortId, PortInfo, PortTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use edgefwd_dataplane::port::{Binding, LinkState};
-use edgefwd_dataplane::stats::{DropReason, Stats};
-use edgefwd_dataplane::worker::{
-    Device, Event, NatDump, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX,
-};
+use edgefwd_core::port::LinkState;
+use edgefwd_core::stats::{DropReason, Stats};
+use edgefwd_io::worker::{Event, NatDump, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX};
+use edgefwd_io::Binding;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
@@ -303,15 +302,13 @@ fn sum(shared: &Shared) -> Stats {
         total.add(&s.lock());
     }
     for (port, dev) in total.ports.iter_mut().zip(&snap.devices) {
-        if let Device::AfPacket(a) = &**dev {
-            let c = a.counters();
-            let full = c.rx_queue_full.load(Ordering::Relaxed);
-            let oversize = c.rx_oversize.load(Ordering::Relaxed);
-            port.rx += full + oversize;
-            port.drops[DropReason::RxQueueFull as usize] += full;
-            port.drops[DropReason::Oversize as usize] += oversize;
-            port.tx_errors += c.tx_failed.load(Ordering::Relaxed);
-        }
+        // Frames a device with its own I/O threads lost before a worker
+        // saw them: received and dropped, so the identity holds.
+        let c = dev.counts();
+        port.rx += c.rx_queue_full + c.rx_oversize;
+        port.drops[DropReason::RxQueueFull as usize] += c.rx_queue_full;
+        port.drops[DropReason::Oversize as usize] += c.rx_oversize;
+        port.tx_errors += c.tx_failed;
     }
     total
 }

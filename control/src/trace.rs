@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use edgefwd_dataplane::packet::{MacAddr, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use edgefwd_core::packet::{MacAddr, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 /// Link types `replay` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub struct TraceReader<R: Read> {
 
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
-impl TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read>>> {
+impl TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read + Send>>> {
     /// Opens a capture file.
     pub fn open(path: &Path) -> Result<Self, TraceError> {
         let name = path.display().to_string();
@@ -116,7 +116,7 @@ impl TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read>>> {
     }
 
     /// Reads a capture from any reader; `name` is used in errors.
-    pub fn from_reader(name: String, mut r: Box<dyn Read>) -> Result<Self, TraceError> {
+    pub fn from_reader(name: String, mut r: Box<dyn Read + Send>) -> Result<Self, TraceError> {
         let err = |message: String| TraceError {
             file: name.clone(),
             message,

@@ -16,7 +16,7 @@
 
 use std::net::Ipv4Addr;
 
-use edgefwd_dataplane::packet::check::check_frame;
+use edgefwd_core::packet::check::check_frame;
 use edgefwd_fuzz::{
     assert_valid, checksum, Rig, HOST_MAC, HOST_V4, OUR_V4, PORT2, PORT_MAC, VM1, VM2,
 };

@@ -4,8 +4,8 @@
 //! segments' payloads are the original payload in order.
 #![no_main]
 
-use edgefwd_dataplane::packet::check::check_headers;
-use edgefwd_dataplane::packet::offload::{finish_checksum, segment, Offload, VNET_HDR_LEN};
+use edgefwd_core::packet::check::check_headers;
+use edgefwd_core::packet::offload::{finish_checksum, segment, Offload, VNET_HDR_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

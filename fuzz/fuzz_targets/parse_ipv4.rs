@@ -10,8 +10,8 @@
 //! a forwarded packet keeps its options, its payload and its TTL less one.
 #![no_main]
 
-use edgefwd_dataplane::packet::check::check_frame;
-use edgefwd_dataplane::packet::checksum::{finish, pseudo_v4, sum};
+use edgefwd_core::packet::check::check_frame;
+use edgefwd_core::packet::checksum::{finish, pseudo_v4, sum};
 use edgefwd_fuzz::{
     assert_valid, checksum, eth, run, DropReason, Fix, PortId, HOST_MAC, PORT_MAC, RX_PORTS, V4,
 };

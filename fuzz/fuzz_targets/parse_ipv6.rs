@@ -13,8 +13,8 @@
 
 use std::net::Ipv6Addr;
 
-use edgefwd_dataplane::packet::check::check_frame;
-use edgefwd_dataplane::packet::checksum::{finish, pseudo_v6, sum};
+use edgefwd_core::packet::check::check_frame;
+use edgefwd_core::packet::checksum::{finish, pseudo_v6, sum};
 use edgefwd_fuzz::{
     assert_valid, eth, run, DropReason, Fix, PortId, HOST_MAC, HOST_V6, OUR_V6, PORT_MAC, RX_PORTS,
 };

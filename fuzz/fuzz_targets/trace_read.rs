@@ -3,7 +3,7 @@
 #![no_main]
 
 use edgefwd_control::trace::{to_ethernet, TraceReader};
-use edgefwd_dataplane::packet::MacAddr;
+use edgefwd_core::packet::MacAddr;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,14 +14,14 @@ use std::sync::{Arc, OnceLock};
 use edgefwd_control::config::Config;
 use edgefwd_control::demo;
 use edgefwd_control::rib::Rib;
-use edgefwd_dataplane::fib::Fib;
-use edgefwd_dataplane::packet::check::{check_frame, check_headers};
-use edgefwd_dataplane::packet::Packet;
-use edgefwd_dataplane::pipeline::{Router, RouterConfig};
-pub use edgefwd_dataplane::port::PortId;
-pub use edgefwd_dataplane::stats::DropReason;
-use edgefwd_dataplane::stats::Stats;
-use edgefwd_dataplane::time::Time;
+use edgefwd_core::fib::Fib;
+use edgefwd_core::packet::check::{check_frame, check_headers};
+use edgefwd_core::packet::Packet;
+use edgefwd_core::pipeline::{Router, RouterConfig};
+pub use edgefwd_core::port::PortId;
+pub use edgefwd_core::stats::DropReason;
+use edgefwd_core::stats::Stats;
+use edgefwd_core::time::Time;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 
 /// Ports 3-5 (vm1, vm2, vm3), the gateway interface "internal" (6), and
@@ -386,5 +386,5 @@ pub fn assert_valid(port: PortId, frame: &[u8]) {
 
 /// The Internet checksum of `b`.
 pub fn checksum(b: &[u8]) -> u16 {
-    edgefwd_dataplane::packet::checksum::checksum(b)
+    edgefwd_core::packet::checksum::checksum(b)
 }

@@ -257,8 +257,8 @@ pub struct Transfer {
 /// Sends `len` bytes of a known stream from namespace `from` to `dst`,
 /// listened on in namespace `to`, every step bounded in time.
 pub fn tcp_transfer(from: &Netns, to: &Netns, dst: std::net::SocketAddr, len: usize) -> Transfer {
-    use edgefwd_dataplane::port::binding::netns_path;
-    use edgefwd_dataplane::port::in_netns;
+    use edgefwd_io::binding::netns_path;
+    use edgefwd_io::in_netns;
     use sha2::{Digest, Sha256};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};

@@ -6,12 +6,12 @@
 //! without guessing. Validation builds a new [`Config`] and never touches
 //! running state: a refused config changes nothing.
 
-use edgefwd_dataplane::l2::{PortSecurity, SwitchConfig, Switching};
-use edgefwd_dataplane::nat::{NatConfig, NatPolicy};
-use edgefwd_dataplane::packet::MacAddr;
-use edgefwd_dataplane::pipeline::RouterConfig;
-pub use edgefwd_dataplane::port::Binding;
-use edgefwd_dataplane::port::PortId;
+use edgefwd_core::l2::{PortSecurity, SwitchConfig, Switching};
+use edgefwd_core::nat::{NatConfig, NatPolicy};
+use edgefwd_core::packet::MacAddr;
+use edgefwd_core::pipeline::RouterConfig;
+use edgefwd_core::port::PortId;
+pub use edgefwd_io::Binding;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

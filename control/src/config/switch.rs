@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use edgefwd_dataplane::l2::{PortSecurity, DEFAULT_AGING, DEFAULT_MAC_LIMIT};
-use edgefwd_dataplane::nat::{Filtering, NatPolicy};
-use edgefwd_dataplane::packet::MacAddr;
+use edgefwd_core::l2::{PortSecurity, DEFAULT_AGING, DEFAULT_MAC_LIMIT};
+use edgefwd_core::nat::{Filtering, NatPolicy};
+use edgefwd_core::packet::MacAddr;
 use ipnet::IpNet;
 use toml::Spanned;
 

@@ -1,7 +1,7 @@
 //! Config validation: every refusal names the field and the line.
 
 use super::*;
-use edgefwd_dataplane::nat::Filtering;
+use edgefwd_core::nat::Filtering;
 
 const GOOD: &str = r#"
 [dataplane]

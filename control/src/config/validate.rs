@@ -1,7 +1,7 @@
 //! Validation: raw config values to typed ones, refusing anything an
 //! operator could not have meant, with the field and line.
 
-use edgefwd_dataplane::packet::MacAddr;
+use edgefwd_core::packet::MacAddr;
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;

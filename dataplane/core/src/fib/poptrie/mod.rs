@@ -52,7 +52,7 @@ mod tests;
 
 use super::trie::Trie;
 use super::Lpm;
-use crate::prefetch::{prefetch_addr, prefetch_index};
+use edgefwd_prefetch::{prefetch_addr, prefetch_index};
 
 /// Bits per node level.
 const STRIDE: u32 = 6;

@@ -1,12 +1,11 @@
 //! Reusable packet buffers with headroom, and the per-packet metadata the
 //! pipeline stages pass along.
 //!
-//! A [`PacketBuf`] is allocated once (a `BytesMut` of fixed size) and recycled
+//! A [`PacketBuf`] is allocated once (a boxed slice of fixed size) and recycled
 //! through a [`BufPool`], so the hot path never allocates. The frame sits at an
 //! offset inside the buffer; the headroom in front lets a stage prepend a
 //! header (a tag, an encapsulation) without moving the frame.
 
-use bytes::BytesMut;
 use std::net::IpAddr;
 
 use super::Offload;
@@ -22,7 +21,7 @@ pub const MAX_FRAME: usize = 9216;
 
 /// A fixed-size frame buffer with headroom.
 pub struct PacketBuf {
-    data: BytesMut,
+    data: Box<[u8]>,
     start: usize,
     end: usize,
 }
@@ -43,7 +42,7 @@ impl PacketBuf {
     /// A new, empty buffer for frames up to `max_frame` bytes.
     pub fn with_capacity(max_frame: usize) -> Self {
         PacketBuf {
-            data: BytesMut::zeroed(HEADROOM + max_frame),
+            data: vec![0; HEADROOM + max_frame].into_boxed_slice(),
             start: HEADROOM,
             end: HEADROOM,
         }

@@ -1,29 +1,47 @@
-//! Ports: the router's view of them (identity, addresses, MTU, link state)
-//! and the drivers that move their frames.
+//! Ports as the router sees them: identity, addresses, MTU, link state.
 //!
 //! How a port is bound (TAP, AF_PACKET, pcap) is not the pipeline's
 //! business: the control plane builds a [`PortTable`] from the config, and
-//! the drivers here ([`tap`], [`afpacket`]) move frames in and out by
-//! [`PortId`] for the workers. All syscalls, and all `unsafe` but the
-//! prefetch hint's, are in `sys`.
+//! the devices of the `edgefwd-io` crate move frames in and out by
+//! [`PortId`].
+
+use std::fmt;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::packet::MacAddr;
 
-pub mod afpacket;
-pub mod binding;
-pub mod link;
-mod sys;
+/// What a port's device says of its link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Up with carrier.
+    Up,
+    /// Administratively down (`ip link set … down`).
+    AdminDown,
+    /// Up but without carrier.
+    NoCarrier,
+    /// The device is gone (removed, or failed).
+    Gone,
+}
 
-pub use sys::{in_netns, Ring};
-pub mod tap;
+impl LinkState {
+    /// True when traffic can flow.
+    pub fn is_up(self) -> bool {
+        self == LinkState::Up
+    }
+}
 
-pub use afpacket::AfPacket;
-pub use binding::Binding;
-pub use link::{LinkProbe, LinkState};
-pub use tap::Tap;
+impl fmt::Display for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkState::Up => "up",
+            LinkState::AdminDown => "admin-down",
+            LinkState::NoCarrier => "no-carrier",
+            LinkState::Gone => "gone",
+        })
+    }
+}
 
 /// Index of a port in the [`PortTable`].
 pub type PortId = u16;

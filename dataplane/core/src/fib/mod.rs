@@ -17,12 +17,14 @@
 
 mod poptrie;
 mod select;
+#[cfg(any(test, feature = "reference"))]
 mod treebitmap;
 mod trie;
 mod writer;
 
 pub use poptrie::PoptrieLpm;
 pub use select::{select, Selection};
+#[cfg(any(test, feature = "reference"))]
 pub use treebitmap::TreeBitmapLpm;
 pub use writer::FibWriter;
 

@@ -1,23 +1,30 @@
 //! `edgefwd replay`: pcap in (one file per port), the router in between,
 //! one pcap out per port.
 //!
-//! Inputs are merged by timestamp and cut into bursts (one port, at most
-//! `burst` packets, at most 1 ms apart); packet timestamps drive the router's
-//! clock, so the same trace always gives the same output.
+//! Every port is a [`PcapPort`], driven through the same device interface
+//! as the workers drive TAPs. Inputs are merged by timestamp and cut into
+//! bursts (one port, at most `burst` packets, at most 1 ms apart); packet
+//! timestamps drive the router's clock, so the same trace always gives the
+//! same output.
 
-use edgefwd_dataplane::pipeline::Router;
-use edgefwd_dataplane::port::PortId;
-use edgefwd_dataplane::time::Time;
+mod pcap_port;
+
+use edgefwd_core::pipeline::Router;
+use edgefwd_core::port::PortId;
+use edgefwd_core::time::Time;
+use edgefwd_io::{Device, QueueIo};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use pcap_port::PcapPort;
+
 use crate::config::Config;
 use crate::report::Report;
 use crate::rib::Rib;
-use crate::trace::{to_ethernet, Record, TraceError, TraceReader, TraceWriter};
+use crate::trace::{TraceError, TraceReader, TraceWriter};
 
 /// Packets within this span of a burst's first may join it.
 const BURST_WINDOW: Duration = Duration::from_millis(1);
@@ -80,13 +87,8 @@ pub enum ReplayError {
     },
 }
 
-type Reader = TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read>>>;
-
-struct Feed {
-    port: PortId,
-    reader: Reader,
-    head: Option<Record>,
-}
+/// A capture being read.
+pub type Reader = TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read + Send>>>;
 
 /// Replays `inputs` through a router configured by `cfg`, writing
 /// `out_dir/PORT.pcap` for every port.
@@ -103,6 +105,7 @@ pub fn replay(
     let (fib, selection) = rib.build_fib();
     let mut router = rib.router(cfg, Arc::new(fib), &cfg.router_config());
 
+    // Every input opens before anything is written.
     let mut total_bytes = 0u64;
     let mut feeds = Vec::new();
     for input in inputs {
@@ -128,20 +131,16 @@ pub fn replay(
                 TraceReader::from_reader(name, Box::new(io::Cursor::new(data)))?
             }
         };
-        feeds.push(Feed {
-            port: port as PortId,
-            reader,
-            head: None,
-        });
+        feeds.push((port, reader));
     }
 
     std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Output {
         path: out_dir.to_owned(),
         source,
     })?;
-    let mut writers = Vec::new();
+    let mut ports = Vec::new();
     let mut outputs = Vec::new();
-    for p in &cfg.ports {
+    for (i, p) in cfg.ports.iter().enumerate() {
         let path = out_dir.join(format!("{}.pcap", p.name));
         let file = std::fs::File::create(&path).map_err(|source| ReplayError::Output {
             path: path.clone(),
@@ -151,8 +150,17 @@ pub fn replay(
             path: path.clone(),
             source,
         })?;
-        writers.push(w);
+        let mac = router
+            .ports()
+            .get(i as PortId)
+            .map(|p| p.mac)
+            .unwrap_or_default();
+        ports.push(PcapPort::new(mac, w));
         outputs.push(path);
+    }
+
+    for (port, reader) in feeds {
+        ports[port].feed(reader);
     }
 
     let bar = if progress && total_bytes >= PROGRESS_MIN_BYTES {
@@ -167,123 +175,85 @@ pub fn replay(
         ProgressBar::hidden()
     };
 
-    let mut warnings = Vec::new();
-    for f in &mut feeds {
-        advance(f, &mut warnings);
-    }
+    let mut qio = QueueIo::new(0, None);
     let burst_size = cfg.dataplane.burst;
     let mut burst = Vec::with_capacity(burst_size);
-    let mut frame = Vec::with_capacity(2048);
+    let mut received = Vec::with_capacity(1);
     let mut now = Time(0);
     let mut burst_start = Duration::ZERO;
     let mut burst_port = PortId::MAX;
-    let mut write_error = None;
+    let mut read = 0;
     loop {
-        let next = feeds
+        let next = ports
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| f.head.as_ref().map(|r| (r.ts, i)))
+            .filter_map(|(i, p)| p.next_time().map(|t| (t, i)))
             .min();
         let Some((ts, i)) = next else { break };
-        let port = feeds[i].port;
+        let port = i as PortId;
         if !burst.is_empty()
             && (port != burst_port || burst.len() >= burst_size || ts > burst_start + BURST_WINDOW)
         {
             router.process(&mut burst, now);
-            drain(&mut router, &mut writers, &mut write_error);
+            drain(&mut router, &ports, &mut qio);
         }
         if burst.is_empty() {
-            run_timers(
-                &mut router,
-                &mut writers,
-                &mut write_error,
-                now,
-                Time::from_duration(ts),
-            );
+            run_timers(&mut router, &ports, &mut qio, now, Time::from_duration(ts));
             burst_start = ts;
             burst_port = port;
         }
-        let Some(rec) = feeds[i].head.take() else {
-            break;
-        };
-        bar.inc(rec.data.len() as u64 + 16);
-        now = now.max(Time::from_duration(rec.ts));
-        let mac = router.ports().get(port).map(|p| p.mac).unwrap_or_default();
-        let whole = rec.whole();
-        to_ethernet(&rec, mac, &mut frame);
-        router.receive(&mut burst, port, now, &frame, whole);
-        advance(&mut feeds[i], &mut warnings);
+        // One frame at a time, so inputs on several ports merge by time.
+        ports[i].rx_burst(&mut qio, &mut router, 1, &mut received);
+        for r in received.drain(..) {
+            now = now.max(r.at.unwrap_or(now));
+            router.receive_buf(&mut burst, port, now, r.buf, r.offload);
+        }
+        let bytes: u64 = ports.iter().map(PcapPort::bytes_read).sum();
+        bar.inc(bytes - read);
+        read = bytes;
     }
     router.process(&mut burst, now);
-    drain(&mut router, &mut writers, &mut write_error);
-    run_timers(
-        &mut router,
-        &mut writers,
-        &mut write_error,
-        now,
-        now.after(END_GRACE),
-    );
+    drain(&mut router, &ports, &mut qio);
+    run_timers(&mut router, &ports, &mut qio, now, now.after(END_GRACE));
     router.finish();
-    drain(&mut router, &mut writers, &mut write_error);
+    drain(&mut router, &ports, &mut qio);
     bar.finish_and_clear();
 
-    for (w, path) in writers.into_iter().zip(&outputs) {
-        let mut inner = w.into_inner();
-        if let Err(source) = io::Write::flush(&mut inner) {
-            return Err(ReplayError::Output {
+    let mut warnings = Vec::new();
+    let mut failed = None;
+    for (port, path) in ports.into_iter().zip(&outputs) {
+        let (w, written) = port.finish();
+        warnings.extend(w);
+        if let Err(source) = written {
+            failed.get_or_insert(ReplayError::Output {
                 path: path.clone(),
                 source,
             });
         }
     }
-    if let Some((port, source)) = write_error {
-        return Err(ReplayError::Output {
-            path: outputs[usize::from(port)].clone(),
-            source,
-        });
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok(Report::build(&router, &rib, &selection, outputs, warnings))
 }
 
 /// Runs the router's timers at each step from `from` to before `to`.
-fn run_timers<W: io::Write>(
-    router: &mut Router,
-    writers: &mut [TraceWriter<W>],
-    error: &mut Option<(PortId, io::Error)>,
-    from: Time,
-    to: Time,
-) {
+fn run_timers(router: &mut Router, ports: &[PcapPort], qio: &mut QueueIo, from: Time, to: Time) {
     let mut t = from.after(TIMER_STEP);
     let mut steps = 0;
     while t < to && steps < MAX_TIMER_STEPS {
         router.tick(t);
-        drain(router, writers, error);
+        drain(router, ports, qio);
         t = t.after(TIMER_STEP);
         steps += 1;
     }
 }
 
-fn advance(f: &mut Feed, warnings: &mut Vec<String>) {
-    match f.reader.next_record() {
-        Ok(r) => f.head = r,
-        Err(e) => {
-            warnings.push(format!("{e}; the rest of the file was not read"));
-            f.head = None;
-        }
-    }
-}
-
-fn drain<W: io::Write>(
-    router: &mut Router,
-    writers: &mut [TraceWriter<W>],
-    error: &mut Option<(PortId, io::Error)>,
-) {
-    for (port, w) in writers.iter_mut().enumerate() {
-        let port = port as PortId;
-        router.drain_tx(port, |p| {
-            if let Err(e) = w.write(p.meta.ts.as_duration(), p.buf.frame()) {
-                error.get_or_insert((port, e));
-            }
+/// Hands what the router queued for each port to its device.
+fn drain(router: &mut Router, ports: &[PcapPort], qio: &mut QueueIo) {
+    for (port, dev) in ports.iter().enumerate() {
+        router.drain_tx_all(port as PortId, |pkts| {
+            dev.tx_burst(qio, pkts);
         });
     }
 }

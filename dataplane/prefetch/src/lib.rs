@@ -5,7 +5,8 @@
 //! in turn; prefetching every entry of the burst first puts all the misses
 //! in flight together (VPP's "dual/quad loop" and DPDK's
 //! `rte_prefetch0`). The standard library has no stable prefetch, so this
-//! is the crate's one `unsafe` outside the port drivers.
+//! is edgefwd's one `unsafe` outside the port drivers, in a crate of its
+//! own so that the forwarding core can forbid `unsafe` outright.
 #![allow(unsafe_code)]
 
 /// Starts loading the cache line holding `x` into every cache level. A

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use foldhash::fast::RandomState;
 use std::hash::BuildHasher;
 
-use crate::prefetch::prefetch;
+use edgefwd_prefetch::prefetch;
 
 /// No key: mapping indices stop below `u32::MAX`.
 const EMPTY: u64 = u64::MAX;

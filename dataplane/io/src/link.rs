@@ -3,45 +3,14 @@
 //! changes to the FIB, so routes through a port that went down fall out and
 //! the next metric takes over.
 
-use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::sys::{self, IfSocket};
-
-/// What a probe found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkState {
-    /// Up with carrier.
-    Up,
-    /// Administratively down (`ip link set … down`).
-    AdminDown,
-    /// Up but without carrier.
-    NoCarrier,
-    /// The device is gone (removed, or moved to another namespace).
-    Gone,
-}
-
-impl LinkState {
-    /// True when traffic can flow.
-    pub fn is_up(self) -> bool {
-        self == LinkState::Up
-    }
-}
-
-impl fmt::Display for LinkState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LinkState::Up => "up",
-            LinkState::AdminDown => "admin-down",
-            LinkState::NoCarrier => "no-carrier",
-            LinkState::Gone => "gone",
-        })
-    }
-}
+use crate::sys::{self, IfSocket};
+pub use edgefwd_core::port::LinkState;
 
 /// Asks the kernel about one interface, in the namespace the device was
 /// opened in. The interface index taken at open time tells a device that was

@@ -28,9 +28,9 @@ use foldhash::fast::{FixedState, RandomState};
 
 use super::heads::Heads;
 use super::{Filtering, Flow, NatConfig, Proto, SessionView};
-use crate::prefetch::prefetch;
 use crate::stats::DropReason;
 use crate::time::Time;
+use edgefwd_prefetch::prefetch;
 
 const NONE: u32 = u32::MAX;
 /// Session slots a sweep looks at, at most every [`SWEEP_EVERY`]: 100,000

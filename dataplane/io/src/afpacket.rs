@@ -27,10 +27,18 @@ use crossbeam_queue::ArrayQueue;
 use mio::Waker;
 use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender};
 
-use super::binding::netns_path;
-use super::link::LinkProbe;
-use super::sys;
-use crate::packet::{MacAddr, PacketBuf};
+use edgefwd_core::packet::offload::Offload;
+use edgefwd_core::packet::{MacAddr, Packet, PacketBuf};
+use edgefwd_core::port::LinkState;
+use parking_lot::Mutex;
+
+use crate::binding::netns_path;
+use crate::device::{
+    plain_frames, BufSource, Capabilities, Device, DeviceCounts, QueueIo, Readiness, Received,
+    RxStatus,
+};
+use crate::link::LinkProbe;
+use crate::sys;
 
 /// Buffers made when the port opens.
 const PREALLOC: usize = 64;
@@ -40,7 +48,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Counters kept by the I/O threads.
 #[derive(Default)]
-pub struct DeviceCounters {
+struct IoCounters {
     /// Frames dropped because the rx queue was full.
     pub rx_queue_full: AtomicU64,
     /// Frames longer than the read buffer (cut short by the socket).
@@ -57,7 +65,7 @@ struct Queues {
     /// only then, so a busy worker gets no wake-up syscalls.
     armed: AtomicBool,
     waker: OnceLock<Arc<Waker>>,
-    counters: DeviceCounters,
+    counters: IoCounters,
     stop: AtomicBool,
     failed: OnceLock<io::Error>,
     max_frame: usize,
@@ -71,6 +79,7 @@ pub struct AfPacket {
     q: Arc<Queues>,
     tx: Option<Sender<PacketBuf>>,
     threads: Vec<JoinHandle<()>>,
+    probe: Mutex<LinkProbe>,
 }
 
 impl AfPacket {
@@ -85,7 +94,7 @@ impl AfPacket {
         depth: usize,
         max_frame: usize,
         buf_frame: usize,
-    ) -> io::Result<(AfPacket, LinkProbe)> {
+    ) -> io::Result<AfPacket> {
         let buf_frame = buf_frame.max(max_frame);
         let netns = netns.map(netns_path);
         let open = || -> io::Result<(Channel, LinkProbe)> {
@@ -127,7 +136,7 @@ impl AfPacket {
             free: ArrayQueue::new(depth * 2),
             armed: AtomicBool::new(true),
             waker: OnceLock::new(),
-            counters: DeviceCounters::default(),
+            counters: IoCounters::default(),
             stop: AtomicBool::new(false),
             failed: OnceLock::new(),
             max_frame,
@@ -154,14 +163,14 @@ impl AfPacket {
                 Box::new(move || tx_thread(sender, tx_rx, &q))
             })?,
         ];
-        let port = AfPacket {
+        Ok(AfPacket {
             name: name.to_owned(),
             netns,
             q,
             tx: Some(tx),
             threads,
-        };
-        Ok((port, probe))
+            probe: Mutex::new(probe),
+        })
     }
 
     /// The NIC's name.
@@ -172,11 +181,6 @@ impl AfPacket {
     /// The namespace file the NIC was opened in, if not ours.
     pub fn netns(&self) -> Option<&std::path::Path> {
         self.netns.as_deref()
-    }
-
-    /// Sets the waker of the worker that owns this port's rx.
-    pub fn set_waker(&self, waker: Arc<Waker>) {
-        let _ = self.q.waker.set(waker);
     }
 
     /// Takes one received frame, handing a buffer back for the rx thread in
@@ -216,11 +220,6 @@ impl AfPacket {
             }
             None => false,
         }
-    }
-
-    /// The I/O threads' counters.
-    pub fn counters(&self) -> &DeviceCounters {
-        &self.q.counters
     }
 
     /// The error that stopped the rx thread, if one did.
@@ -293,5 +292,87 @@ fn tx_thread(mut tx: Box<dyn DataLinkSender>, frames: Receiver<PacketBuf>, q: &Q
             q.counters.tx_failed.fetch_add(1, Ordering::Relaxed);
         }
         let _ = q.free.push(b);
+    }
+}
+
+impl Device for AfPacket {
+    fn kind(&self) -> &'static str {
+        "afpacket"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_frame: self.q.max_frame,
+            ..Capabilities::default()
+        }
+    }
+
+    fn readiness(&self, _queue: usize) -> Readiness {
+        Readiness::Waker
+    }
+
+    fn set_waker(&self, waker: Arc<Waker>) {
+        let _ = self.q.waker.set(waker);
+    }
+
+    fn rx_burst(
+        &self,
+        _io: &mut QueueIo,
+        pool: &mut dyn BufSource,
+        max: usize,
+        out: &mut Vec<Received>,
+    ) -> RxStatus {
+        let mut spare = None;
+        for _ in 0..max {
+            if spare.is_none() {
+                spare = Some(pool.take());
+            }
+            match self.recv(&mut spare) {
+                Some(buf) => out.push(Received {
+                    buf,
+                    offload: Ok(Offload::default()),
+                    at: None,
+                }),
+                None => {
+                    if let Some(b) = spare {
+                        pool.give_back(b);
+                    }
+                    return match self.failure() {
+                        Some(e) => RxStatus::Failed(io::Error::new(e.kind(), e.to_string())),
+                        None => RxStatus::Drained,
+                    };
+                }
+            }
+        }
+        if let Some(b) = spare {
+            pool.give_back(b);
+        }
+        RxStatus::More
+    }
+
+    fn tx_burst(&self, io: &mut QueueIo, pkts: &mut [Packet]) -> u64 {
+        pkts.iter_mut()
+            .map(|p| {
+                let sent = plain_frames(p, &mut io.scratch, |f| {
+                    self.send(f)
+                        .then_some(())
+                        .ok_or_else(|| io::Error::other("tx queue full"))
+                });
+                u64::from(sent.is_err())
+            })
+            .sum()
+    }
+
+    fn link(&self) -> LinkState {
+        self.probe.lock().state()
+    }
+
+    fn counts(&self) -> DeviceCounts {
+        let c = &self.q.counters;
+        DeviceCounts {
+            rx_queue_full: c.rx_queue_full.load(Ordering::Relaxed),
+            rx_oversize: c.rx_oversize.load(Ordering::Relaxed),
+            tx_failed: c.tx_failed.load(Ordering::Relaxed),
+        }
     }
 }

@@ -1,0 +1,386 @@
+//! Workers: the threads that move frames between the port devices and the
+//! pipeline in real time.
+//!
+//! Each worker owns one [`Router`] and one queue of every TAP (queue `i` for
+//! worker `i`, so no two workers touch the same fd and a flow, hashed to one
+//! queue by the kernel, stays in order on one worker). It waits for
+//! readiness with mio (edge-triggered), then takes one burst from each ready
+//! port in turn until every port is drained to `WouldBlock`; each burst runs
+//! through the pipeline and what it queued goes out at once.
+//!
+//! A worker knows devices only through [`Device`]: it polls what each says
+//! to poll ([`Readiness`]), receives bursts and hands the router's queued
+//! packets back out, lending the device its own I/O state ([`QueueIo`]:
+//! its queue index and its io_uring ring, which batches a TAP's reads and
+//! writes for one syscall each, since a TAP has no batch call of its own).
+//! A device read by I/O threads of its own (AF_PACKET) wakes the one worker
+//! that owns it instead.
+//!
+//! Sleeping in `epoll_wait` costs a wake-up per frame that arrives while the
+//! worker sleeps, dear on a virtual machine, where a halted vCPU must be
+//! woken through the hypervisor. With `busy_poll` set, a worker
+//! that has just seen frames keeps asking without sleeping (`epoll_wait`
+//! with a zero timeout, one syscall for all its fds) until no frame has come
+//! for that long, as DPDK and VPP poll and as Linux's `busy_poll` does for
+//! sockets: lower latency for a core kept busy while traffic flows.
+//!
+//! The control plane never stops a worker: it publishes a new [`Snapshot`]
+//! (FIB, link states, devices) through an `ArcSwap`, which each worker picks
+//! up between bursts without a lock. A worker's counters are copied out
+//! every 100 ms (a `try_lock`, skipped when the reader holds it) for
+//! `stats`.
+//!
+//! Each worker has its own neighbour table; the ARP or NDP answer to one
+//! worker's request may arrive on another's queue, so workers pass the
+//! answers they see to each other through bounded lock-free inboxes and
+//! wake the receiver.
+
+mod rx;
+mod tx;
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use crossbeam_queue::ArrayQueue;
+use edgefwd_core::fib::Fib;
+use edgefwd_core::nat::SessionView;
+use edgefwd_core::packet::MacAddr;
+use edgefwd_core::pipeline::Router;
+use edgefwd_core::port::PortId;
+use edgefwd_core::time::Time;
+use mio::{Events, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::device::{Device, QueueIo, Received};
+use rx::Polled;
+
+/// The worker that reads a device with I/O threads of its own (its queue
+/// is not per worker, [`crate::Readiness::Waker`]): worker 0 for a port in
+/// [`Snapshot::single`], else one by port.
+pub fn waker_owner(port: PortId, workers: usize, single: bool) -> usize {
+    if single {
+        0
+    } else {
+        usize::from(port) % workers.max(1)
+    }
+}
+
+/// The token of a worker's waker.
+const WAKE: Token = Token(usize::MAX);
+
+/// What the dataplane forwards with; replaced whole by the control plane.
+pub struct Snapshot {
+    /// The FIB.
+    pub fib: Arc<Fib>,
+    /// Link state of each port, by [`PortId`].
+    pub links: Vec<bool>,
+    /// Ports only worker 0 reads, by [`PortId`]: switch members, uplinks
+    /// and NAT outside ports, whose MAC and NAT tables live in worker 0's
+    /// router (their TAPs have one queue; a device with its own I/O threads
+    /// is owned by 0).
+    pub single: Vec<bool>,
+    /// Each port's device, by [`PortId`]. A port rebound at run time gets a
+    /// new one; workers move their polling to it when they pick up the
+    /// snapshot, and the old device closes when the last of them lets go.
+    pub devices: Vec<Arc<dyn Device>>,
+}
+
+/// Something a worker tells the control plane.
+#[derive(Debug)]
+pub enum Event {
+    /// A port's device failed (removed, or an error other than "try again"):
+    /// it is no longer polled.
+    DeviceFailed {
+        /// The port.
+        port: PortId,
+        /// What the device said.
+        error: io::Error,
+    },
+}
+
+/// State shared by the workers and the control plane.
+pub struct Shared {
+    /// The current snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set to make every worker finish.
+    pub stop: AtomicBool,
+    /// Each worker's counters, as last copied out.
+    pub stats: Vec<Mutex<edgefwd_core::stats::Stats>>,
+    /// Where workers report device failures.
+    pub events: Sender<Event>,
+    /// Each worker's inbox of neighbour answers seen by the others.
+    pub neighbors: Vec<ArrayQueue<Learned>>,
+    /// Each worker's waker, set when it starts.
+    pub wakers: Vec<OnceLock<Arc<Waker>>>,
+    /// Raised by the control plane to ask every worker for its NAT
+    /// sessions (`nat sessions`): a generation number.
+    pub nat_wanted: AtomicU64,
+    /// Each worker's answer, tagged with the generation it answers.
+    pub nat_dumps: Vec<Mutex<NatDump>>,
+    /// Fault injection: worker `i` fails with an error when bit `i` is
+    /// set, as one whose device or poller broke would (tests of the
+    /// daemon's supervision).
+    pub fail: Arc<AtomicU64>,
+}
+
+/// A worker's NAT sessions, copied out on request.
+#[derive(Debug, Default)]
+pub struct NatDump {
+    /// The request ([`Shared::nat_wanted`]) this answers.
+    pub generation: u64,
+    /// The sessions of the worker's NAT tables then.
+    pub sessions: Vec<SessionView>,
+}
+
+/// A neighbour answer passed between workers: port, address, MAC.
+pub type Learned = (PortId, IpAddr, MacAddr);
+
+/// Capacity of a worker's neighbour inbox; answers beyond it are dropped
+/// (the neighbour is asked again).
+pub const NEIGHBOR_INBOX: usize = 1024;
+
+/// Tunables of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Frames taken from one port before turning to the next.
+    pub burst: usize,
+    /// How long to keep polling without sleeping after the last frame
+    /// (zero: sleep at once).
+    pub busy_poll: Duration,
+    /// Read and write TAP frames in batches through io_uring (falling back
+    /// to a syscall per frame where the kernel refuses it); false: always a
+    /// syscall per frame.
+    pub io_uring: bool,
+}
+
+const TICK: Duration = Duration::from_millis(10);
+/// Operations one io_uring submission holds.
+const RING_DEPTH: usize = 256;
+const PUBLISH: Duration = Duration::from_millis(100);
+
+/// One worker thread's state.
+pub struct Worker {
+    id: usize,
+    router: Router,
+    shared: Arc<Shared>,
+    cfg: WorkerConfig,
+    snapshot: Arc<Snapshot>,
+    epoch: Instant,
+    learned: Vec<Learned>,
+    nat_served: u64,
+    /// The worker's I/O state, lent to every device call.
+    io: QueueIo,
+    /// Frames a device just received, before the router takes them.
+    received: Vec<Received>,
+}
+
+impl Worker {
+    /// Worker `id` (which picks its TAP queues) running `router`.
+    pub fn new(id: usize, router: Router, shared: Arc<Shared>, cfg: WorkerConfig) -> Self {
+        let snapshot = shared.snapshot.load_full();
+        let mut w = Worker {
+            id,
+            router,
+            shared,
+            snapshot: snapshot.clone(),
+            epoch: Instant::now(),
+            learned: Vec::new(),
+            nat_served: 0,
+            io: QueueIo::new(id, None),
+            received: Vec::with_capacity(cfg.burst),
+            cfg,
+        };
+        w.apply(&snapshot);
+        w
+    }
+
+    fn now(&self) -> Time {
+        Time::from_duration(self.epoch.elapsed())
+    }
+
+    fn apply(&mut self, snap: &Snapshot) {
+        self.router.set_fib(snap.fib.clone());
+        for (port, &up) in snap.links.iter().enumerate() {
+            self.router.set_link(port as PortId, up);
+        }
+    }
+
+    /// Passes the neighbour answers this worker saw to the others, and takes
+    /// theirs.
+    fn share_neighbors(&mut self) {
+        self.router.take_learned(&mut self.learned);
+        if !self.learned.is_empty() {
+            for (i, inbox) in self.shared.neighbors.iter().enumerate() {
+                if i == self.id {
+                    continue;
+                }
+                for &l in &self.learned {
+                    let _ = inbox.push(l);
+                }
+                // Wake the peer: it may be holding packets for this answer.
+                if let Some(w) = self.shared.wakers[i].get() {
+                    let _ = w.wake();
+                }
+            }
+            self.learned.clear();
+        }
+        if let Some(inbox) = self.shared.neighbors.get(self.id) {
+            while let Some((port, addr, mac)) = inbox.pop() {
+                self.router.learn_neighbor(port, addr, mac);
+            }
+        }
+    }
+
+    /// Answers a pending request for the NAT sessions (checked on every
+    /// wake-up and tick, so an answer takes at most a tick).
+    fn serve_nat(&mut self) {
+        let wanted = self.shared.nat_wanted.load(Ordering::Acquire);
+        if wanted == self.nat_served {
+            return;
+        }
+        self.nat_served = wanted;
+        let now = self.router.now();
+        let sessions = self
+            .router
+            .nat()
+            .iter()
+            .flat_map(|n| n.sessions(now))
+            .collect();
+        if let Some(slot) = self.shared.nat_dumps.get(self.id) {
+            *slot.lock() = NatDump {
+                generation: wanted,
+                sessions,
+            };
+        }
+    }
+
+    /// Picks up a new snapshot; true when there was one.
+    fn refresh(&mut self) -> bool {
+        let cur = self.shared.snapshot.load();
+        if Arc::ptr_eq(&cur, &self.snapshot) {
+            return false;
+        }
+        let snap = Arc::clone(&cur);
+        drop(cur);
+        self.apply(&snap);
+        // A port on a new device may face other hosts: what was learned
+        // through the old one no longer holds.
+        for (port, dev) in snap.devices.iter().enumerate() {
+            if self
+                .snapshot
+                .devices
+                .get(port)
+                .is_some_and(|old| !Arc::ptr_eq(old, dev))
+            {
+                self.router.forget_neighbors(port as PortId);
+            }
+        }
+        self.snapshot = snap;
+        true
+    }
+
+    fn publish(&self, wait: bool) {
+        let slot = &self.shared.stats[self.id];
+        let guard = if wait {
+            Some(slot.lock())
+        } else {
+            slot.try_lock()
+        };
+        if let Some(mut s) = guard {
+            s.clone_from(self.router.stats());
+        }
+    }
+
+    /// Runs until [`Shared::stop`] is set; returns the router (with its
+    /// final counters) after dropping what still waits for a neighbour.
+    pub fn run(mut self) -> io::Result<Router> {
+        if self.cfg.io_uring {
+            self.io = QueueIo::new(self.id, Some(RING_DEPTH));
+        }
+        let mut poll = Poll::new()?;
+        let shared = Arc::clone(&self.shared);
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let _ = shared.wakers[self.id].set(Arc::clone(&waker));
+        let mut io = Polled::new(waker);
+        self.sync_devices(&poll, &mut io)?;
+        let mut events = Events::with_capacity(64);
+        let mut burst = Vec::with_capacity(self.cfg.burst);
+        let (mut last_tick, mut last_publish) = (Instant::now(), Instant::now());
+        let mut last_frame: Option<Instant> = None;
+        while !shared.stop.load(Ordering::Relaxed) {
+            if shared.fail.load(Ordering::Relaxed) & (1 << (self.id % 64)) != 0 {
+                return Err(io::Error::other("failure injected"));
+            }
+            let spinning = !self.cfg.busy_poll.is_zero()
+                && last_frame.is_some_and(|t| t.elapsed() < self.cfg.busy_poll);
+            let timeout = if spinning { Duration::ZERO } else { TICK };
+            match poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for e in events.iter() {
+                if e.token() == WAKE {
+                    // A device with its own I/O threads has frames, a peer
+                    // passed neighbour answers, or the control plane
+                    // published a snapshot (taken now, so that the FIB copy
+                    // it replaced is let go for the writer to edit).
+                    if self.refresh() {
+                        self.sync_devices(&poll, &mut io)?;
+                    }
+                    io.wake_owned();
+                    self.share_neighbors();
+                    self.serve_nat();
+                    self.flush();
+                } else {
+                    io.mark(e.token().0);
+                }
+            }
+            // One burst from each ready port in turn, until all are drained.
+            while io.any_ready() && !shared.stop.load(Ordering::Relaxed) {
+                if self.refresh() {
+                    self.sync_devices(&poll, &mut io)?;
+                }
+                for port in 0..io.ports() {
+                    if !io.is_ready(port) {
+                        continue;
+                    }
+                    // One clock read per burst (a few per frame would show).
+                    let at = Instant::now();
+                    let now = Time::from_duration(at - self.epoch);
+                    self.rx_burst(&poll, &mut io, port as PortId, &mut burst, now);
+                    if !burst.is_empty() {
+                        last_frame = Some(at);
+                    }
+                    self.router.process(&mut burst, now);
+                    self.share_neighbors();
+                    self.flush();
+                }
+            }
+            let at = Instant::now();
+            if at - last_tick >= TICK {
+                last_tick = at;
+                if self.refresh() {
+                    self.sync_devices(&poll, &mut io)?;
+                }
+                self.router.tick(self.now());
+                self.serve_nat();
+                self.share_neighbors();
+                self.flush();
+            }
+            if at - last_publish >= PUBLISH {
+                last_publish = at;
+                self.publish(false);
+            }
+        }
+        self.router.finish();
+        self.flush();
+        self.publish(true);
+        Ok(self.router)
+    }
+}

@@ -1,0 +1,30 @@
+//! The worker's transmit side: what the router queued goes out through
+//! each port's device, a burst per port.
+
+use std::sync::Arc;
+
+use edgefwd_core::port::PortId;
+
+use super::Worker;
+
+impl Worker {
+    /// Hands every port's queued packets to its device; frames a device
+    /// refuses are counted as the port's `tx_errors`.
+    pub(super) fn flush(&mut self) {
+        if !self.router.has_tx() {
+            return;
+        }
+        let snap = Arc::clone(&self.snapshot);
+        for (port, dev) in snap.devices.iter().enumerate() {
+            let port = port as PortId;
+            let mut refused = 0;
+            let io = &mut self.io;
+            self.router.drain_tx_all(port, |pkts| {
+                refused = dev.tx_burst(io, pkts);
+            });
+            if refused > 0 {
+                self.router.count_tx_errors(port, refused);
+            }
+        }
+    }
+}
