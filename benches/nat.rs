@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_core::nat::{Flow, NatConfig, NatPolicy, Proto, Table};
 use edgefwd_core::packet::Packet;
 use edgefwd_core::pipeline::Router;
@@ -213,7 +213,7 @@ mac = "02:00:00:00:99:01"
 
 fn router(nat: bool) -> Router {
     let cfg = Config::parse(&CFG.replace("NAT", if nat { "nat = \"Port2\"" } else { "" })).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let fib = Arc::new(rib.build_fib().0);
     rib.router(&cfg, fib, &cfg.router_config())
 }
@@ -256,7 +256,7 @@ fn burst_through(
     at: usize,
 ) -> u64 {
     for f in &frames[at..at + BURST] {
-        r.receive(burst, rx, Time(1), f, true);
+        r.receive(burst, rx, Time(1), f);
     }
     r.process(burst, Time(1));
     let mut sent = 0;

@@ -10,7 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::{Rib, RouteKind};
+use edgefwd_control::rib::{PortsUp, Rib, RouteKind};
 use edgefwd_control::ribfile;
 use edgefwd_core::fib::Route;
 use edgefwd_core::packet::Packet;
@@ -83,7 +83,7 @@ struct Setup {
 /// A router with `prefixes` spread over the four gateways, all resolved.
 fn make_router(prefixes: &[ipnet::Ipv4Net], rcfg: &RouterConfig) -> Router {
     let cfg = Config::parse(CFG).unwrap();
-    let mut rib = Rib::from_config(&cfg, false);
+    let mut rib = Rib::from_config(&cfg, PortsUp::All);
     let gw = |i: usize| GATEWAYS[i % GATEWAYS.len()];
     rib.extend(
         prefixes.iter().enumerate().map(|(i, p)| Route {
@@ -165,7 +165,7 @@ fn pipeline_burst(
     at: usize,
 ) -> u64 {
     for f in &frames[at..at + BURST] {
-        router.receive(burst, 1, Time(0), f, true);
+        router.receive(burst, 1, Time(0), f);
     }
     router.process(burst, Time(0));
     let mut sent = 0;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_core::packet::Packet;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::time::Time;
@@ -106,7 +106,7 @@ fn round(
 #[test]
 fn every_injected_fault_is_counted_and_nothing_is_lost() {
     let cfg = Config::parse(CFG).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, _) = rib.build_fib();
     let mut router = rib.router(&cfg, Arc::new(fib), &cfg.router_config());
 

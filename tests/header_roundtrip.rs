@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_core::packet::check::check_frame;
 use edgefwd_core::packet::offload::{segment, Offload, F_NEEDS_CSUM, GSO_TCPV4};
 use edgefwd_core::packet::Packet;
@@ -57,7 +57,7 @@ const HOST3: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 2);
 
 fn router() -> Router {
     let cfg = Config::parse(CFG).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, _) = rib.build_fib();
     rib.router(&cfg, Arc::new(fib), &cfg.router_config())
 }
@@ -67,7 +67,7 @@ fn through(frame: &[u8]) -> [Vec<Vec<u8>>; 2] {
     let mut r = router();
     let mut burst: Vec<Packet> = Vec::new();
     let now = Time::from_duration(Duration::from_secs(1));
-    r.receive(&mut burst, 0, now, frame, true);
+    r.receive(&mut burst, 0, now, frame);
     r.process(&mut burst, now);
     let mut out = [Vec::new(), Vec::new()];
     for (port, o) in out.iter_mut().enumerate() {

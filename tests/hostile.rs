@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_core::neigh::{
     GC_INTERVAL, GC_STALE_TIME, GC_THRESH1, HIGH_WATER, MAX_INCOMPLETE, QUEUE_LIMIT,
     REACHABLE_LIFETIME,
@@ -49,7 +49,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let cfg = Config::parse(CFG).unwrap();
-        let rib = Rib::from_config(&cfg, false);
+        let rib = Rib::from_config(&cfg, PortsUp::All);
         let (fib, _) = rib.build_fib();
         let router = rib.router(&cfg, Arc::new(fib), &cfg.router_config());
         Rig {
@@ -64,7 +64,7 @@ impl Rig {
         let mut sent = 0;
         for f in frames {
             self.now = self.now.after(Duration::from_micros(10));
-            self.router.receive(&mut self.burst, 0, self.now, &f, true);
+            self.router.receive(&mut self.burst, 0, self.now, &f);
             if self.burst.len() == BURST {
                 sent += self.flush();
             }
@@ -76,8 +76,7 @@ impl Rig {
     /// port.
     fn exchange(&mut self, port: u16, frame: &[u8]) -> Vec<(u16, Vec<u8>)> {
         self.now = self.now.after(Duration::from_micros(10));
-        self.router
-            .receive(&mut self.burst, port, self.now, frame, true);
+        self.router.receive(&mut self.burst, port, self.now, frame);
         self.router.process(&mut self.burst, self.now);
         let mut out = Vec::new();
         for p in 0..2 {
@@ -319,7 +318,7 @@ fn malformed_and_expiring_traffic_is_dropped_by_reason() {
     rig.feed(frames);
     // Oversize frames cannot be carried at all.
     rig.router
-        .receive(&mut rig.burst, 0, rig.now, &vec![0; MAX_FRAME + 1], true);
+        .receive(&mut rig.burst, 0, rig.now, &vec![0; MAX_FRAME + 1]);
     rig.flush();
     let s = rig.router.stats();
     assert_eq!(rig.drops(DropReason::TtlExpired), 201);
@@ -347,7 +346,7 @@ fn long_ipv6_extension_chains_do_not_hurt() {
             "addresses = [\"10.3.0.1/16\", \"2001:db8:3::1/64\"]",
         );
     let cfg = Config::parse(&cfg).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, _) = rib.build_fib();
     let mut rig = Rig {
         router: rib.router(&cfg, Arc::new(fib), &cfg.router_config()),
@@ -408,7 +407,7 @@ fn long_ipv6_extension_chains_do_not_hurt() {
 #[test]
 fn held_bytes_stay_within_the_budget_with_large_buffers() {
     let cfg = Config::parse(CFG).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, _) = rib.build_fib();
     let mut rcfg = cfg.router_config();
     rcfg.max_frame = 65535 + 18;

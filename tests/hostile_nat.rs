@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_core::packet::Packet;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::stats::DropReason;
@@ -47,7 +47,7 @@ const GW_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 1];
 
 fn router() -> Router {
     let cfg = Config::parse(CFG).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, _) = rib.build_fib();
     rib.router(&cfg, Arc::new(fib), &cfg.router_config())
 }
@@ -70,7 +70,7 @@ fn feed(r: &mut Router, port: u16, now: &mut Time, frames: &[Vec<u8>]) -> [u64; 
     for chunk in frames.chunks(64) {
         for f in chunk {
             *now = now.after(Duration::from_micros(10));
-            r.receive(&mut burst, port, *now, f, true);
+            r.receive(&mut burst, port, *now, f);
         }
         r.process(&mut burst, *now);
         for (p, n) in sent.iter_mut().enumerate() {

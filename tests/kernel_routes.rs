@@ -8,7 +8,7 @@ mod common;
 use common::Netns;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -179,7 +179,7 @@ fn route_selection_matches_the_kernel() {
     let mut rng = StdRng::seed_from_u64(0xed9e);
     let routes = random_routes(&mut rng);
     let cfg = Config::parse(&config(&routes)).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, selection) = rib.build_fib();
 
     let ns = Netns::new("kroutes");

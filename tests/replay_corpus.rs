@@ -6,7 +6,7 @@ mod common;
 
 use edgefwd_control::config::Config;
 use edgefwd_control::replay::{replay, Input, Source};
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_control::trace::{to_ethernet, TraceReader};
 use edgefwd_core::packet::check::{check_frame, check_headers};
 use edgefwd_core::time::Time;
@@ -235,7 +235,7 @@ fn every_shared_frame_through_the_ip_stages() {
         return;
     };
     let cfg = Config::parse(CFG).unwrap();
-    let rib = Rib::from_config(&cfg, false);
+    let rib = Rib::from_config(&cfg, PortsUp::All);
     let (fib, _) = rib.build_fib();
     let mut router = rib.router(&cfg, Arc::new(fib), &cfg.router_config());
     let mac = rib.ports().get(1).unwrap().mac;
@@ -252,7 +252,11 @@ fn every_shared_frame_through_the_ip_stages() {
             }
             now = Time(now.0 + 1_000_000);
             let strict = check_frame(trimmed(&frame)).is_ok();
-            router.receive(&mut burst, 1, now, &frame, rec.whole());
+            if rec.whole() {
+                router.receive(&mut burst, 1, now, &frame);
+            } else {
+                router.receive_truncated(1, now, &frame);
+            }
             router.process(&mut burst, now);
             for port in 0..2 {
                 router.drain_tx(port, |p| {

@@ -15,7 +15,7 @@ use crate::daemon::{stats_json, stats_text};
 use crate::demo;
 use crate::replay::{replay, Input, Source};
 use crate::report::NatSessionReport;
-use crate::rib::{LookupRoute, Rib, RouteView};
+use crate::rib::{LookupRoute, PortsUp, Rib, RouteView};
 use crate::{api, ribfile};
 
 /// edgefwd: a userspace packet-forwarding dataplane for an edge appliance.
@@ -293,7 +293,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 },
         } => {
             let cfg = Config::load(&path)?;
-            let rib = Rib::from_config(&cfg, false);
+            let rib = Rib::from_config(&cfg, PortsUp::All);
             let (fib, selection) = rib.build_fib();
             for a in addresses {
                 let routes = rib.lookup(&fib, &selection.selected, a);

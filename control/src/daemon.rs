@@ -28,10 +28,9 @@ use crate::api::{Command, RouteSpec, ROUTE_PAGE, ROUTE_PAGE_SCAN};
 use crate::config::{
     check_route, parse_prefix, Config, PortRole, RouteConfig, RouteError, RouteField,
 };
-use crate::devices::{self, DeviceParams};
+use crate::devices::{self, DeviceParams, OpenError};
 use crate::report::NatSessionReport;
-use crate::rib::{Rib, RibRoute, RouteKind};
-use crate::run::RunError;
+use crate::rib::{PortsUp, Rib, RibRoute, RouteKind};
 use crate::store::{Change, State, Store, StoredRoute};
 
 /// Workers that are not running (tests, benches): no counters, no NAT
@@ -199,12 +198,12 @@ impl Daemon {
 
     /// Opens every port's device for its binding and probes its link. A
     /// port that cannot be opened is an error naming it and its binding.
-    pub fn open_devices(&mut self, params: &DeviceParams) -> Result<(), RunError> {
+    pub fn open_devices(&mut self, params: &DeviceParams) -> Result<(), OpenError> {
         for (i, p) in self.cfg.ports.iter().enumerate() {
             let bind = &self.bindings[i];
             let params = &params.for_port(&self.cfg, i);
             self.devices[i] =
-                devices::open(&p.name, p.mac, bind, params).map_err(|error| RunError::Port {
+                devices::open(&p.name, p.mac, bind, params).map_err(|error| OpenError {
                     port: p.name.clone(),
                     bind: bind.clone(),
                     error,
@@ -676,7 +675,7 @@ fn flag(f: RouteField) -> &'static str {
 }
 
 fn build_rib(cfg: &Config, custom: &[RouteConfig], links: &[LinkState]) -> Rib {
-    let mut rib = Rib::from_config_with(cfg, custom, true);
+    let mut rib = Rib::from_config_with(cfg, custom, PortsUp::Bound);
     for (port, l) in links.iter().enumerate() {
         rib.set_link(port as PortId, l.is_up());
     }

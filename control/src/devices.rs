@@ -11,6 +11,18 @@ use tracing::info;
 
 use crate::config::Config;
 
+/// A port whose device could not be opened, with its binding.
+#[derive(Debug, thiserror::Error)]
+#[error("port {port} (bind {bind}): {error}")]
+pub struct OpenError {
+    /// Port name.
+    pub port: String,
+    /// Its binding.
+    pub bind: Binding,
+    /// What failed.
+    pub error: io::Error,
+}
+
 /// How devices are opened: the same for every port of a run.
 #[derive(Clone, Debug)]
 pub struct DeviceParams {

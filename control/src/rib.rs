@@ -105,17 +105,25 @@ pub struct Rib {
     selected: Vec<bool>,
 }
 
+/// Which ports a RIB made from the config counts as up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortsUp {
+    /// Every port (replay and offline lookups).
+    All,
+    /// Every port but those bound to `none` (the daemon, before it has
+    /// asked the devices).
+    Bound,
+}
+
 impl Rib {
-    /// The RIB a config describes. Every port counts as up unless `live` is
-    /// set, in which case ports bound to `none` are down (in `replay` and in
-    /// offline lookups every port is up).
-    pub fn from_config(cfg: &Config, live: bool) -> Rib {
-        Rib::from_config_with(cfg, &cfg.routes, live)
+    /// The RIB a config describes, with the ports `up` counts as up.
+    pub fn from_config(cfg: &Config, up: PortsUp) -> Rib {
+        Rib::from_config_with(cfg, &cfg.routes, up)
     }
 
     /// [`Rib::from_config`] with `custom` in place of the config's
     /// `[[route]]`s (the daemon's routes as changed at run time).
-    pub fn from_config_with(cfg: &Config, custom: &[RouteConfig], live: bool) -> Rib {
+    pub fn from_config_with(cfg: &Config, custom: &[RouteConfig], up: PortsUp) -> Rib {
         let ports = cfg
             .ports
             .iter()
@@ -140,7 +148,9 @@ impl Rib {
                     .collect::<Vec<Ipv6Net>>(),
                 mtu: p.mtu,
                 // A switch's gateway interface has no device: it is up.
-                up: !live || p.bind != Binding::None || matches!(p.role, PortRole::Gateway { .. }),
+                up: up == PortsUp::All
+                    || p.bind != Binding::None
+                    || matches!(p.role, PortRole::Gateway { .. }),
             })
             .collect();
         let id = |name: &str| {
@@ -575,8 +585,8 @@ next_hop = "192.168.30.1"
 metric = 100
 "#;
 
-    fn lookup(live: bool, a: &str) -> Vec<LookupRoute> {
-        let rib = Rib::from_config(&Config::parse(CFG).unwrap(), live);
+    fn lookup(up: PortsUp, a: &str) -> Vec<LookupRoute> {
+        let rib = Rib::from_config(&Config::parse(CFG).unwrap(), up);
         let (fib, sel) = rib.build_fib();
         rib.lookup(&fib, &sel.selected, a.parse().unwrap())
     }
@@ -590,24 +600,24 @@ metric = 100
 
     #[test]
     fn connected_default_and_static_routes() {
-        let r = lookup(false, "10.0.2.99");
+        let r = lookup(PortsUp::All, "10.0.2.99");
         assert_eq!(
             (r[0].interface.as_str(), r[0].next_hop, r[0].metric),
             ("Port2", None, 0)
         );
-        let r = lookup(false, "8.8.8.8");
+        let r = lookup(PortsUp::All, "8.8.8.8");
         assert_eq!(r[0].destination.to_string(), "0.0.0.0/0");
         assert_eq!(r[0].next_hop, Some("10.0.2.1".parse().unwrap()));
     }
 
     #[test]
     fn lower_metric_wins_unless_its_port_is_down() {
-        let r = lookup(false, "192.168.21.7");
+        let r = lookup(PortsUp::All, "192.168.21.7");
         assert_eq!(
             (r.len(), r[0].interface.as_str(), r[0].metric),
             (1, "Port4", 100)
         );
-        let r = lookup(true, "192.168.21.7");
+        let r = lookup(PortsUp::Bound, "192.168.21.7");
         assert_eq!(
             (r.len(), r[0].interface.as_str(), r[0].metric),
             (1, "Port3", 200)
@@ -623,7 +633,7 @@ metric = 100
         use rand::{Rng, SeedableRng};
         let cfg = Config::parse(CFG).unwrap();
         let mut rng = StdRng::seed_from_u64(11);
-        let mut rib = Rib::from_config(&cfg, false);
+        let mut rib = Rib::from_config(&cfg, PortsUp::All);
         let mut fib = rib.compile();
         let key = |r: &RibRoute| {
             (
@@ -703,7 +713,7 @@ metric = 100
     /// does, in order, and each stops at its limits.
     #[test]
     fn pages_add_up_to_the_whole_listing() {
-        let mut rib = Rib::from_config(&Config::parse(CFG).unwrap(), false);
+        let mut rib = Rib::from_config(&Config::parse(CFG).unwrap(), PortsUp::All);
         let gw = Some(IpAddr::from([192, 168, 20, 1]));
         let routes: Vec<Route> = (0..500u32)
             .flat_map(|i| {

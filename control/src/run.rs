@@ -27,14 +27,13 @@ use crossbeam_queue::ArrayQueue;
 use edgefwd_core::port::LinkState;
 use edgefwd_core::stats::{DropReason, Stats};
 use edgefwd_io::worker::{Event, NatDump, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX};
-use edgefwd_io::Binding;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::api::{self, Response};
 use crate::config::Config;
 use crate::daemon::{stats_json, stats_text, Daemon, Workers};
-use crate::devices::DeviceParams;
+use crate::devices::{DeviceParams, OpenError};
 use crate::report::NatSessionReport;
 use crate::server::{refusal, Server};
 
@@ -45,15 +44,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// A port's device could not be opened.
-    #[error("port {port} (bind {bind}): {error}")]
-    Port {
-        /// Port name.
-        port: String,
-        /// Its binding.
-        bind: Binding,
-        /// What failed.
-        error: io::Error,
-    },
+    #[error(transparent)]
+    Port(#[from] OpenError),
     /// The config asks for something `run` cannot do.
     #[error("{0}")]
     Config(String),

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use edgefwd_control::config::Config;
 use edgefwd_control::demo;
-use edgefwd_control::rib::Rib;
+use edgefwd_control::rib::{PortsUp, Rib};
 use edgefwd_core::fib::Fib;
 use edgefwd_core::packet::check::{check_frame, check_headers};
 use edgefwd_core::packet::Packet;
@@ -169,7 +169,7 @@ impl Appliance {
     /// The appliance a TOML config describes.
     pub fn new(toml: &str) -> Self {
         let cfg = Config::parse(toml).expect("fuzz config");
-        let rib = Rib::from_config(&cfg, false);
+        let rib = Rib::from_config(&cfg, PortsUp::All);
         let fib = Arc::new(rib.build_fib().0);
         Appliance { cfg, rib, fib }
     }
@@ -246,7 +246,7 @@ impl Rig {
         self.steps += 1;
         self.fed.push(frame.to_vec());
         for r in [&mut self.router, &mut self.staged] {
-            r.receive(&mut self.burst, port % RX_PORTS, now, frame, true);
+            r.receive(&mut self.burst, port % RX_PORTS, now, frame);
             r.process(&mut self.burst, now);
         }
         self.drain()

@@ -377,6 +377,7 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
+mod fields;
 mod raw;
 mod switch;
 mod validate;

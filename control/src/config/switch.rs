@@ -16,8 +16,8 @@ use edgefwd_core::packet::MacAddr;
 use ipnet::IpNet;
 use toml::Spanned;
 
+use super::fields::{ip_address, unicast_mac, valid_name};
 use super::raw::{Lines, RawNat, RawPort, RawSwitch};
-use super::validate::{ip_address, unicast_mac, valid_name};
 use super::{Binding, ConfigError, PortConfig, PortRole, SwitchKind, SwitchSpec, DEFAULT_MTU};
 
 /// A `[[port]]` with `switch` set: a member, no addresses of its own.

@@ -1,12 +1,12 @@
 //! Validation: raw config values to typed ones, refusing anything an
 //! operator could not have meant, with the field and line.
 
-use edgefwd_core::packet::MacAddr;
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use toml::Spanned;
 
+use super::fields::{ip_address, unicast_mac, valid_name};
 use super::raw::{Lines, RawConfig};
 use super::switch;
 use super::{
@@ -14,13 +14,6 @@ use super::{
     NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC, DEFAULT_MTU,
     DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS,
 };
-
-pub(super) fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
 
 pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError> {
     let dp = &raw.dataplane;
@@ -287,33 +280,6 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
 
 fn fmt_nh(nh: Option<IpAddr>) -> String {
     nh.map_or_else(|| "on-link".to_owned(), |a| a.to_string())
-}
-
-/// Parses an IP address field.
-pub(super) fn ip_address(
-    l: &Lines,
-    s: &Spanned<String>,
-    field: String,
-) -> Result<IpAddr, ConfigError> {
-    s.get_ref()
-        .parse()
-        .map_err(|_| l.at(s, field, format!("{:?} is not an IP address", s.get_ref())))
-}
-
-/// Parses a MAC field that must be a unicast address.
-pub(super) fn unicast_mac(
-    l: &Lines,
-    s: &Spanned<String>,
-    field: String,
-) -> Result<MacAddr, ConfigError> {
-    let mac: MacAddr = s
-        .get_ref()
-        .parse()
-        .map_err(|e| l.at(s, field.clone(), format!("{:?}: {e}", s.get_ref())))?;
-    if mac.is_multicast() || mac == MacAddr::ZERO {
-        return Err(l.at(s, field, format!("{mac} is not a unicast address")));
-    }
-    Ok(mac)
 }
 
 /// The field of a route a [`RouteError`] is about.

@@ -23,7 +23,7 @@ pub use pcap_port::PcapPort;
 
 use crate::config::Config;
 use crate::report::Report;
-use crate::rib::Rib;
+use crate::rib::{PortsUp, Rib};
 use crate::trace::{TraceError, TraceReader, TraceWriter};
 
 /// Packets within this span of a burst's first may join it.
@@ -101,7 +101,7 @@ pub fn replay(
     if inputs.is_empty() {
         return Err(ReplayError::NoInput);
     }
-    let rib = Rib::from_config(cfg, false);
+    let rib = Rib::from_config(cfg, PortsUp::All);
     let (fib, selection) = rib.build_fib();
     let mut router = rib.router(cfg, Arc::new(fib), &cfg.router_config());
 

@@ -94,6 +94,17 @@ pub enum State {
     },
 }
 
+/// Whether an answer may make a new entry, or only refresh one the table
+/// has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Make one if there is none (the sender addressed us).
+    Create,
+    /// Only refresh or resolve an existing entry (unsolicited answers,
+    /// answers another worker saw).
+    RefreshOnly,
+}
+
 /// What became of a packet handed to [`NeighTable::resolve`].
 pub enum Resolution {
     /// Send it to this MAC now.
@@ -179,15 +190,19 @@ impl NeighTable {
         self.per_port.get(usize::from(port)).copied().unwrap_or(0)
     }
 
-    fn count(&mut self, port: PortId, added: bool) {
+    /// One more learned or resolving entry on `port`.
+    fn count_added(&mut self, port: PortId) {
         let i = usize::from(port);
         if self.per_port.len() <= i {
             self.per_port.resize(i + 1, 0);
         }
-        if added {
-            self.per_port[i] += 1;
-        } else {
-            self.per_port[i] -= 1;
+        self.per_port[i] += 1;
+    }
+
+    /// One fewer learned or resolving entry on `port`.
+    fn count_removed(&mut self, port: PortId) {
+        if let Some(n) = self.per_port.get_mut(usize::from(port)) {
+            *n -= 1;
         }
     }
 
@@ -196,13 +211,13 @@ impl NeighTable {
         self.version += 1;
         match self.map.insert(Key(port, addr), State::Static(mac)) {
             None | Some(State::Static(_)) => {}
-            Some(State::Reachable { .. }) => self.count(port, false),
+            Some(State::Reachable { .. }) => self.count_removed(port),
             Some(State::Incomplete { queue, .. }) => {
                 // Its packets go with it; a static entry is added at start,
                 // before any is held.
                 self.held -= queue.len();
                 self.incomplete.retain(|k| *k != Key(port, addr));
-                self.count(port, false);
+                self.count_removed(port);
             }
         }
     }
@@ -264,7 +279,7 @@ impl NeighTable {
                 // Only static and resolving entries left.
                 return Resolution::Refused(pkt, DropReason::NeighborTableFull);
             }
-            self.count(port, true);
+            self.count_added(port);
         }
         let mut queue = VecDeque::with_capacity(QUEUE_LIMIT);
         queue.push_back(pkt);
@@ -283,7 +298,7 @@ impl NeighTable {
     }
 
     /// Records that `addr` on `port` has `mac`. A new entry is made only when
-    /// `create` is true (the sender addressed us), the table holds fewer
+    /// `entry` is [`Entry::Create`] (the sender addressed us), the table holds fewer
     /// than [`HIGH_WATER`] entries and the port is within its share;
     /// otherwise only existing entries are updated. Static entries never
     /// change. Returns the packets that were waiting for it.
@@ -293,7 +308,7 @@ impl NeighTable {
         addr: IpAddr,
         mac: MacAddr,
         now: Time,
-        create: bool,
+        entry: Entry,
     ) -> Option<VecDeque<Packet>> {
         self.version += 1;
         let key = Key(port, addr);
@@ -319,9 +334,12 @@ impl NeighTable {
                 }
             }
             None => {
-                if create && self.map.len() < HIGH_WATER && self.on_port(port) < self.port_share {
+                if entry == Entry::Create
+                    && self.map.len() < HIGH_WATER
+                    && self.on_port(port) < self.port_share
+                {
                     self.map.insert(key, fresh);
-                    self.count(port, true);
+                    self.count_added(port);
                 }
                 None
             }
@@ -439,7 +457,7 @@ impl NeighTable {
             if let Some(State::Incomplete { mut queue, .. }) = self.map.remove(&key) {
                 self.held -= queue.len();
                 failed.extend(queue.drain(..));
-                self.count(key.0, false);
+                self.count_removed(key.0);
             }
         }
     }
@@ -525,7 +543,7 @@ mod tests {
             Resolution::Held { probe: false }
         ));
         assert_eq!(t.held(), 2);
-        let q = t.learn(0, A, MAC, Time(2), false).unwrap();
+        let q = t.learn(0, A, MAC, Time(2), Entry::RefreshOnly).unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(t.held(), 0);
         assert!(matches!(t.resolve(0, A, pkt(), Time(3)), Resolution::Ready(_, m) if m == MAC));
@@ -535,9 +553,9 @@ mod tests {
     fn forgetting_a_port_keeps_other_ports_and_static_entries() {
         const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
         let mut t = NeighTable::new();
-        t.learn(0, A, MAC, Time(0), true);
+        t.learn(0, A, MAC, Time(0), Entry::Create);
         t.add_static(0, B, MAC);
-        t.learn(1, A, MAC, Time(0), true);
+        t.learn(1, A, MAC, Time(0), Entry::Create);
         let held = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
         let _ = t.resolve(0, held, pkt(), Time(0));
         let mut failed = Vec::new();
@@ -559,7 +577,11 @@ mod tests {
         }
         assert_eq!(t.held(), 3);
         let b = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10));
-        assert_eq!(t.learn(0, b, MAC, Time(1), false).map(|q| q.len()), Some(1));
+        assert_eq!(
+            t.learn(0, b, MAC, Time(1), Entry::RefreshOnly)
+                .map(|q| q.len()),
+            Some(1)
+        );
         assert_eq!(t.held(), 2, "released packets leave the count");
         let mut failed = Vec::new();
         t.flush(&mut failed);
@@ -599,9 +621,9 @@ mod tests {
     #[test]
     fn unsolicited_reply_does_not_create_entries() {
         let mut t = NeighTable::new();
-        t.learn(0, A, MAC, Time(0), false);
+        t.learn(0, A, MAC, Time(0), Entry::RefreshOnly);
         assert!(t.lookup(0, A, Time(0)).is_none());
-        t.learn(0, A, MAC, Time(0), true);
+        t.learn(0, A, MAC, Time(0), Entry::Create);
         assert_eq!(t.lookup(0, A, Time(0)), Some(MAC));
     }
 
@@ -622,11 +644,11 @@ mod tests {
     fn requests_create_entries_only_below_the_high_water_mark() {
         let mut t = NeighTable::new();
         for i in 0..(HIGH_WATER as u32 + 100) {
-            t.learn(0, v4(i), MAC, Time(0), true);
+            t.learn(0, v4(i), MAC, Time(0), Entry::Create);
         }
         assert_eq!(count(&t), HIGH_WATER);
         // An existing entry is still refreshed above the mark.
-        t.learn(0, v4(0), MacAddr([7; 6]), secs(1), true);
+        t.learn(0, v4(0), MacAddr([7; 6]), secs(1), Entry::Create);
         assert_eq!(t.lookup(0, v4(0), secs(1)), Some(MacAddr([7; 6])));
         assert_eq!(t.lookup(0, v4(HIGH_WATER as u32), secs(1)), None);
     }
@@ -635,10 +657,10 @@ mod tests {
     fn a_port_holds_no_more_than_its_share() {
         let mut t = NeighTable::with_limits(4, 16);
         for i in 0..20_000 {
-            t.learn(0, v4(i), MAC, Time(0), true);
+            t.learn(0, v4(i), MAC, Time(0), Entry::Create);
         }
         assert_eq!(count(&t), MAX_ENTRIES / 4, "port 0 stops at its share");
-        t.learn(1, v4(0), MAC, Time(0), true);
+        t.learn(1, v4(0), MAC, Time(0), Entry::Create);
         assert_eq!(
             t.lookup(1, v4(0), Time(0)),
             Some(MAC),
@@ -650,7 +672,7 @@ mod tests {
     fn learned_entries_go_stale_then_away() {
         let mut t = NeighTable::new();
         for i in 0..1000 {
-            t.learn(0, v4(i), MAC, Time(0), true);
+            t.learn(0, v4(i), MAC, Time(0), Entry::Create);
         }
         let (mut probes, mut failed) = (Vec::new(), Vec::new());
         let stale = secs(REACHABLE_LIFETIME.as_secs() + 1);
@@ -663,7 +685,7 @@ mod tests {
         assert_eq!(count(&t), 0);
         assert_eq!(t.removed(), (0, 1000));
         // The port's share is free again.
-        t.learn(0, v4(5), MAC, gone, true);
+        t.learn(0, v4(5), MAC, gone, Entry::Create);
         assert_eq!(t.lookup(0, v4(5), gone), Some(MAC));
     }
 
@@ -677,7 +699,7 @@ mod tests {
                 t.resolve(0, v4(i), pkt(), now),
                 Resolution::Held { .. }
             ));
-            t.learn(0, v4(i), MAC, now, false);
+            t.learn(0, v4(i), MAC, now, Entry::RefreshOnly);
         }
         assert_eq!(count(&t), MAX_ENTRIES);
         let now = Time(MAX_ENTRIES as u64);
@@ -696,9 +718,9 @@ mod tests {
     #[test]
     fn a_port_over_its_share_reclaims_its_own_entries_only() {
         let mut t = NeighTable::with_limits(4, 16);
-        t.learn(1, v4(0), MAC, Time(0), true);
+        t.learn(1, v4(0), MAC, Time(0), Entry::Create);
         for i in 0..(MAX_ENTRIES / 4) as u32 {
-            t.learn(0, v4(i), MAC, Time(1 + u64::from(i)), true);
+            t.learn(0, v4(i), MAC, Time(1 + u64::from(i)), Entry::Create);
         }
         let now = Time(MAX_ENTRIES as u64);
         assert!(matches!(
@@ -717,7 +739,7 @@ mod tests {
     fn static_entries_do_not_change_or_expire() {
         let mut t = NeighTable::new();
         t.add_static(0, A, MAC);
-        t.learn(0, A, MacAddr([9; 6]), Time(0), true);
+        t.learn(0, A, MacAddr([9; 6]), Time(0), Entry::Create);
         assert_eq!(t.lookup(0, A, Time(u64::MAX)), Some(MAC));
     }
 }

@@ -41,7 +41,9 @@ use ipnet::Ipv4Net;
 use crate::port::PortId;
 use crate::time::Time;
 
-pub(crate) use rewrite::{icmp_checksum_ok, parse, set_endpoint, translate_error, End, Parsed};
+pub(crate) use rewrite::{
+    icmp_checksum_ok, parse, set_endpoint, translate_error, End, Parsed, Sum,
+};
 pub use table::Table;
 
 /// Which inbound packets a mapping lets in.

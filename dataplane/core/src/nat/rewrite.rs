@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 
 use super::Proto;
 use crate::packet::checksum;
+use crate::packet::icmp_types::v4 as icmp;
 use crate::packet::view::Ipv4View;
-use crate::pipeline::icmp::v4 as icmp;
 
 /// What NAT sees of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,10 +136,30 @@ pub(crate) enum End {
     Dst,
 }
 
+/// What a packet's transport checksum field holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sum {
+    /// The checksum of the whole segment.
+    Complete,
+    /// A partial one (the pseudo-header's) left for the device to finish
+    /// (checksum offload).
+    Partial,
+}
+
+impl Sum {
+    /// What a packet with offload state `off` carries.
+    pub(crate) fn of(off: &crate::packet::Offload) -> Sum {
+        if off.needs_csum() {
+            Sum::Partial
+        } else {
+            Sum::Complete
+        }
+    }
+}
+
 /// Rewrites one endpoint (address and port, or echo id) of the packet at
-/// `ip` in `b`, both checksums included. `partial`: the transport checksum
-/// is a partial one left for the device to finish.
-pub(crate) fn set_endpoint(b: &mut [u8], ip: usize, end: End, to: (Ipv4Addr, u16), partial: bool) {
+/// `ip` in `b`, both checksums included.
+pub(crate) fn set_endpoint(b: &mut [u8], ip: usize, end: End, to: (Ipv4Addr, u16), sum: Sum) {
     let Some(mut h) = Ipv4View::new_checked(&mut b[ip..]) else {
         return;
     };
@@ -177,7 +197,7 @@ pub(crate) fn set_endpoint(b: &mut [u8], ip: usize, end: End, to: (Ipv4Addr, u16
         return;
     }
     let mut c = c;
-    if partial {
+    if sum == Sum::Partial {
         if pseudo {
             c = !checksum::update32(!c, u32::from(old), u32::from(to.0));
         }
@@ -224,7 +244,7 @@ pub(crate) fn translate_error(
             End::Dst => h.set_dst(addr),
         }
     }
-    set_endpoint(l3, inner, end, to, false);
+    set_endpoint(l3, inner, end, to, Sum::Complete);
     refill_icmp_checksum(l3);
 }
 

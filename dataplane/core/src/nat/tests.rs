@@ -277,7 +277,7 @@ fn rewriting_an_all_zero_echo_keeps_a_valid_checksum() {
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
     assert!(crate::packet::checksum::verify(&p[20..]));
-    set_endpoint(&mut p, 0, End::Dst, (A, 0), false);
+    set_endpoint(&mut p, 0, End::Dst, (A, 0), Sum::Complete);
     assert!(crate::packet::checksum::verify(&p[..20]), "IP header");
     assert!(
         crate::packet::checksum::verify(&p[20..]),

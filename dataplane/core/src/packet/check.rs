@@ -24,15 +24,24 @@ const ICMPV6: u8 = 58;
 /// it is, so for forwarded traffic this holds only when it held on input;
 /// [`check_headers`] is what every output frame meets.
 pub fn check_frame(frame: &[u8]) -> Result<(), &'static str> {
-    check(frame, true)
+    check(frame, Layers::All)
 }
 
 /// Checks the link and IP layers only (lengths, IPv4 header checksum).
 pub fn check_headers(frame: &[u8]) -> Result<(), &'static str> {
-    check(frame, false)
+    check(frame, Layers::LinkAndIp)
 }
 
-fn check(frame: &[u8], l4: bool) -> Result<(), &'static str> {
+/// The layers a check covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layers {
+    /// Link and IP: lengths, the IPv4 header checksum.
+    LinkAndIp,
+    /// All of them: the transport checksum too.
+    All,
+}
+
+fn check(frame: &[u8], layers: Layers) -> Result<(), &'static str> {
     if frame.len() < ETH_HLEN {
         return Err("shorter than an Ethernet header");
     }
@@ -47,16 +56,16 @@ fn check(frame: &[u8], l4: bool) -> Result<(), &'static str> {
     match ethertype {
         ETHERTYPE_ARP if payload.len() >= 28 => Ok(()),
         ETHERTYPE_ARP => Err("ARP packet cut short"),
-        ETHERTYPE_IPV4 => check_ipv4(payload, l4),
-        ETHERTYPE_IPV6 => check_ipv6(payload, l4),
+        ETHERTYPE_IPV4 => check_ipv4(payload, layers),
+        ETHERTYPE_IPV6 => check_ipv6(payload, layers),
         _ => Err("EtherType edgefwd never sends"),
     }
 }
 
 /// Checks an IPv4 packet: header checksum, total length equal to the bytes
-/// present, and with `l4` the transport checksum of unfragmented
+/// present, and with [`Layers::All`] the transport checksum of unfragmented
 /// TCP/UDP/ICMP.
-pub fn check_ipv4(p: &[u8], l4: bool) -> Result<(), &'static str> {
+pub fn check_ipv4(p: &[u8], layers: Layers) -> Result<(), &'static str> {
     let h = Ipv4HeaderSlice::from_slice(p).map_err(|_| "IPv4 header invalid")?;
     if h.to_header().calc_header_checksum() != h.header_checksum() {
         return Err("IPv4 header checksum wrong");
@@ -64,7 +73,7 @@ pub fn check_ipv4(p: &[u8], l4: bool) -> Result<(), &'static str> {
     if usize::from(h.total_len()) != p.len() {
         return Err("IPv4 total length differs from the bytes sent");
     }
-    if !l4 || h.is_fragmenting_payload() {
+    if layers == Layers::LinkAndIp || h.is_fragmenting_payload() {
         return Ok(());
     }
     let seg = &p[h.slice().len()..];
@@ -103,18 +112,18 @@ pub fn check_ipv4(p: &[u8], l4: bool) -> Result<(), &'static str> {
 }
 
 /// Checks an IPv6 packet: payload length equal to the bytes present, and
-/// with `l4` the extension header chain and the ICMPv6/TCP/UDP checksum
+/// with [`Layers::All`] the extension header chain and the ICMPv6/TCP/UDP checksum
 /// after it (routers forward extension headers unexamined, RFC 8200 §4).
 ///
 /// With a routing header or destination options (a Mobile IPv6 home
 /// address) the pseudo-header uses addresses from those headers, so the
 /// transport checksum is not checked there.
-pub fn check_ipv6(p: &[u8], l4: bool) -> Result<(), &'static str> {
+pub fn check_ipv6(p: &[u8], layers: Layers) -> Result<(), &'static str> {
     let h = Ipv6HeaderSlice::from_slice(p).map_err(|_| "IPv6 header invalid")?;
     if 40 + usize::from(h.payload_length()) != p.len() {
         return Err("IPv6 payload length differs from the bytes sent");
     }
-    if !l4 {
+    if layers == Layers::LinkAndIp {
         return Ok(());
     }
     let (exts, proto, seg) = Ipv6ExtensionsSlice::from_slice(IpNumber(h.next_header().0), &p[40..])

@@ -10,6 +10,7 @@
 pub mod buf;
 pub mod check;
 pub mod checksum;
+pub mod icmp_types;
 pub mod mac;
 pub mod offload;
 pub mod view;

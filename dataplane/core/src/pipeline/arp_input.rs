@@ -9,7 +9,9 @@
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacketSlice, EtherType};
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::{ip_rewrite, Router};
+use super::ip_rewrite::{self, Share};
+use super::Router;
+use crate::neigh::Entry;
 use crate::packet::view::set_eth_addrs;
 use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::stats::DropReason;
@@ -66,7 +68,12 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     if on_link && !arp.spa.is_unspecified() && !port.has_address(IpAddr::V4(arp.spa)) {
         let spa = IpAddr::V4(arp.spa);
         refreshed = r.neigh.lookup(port_id, spa, r.now).is_some();
-        refreshed |= ip_rewrite::learn(r, port_id, spa, arp.sha, for_us, true);
+        let entry = if for_us {
+            Entry::Create
+        } else {
+            Entry::RefreshOnly
+        };
+        refreshed |= ip_rewrite::learn(r, port_id, spa, arp.sha, entry, Share::WithPeers);
     }
     match arp.op {
         ArpOperation::REQUEST if for_us => {

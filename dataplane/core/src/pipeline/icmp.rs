@@ -16,28 +16,7 @@ use crate::packet::checksum;
 use crate::packet::view::{Ipv4View, Ipv6View};
 use crate::packet::{Meta, Next, Origin, Packet, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
 
-/// ICMPv4 types and codes used here and by NAT.
-pub(crate) mod v4 {
-    pub const ECHO_REPLY: u8 = 0;
-    pub const DEST_UNREACH: u8 = 3;
-    pub const ECHO_REQUEST: u8 = 8;
-    pub const TIME_EXCEEDED: u8 = 11;
-    pub const PARAM_PROBLEM: u8 = 12;
-    pub const CODE_NET_UNREACH: u8 = 0;
-    pub const CODE_FRAG_NEEDED: u8 = 4;
-    /// Communication administratively prohibited (RFC 1812): NAT out of
-    /// ports or over its session limits (RFC 5508 REQ-8).
-    pub const CODE_ADMIN_PROHIBITED: u8 = 13;
-}
-
-/// ICMPv6 types used here.
-pub(super) mod v6 {
-    pub const DEST_UNREACH: u8 = 1;
-    pub const PACKET_TOO_BIG: u8 = 2;
-    pub const TIME_EXCEEDED: u8 = 3;
-    pub const ECHO_REQUEST: u8 = 128;
-    pub const ECHO_REPLY: u8 = 129;
-}
+pub(super) use crate::packet::icmp_types::{v4, v6};
 
 const PROTO_ICMP: u8 = 1;
 const NH_ICMPV6: u8 = 58;

@@ -9,8 +9,10 @@ use etherparse::Ipv6HeaderSlice;
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::icmp::{self, v6};
+use super::ip_rewrite::{self, Share};
 use super::nd::{self, NA, ND_HOP_LIMIT, NS};
-use super::{ip_rewrite, Router};
+use super::Router;
+use crate::neigh::Entry;
 use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::stats::DropReason;
 
@@ -115,10 +117,17 @@ fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Nex
         return Next::Local;
     }
     let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
-    let mac = nd::link_addr_option(&msg[24..], true).unwrap_or(eth_src);
+    let mac = nd::link_addr_option(&msg[24..], nd::OPT_SOURCE_LL).unwrap_or(eth_src);
     let mut buf = r.pool.get();
     nd::build_advert(&mut buf, port, target, src, mac);
-    ip_rewrite::learn(r, port_id, IpAddr::V6(src), mac, true, true);
+    ip_rewrite::learn(
+        r,
+        port_id,
+        IpAddr::V6(src),
+        mac,
+        Entry::Create,
+        Share::WithPeers,
+    );
     let mut meta = p.meta;
     meta.origin = Origin::Generated;
     meta.tx_port = port_id;
@@ -130,7 +139,14 @@ fn advertisement(r: &mut Router, p: &mut Packet, at: usize) -> Next {
     let msg = &p.l3()[at..];
     let target = target(msg);
     let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
-    let mac = nd::link_addr_option(&msg[24..], false).unwrap_or(eth_src);
-    ip_rewrite::learn(r, p.meta.iface, IpAddr::V6(target), mac, false, true);
+    let mac = nd::link_addr_option(&msg[24..], nd::OPT_TARGET_LL).unwrap_or(eth_src);
+    ip_rewrite::learn(
+        r,
+        p.meta.iface,
+        IpAddr::V6(target),
+        mac,
+        Entry::RefreshOnly,
+        Share::WithPeers,
+    );
     Next::Local
 }

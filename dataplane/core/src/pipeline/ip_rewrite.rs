@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::Router;
-use crate::neigh::{NeighTable, Resolution};
+use crate::neigh::{Entry, NeighTable, Resolution};
 use crate::packet::view::{set_eth_addrs, Ipv4View, Ipv6View};
 use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::port::PortId;
@@ -122,11 +122,19 @@ pub(super) fn hold(r: &mut Router, pkt: Packet) {
 /// calls; more in one burst (an ARP storm) are not passed on.
 const LEARNED_LIMIT: usize = 256;
 
+/// Who else hears of a neighbour answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Share {
+    /// Kept for [`Router::take_learned`], whether or not this table took
+    /// it: a peer may be the one waiting for it.
+    WithPeers,
+    /// Not passed on (it came from a peer).
+    No,
+}
+
 /// Records that `addr` on `port` is at `mac` (see [`NeighTable::learn`] for
-/// `create`) and sends the packets that were waiting for it. True when
-/// some were. When `share`, the answer is also kept for
-/// [`Router::take_learned`], whether or not this table took it: a peer may
-/// be the one waiting for it.
+/// `entry`) and sends the packets that were waiting for it. True when
+/// some were.
 ///
 /// [`NeighTable::learn`]: crate::neigh::NeighTable::learn
 pub(super) fn learn(
@@ -134,11 +142,11 @@ pub(super) fn learn(
     port: PortId,
     addr: IpAddr,
     mac: MacAddr,
-    create: bool,
-    share: bool,
+    entry: Entry,
+    share: Share,
 ) -> bool {
-    let queue = r.neigh.learn(port, addr, mac, r.now, create);
-    if share && r.learned.len() < LEARNED_LIMIT {
+    let queue = r.neigh.learn(port, addr, mac, r.now, entry);
+    if share == Share::WithPeers && r.learned.len() < LEARNED_LIMIT {
         r.learned.push((port, addr, mac));
     }
     let Some(queue) = queue else {

@@ -66,11 +66,11 @@ fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
             Next::Tx
         }
         L2Dest::Flood if dst.is_multicast() => {
-            copy_to_members(r, sw, p, rx, false);
+            copy_to_members(r, sw, p, rx, Original::Kept);
             p.meta.iface = router_port;
             Next::EthInput
         }
-        L2Dest::Flood => match copy_to_members(r, sw, p, rx, true) {
+        L2Dest::Flood => match copy_to_members(r, sw, p, rx, Original::ToFirst) {
             Some(first) => {
                 p.meta.tx_port = first;
                 p.meta.switched = true;
@@ -93,7 +93,7 @@ pub(super) fn output(r: &mut Router, sw: SwitchId, mut pkt: Packet) {
         }
         L2Dest::Flood => {
             // The router is not a member: no port to leave out.
-            match copy_to_members(r, sw, &pkt, PortId::MAX, true) {
+            match copy_to_members(r, sw, &pkt, PortId::MAX, Original::ToFirst) {
                 Some(first) => {
                     pkt.meta.tx_port = first;
                     r.transmit(pkt);
@@ -105,15 +105,24 @@ pub(super) fn output(r: &mut Router, sw: SwitchId, mut pkt: Packet) {
     }
 }
 
+/// Where the original of a flooded packet goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Original {
+    /// To the first member: it gets no copy.
+    ToFirst,
+    /// Elsewhere (the router): every member gets a copy.
+    Kept,
+}
+
 /// Queues a copy of `p` for every member of `sw` that is up, except
-/// `except`; when `skip_first`, the first such member gets no copy but is
-/// returned, for the original.
+/// `except`; with [`Original::ToFirst`], the first such member gets no copy
+/// but is returned, for the original.
 fn copy_to_members(
     r: &mut Router,
     sw: SwitchId,
     p: &Packet,
     except: PortId,
-    skip_first: bool,
+    original: Original,
 ) -> Option<PortId> {
     let mut first = None;
     for i in 0..r.l2.members(sw).len() {
@@ -121,7 +130,7 @@ fn copy_to_members(
         if m == except || !r.ports.get(m).is_some_and(|info| info.up) {
             continue;
         }
-        if skip_first && first.is_none() {
+        if original == Original::ToFirst && first.is_none() {
             first = Some(m);
             continue;
         }

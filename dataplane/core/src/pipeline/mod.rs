@@ -238,7 +238,14 @@ impl Router {
     /// Takes a neighbour another router saw: resolves or refreshes an entry
     /// this router has (sending what waited for it), never creates one.
     pub fn learn_neighbor(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
-        ip_rewrite::learn(self, port, addr, mac, false, false);
+        ip_rewrite::learn(
+            self,
+            port,
+            addr,
+            mac,
+            crate::neigh::Entry::RefreshOnly,
+            ip_rewrite::Share::No,
+        );
     }
 
     /// The neighbour table.
@@ -252,26 +259,14 @@ impl Router {
     }
 
     /// Takes in one received frame: counts it and appends it to `burst`, or
-    /// drops it at once when it cannot be carried (`whole` false: the capture
-    /// cut it short; or larger than a buffer).
-    pub fn receive(
-        &mut self,
-        burst: &mut Vec<Packet>,
-        port: PortId,
-        ts: Time,
-        frame: &[u8],
-        whole: bool,
-    ) {
+    /// drops it at once when it cannot be carried (larger than a buffer).
+    pub fn receive(&mut self, burst: &mut Vec<Packet>, port: PortId, ts: Time, frame: &[u8]) {
         let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
             return;
         };
         ps.rx += 1;
         ps.rx_bytes += frame.len() as u64;
         let meta = Meta::received(port, ts);
-        if !whole {
-            self.count_drop(&meta, DropReason::Truncated);
-            return;
-        }
         let mut buf = self.pool.get();
         if buf.set_frame(frame).is_err() {
             self.pool.put(buf);
@@ -279,6 +274,17 @@ impl Router {
             return;
         }
         burst.push(Packet { buf, meta });
+    }
+
+    /// Takes in a frame a capture cut short: counted as received, and
+    /// dropped as `truncated`.
+    pub fn receive_truncated(&mut self, port: PortId, ts: Time, frame: &[u8]) {
+        let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
+            return;
+        };
+        ps.rx += 1;
+        ps.rx_bytes += frame.len() as u64;
+        self.count_drop(&Meta::received(port, ts), DropReason::Truncated);
     }
 
     /// An empty buffer from the router's pool, for a driver to read into.

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use super::icmp::{self, v4};
 use super::Router;
 use crate::nat::{
-    icmp_checksum_ok, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto,
+    icmp_checksum_ok, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto, Sum,
 };
 use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
@@ -60,7 +60,7 @@ pub(super) fn input(
         return Some(Next::Drop(DropReason::TtlExpired));
     }
     let now = r.now;
-    let partial = p.meta.offload.needs_csum();
+    let sum = Sum::of(&p.meta.offload);
     let table = r.nat[i].table_mut();
     match translate {
         Parsed::Flow {
@@ -82,11 +82,11 @@ pub(super) fn input(
                     Ok(to) => to,
                     Err(reason) => return Some(Next::Drop(reason)),
                 };
-                set_endpoint(frame, ip, End::Src, (external, ext), partial);
-                set_endpoint(frame, ip, End::Dst, to, partial);
+                set_endpoint(frame, ip, End::Src, (external, ext), sum);
+                set_endpoint(frame, ip, End::Dst, to, sum);
             } else {
                 match table.inbound(proto, dst.1, src, flags, now) {
-                    Ok(to) => set_endpoint(frame, ip, End::Dst, to, partial),
+                    Ok(to) => set_endpoint(frame, ip, End::Dst, to, sum),
                     Err(reason) => return Some(Next::Drop(reason)),
                 }
             }
@@ -158,8 +158,8 @@ pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
             let p = &mut pkts[k];
             match *answer {
                 Ok(ext) => {
-                    let (ip, partial) = (usize::from(p.meta.l3), p.meta.offload.needs_csum());
-                    set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), partial);
+                    let (ip, sum) = (usize::from(p.meta.l3), Sum::of(&p.meta.offload));
+                    set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), sum);
                 }
                 Err(reason) => {
                     icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_ADMIN_PROHIBITED, 0);

@@ -13,9 +13,9 @@ pub(super) const NS: u8 = 135;
 /// ICMPv6 neighbour advertisement.
 pub(super) const NA: u8 = 136;
 /// NDP option: source link-layer address.
-const OPT_SOURCE_LL: u8 = 1;
+pub(super) const OPT_SOURCE_LL: u8 = 1;
 /// NDP option: target link-layer address.
-const OPT_TARGET_LL: u8 = 2;
+pub(super) const OPT_TARGET_LL: u8 = 2;
 /// Hop limit every NDP message carries (and must arrive with).
 pub(super) const ND_HOP_LIMIT: u8 = 255;
 
@@ -140,10 +140,9 @@ pub(super) fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
     )
 }
 
-/// The link-layer address in an NDP option of type `opt` (options start at
+/// The link-layer address in an NDP option of type `want` (options start at
 /// `options`), if present and well formed.
-pub(super) fn link_addr_option(mut options: &[u8], source: bool) -> Option<MacAddr> {
-    let want = if source { OPT_SOURCE_LL } else { OPT_TARGET_LL };
+pub(super) fn link_addr_option(mut options: &[u8], want: u8) -> Option<MacAddr> {
     while options.len() >= 2 {
         let len = usize::from(options[1]) * 8;
         if len == 0 || len > options.len() {

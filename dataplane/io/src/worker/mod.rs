@@ -284,16 +284,19 @@ impl Worker {
         true
     }
 
-    fn publish(&self, wait: bool) {
-        let slot = &self.shared.stats[self.id];
-        let guard = if wait {
-            Some(slot.lock())
-        } else {
-            slot.try_lock()
-        };
-        if let Some(mut s) = guard {
+    /// Copies the counters out for `stats`, unless a reader holds them
+    /// (the next period will).
+    fn publish(&self) {
+        if let Some(mut s) = self.shared.stats[self.id].try_lock() {
             s.clone_from(self.router.stats());
         }
+    }
+
+    /// Copies the final counters out, waiting for a reader if need be.
+    fn publish_final(&self) {
+        self.shared.stats[self.id]
+            .lock()
+            .clone_from(self.router.stats());
     }
 
     /// Runs until [`Shared::stop`] is set; returns the router (with its
@@ -375,12 +378,12 @@ impl Worker {
             }
             if at - last_publish >= PUBLISH {
                 last_publish = at;
-                self.publish(false);
+                self.publish();
             }
         }
         self.router.finish();
         self.flush();
-        self.publish(true);
+        self.publish_final();
         Ok(self.router)
     }
 }

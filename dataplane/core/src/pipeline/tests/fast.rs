@@ -137,18 +137,18 @@ fn ip4_fast_changes_nothing_but_speed() {
                 // First after the jump, before anything else can touch the
                 // neighbour table: a packet for the stale gateway.
                 let f = udp4(HOST_MAC, P3_MAC, [192, 168, 20, 50], [8, 8, 8, 8], 64);
-                r.receive(&mut pkts, P3, at, &f, true);
+                r.receive(&mut pkts, P3, at, &f);
             }
             for (port, f) in burst {
-                r.receive(&mut pkts, *port, at, f, true);
+                r.receive(&mut pkts, *port, at, f);
             }
             if i == 100 {
                 for (port, a) in [P2, P3].iter().zip(&answers) {
-                    r.receive(&mut pkts, *port, at, a, true);
+                    r.receive(&mut pkts, *port, at, a);
                 }
             }
             if i == 140 {
-                r.receive(&mut pkts, P2, at, &moved, true);
+                r.receive(&mut pkts, P2, at, &moved);
             }
             r.process(&mut pkts, at);
             outs.push((sent(r, P2), sent(r, P3)));

@@ -65,7 +65,7 @@ fn t(ms: u64) -> Time {
 fn feed(r: &mut Router, port: PortId, at: Time, frames: &[Vec<u8>]) {
     let mut burst = Vec::new();
     for f in frames {
-        r.receive(&mut burst, port, at, f, true);
+        r.receive(&mut burst, port, at, f);
     }
     r.process(&mut burst, at);
     assert!(burst.is_empty());
