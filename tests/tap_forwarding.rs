@@ -246,8 +246,7 @@ impl Appliance {
 }
 
 fn counters(s: &RunSummary) -> String {
-    use edgefwd_control::daemon::{stats_json, stats_text};
-    stats_text(&stats_json(&s.names, &s.links, &s.stats))
+    edgefwd_control::counters::Counters::new(&s.names, Some(&s.links), &s.stats).to_text()
 }
 
 #[test]

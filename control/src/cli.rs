@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::daemon::{stats_json, stats_text};
+use crate::counters::Counters;
 use crate::demo;
 use crate::replay::{replay, Input, Source};
 use crate::report::NatSessionReport;
@@ -269,7 +269,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             write!(
                 out,
                 "{}",
-                stats_text(&stats_json(&summary.names, &summary.links, &summary.stats))
+                Counters::new(&summary.names, Some(&summary.links), &summary.stats).to_text()
             )?;
         }
         Command::Check { config } => {
@@ -472,7 +472,9 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             if json {
                 writeln!(out, "{data}")?;
             } else {
-                write!(out, "{}", stats_text(&data))?;
+                let counters: Counters = serde_json::from_value(data)
+                    .map_err(|e| format!("the daemon's counters: {e}"))?;
+                write!(out, "{}", counters.to_text())?;
             }
         }
         Command::Nat {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use edgefwd_core::fib::{Fib, FibWriter};
 use edgefwd_core::port::{LinkState, PortId};
-use edgefwd_core::stats::{DropReason, Stats};
+use edgefwd_core::stats::Stats;
 use edgefwd_io::worker::{Shared, Snapshot};
 use edgefwd_io::{Binding, Device, NoDevice};
 use foldhash::fast::RandomState;
@@ -28,6 +28,7 @@ use crate::api::{Command, RouteSpec, ROUTE_PAGE, ROUTE_PAGE_SCAN};
 use crate::config::{
     check_route, parse_prefix, Config, PortRole, RouteConfig, RouteError, RouteField,
 };
+use crate::counters::Counters;
 use crate::devices::{self, DeviceParams, OpenError};
 use crate::report::NatSessionReport;
 use crate::rib::{PortsUp, Rib, RibRoute, RouteKind};
@@ -402,7 +403,11 @@ impl Daemon {
             Command::PortShow {} => Ok(self.port_show()),
             Command::PortBind { port, binding } => self.port_bind(&port, &binding),
             Command::PortUnbind { port } => self.port_bind(&port, "none"),
-            Command::Stats {} => Ok(stats_json(&self.names(), &self.links, &workers.stats())),
+            Command::Stats {} => Ok(json!(Counters::new(
+                &self.names(),
+                Some(&self.links),
+                &workers.stats()
+            ))),
             Command::Reload {} => self.reload(),
             Command::NatSessions {} => {
                 let sessions = workers.nat_sessions()?;
@@ -682,78 +687,6 @@ fn build_rib(cfg: &Config, custom: &[RouteConfig], links: &[LinkState]) -> Rib {
     rib
 }
 
-/// Counters as `stats --json` prints them.
-pub fn stats_json(names: &[String], links: &[LinkState], s: &Stats) -> Value {
-    let reasons = |counts: &[u64]| -> serde_json::Map<String, Value> {
-        DropReason::ALL
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| **n > 0)
-            .map(|(r, n)| (r.name().to_owned(), json!(n)))
-            .collect()
-    };
-    let ports: serde_json::Map<String, Value> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let p = s.ports.get(i).cloned().unwrap_or_default();
-            let link = links.get(i).map_or("-".to_owned(), ToString::to_string);
-            (
-                n.clone(),
-                json!({
-                    "link": link, "rx": p.rx, "tx": p.tx, "drops": p.dropped(),
-                    "tx_errors": p.tx_errors, "drop_reasons": reasons(&p.drops),
-                }),
-            )
-        })
-        .collect();
-    json!({
-        "packets": {
-            "in": s.received(), "forwarded": s.forwarded, "local": s.local,
-            "dropped": s.dropped(), "generated": s.generated,
-        },
-        "drops": reasons(&s.drops_by_reason()),
-        "ports": ports,
-    })
-}
-
-/// Counters as `stats` prints them, from [`stats_json`]: totals, then each
-/// port with its link state, then drops by reason. The daemon's final and
-/// SIGUSR1 counters and the `stats` command all come through here.
-pub fn stats_text(d: &Value) -> String {
-    use std::fmt::Write as _;
-    // A JSON value ignores width and alignment: pad its text instead.
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
-    };
-    let p = &d["packets"];
-    let mut t = format!(
-        "packets: in {} forwarded {} local {} dropped {} generated {}\n",
-        p["in"], p["forwarded"], p["local"], p["dropped"], p["generated"]
-    );
-    let _ = writeln!(
-        t,
-        "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-        "port", "link", "rx", "tx", "drops", "tx_errors"
-    );
-    for (name, v) in d["ports"].as_object().into_iter().flatten() {
-        let _ = writeln!(
-            t,
-            "{name:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-            s(&v["link"]),
-            s(&v["rx"]),
-            s(&v["tx"]),
-            s(&v["drops"]),
-            s(&v["tx_errors"])
-        );
-    }
-    for (reason, n) in d["drops"].as_object().into_iter().flatten() {
-        let _ = writeln!(t, "drop {reason:<26} {n}");
-    }
-    t
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,36 +749,5 @@ mod tests {
         d.handle(Command::RouteAdd { routes: table() }, &NoWorkers)
             .unwrap();
         assert_eq!(d.rib().custom_count(), 2 * PARALLEL_CHECK_MIN);
-    }
-
-    #[test]
-    fn stats_text_keeps_port_order_and_aligns_columns() {
-        let mut s = Stats::new(2);
-        s.ports[0].rx = 7;
-        s.ports[1].rx = 1234567;
-        s.ports[1].drops[DropReason::NoRoute as usize] = 3;
-        let names = ["Port9".to_owned(), "Port2".to_owned()];
-        let links = [LinkState::Up, LinkState::AdminDown];
-        let t = stats_text(&stats_json(&names, &links, &s));
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(
-            lines[0],
-            "packets: in 1234574 forwarded 0 local 0 dropped 3 generated 0"
-        );
-        assert_eq!(
-            lines[2],
-            format!(
-                "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-                "Port9", "up", 7, 0, 0, 0
-            )
-        );
-        assert_eq!(
-            lines[3],
-            format!(
-                "{:<12} {:<10} {:>12} {:>12} {:>10} {:>10}",
-                "Port2", "admin-down", 1234567, 0, 3, 0
-            )
-        );
-        assert_eq!(lines[4], format!("drop {:<26} 3", "no_route"));
     }
 }

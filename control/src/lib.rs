@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod demo;
 pub mod devices;

@@ -11,30 +11,11 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::counters::{by_reason, Counters, DropCounts, Ports, Totals};
 use crate::rib::{Rib, RouteView};
 
 /// Routes listed in the text report at most (a full table is summarised).
 const MAX_ROUTES_SHOWN: usize = 40;
-
-/// Packet totals. `in == forwarded + local + dropped` and
-/// `dropped == sum(drops)` always hold.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Packets {
-    /// Every record fed, runts and truncated ones included.
-    #[serde(rename = "in")]
-    pub received: u64,
-    /// Received and sent out again.
-    pub forwarded: u64,
-    /// Consumed by the appliance.
-    pub local: u64,
-    /// Dropped under a reason.
-    pub dropped: u64,
-    /// Made by the appliance and sent (not part of `in`).
-    pub generated: u64,
-    /// Extra copies a switch sent to flood a frame to more members (not
-    /// part of `in`: the frame itself ends once).
-    pub flooded: u64,
-}
 
 /// One NAT session, as `replay --json` and `nat sessions --json` show it.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -87,19 +68,6 @@ impl NatSessionReport {
     }
 }
 
-/// One port's counters.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct PortReport {
-    /// Frames received.
-    pub rx: u64,
-    /// Frames sent.
-    pub tx: u64,
-    /// Received frames dropped.
-    pub drops: u64,
-    /// Those drops by reason.
-    pub drop_reasons: BTreeMap<String, u64>,
-}
-
 /// Traffic through one next-hop group.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct NextHopReport {
@@ -122,17 +90,18 @@ pub struct NeighborReport {
     pub state: String,
 }
 
-/// The whole report.
+/// The whole report: the counters as `stats` has them, and what only a
+/// replay shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// Totals.
-    pub packets: Packets,
+    pub packets: Totals,
     /// Drops by reason (non-zero ones).
-    pub drops: BTreeMap<String, u64>,
-    /// Per-port counters by port name.
-    pub ports: BTreeMap<String, PortReport>,
+    pub drops: DropCounts,
+    /// Per-port counters by port name, in port order.
+    pub ports: Ports,
     /// Packets the appliance made but could not send, by reason.
-    pub generated_dropped: BTreeMap<String, u64>,
+    pub generated_dropped: DropCounts,
     /// ICMP errors held back by the rate limit.
     pub icmp_rate_limited: u64,
     /// Every route and whether the FIB selected it.
@@ -147,17 +116,6 @@ pub struct Report {
     pub outputs: BTreeMap<String, PathBuf>,
     /// Inputs that could not be read to the end.
     pub warnings: Vec<String>,
-    #[serde(skip)]
-    port_order: Vec<String>,
-}
-
-fn by_reason(counts: &[u64]) -> BTreeMap<String, u64> {
-    DropReason::ALL
-        .iter()
-        .zip(counts)
-        .filter(|(_, n)| **n > 0)
-        .map(|(r, n)| (r.name().to_owned(), *n))
-        .collect()
 }
 
 impl Report {
@@ -170,20 +128,8 @@ impl Report {
         warnings: Vec<String>,
     ) -> Report {
         let s = router.stats();
-        let port_order: Vec<String> = router.ports().iter().map(|(_, p)| p.name.clone()).collect();
-        let ports = port_order
-            .iter()
-            .zip(&s.ports)
-            .map(|(name, p)| {
-                let rep = PortReport {
-                    rx: p.rx,
-                    tx: p.tx,
-                    drops: p.dropped(),
-                    drop_reasons: by_reason(&p.drops),
-                };
-                (name.clone(), rep)
-            })
-            .collect();
+        let names: Vec<String> = router.ports().iter().map(|(_, p)| p.name.clone()).collect();
+        let counters = Counters::new(&names, None, s);
         let next_hops = router
             .fib()
             .groups()
@@ -213,25 +159,17 @@ impl Report {
             })
             .collect();
         Report {
-            packets: Packets {
-                received: s.received(),
-                forwarded: s.forwarded,
-                local: s.local,
-                dropped: s.dropped(),
-                generated: s.generated,
-                flooded: s.flooded,
-            },
-            drops: by_reason(&s.drops_by_reason()),
-            ports,
+            packets: counters.packets,
+            drops: counters.drops,
+            ports: counters.ports,
             generated_dropped: by_reason(&s.generated_drops),
             icmp_rate_limited: s.icmp_rate_limited,
             routes: rib.show(&selection.selected, |_| true),
             next_hops,
             neighbors,
             nat: NatSessionReport::of(router),
-            outputs: port_order.iter().cloned().zip(outputs).collect(),
+            outputs: names.into_iter().zip(outputs).collect(),
             warnings,
-            port_order,
         }
     }
 
@@ -254,8 +192,8 @@ impl Report {
             let _ = writeln!(o, "  flooded copies (switches) {}", p.flooded);
         }
         let _ = writeln!(o, "\nPorts            rx        tx   dropped  output");
-        for name in &self.port_order {
-            let (Some(r), Some(out)) = (self.ports.get(name), self.outputs.get(name)) else {
+        for (name, r) in self.ports.iter() {
+            let Some(out) = self.outputs.get(name) else {
                 continue;
             };
             let _ = writeln!(

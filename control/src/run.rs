@@ -32,7 +32,8 @@ use tracing::{info, warn};
 
 use crate::api::{self, Response};
 use crate::config::Config;
-use crate::daemon::{stats_json, stats_text, Daemon, Workers};
+use crate::counters::Counters;
+use crate::daemon::{Daemon, Workers};
 use crate::devices::{DeviceParams, OpenError};
 use crate::report::NatSessionReport;
 use crate::server::{refusal, Server};
@@ -216,7 +217,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         if control.dump.swap(false, Ordering::Relaxed) {
             info!(
                 "counters\n{}",
-                stats_text(&stats_json(&daemon.names(), daemon.links(), &sum(&shared)))
+                Counters::new(&daemon.names(), Some(daemon.links()), &sum(&shared)).to_text()
             );
         }
     }
