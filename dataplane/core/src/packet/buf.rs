@@ -187,6 +187,9 @@ pub enum Next {
     ArpInput,
     /// ip4-input: validation, local delivery, TTL.
     Ip4Input,
+    /// nat44-in: addressed to a NAT external address: translated back to
+    /// the inside, or delivered locally.
+    Nat44In,
     /// ip6-input: validation, local delivery (NDP, echo), hop limit.
     Ip6Input,
     /// ip-lookup: FIB lookup and MTU check.

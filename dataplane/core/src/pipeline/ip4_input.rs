@@ -1,6 +1,7 @@
 //! ip4-input: validates IPv4 headers (etherparse for the structure, our own
 //! checksum check, which etherparse does not do), delivers what is addressed
-//! to the appliance, and catches TTL expiry before the lookup.
+//! to the appliance (what is addressed to a NAT external address goes to
+//! nat44-in first), and catches TTL expiry before the lookup.
 //!
 //! [`parse`] and [`addressed`] are also ip4-fast's checks, so both paths
 //! accept exactly the same packets.
@@ -105,12 +106,8 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     p.buf.set_len(usize::from(p.meta.l3) + h.total);
     match addressed(&r.ports, h.src, h.dst) {
         Err(reason) => Next::Drop(reason),
-        Ok(Addressed::Local) => {
-            if let Some(next) = nat::input(r, p, (h.src, h.dst), h.ttl) {
-                return next;
-            }
-            deliver_local(p, h.proto, h.fragment, h.hl, &mut r.stats.local)
-        }
+        Ok(Addressed::Local) if nat::is_external(r, h.dst) => Next::Nat44In,
+        Ok(Addressed::Local) => deliver_local(p, h.proto, h.fragment, h.hl, &mut r.stats.local),
         Ok(Addressed::Onward) if h.ttl <= 1 => {
             icmp::error4(r, p, v4::TIME_EXCEEDED, 0, 0);
             Next::Drop(DropReason::TtlExpired)
@@ -121,7 +118,13 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
 
 /// Echo requests are answered; other ICMP is consumed; anything else
 /// addressed to the appliance has no service behind it.
-fn deliver_local(p: &mut Packet, proto: u8, fragment: bool, hl: usize, local: &mut u64) -> Next {
+pub(super) fn deliver_local(
+    p: &mut Packet,
+    proto: u8,
+    fragment: bool,
+    hl: usize,
+    local: &mut u64,
+) -> Next {
     if proto != 1 || fragment {
         return Next::Drop(DropReason::LocalUnsupported);
     }

@@ -3,11 +3,11 @@
 //! stage or a drop reason in its [`Meta::next`].
 //!
 //! ```text
-//! l2 ─┬─ eth-input ─┬─ arp-input ─────────────────────────────────────────────┐
-//!     │             ├─ ip4-input ─┬─ ip-lookup ─ nat-out ─ ip-rewrite ─ tx ─ (l2) │ local /
-//!     │             │   (nat-in)  │       (neighbour hold, ARP/NS)               │ drop
-//!     │             └─ ip6-input ─┘                                              │
-//!     └─ tx (bridged between switch members)                                     │
+//! l2 ─┬─ eth-input ─┬─ arp-input ───────────────────────────────────────────────┐
+//!     │             ├─ ip4-input ─ nat44-in ─┬─ ip-lookup ─ nat44-out ─ ip-rewrite ─ tx ─ (l2) │ local /
+//!     │             │                        │     (neighbour hold, ARP/NS)                  │ drop
+//!     │             └─ ip6-input ────────────┘                                              │
+//!     └─ tx (bridged between switch members)                                                │
 //! ```
 //!
 //! Before the stages, ip4-fast takes plain IPv4 unicast from eth-input to
@@ -360,6 +360,7 @@ impl Router {
             eth_input::run(self, pkts);
             arp_input::run(self, pkts);
             ip4_input::run(self, pkts);
+            nat::input_stage(self, pkts);
             ip6_input::run(self, pkts);
             ip_lookup::run(self, pkts);
             nat::output(self, pkts);

@@ -1,10 +1,10 @@
-//! nat-in and nat-out: where the NAT table meets packets.
+//! nat44-in and nat44-out: where the NAT table meets packets.
 //!
-//! nat-in runs inside ip4-input for packets addressed to an external
-//! address: a reply to a mapping (or a hairpinned packet from inside) gets
-//! its inside destination and goes on to the lookup like any transit
-//! packet; everything else stays the appliance's own (a ping to the
-//! external address is answered). nat-out runs between ip-lookup and
+//! nat44-in is the stage after ip4-input for packets addressed to an
+//! external address: a reply to a mapping (or a hairpinned packet from
+//! inside) gets its inside destination and goes on to the lookup like any
+//! transit packet; everything else stays the appliance's own (a ping to the
+//! external address is answered). nat44-out runs between ip-lookup and
 //! ip-rewrite for packets leaving by an outside port: an inside source gets
 //! the external address and its mapping's port. Both run before the TTL
 //! decrement and after the MTU check, so the ICMP errors those produce
@@ -22,10 +22,32 @@ use crate::packet::{Next, Origin, Packet};
 use crate::port::PortId;
 use crate::stats::DropReason;
 
-/// nat-in for `p`, from `src` to `dst`, one of the appliance's addresses
+/// True when `dst` is a NAT instance's external address.
+pub(super) fn is_external(r: &Router, dst: Ipv4Addr) -> bool {
+    r.nat.iter().any(|n| n.config().external == dst)
+}
+
+/// nat44-in over a burst: the packets ip4-input found addressed to an
+/// external address (their headers already checked).
+pub(super) fn input_stage(r: &mut Router, pkts: &mut [Packet]) {
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::Nat44In) {
+        let Some(h) = Ipv4View::new_checked(p.l3()) else {
+            p.meta.next = Next::Drop(DropReason::Ip4Malformed);
+            continue;
+        };
+        let (src, dst, ttl, proto, hl) = (h.src(), h.dst(), h.ttl(), h.protocol(), h.header_len());
+        let fragment = h.more_fragments() || h.frag_offset() != 0;
+        p.meta.next = match input(r, p, (src, dst), ttl) {
+            Some(next) => next,
+            None => super::ip4_input::deliver_local(p, proto, fragment, hl, &mut r.stats.local),
+        };
+    }
+}
+
+/// nat44-in for `p`, from `src` to `dst`, one of the appliance's addresses
 /// (ip4-input read both, and the TTL): `None` when NAT leaves it to local
 /// delivery.
-pub(super) fn input(
+fn input(
     r: &mut Router,
     p: &mut Packet,
     (src, dst): (Ipv4Addr, Ipv4Addr),
