@@ -1,13 +1,11 @@
 //! Batched reads and writes through io_uring: a burst of frames for one
 //! syscall instead of one each.
 //!
-//! On these machines a syscall's entry and exit (with the CPU
-//! vulnerability mitigations a virtual machine runs: page-table isolation,
-//! IBRS, buffer clearing) cost about as much as the TAP's own work: a plain
-//! `read` of a 64-byte frame measured 1.5 µs, the same read as one of 64 in
-//! one `io_uring_enter` 0.8 µs; a `write` 1.8 µs against 1.0 µs. That is
-//! what a forwarder built on TAPs can still win, since it cannot avoid the
-//! copies.
+//! On a virtual machine with the CPU vulnerability mitigations (page-table
+//! isolation, IBRS, buffer clearing) a syscall's entry and exit cost about
+//! as much as the TAP's own work, so one `io_uring_enter` for a burst of
+//! reads or writes is what a forwarder built on TAPs can still win, since
+//! it cannot avoid the copies (`benches/netns` measures it).
 //!
 //! The ring is used synchronously: every call submits its operations, waits
 //! for all of them and only then returns, so the buffers it was lent outlive
