@@ -96,6 +96,23 @@ impl Daemon {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// `route add` of the `i`th test route (10.100.0.0/24 onwards, via
+    /// Port3's router): its destination and what the command said.
+    fn add_nth_route(&self, i: u32) -> (String, Output) {
+        let dest = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        let out = self.ctl(&[
+            "route",
+            "add",
+            "--interface",
+            "Port3",
+            "--destination",
+            &dest,
+            "--next-hop",
+            "192.168.20.1",
+        ]);
+        (dest, out)
+    }
+
     /// The custom routes' destinations, in `route show` order.
     fn destinations(&self) -> Vec<String> {
         self.routes(false)
@@ -428,17 +445,12 @@ fn kill_9_during_changes_loses_no_acknowledged_route() {
     let mut d = Daemon::start(dir.path(), &cfg);
     let mut acked = Vec::new();
     for i in 0..150u32 {
-        let dest = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
-        d.ok(&[
-            "route",
-            "add",
-            "--interface",
-            "Port3",
-            "--destination",
-            &dest,
-            "--next-hop",
-            "192.168.20.1",
-        ]);
+        let (dest, out) = d.add_nth_route(i);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         acked.push(dest);
     }
     let big: Vec<String> = (0..5000u32)
@@ -670,20 +682,7 @@ fn a_full_disk_refuses_changes_and_loses_nothing() {
     let fs = Tmpfs::mount(&dir.path().join("state"), "256k");
     let cfg = config(dir.path(), true);
     let mut d = Daemon::start(dir.path(), &cfg);
-    let add = |d: &Daemon, i: u32| {
-        let dest = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
-        let out = d.ctl(&[
-            "route",
-            "add",
-            "--interface",
-            "Port3",
-            "--destination",
-            &dest,
-            "--next-hop",
-            "192.168.20.1",
-        ]);
-        (dest, out)
-    };
+    let add = |d: &Daemon, i: u32| d.add_nth_route(i);
     let mut acked = Vec::new();
     let mut refused = Vec::new();
     for i in 0..5 {

@@ -195,6 +195,38 @@ pub trait Device: Send + Sync {
     }
 }
 
+/// The [`Device`] methods a wrapper (a device around `self.inner`) passes
+/// through unchanged: its kind, capabilities, largest frame, readiness,
+/// waker and own counts. The wrapper writes the rest.
+macro_rules! delegate_to_inner {
+    () => {
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
+        }
+
+        fn capabilities(&self) -> $crate::device::Capabilities {
+            self.inner.capabilities()
+        }
+
+        fn max_frame(&self, mtu: u16) -> usize {
+            self.inner.max_frame(mtu)
+        }
+
+        fn readiness(&self, queue: usize) -> $crate::device::Readiness {
+            self.inner.readiness(queue)
+        }
+
+        fn set_waker(&self, waker: std::sync::Arc<mio::Waker>) {
+            self.inner.set_waker(waker);
+        }
+
+        fn counts(&self) -> $crate::device::DeviceCounts {
+            self.inner.counts()
+        }
+    };
+}
+pub(crate) use delegate_to_inner;
+
 /// Hands a packet to `out` as a device without offloads needs it: a
 /// super-packet as the segments cut here (in `scratch`), a partial
 /// checksum finished.

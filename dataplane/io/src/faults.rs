@@ -7,16 +7,12 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Arc;
 
 use edgefwd_core::packet::Packet;
 use edgefwd_core::port::LinkState;
-use mio::Waker;
 use parking_lot::Mutex;
 
-use crate::device::{
-    BufSource, Capabilities, Device, DeviceCounts, QueueIo, Readiness, Received, RxStatus,
-};
+use crate::device::{delegate_to_inner, BufSource, Device, QueueIo, Received, RxStatus};
 
 /// Which faults, how often (each a probability per frame, 0 to 1), and the
 /// seed of the draws.
@@ -112,25 +108,7 @@ impl<D: Device> Faulty<D> {
 }
 
 impl<D: Device> Device for Faulty<D> {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn max_frame(&self, mtu: u16) -> usize {
-        self.inner.max_frame(mtu)
-    }
-
-    fn readiness(&self, queue: usize) -> Readiness {
-        self.inner.readiness(queue)
-    }
-
-    fn set_waker(&self, waker: Arc<Waker>) {
-        self.inner.set_waker(waker);
-    }
+    delegate_to_inner!();
 
     fn rx_burst(
         &self,
@@ -220,9 +198,5 @@ impl<D: Device> Device for Faulty<D> {
         } else {
             self.inner.link()
         }
-    }
-
-    fn counts(&self) -> DeviceCounts {
-        self.inner.counts()
     }
 }

@@ -5,19 +5,15 @@
 //! the device.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use edgefwd_core::packet::Packet;
 use edgefwd_core::port::LinkState;
-use mio::Waker;
 use parking_lot::Mutex;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
 
-use crate::device::{
-    BufSource, Capabilities, Device, DeviceCounts, QueueIo, Readiness, Received, RxStatus,
-};
+use crate::device::{delegate_to_inner, BufSource, Device, QueueIo, Received, RxStatus};
 
 /// What a [`Recorder`] has written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,25 +86,7 @@ impl<D: Device, W: Write + Send> Recorder<D, W> {
 }
 
 impl<D: Device, W: Write + Send> Device for Recorder<D, W> {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn max_frame(&self, mtu: u16) -> usize {
-        self.inner.max_frame(mtu)
-    }
-
-    fn readiness(&self, queue: usize) -> Readiness {
-        self.inner.readiness(queue)
-    }
-
-    fn set_waker(&self, waker: Arc<Waker>) {
-        self.inner.set_waker(waker);
-    }
+    delegate_to_inner!();
 
     fn rx_burst(
         &self,
@@ -131,10 +109,6 @@ impl<D: Device, W: Write + Send> Device for Recorder<D, W> {
 
     fn link(&self) -> LinkState {
         self.inner.link()
-    }
-
-    fn counts(&self) -> DeviceCounts {
-        self.inner.counts()
     }
 }
 
