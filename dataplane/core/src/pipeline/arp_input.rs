@@ -10,7 +10,7 @@ use etherparse::{ArpHardwareId, ArpOperation, ArpPacketSlice, EtherType};
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::ip_rewrite::{self, Share};
-use super::Router;
+use super::{Output, Tables};
 use crate::neigh::Entry;
 use crate::packet::view::set_eth_addrs;
 use crate::packet::{MacAddr, Next, Origin, Packet};
@@ -19,9 +19,9 @@ use crate::stats::DropReason;
 /// Length of an Ethernet/IPv4 ARP packet.
 const ARP_LEN: usize = 28;
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+pub(super) fn run(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::ArpInput) {
-        p.meta.next = handle(r, p);
+        p.meta.next = handle(t, out, p);
     }
 }
 
@@ -50,7 +50,7 @@ fn parse(l3: &[u8]) -> Option<Arp> {
     })
 }
 
-fn handle(r: &mut Router, p: &mut Packet) -> Next {
+fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
     let Some(arp) = parse(p.l3()) else {
         return Next::Drop(DropReason::ArpMalformed);
     };
@@ -58,7 +58,7 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::BadSource);
     }
     let port_id = p.meta.iface;
-    let Some(port) = r.ports.get(port_id) else {
+    let Some(port) = t.ports.get(port_id) else {
         return Next::Drop(DropReason::PortDown);
     };
     let port_mac = port.mac;
@@ -67,18 +67,18 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     let mut refreshed = false;
     if on_link && !arp.spa.is_unspecified() && !port.has_address(IpAddr::V4(arp.spa)) {
         let spa = IpAddr::V4(arp.spa);
-        refreshed = r.neigh.lookup(port_id, spa, r.now).is_some();
+        refreshed = t.neigh.lookup(port_id, spa, out.now).is_some();
         let entry = if for_us {
             Entry::Create
         } else {
             Entry::RefreshOnly
         };
-        refreshed |= ip_rewrite::learn(r, port_id, spa, arp.sha, entry, Share::WithPeers);
+        refreshed |= ip_rewrite::learn(t, out, port_id, spa, arp.sha, entry, Share::WithPeers);
     }
     match arp.op {
         ArpOperation::REQUEST if for_us => {
             reply_in_place(p, port_mac, &arp);
-            r.stats.local += 1;
+            out.stats.local += 1;
             p.meta.origin = Origin::Generated;
             p.meta.tx_port = port_id;
             Next::Tx

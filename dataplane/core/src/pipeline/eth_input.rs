@@ -5,27 +5,27 @@
 
 use etherparse::{Ethernet2HeaderSlice, SingleVlanHeaderSlice};
 
-use super::Router;
 use crate::packet::{
     MacAddr, Next, Packet, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETH_HLEN,
 };
+use crate::port::PortTable;
 use crate::stats::DropReason;
 
 /// EtherType of an 802.1ad (QinQ) service tag.
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+pub(super) fn run(ports: &PortTable, pkts: &mut [Packet]) {
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::EthInput) {
-        p.meta.next = classify(r, p);
+        p.meta.next = classify(ports, p);
     }
 }
 
-fn classify(r: &Router, p: &mut Packet) -> Next {
+fn classify(ports: &PortTable, p: &mut Packet) -> Next {
     let frame = p.buf.frame();
     let Ok(eth) = Ethernet2HeaderSlice::from_slice(frame) else {
         return Next::Drop(DropReason::Runt);
     };
-    let Some(port) = r.ports.get(p.meta.iface) else {
+    let Some(port) = ports.get(p.meta.iface) else {
         return Next::Drop(DropReason::PortDown);
     };
     let dst = MacAddr(eth.destination());

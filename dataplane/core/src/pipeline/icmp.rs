@@ -11,7 +11,7 @@
 use etherparse::{IpNumber, Ipv6ExtensionsSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::Router;
+use super::Output;
 use crate::packet::checksum;
 use crate::packet::view::{Ipv4View, Ipv6View};
 use crate::packet::{Meta, Next, Origin, Packet, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN};
@@ -29,7 +29,7 @@ pub(super) const DEFAULT_TTL: u8 = 64;
 
 /// Queues an ICMPv4 error about `orig` (`rest` fills bytes 4..8: unused, or
 /// the next-hop MTU).
-pub(super) fn error4(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32) {
+pub(super) fn error4(out: &mut Output, orig: &Packet, typ: u8, code: u8, rest: u32) {
     let l3 = orig.l3();
     let Some(ip) = Ipv4View::new_checked(l3) else {
         return;
@@ -47,16 +47,16 @@ pub(super) fn error4(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
         || src.is_unspecified()
         || src.is_multicast()
         || src.is_broadcast()
-        || !r.limiters[usize::from(orig.meta.iface)].allow(r.now)
+        || !out.limiters[usize::from(orig.meta.iface)].allow(out.now)
     {
         if orig.meta.origin == Origin::Received && !about_error && ip.frag_offset() == 0 {
-            r.stats.icmp_rate_limited += 1;
+            out.stats.icmp_rate_limited += 1;
         }
         return;
     }
     let quote = l3.len().min(V4_ERROR_MAX - 28);
     let total = 20 + 8 + quote;
-    let mut buf = r.pool.get();
+    let mut buf = out.pool.get();
     buf.set_len(ETH_HLEN + total);
     let f = buf.frame_mut();
     f[..12].fill(0);
@@ -79,11 +79,11 @@ pub(super) fn error4(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
     h[28..28 + quote].copy_from_slice(&l3[..quote]);
     let c = checksum::checksum(&h[20..total]);
     h[22..24].copy_from_slice(&c.to_be_bytes());
-    push_generated(r, orig, buf);
+    push_generated(out, orig, buf);
 }
 
 /// Queues an ICMPv6 error about `orig`.
-pub(super) fn error6(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32) {
+pub(super) fn error6(out: &mut Output, orig: &Packet, typ: u8, code: u8, rest: u32) {
     let l3 = orig.l3();
     let Some(ip) = Ipv6View::new_checked(l3) else {
         return;
@@ -95,16 +95,16 @@ pub(super) fn error6(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
         || about_error
         || src.is_unspecified()
         || src.is_multicast()
-        || !r.limiters[usize::from(orig.meta.iface)].allow(r.now)
+        || !out.limiters[usize::from(orig.meta.iface)].allow(out.now)
     {
         if orig.meta.origin == Origin::Received && !about_error {
-            r.stats.icmp_rate_limited += 1;
+            out.stats.icmp_rate_limited += 1;
         }
         return;
     }
     let quote = l3.len().min(V6_ERROR_MAX - 48);
     let plen = 8 + quote;
-    let mut buf = r.pool.get();
+    let mut buf = out.pool.get();
     buf.set_len(ETH_HLEN + 40 + plen);
     let f = buf.frame_mut();
     f[..12].fill(0);
@@ -123,16 +123,16 @@ pub(super) fn error6(r: &mut Router, orig: &Packet, typ: u8, code: u8, rest: u32
     h[42..44].fill(0);
     h[44..48].copy_from_slice(&rest.to_be_bytes());
     h[48..48 + quote].copy_from_slice(&l3[..quote]);
-    push_generated(r, orig, buf);
+    push_generated(out, orig, buf);
 }
 
-fn push_generated(r: &mut Router, orig: &Packet, buf: crate::packet::PacketBuf) {
-    let mut meta = Meta::received(orig.meta.rx_port, r.now);
+fn push_generated(out: &mut Output, orig: &Packet, buf: crate::packet::PacketBuf) {
+    let mut meta = Meta::received(orig.meta.rx_port, out.now);
     meta.iface = orig.meta.iface;
     meta.origin = Origin::Generated;
     meta.next = Next::IpLookup;
     meta.needs_source = true;
-    r.generated.push(Packet { buf, meta });
+    out.generated.push(Packet { buf, meta });
 }
 
 /// Writes a fixed IPv6 header.

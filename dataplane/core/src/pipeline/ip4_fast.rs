@@ -28,8 +28,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::ip4_input::{addressed, parse, Addressed};
 use super::ip_lookup::egress_len;
 use super::ip_rewrite::NeighborMemo;
-use super::{flow, nat, Router};
-use crate::fib::Fib;
+use super::{flow, nat, FastPath, Output, Scratch, Tables};
 use crate::packet::view::{set_eth_addrs, Ipv4View};
 use crate::packet::{MacAddr, Next, Packet, ETHERTYPE_IPV4, ETH_HLEN};
 use crate::port::PortId;
@@ -37,34 +36,34 @@ use crate::time::Time;
 
 /// Forwards the burst's plain IPv4 unicast packets; the rest stay at
 /// eth-input.
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
-    let fib = r.fib.clone();
-    let mut at = std::mem::take(&mut r.fast_at);
-    let mut dsts = std::mem::take(&mut r.lookup_dsts);
-    let mut found = std::mem::take(&mut r.lookup_found);
+pub(super) fn run(
+    t: &Tables,
+    out: &mut Output,
+    s: &mut Scratch,
+    fast: &mut FastPath,
+    pkts: &mut [Packet],
+) {
+    let (at, dsts, found) = (&mut s.fast_at, &mut s.lookup_dsts, &mut s.lookup_found);
     at.clear();
     dsts.clear();
     for (i, p) in pkts.iter().enumerate() {
         if p.meta.next != Next::EthInput {
             continue;
         }
-        if let Some((dst, total)) = admit(r, p) {
+        if let Some((dst, total)) = admit(t, p) {
             at.push((i as u32, total));
             dsts.push(dst);
         }
     }
     found.clear();
     found.resize(dsts.len(), None);
-    fib.lookup_v4_batch(&dsts, &mut found);
+    t.fib.lookup_v4_batch(dsts, found);
     let mut memo = NeighborMemo::default();
-    for ((&(i, total), &dst), &id) in at.iter().zip(&dsts).zip(&found) {
+    for ((&(i, total), &dst), &id) in at.iter().zip(dsts.iter()).zip(found.iter()) {
         if let (Some(p), Some(id)) = (pkts.get_mut(i as usize), id) {
-            forward(r, &fib, p, (dst, total), id, &mut memo);
+            forward(t, out, fast, p, (dst, total), id, &mut memo);
         }
     }
-    r.fast_at = at;
-    r.lookup_dsts = dsts;
-    r.lookup_found = found;
 }
 
 /// The destination and total length of a packet ip4-fast may take: an
@@ -72,9 +71,9 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
 /// interface without NAT, with a valid header, TTL to spare and addresses
 /// that route onward.
 #[inline]
-fn admit(r: &Router, p: &Packet) -> Option<(Ipv4Addr, u16)> {
+fn admit(t: &Tables, p: &Packet) -> Option<(Ipv4Addr, u16)> {
     let iface = p.meta.iface;
-    let port = r.ports.get(iface)?;
+    let port = t.ports.get(iface)?;
     let frame = p.buf.frame();
     let (dst_mac, src_mac) = (
         MacAddr::from_slice(frame)?,
@@ -83,7 +82,7 @@ fn admit(r: &Router, p: &Packet) -> Option<(Ipv4Addr, u16)> {
     if dst_mac != port.mac
         || src_mac.is_multicast()
         || frame.get(12..ETH_HLEN)? != ETHERTYPE_IPV4.to_be_bytes()
-        || nat::is_outside(r, iface)
+        || nat::is_outside(t, iface)
     {
         return None;
     }
@@ -92,7 +91,7 @@ fn admit(r: &Router, p: &Packet) -> Option<(Ipv4Addr, u16)> {
         return None;
     }
     let total = u16::try_from(h.total).ok()?;
-    match addressed(&r.ports, h.src, h.dst) {
+    match addressed(&t.ports, h.src, h.dst) {
         Ok(Addressed::Onward) => Some((h.dst, total)),
         _ => None,
     }
@@ -104,8 +103,9 @@ fn admit(r: &Router, p: &Packet) -> Option<(Ipv4Addr, u16)> {
 /// and its neighbour is resolved.
 #[inline]
 fn forward(
-    r: &mut Router,
-    fib: &Fib,
+    t: &Tables,
+    out: &mut Output,
+    fast: &mut FastPath,
     p: &mut Packet,
     (dst, total): (Ipv4Addr, u16),
     id: u32,
@@ -113,11 +113,11 @@ fn forward(
 ) {
     // The kept rewrite is used where it lies: copying it out costs more
     // than the rest of its use.
-    let made = (r.neigh.version(), r.topology);
+    let made = (t.neigh.version(), fast.topology);
     let fresh;
-    let w = match r.rewrites.get(id as usize) {
-        Some(w) if w.made == made && r.now < w.until => w,
-        _ => match rewrite(r, fib, p, dst, id, memo, made) {
+    let w = match fast.rewrites.get(id as usize) {
+        Some(w) if w.made == made && out.now < w.until => w,
+        _ => match rewrite(t, out.now, fast, p, dst, id, memo) {
             Some(w) => {
                 fresh = w;
                 &fresh
@@ -138,8 +138,8 @@ fn forward(
     p.meta.tx_port = w.port;
     p.meta.neighbor = Some(w.next_hop);
     p.meta.next = Next::Tx;
-    r.stats.fast_path += 1;
-    if let Some(h) = r.group_hits.get_mut(id as usize) {
+    out.stats.fast_path += 1;
+    if let Some(h) = out.group_hits.get_mut(id as usize) {
         *h += 1;
     }
 }
@@ -183,22 +183,23 @@ impl Default for Rewrite {
 /// FIB, switches, NAT) or its neighbour answer runs out.
 #[inline]
 fn rewrite(
-    r: &mut Router,
-    fib: &Fib,
+    t: &Tables,
+    now: Time,
+    fast: &mut FastPath,
     p: &Packet,
     dst: Ipv4Addr,
     id: u32,
     memo: &mut NeighborMemo,
-    made: (u64, u64),
 ) -> Option<Rewrite> {
-    let group = fib.group(id)?;
+    let made = (t.neigh.version(), fast.topology);
+    let group = t.fib.group(id)?;
     let adj = flow::pick(group, p.buf.frame().get(ETH_HLEN..)?);
-    let port = r.ports.get(adj.port)?;
-    if !port.up || r.l2.router_of(adj.port).is_some() || nat::is_outside(r, adj.port) {
+    let port = t.ports.get(adj.port)?;
+    if !port.up || t.l2.router_of(adj.port).is_some() || nat::is_outside(t, adj.port) {
         return None;
     }
     let next_hop = adj.next_hop.unwrap_or(IpAddr::V4(dst));
-    let (dst_mac, until) = memo.entry(&r.neigh, adj.port, next_hop, r.now)?;
+    let (dst_mac, until) = memo.entry(&t.neigh, adj.port, next_hop, now)?;
     let w = Rewrite {
         made,
         until,
@@ -209,7 +210,7 @@ fn rewrite(
         next_hop,
     };
     if group.members.len() == 1 && adj.next_hop.is_some() {
-        if let Some(kept) = r.rewrites.get_mut(id as usize) {
+        if let Some(kept) = fast.rewrites.get_mut(id as usize) {
             *kept = w;
         }
     }

@@ -11,14 +11,14 @@ use std::net::Ipv4Addr;
 use etherparse::Ipv4HeaderSlice;
 
 use super::icmp::{self, v4};
-use super::{nat, Router};
+use super::{nat, Output, Tables};
 use crate::packet::{checksum, Next, Origin, Packet};
 use crate::port::PortTable;
 use crate::stats::DropReason;
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+pub(super) fn run(t: &Tables, out: &mut Output, pkts: &mut [Packet]) {
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::Ip4Input) {
-        p.meta.next = handle(r, p);
+        p.meta.next = handle(t, out, p);
     }
 }
 
@@ -97,19 +97,19 @@ pub(super) fn addressed(
     Ok(Addressed::Onward)
 }
 
-fn handle(r: &mut Router, p: &mut Packet) -> Next {
+fn handle(t: &Tables, out: &mut Output, p: &mut Packet) -> Next {
     let h = match parse(p.l3()) {
         Ok(h) => h,
         Err(reason) => return Next::Drop(reason),
     };
     // Drop Ethernet padding: the packet is what its total length says.
     p.buf.set_len(usize::from(p.meta.l3) + h.total);
-    match addressed(&r.ports, h.src, h.dst) {
+    match addressed(&t.ports, h.src, h.dst) {
         Err(reason) => Next::Drop(reason),
-        Ok(Addressed::Local) if nat::is_external(r, h.dst) => Next::Nat44In,
-        Ok(Addressed::Local) => deliver_local(p, h.proto, h.fragment, h.hl, &mut r.stats.local),
+        Ok(Addressed::Local) if nat::is_external(t, h.dst) => Next::Nat44In,
+        Ok(Addressed::Local) => deliver_local(p, h.proto, h.fragment, h.hl, &mut out.stats.local),
         Ok(Addressed::Onward) if h.ttl <= 1 => {
-            icmp::error4(r, p, v4::TIME_EXCEEDED, 0, 0);
+            icmp::error4(out, p, v4::TIME_EXCEEDED, 0, 0);
             Next::Drop(DropReason::TtlExpired)
         }
         Ok(Addressed::Onward) => Next::IpLookup,

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use super::icmp::{self, v6};
 use super::ip_rewrite::{self, Share};
 use super::nd::{self, NA, ND_HOP_LIMIT, NS};
-use super::Router;
+use super::{transmit, Output, Tables};
 use crate::neigh::Entry;
 use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::stats::DropReason;
@@ -20,13 +20,13 @@ const NH_ICMPV6: u8 = 58;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+pub(super) fn run(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::Ip6Input) {
-        p.meta.next = handle(r, p);
+        p.meta.next = handle(t, out, p);
     }
 }
 
-fn handle(r: &mut Router, p: &mut Packet) -> Next {
+fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
     let l3 = p.l3();
     let Ok(h) = Ipv6HeaderSlice::from_slice(l3) else {
         return Next::Drop(DropReason::Ip6Malformed);
@@ -38,13 +38,13 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
     let (src, dst, hop) = (h.source_addr(), h.destination_addr(), h.hop_limit());
     p.buf.set_len(usize::from(p.meta.l3) + total);
 
-    if listens_to(r, p.meta.iface, dst) {
-        return deliver_local(r, p, src, dst, hop);
+    if listens_to(t, p.meta.iface, dst) {
+        return deliver_local(t, out, p, src, dst, hop);
     }
     if src.is_multicast()
         || src.is_unspecified()
         || src.is_loopback()
-        || r.ports.is_local(IpAddr::V6(src))
+        || t.ports.is_local(IpAddr::V6(src))
     {
         return Next::Drop(DropReason::BadSource);
     }
@@ -55,24 +55,31 @@ fn handle(r: &mut Router, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::LinkLocal);
     }
     if hop <= 1 {
-        icmp::error6(r, p, v6::TIME_EXCEEDED, 0, 0);
+        icmp::error6(out, p, v6::TIME_EXCEEDED, 0, 0);
         return Next::Drop(DropReason::TtlExpired);
     }
     Next::IpLookup
 }
 
-fn listens_to(r: &Router, port: u16, dst: Ipv6Addr) -> bool {
+fn listens_to(t: &Tables, port: u16, dst: Ipv6Addr) -> bool {
     if !dst.is_multicast() {
-        return r.ports.is_local(IpAddr::V6(dst));
+        return t.ports.is_local(IpAddr::V6(dst));
     }
     dst == ALL_NODES
         || dst == ALL_ROUTERS
-        || r.ports
+        || t.ports
             .get(port)
             .is_some_and(|p| p.v6.iter().any(|n| nd::solicited_node(n.addr()) == dst))
 }
 
-fn deliver_local(r: &mut Router, p: &mut Packet, src: Ipv6Addr, dst: Ipv6Addr, hop: u8) -> Next {
+fn deliver_local(
+    t: &mut Tables,
+    out: &mut Output,
+    p: &mut Packet,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop: u8,
+) -> Next {
     let Some((proto, at)) = icmp::upper_layer6(p.l3()) else {
         return Next::Drop(DropReason::LocalUnsupported);
     };
@@ -85,11 +92,11 @@ fn deliver_local(r: &mut Router, p: &mut Packet, src: Ipv6Addr, dst: Ipv6Addr, h
     }
     match msg[0] {
         NS | NA if hop != ND_HOP_LIMIT || msg.len() < 24 => Next::Drop(DropReason::IcmpMalformed),
-        NS => solicitation(r, p, src, at),
-        NA => advertisement(r, p, at),
+        NS => solicitation(t, out, p, src, at),
+        NA => advertisement(t, out, p, at),
         v6::ECHO_REQUEST if !dst.is_multicast() => {
             icmp::echo_reply6(p, at);
-            r.stats.local += 1;
+            out.stats.local += 1;
             p.meta.origin = Origin::Generated;
             Next::IpLookup
         }
@@ -102,11 +109,17 @@ fn target(msg: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(t)
 }
 
-fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Next {
+fn solicitation(
+    t: &mut Tables,
+    out: &mut Output,
+    p: &mut Packet,
+    src: Ipv6Addr,
+    at: usize,
+) -> Next {
     let port_id = p.meta.iface;
     let msg = &p.l3()[at..];
     let target = target(msg);
-    let Some(port) = r.ports.get(port_id) else {
+    let Some(port) = t.ports.get(port_id) else {
         return Next::Drop(DropReason::PortDown);
     };
     if !port.has_address(IpAddr::V6(target)) {
@@ -118,10 +131,11 @@ fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Nex
     }
     let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
     let mac = nd::link_addr_option(&msg[24..], nd::OPT_SOURCE_LL).unwrap_or(eth_src);
-    let mut buf = r.pool.get();
+    let mut buf = out.pool.get();
     nd::build_advert(&mut buf, port, target, src, mac);
     ip_rewrite::learn(
-        r,
+        t,
+        out,
         port_id,
         IpAddr::V6(src),
         mac,
@@ -131,17 +145,18 @@ fn solicitation(r: &mut Router, p: &mut Packet, src: Ipv6Addr, at: usize) -> Nex
     let mut meta = p.meta;
     meta.origin = Origin::Generated;
     meta.tx_port = port_id;
-    r.transmit(Packet { buf, meta });
+    transmit(t, out, Packet { buf, meta });
     Next::Local
 }
 
-fn advertisement(r: &mut Router, p: &mut Packet, at: usize) -> Next {
+fn advertisement(t: &mut Tables, out: &mut Output, p: &mut Packet, at: usize) -> Next {
     let msg = &p.l3()[at..];
     let target = target(msg);
     let eth_src = MacAddr::from_slice(&p.buf.frame()[6..12]).unwrap_or_default();
     let mac = nd::link_addr_option(&msg[24..], nd::OPT_TARGET_LL).unwrap_or(eth_src);
     ip_rewrite::learn(
-        r,
+        t,
+        out,
         p.meta.iface,
         IpAddr::V6(target),
         mac,

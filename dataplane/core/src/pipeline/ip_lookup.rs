@@ -5,18 +5,17 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::icmp::{self, v4, v6};
-use super::{flow, Router};
+use super::{flow, Output, Scratch, Tables};
 use crate::packet::view::{Ipv4View, Ipv6View};
 use crate::packet::{Next, Origin, Packet};
 use crate::stats::DropReason;
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
-    let fib = r.fib.clone();
+pub(super) fn run(t: &Tables, out: &mut Output, s: &mut Scratch, pkts: &mut [Packet]) {
+    let fib = &*t.fib;
     // IPv4 destinations are looked up for the whole burst first, in one
     // tight loop (Lpm::lookup_v4_batch); the rest of the stage then works
     // per packet with the answers.
-    let mut dsts = std::mem::take(&mut r.lookup_dsts);
-    let mut found = std::mem::take(&mut r.lookup_found);
+    let (dsts, found) = (&mut s.lookup_dsts, &mut s.lookup_found);
     dsts.clear();
     dsts.extend(
         pkts.iter()
@@ -25,21 +24,20 @@ pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
     );
     found.clear();
     found.resize(dsts.len(), None);
-    fib.lookup_v4_batch(&dsts, &mut found);
+    fib.lookup_v4_batch(dsts, found);
     let mut answers = dsts.iter().copied().zip(found.iter().copied());
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpLookup) {
         // The same test as the gathering pass, so answers stay in step.
         let pre = Ipv4View::new_checked(p.l3()).and_then(|_| answers.next());
-        p.meta.next = handle(r, &fib, p, pre);
+        p.meta.next = handle(t, out, fib, p, pre);
     }
-    r.lookup_dsts = dsts;
-    r.lookup_found = found;
 }
 
 /// `pre`: for an IPv4 packet, its destination and the batch lookup's
 /// answer; `None` otherwise (IPv6 is looked up here).
 fn handle(
-    r: &mut Router,
+    t: &Tables,
+    out: &mut Output,
     fib: &crate::fib::Fib,
     p: &mut Packet,
     pre: Option<(Ipv4Addr, Option<u32>)>,
@@ -61,14 +59,14 @@ fn handle(
     };
     let Some((group_id, group)) = found else {
         if v6 {
-            icmp::error6(r, p, v6::DEST_UNREACH, 0, 0);
+            icmp::error6(out, p, v6::DEST_UNREACH, 0, 0);
         } else {
-            icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_NET_UNREACH, 0);
+            icmp::error4(out, p, v4::DEST_UNREACH, v4::CODE_NET_UNREACH, 0);
         }
         return Next::Drop(DropReason::NoRoute);
     };
     let adj = flow::pick(group, l3);
-    let Some(port) = r.ports.get(adj.port) else {
+    let Some(port) = t.ports.get(adj.port) else {
         return Next::Drop(DropReason::PortDown);
     };
     if !port.up {
@@ -93,17 +91,17 @@ fn handle(
             return Next::Drop(DropReason::MtuExceeded);
         }
         if v6 {
-            icmp::error6(r, p, v6::PACKET_TOO_BIG, 0, mtu as u32);
+            icmp::error6(out, p, v6::PACKET_TOO_BIG, 0, mtu as u32);
             return Next::Drop(DropReason::MtuExceeded);
         }
         let df = Ipv4View::new_checked(p.l3()).is_some_and(|h| h.dont_fragment());
         if !df {
             return Next::Drop(DropReason::FragmentationUnsupported);
         }
-        icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_FRAG_NEEDED, mtu as u32);
+        icmp::error4(out, p, v4::DEST_UNREACH, v4::CODE_FRAG_NEEDED, mtu as u32);
         return Next::Drop(DropReason::MtuExceeded);
     }
-    if let Some(h) = r.group_hits.get_mut(group_id as usize) {
+    if let Some(h) = out.group_hits.get_mut(group_id as usize) {
         *h += 1;
     }
     p.meta.tx_port = adj.port;

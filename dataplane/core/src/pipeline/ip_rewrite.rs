@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::Router;
+use super::{solicit, transmit, Output, Tables};
 use crate::neigh::{Entry, NeighTable, Resolution};
 use crate::packet::view::{set_eth_addrs, Ipv4View, Ipv6View};
 use crate::packet::{MacAddr, Next, Origin, Packet};
@@ -13,10 +13,10 @@ use crate::port::PortId;
 use crate::stats::DropReason;
 use crate::time::Time;
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
+pub(super) fn run(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     let mut memo = NeighborMemo::default();
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
-        p.meta.next = rewrite(r, p, &mut memo);
+        p.meta.next = rewrite(t, out, p, &mut memo);
     }
 }
 
@@ -63,16 +63,16 @@ impl NeighborMemo {
     }
 }
 
-fn rewrite(r: &mut Router, p: &mut Packet, memo: &mut NeighborMemo) -> Next {
+fn rewrite(t: &mut Tables, out: &mut Output, p: &mut Packet, memo: &mut NeighborMemo) -> Next {
     if p.meta.origin == Origin::Received && !decrement(p) {
         return Next::Drop(DropReason::TtlExpired);
     }
     let Some(next_hop) = p.meta.neighbor else {
         return Next::Drop(DropReason::NoRoute);
     };
-    match memo.mac(&r.neigh, p.meta.tx_port, next_hop, r.now) {
+    match memo.mac(&t.neigh, p.meta.tx_port, next_hop, out.now) {
         Some(mac) => {
-            write_macs(r, p, mac);
+            write_macs(t, p, mac);
             Next::Tx
         }
         None => Next::Resolve,
@@ -92,8 +92,8 @@ fn decrement(pkt: &mut Packet) -> bool {
     }
 }
 
-fn write_macs(r: &Router, p: &mut Packet, mac: MacAddr) {
-    let src = r
+fn write_macs(t: &Tables, p: &mut Packet, mac: MacAddr) {
+    let src = t
         .ports
         .get(p.meta.tx_port)
         .map(|p| p.mac)
@@ -103,18 +103,18 @@ fn write_macs(r: &Router, p: &mut Packet, mac: MacAddr) {
 
 /// Holds a packet until its next hop resolves; the first packet for a
 /// neighbour sends the request.
-pub(super) fn hold(r: &mut Router, pkt: Packet) {
+pub(super) fn hold(t: &mut Tables, out: &mut Output, pkt: Packet) {
     let (port, Some(next_hop)) = (pkt.meta.tx_port, pkt.meta.neighbor) else {
-        return r.drop_packet(pkt, DropReason::NoRoute);
+        return out.drop_packet(pkt, DropReason::NoRoute);
     };
-    match r.neigh.resolve(port, next_hop, pkt, r.now) {
-        Resolution::Ready(pkt, mac) => send(r, pkt, mac),
+    match t.neigh.resolve(port, next_hop, pkt, out.now) {
+        Resolution::Ready(pkt, mac) => send(t, out, pkt, mac),
         Resolution::Held { probe } => {
             if probe {
-                r.solicit(port, next_hop);
+                solicit(t, out, port, next_hop);
             }
         }
-        Resolution::Refused(pkt, reason) => r.drop_packet(pkt, reason),
+        Resolution::Refused(pkt, reason) => out.drop_packet(pkt, reason),
     }
 }
 
@@ -138,28 +138,29 @@ pub(super) enum Share {
 ///
 /// [`NeighTable::learn`]: crate::neigh::NeighTable::learn
 pub(super) fn learn(
-    r: &mut Router,
+    t: &mut Tables,
+    out: &mut Output,
     port: PortId,
     addr: IpAddr,
     mac: MacAddr,
     entry: Entry,
     share: Share,
 ) -> bool {
-    let queue = r.neigh.learn(port, addr, mac, r.now, entry);
-    if share == Share::WithPeers && r.learned.len() < LEARNED_LIMIT {
-        r.learned.push((port, addr, mac));
+    let queue = t.neigh.learn(port, addr, mac, out.now, entry);
+    if share == Share::WithPeers && out.learned.len() < LEARNED_LIMIT {
+        out.learned.push((port, addr, mac));
     }
     let Some(queue) = queue else {
         return false;
     };
     for held in queue {
-        send(r, held, mac);
+        send(t, out, held, mac);
     }
     true
 }
 
 /// Writes the MACs (next hop's, egress port's) and queues the packet.
-pub(super) fn send(r: &mut Router, mut pkt: Packet, mac: MacAddr) {
-    write_macs(r, &mut pkt, mac);
-    r.transmit(pkt);
+pub(super) fn send(t: &Tables, out: &mut Output, mut pkt: Packet, mac: MacAddr) {
+    write_macs(t, &mut pkt, mac);
+    transmit(t, out, pkt);
 }

@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::Router;
+use super::{transmit, Output, Tables};
 use crate::l2::{L2Dest, SwitchId};
 use crate::packet::{
     MacAddr, Next, Origin, Packet, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN,
@@ -19,19 +19,19 @@ use crate::packet::{
 use crate::port::PortId;
 use crate::stats::DropReason;
 
-pub(super) fn run(r: &mut Router, pkts: &mut [Packet]) {
-    if r.l2.is_empty() {
+pub(super) fn run(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
+    if t.l2.is_empty() {
         return;
     }
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::EthInput) {
-        if let Some(sw) = r.l2.member_of(p.meta.rx_port) {
-            p.meta.next = input(r, sw, p);
+        if let Some(sw) = t.l2.member_of(p.meta.rx_port) {
+            p.meta.next = input(t, out, sw, p);
         }
     }
-    send_copies(r);
+    send_copies(t, out);
 }
 
-fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
+fn input(t: &mut Tables, out: &mut Output, sw: SwitchId, p: &mut Packet) -> Next {
     let frame = p.buf.frame();
     let (Some(dst), Some(src), true) = (
         MacAddr::from_slice(frame),
@@ -44,21 +44,21 @@ fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::BadSource);
     }
     let rx = p.meta.rx_port;
-    if let Some(sec) = r.l2.security(rx) {
+    if let Some(sec) = t.l2.security(rx) {
         if !sec.allows_mac(src) || source_addr(frame).is_some_and(|a| !sec.allows_addr(a)) {
             return Next::Drop(DropReason::SpoofedSource);
         }
     }
-    if r.l2.learn(sw, src, rx, r.now).is_err() {
+    if t.l2.learn(sw, src, rx, out.now).is_err() {
         return Next::Drop(DropReason::MacTableFull);
     }
-    let router_port = r.l2.router_port(sw);
-    let router_mac = r.ports.get(router_port).map(|i| i.mac);
+    let router_port = t.l2.router_port(sw);
+    let router_mac = t.ports.get(router_port).map(|i| i.mac);
     if router_mac == Some(dst) {
         p.meta.iface = router_port;
         return Next::EthInput;
     }
-    match r.l2.lookup(sw, dst, r.now) {
+    match t.l2.lookup(sw, dst, out.now) {
         L2Dest::Port(port) if port == rx => Next::Drop(DropReason::L2NoDestination),
         L2Dest::Port(port) => {
             p.meta.tx_port = port;
@@ -66,11 +66,11 @@ fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
             Next::Tx
         }
         L2Dest::Flood if dst.is_multicast() => {
-            copy_to_members(r, sw, p, rx, Original::Kept);
+            copy_to_members(t, out, sw, p, rx, Original::Kept);
             p.meta.iface = router_port;
             Next::EthInput
         }
-        L2Dest::Flood => match copy_to_members(r, sw, p, rx, Original::ToFirst) {
+        L2Dest::Flood => match copy_to_members(t, out, sw, p, rx, Original::ToFirst) {
             Some(first) => {
                 p.meta.tx_port = first;
                 p.meta.switched = true;
@@ -83,24 +83,24 @@ fn input(r: &mut Router, sw: SwitchId, p: &mut Packet) -> Next {
 
 /// Sends the router's output on router port of `sw` down the switch: to the
 /// member that has the destination MAC, else to every member.
-pub(super) fn output(r: &mut Router, sw: SwitchId, mut pkt: Packet) {
+pub(super) fn output(t: &Tables, out: &mut Output, sw: SwitchId, mut pkt: Packet) {
     let dst = MacAddr::from_slice(pkt.buf.frame()).unwrap_or(MacAddr::BROADCAST);
     pkt.meta.switched = true;
-    match r.l2.lookup(sw, dst, r.now) {
+    match t.l2.lookup(sw, dst, out.now) {
         L2Dest::Port(port) => {
             pkt.meta.tx_port = port;
-            r.transmit(pkt);
+            transmit(t, out, pkt);
         }
         L2Dest::Flood => {
             // The router is not a member: no port to leave out.
-            match copy_to_members(r, sw, &pkt, PortId::MAX, Original::ToFirst) {
+            match copy_to_members(t, out, sw, &pkt, PortId::MAX, Original::ToFirst) {
                 Some(first) => {
                     pkt.meta.tx_port = first;
-                    r.transmit(pkt);
+                    transmit(t, out, pkt);
                 }
-                None => r.drop_packet(pkt, DropReason::L2NoDestination),
+                None => out.drop_packet(pkt, DropReason::L2NoDestination),
             }
-            send_copies(r);
+            send_copies(t, out);
         }
     }
 }
@@ -118,25 +118,26 @@ enum Original {
 /// `except`; with [`Original::ToFirst`], the first such member gets no copy
 /// but is returned, for the original.
 fn copy_to_members(
-    r: &mut Router,
+    t: &Tables,
+    out: &mut Output,
     sw: SwitchId,
     p: &Packet,
     except: PortId,
     original: Original,
 ) -> Option<PortId> {
     let mut first = None;
-    for i in 0..r.l2.members(sw).len() {
-        let m = r.l2.members(sw)[i];
-        if m == except || !r.ports.get(m).is_some_and(|info| info.up) {
+    for i in 0..t.l2.members(sw).len() {
+        let m = t.l2.members(sw)[i];
+        if m == except || !t.ports.get(m).is_some_and(|info| info.up) {
             continue;
         }
         if original == Original::ToFirst && first.is_none() {
             first = Some(m);
             continue;
         }
-        let mut buf = r.pool.get();
+        let mut buf = out.pool.get();
         if buf.set_frame(p.buf.frame()).is_err() {
-            r.pool.put(buf);
+            out.pool.put(buf);
             continue;
         }
         let mut meta = p.meta;
@@ -144,17 +145,17 @@ fn copy_to_members(
         meta.tx_port = m;
         meta.switched = true;
         meta.next = Next::Tx;
-        r.flooded.push(Packet { buf, meta });
+        out.flooded.push(Packet { buf, meta });
     }
     first
 }
 
-fn send_copies(r: &mut Router) {
-    let mut copies = std::mem::take(&mut r.flooded);
+fn send_copies(t: &Tables, out: &mut Output) {
+    let mut copies = std::mem::take(&mut out.flooded);
     for c in copies.drain(..) {
-        r.transmit(c);
+        transmit(t, out, c);
     }
-    r.flooded = copies;
+    out.flooded = copies;
 }
 
 /// The source address of an IPv4, IPv6 or ARP frame (untagged or priority

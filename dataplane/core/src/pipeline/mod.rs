@@ -16,6 +16,15 @@
 //! l2 only sees frames from switch members; the router's output on a
 //! switch's router port goes back down through it at transmit.
 //!
+//! The router's state is four groups: [`Tables`] (ports, FIB, neighbours,
+//! switches, NAT: what forwarding consults and learns), [`Output`] (the
+//! buffer pool, transmit queues, counters, rate limiters and clock: where
+//! packets end and the counts of it), `Scratch` and ip4-fast's state. A
+//! stage takes the groups it uses, `&` for those it only reads, so its
+//! signature says what it touches: eth-input reads the port table alone,
+//! ip4-input and ip-lookup read the tables and write only the output,
+//! arp-input and ip-rewrite learn neighbours.
+//!
 //! Packets the appliance makes (ICMP errors, echo replies) enter at ip-lookup
 //! in a second pass over the same stages, so they are routed, rate-limited
 //! and resolved like any other. Nothing here allocates per packet once the
@@ -88,35 +97,67 @@ impl Default for RouterConfig {
     }
 }
 
-/// The forwarding core: ports, FIB snapshot, neighbours, counters and the
-/// per-port transmit queues.
-pub struct Router {
+/// A neighbour answer: port, address, MAC.
+type Learned = (PortId, IpAddr, MacAddr);
+
+/// What forwarding consults and learns: the ports, the FIB, the
+/// neighbours, the switches' MAC tables and NAT's mappings. A stage that
+/// takes `&Tables` only reads them.
+struct Tables {
     ports: PortTable,
     fib: Arc<Fib>,
     neigh: NeighTable,
+    l2: Switching,
+    nat: Vec<Nat>,
+}
+
+/// Where packets end, and the counts of it: the buffer pool, the per-port
+/// transmit queues, what the appliance makes (ICMP errors and replies,
+/// flood copies) for a later pass, neighbour answers for the other
+/// workers, the counters, the ICMP rate limiters and the clock.
+struct Output {
     pool: BufPool,
-    stats: Stats,
-    limiters: Vec<TokenBucket>,
     tx: Vec<Vec<Packet>>,
     tx_depth: usize,
+    stats: Stats,
+    group_hits: Vec<u64>,
+    limiters: Vec<TokenBucket>,
     generated: Vec<Packet>,
-    scratch: Vec<Packet>,
+    flooded: Vec<Packet>,
+    learned: Vec<Learned>,
+    now: Time,
+}
+
+/// Space the stages reuse burst after burst, so nothing allocates per
+/// packet.
+struct Scratch {
+    /// Packets between passes, and packets a timer gave up on.
+    spare: Vec<Packet>,
     probes: Vec<(PortId, IpAddr)>,
     lookup_dsts: Vec<std::net::Ipv4Addr>,
     lookup_found: Vec<Option<u32>>,
-    fast_path: bool,
     fast_at: Vec<(u32, u16)>,
-    rewrites: Vec<ip4_fast::Rewrite>,
-    topology: u64,
-    group_hits: Vec<u64>,
-    learned: Vec<(PortId, IpAddr, MacAddr)>,
-    l2: Switching,
-    flooded: Vec<Packet>,
-    nat: Vec<Nat>,
     nat_flows: Vec<crate::nat::Flow>,
     nat_at: Vec<usize>,
     nat_answers: Vec<Result<u16, DropReason>>,
-    now: Time,
+}
+
+/// ip4-fast's state: whether it runs, the rewrites it keeps per next-hop
+/// group, and a count of the changes that make them stale.
+struct FastPath {
+    enabled: bool,
+    rewrites: Vec<ip4_fast::Rewrite>,
+    topology: u64,
+}
+
+/// The forwarding core: its tables, where packets end, scratch space and
+/// ip4-fast's state, each a group of its own so that a stage's signature
+/// says which it reads and which it writes.
+pub struct Router {
+    t: Tables,
+    out: Output,
+    s: Scratch,
+    fast: FastPath,
 }
 
 impl Router {
@@ -124,122 +165,131 @@ impl Router {
     pub fn new(ports: PortTable, fib: Arc<Fib>, cfg: &RouterConfig) -> Self {
         let n = ports.len();
         Router {
-            stats: Stats::new(n),
-            limiters: vec![TokenBucket::new(cfg.icmp_rate, cfg.icmp_burst); n],
-            tx: (0..n)
-                .map(|_| Vec::with_capacity(cfg.tx_queue_depth))
-                .collect(),
-            tx_depth: cfg.tx_queue_depth,
-            group_hits: vec![0; fib.groups().len()],
-            rewrites: vec![ip4_fast::Rewrite::default(); fib.groups().len()],
-            topology: 1,
-            ports,
-            fib,
-            neigh: NeighTable::with_limits(
-                n,
-                cfg.hold_bytes / (crate::packet::buf::HEADROOM + cfg.max_frame),
-            ),
-            pool: BufPool::new(cfg.buffers, cfg.max_frame),
-            generated: Vec::with_capacity(64),
-            scratch: Vec::with_capacity(64),
-            probes: Vec::new(),
-            lookup_dsts: Vec::with_capacity(256),
-            lookup_found: Vec::with_capacity(256),
-            fast_path: cfg.fast_path,
-            fast_at: Vec::with_capacity(256),
-            learned: Vec::new(),
-            l2: Switching::default(),
-            flooded: Vec::new(),
-            nat: Vec::new(),
-            nat_flows: Vec::with_capacity(256),
-            nat_at: Vec::with_capacity(256),
-            nat_answers: Vec::with_capacity(256),
-            now: Time(0),
+            out: Output {
+                pool: BufPool::new(cfg.buffers, cfg.max_frame),
+                tx: (0..n)
+                    .map(|_| Vec::with_capacity(cfg.tx_queue_depth))
+                    .collect(),
+                tx_depth: cfg.tx_queue_depth,
+                stats: Stats::new(n),
+                group_hits: vec![0; fib.groups().len()],
+                limiters: vec![TokenBucket::new(cfg.icmp_rate, cfg.icmp_burst); n],
+                generated: Vec::with_capacity(64),
+                flooded: Vec::new(),
+                learned: Vec::new(),
+                now: Time(0),
+            },
+            s: Scratch {
+                spare: Vec::with_capacity(64),
+                probes: Vec::new(),
+                lookup_dsts: Vec::with_capacity(256),
+                lookup_found: Vec::with_capacity(256),
+                fast_at: Vec::with_capacity(256),
+                nat_flows: Vec::with_capacity(256),
+                nat_at: Vec::with_capacity(256),
+                nat_answers: Vec::with_capacity(256),
+            },
+            fast: FastPath {
+                enabled: cfg.fast_path,
+                rewrites: vec![ip4_fast::Rewrite::default(); fib.groups().len()],
+                topology: 1,
+            },
+            t: Tables {
+                neigh: NeighTable::with_limits(
+                    n,
+                    cfg.hold_bytes / (crate::packet::buf::HEADROOM + cfg.max_frame),
+                ),
+                ports,
+                fib,
+                l2: Switching::default(),
+                nat: Vec::new(),
+            },
         }
     }
 
     /// Installs the virtual switches (MAC tables start empty).
     pub fn set_switching(&mut self, l2: Switching) {
-        self.topology += 1;
-        self.l2 = l2;
+        self.fast.topology += 1;
+        self.t.l2 = l2;
     }
 
     /// The virtual switches.
     pub fn switching(&self) -> &Switching {
-        &self.l2
+        &self.t.l2
     }
 
     /// Installs NAT instances, with empty tables.
     pub fn set_nat(&mut self, cfgs: Vec<NatConfig>) {
-        self.topology += 1;
-        self.nat = cfgs.into_iter().map(Nat::new).collect();
+        self.fast.topology += 1;
+        self.t.nat = cfgs.into_iter().map(Nat::new).collect();
     }
 
     /// The NAT instances.
     pub fn nat(&self) -> &[Nat] {
-        &self.nat
+        &self.t.nat
     }
 
     /// The time the router last saw.
     pub fn now(&self) -> Time {
-        self.now
+        self.out.now
     }
 
     /// Installs a new FIB snapshot (per-group hit counters restart).
     pub fn set_fib(&mut self, fib: Arc<Fib>) {
-        self.topology += 1;
-        self.rewrites = vec![ip4_fast::Rewrite::default(); fib.groups().len()];
-        self.group_hits = vec![0; fib.groups().len()];
-        self.fib = fib;
+        self.fast.topology += 1;
+        self.fast.rewrites = vec![ip4_fast::Rewrite::default(); fib.groups().len()];
+        self.out.group_hits = vec![0; fib.groups().len()];
+        self.t.fib = fib;
     }
 
     /// The FIB in use.
     pub fn fib(&self) -> &Fib {
-        &self.fib
+        &self.t.fib
     }
 
     /// Packets forwarded through each next-hop group of the current FIB.
     pub fn group_hits(&self) -> &[u64] {
-        &self.group_hits
+        &self.out.group_hits
     }
 
     /// The ports.
     pub fn ports(&self) -> &PortTable {
-        &self.ports
+        &self.t.ports
     }
 
     /// Marks a port's link up or down. Packets routed to a down port are
     /// dropped as `port_down`; the FIB that avoids it comes from the control
     /// plane ([`Router::set_fib`]).
     pub fn set_link(&mut self, port: PortId, up: bool) {
-        if self.ports.get(port).is_some_and(|p| p.up != up) {
-            self.topology += 1;
+        if self.t.ports.get(port).is_some_and(|p| p.up != up) {
+            self.fast.topology += 1;
         }
-        self.ports.set_up(port, up);
+        self.t.ports.set_up(port, up);
     }
 
     /// Counters.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.out.stats
     }
 
     /// Adds a static neighbour.
     pub fn add_static_neighbor(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
-        self.neigh.add_static(port, addr, mac);
+        self.t.neigh.add_static(port, addr, mac);
     }
 
     /// Hands over the neighbour answers (ARP, NDP) seen since the last call,
     /// for other routers sharing the ports: with several workers, the ARP
     /// reply that answers one worker's request may reach another.
     pub fn take_learned(&mut self, out: &mut Vec<(PortId, IpAddr, MacAddr)>) {
-        out.append(&mut self.learned);
+        out.append(&mut self.out.learned);
     }
 
     /// Takes a neighbour another router saw: resolves or refreshes an entry
     /// this router has (sending what waited for it), never creates one.
     pub fn learn_neighbor(&mut self, port: PortId, addr: IpAddr, mac: MacAddr) {
         ip_rewrite::learn(
-            self,
+            &mut self.t,
+            &mut self.out,
             port,
             addr,
             mac,
@@ -250,27 +300,28 @@ impl Router {
 
     /// The neighbour table.
     pub fn neighbors(&self) -> Vec<NeighborView> {
-        self.neigh.entries(self.now)
+        self.t.neigh.entries(self.out.now)
     }
 
     /// Packets waiting for a neighbour to resolve.
     pub fn held(&self) -> usize {
-        self.neigh.held()
+        self.t.neigh.held()
     }
 
     /// Takes in one received frame: counts it and appends it to `burst`, or
     /// drops it at once when it cannot be carried (larger than a buffer).
     pub fn receive(&mut self, burst: &mut Vec<Packet>, port: PortId, ts: Time, frame: &[u8]) {
-        let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
+        let out = &mut self.out;
+        let Some(ps) = out.stats.ports.get_mut(usize::from(port)) else {
             return;
         };
         ps.rx += 1;
         ps.rx_bytes += frame.len() as u64;
         let meta = Meta::received(port, ts);
-        let mut buf = self.pool.get();
+        let mut buf = out.pool.get();
         if buf.set_frame(frame).is_err() {
-            self.pool.put(buf);
-            self.count_drop(&meta, DropReason::Oversize);
+            out.pool.put(buf);
+            out.count_drop(&meta, DropReason::Oversize);
             return;
         }
         burst.push(Packet { buf, meta });
@@ -279,28 +330,29 @@ impl Router {
     /// Takes in a frame a capture cut short: counted as received, and
     /// dropped as `truncated`.
     pub fn receive_truncated(&mut self, port: PortId, ts: Time, frame: &[u8]) {
-        let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
+        let Some(ps) = self.out.stats.ports.get_mut(usize::from(port)) else {
             return;
         };
         ps.rx += 1;
         ps.rx_bytes += frame.len() as u64;
-        self.count_drop(&Meta::received(port, ts), DropReason::Truncated);
+        self.out
+            .count_drop(&Meta::received(port, ts), DropReason::Truncated);
     }
 
     /// An empty buffer from the router's pool, for a driver to read into.
     pub fn take_buf(&mut self) -> PacketBuf {
-        self.pool.get()
+        self.out.pool.get()
     }
 
     /// Packet buffers this router ever allocated (its memory for packets is
     /// this many times the buffer size).
     pub fn buffers_allocated(&self) -> usize {
-        self.pool.allocated()
+        self.out.pool.allocated()
     }
 
     /// Returns a buffer a driver did not use.
     pub fn recycle(&mut self, buf: PacketBuf) {
-        self.pool.put(buf);
+        self.out.pool.put(buf);
     }
 
     /// Takes in a frame a driver read into `buf` (from [`Router::take_buf`])
@@ -315,8 +367,9 @@ impl Router {
         buf: PacketBuf,
         offload: Result<Offload, DropReason>,
     ) {
-        let Some(ps) = self.stats.ports.get_mut(usize::from(port)) else {
-            return self.pool.put(buf);
+        let out = &mut self.out;
+        let Some(ps) = out.stats.ports.get_mut(usize::from(port)) else {
+            return out.pool.put(buf);
         };
         ps.rx += 1;
         ps.rx_bytes += buf.len() as u64;
@@ -324,12 +377,12 @@ impl Router {
         match offload {
             Ok(o) if o.fits(buf.len()) => meta.offload = o,
             Ok(_) => {
-                self.count_drop(&meta, DropReason::OffloadInvalid);
-                return self.pool.put(buf);
+                out.count_drop(&meta, DropReason::OffloadInvalid);
+                return out.pool.put(buf);
             }
             Err(reason) => {
-                self.count_drop(&meta, reason);
-                return self.pool.put(buf);
+                out.count_drop(&meta, reason);
+                return out.pool.put(buf);
             }
         }
         burst.push(Packet { buf, meta });
@@ -343,43 +396,45 @@ impl Router {
         self.run(burst);
         // Packets made during a pass (ICMP errors, echo replies) take a pass
         // of their own; they never make further packets, so this ends.
-        while !self.generated.is_empty() {
-            let mut gen = std::mem::replace(&mut self.generated, std::mem::take(&mut self.scratch));
+        while !self.out.generated.is_empty() {
+            let spare = std::mem::take(&mut self.s.spare);
+            let mut gen = std::mem::replace(&mut self.out.generated, spare);
             self.run(&mut gen);
-            self.scratch = gen;
+            self.s.spare = gen;
         }
     }
 
     fn run(&mut self, pkts: &mut Vec<Packet>) {
-        l2::run(self, pkts);
-        if self.fast_path {
-            ip4_fast::run(self, pkts);
+        let (t, out, s) = (&mut self.t, &mut self.out, &mut self.s);
+        l2::run(t, out, pkts);
+        if self.fast.enabled {
+            ip4_fast::run(t, out, s, &mut self.fast, pkts);
         }
         // When ip4-fast took the whole burst, the stages have nothing to do.
         if pkts.iter().any(|p| p.meta.next.is_stage()) {
-            eth_input::run(self, pkts);
-            arp_input::run(self, pkts);
-            ip4_input::run(self, pkts);
-            nat::input_stage(self, pkts);
-            ip6_input::run(self, pkts);
-            ip_lookup::run(self, pkts);
-            nat::output(self, pkts);
-            ip_rewrite::run(self, pkts);
+            eth_input::run(&t.ports, pkts);
+            arp_input::run(t, out, pkts);
+            ip4_input::run(t, out, pkts);
+            nat::input_stage(t, out, pkts);
+            ip6_input::run(t, out, pkts);
+            ip_lookup::run(t, out, s, pkts);
+            nat::output(t, out, s, pkts);
+            ip_rewrite::run(t, out, pkts);
         }
         for pkt in pkts.drain(..) {
             match pkt.meta.next {
-                Next::Tx => self.transmit(pkt),
-                Next::Resolve => ip_rewrite::hold(self, pkt),
+                Next::Tx => transmit(t, out, pkt),
+                Next::Resolve => ip_rewrite::hold(t, out, pkt),
                 Next::Local => {
-                    self.stats.local += 1;
-                    self.pool.put(pkt.buf);
+                    out.stats.local += 1;
+                    out.pool.put(pkt.buf);
                 }
-                Next::Drop(reason) => self.drop_packet(pkt, reason),
+                Next::Drop(reason) => out.drop_packet(pkt, reason),
                 // Every stage hands each packet to a later stage or a final
                 // disposition; should one not, the packet is still counted.
                 other => {
                     debug_assert!(false, "packet left the pipeline at {other:?}");
-                    self.drop_packet(pkt, DropReason::LocalUnsupported)
+                    out.drop_packet(pkt, DropReason::LocalUnsupported)
                 }
             }
         }
@@ -388,33 +443,30 @@ impl Router {
     /// Advances timers to `now`: neighbour requests are repeated, and queues
     /// of neighbours that never answered are dropped.
     pub fn tick(&mut self, now: Time) {
-        self.now = self.now.max(now);
-        let mut failed = std::mem::take(&mut self.scratch);
-        let mut probes = std::mem::take(&mut self.probes);
-        self.neigh.tick(self.now, &mut probes, &mut failed);
-        for (port, addr) in probes.drain(..) {
-            self.solicit(port, addr);
+        let (t, out, s) = (&mut self.t, &mut self.out, &mut self.s);
+        out.now = out.now.max(now);
+        t.neigh.tick(out.now, &mut s.probes, &mut s.spare);
+        for (port, addr) in s.probes.drain(..) {
+            solicit(t, out, port, addr);
         }
-        self.probes = probes;
-        self.l2.sweep(self.now);
-        for n in &mut self.nat {
-            n.table_mut().tick(self.now);
+        t.l2.sweep(out.now);
+        for n in &mut t.nat {
+            n.table_mut().tick(out.now);
         }
-        for p in failed.drain(..) {
-            self.drop_packet(p, DropReason::NeighborUnresolved);
+        for p in s.spare.drain(..) {
+            out.drop_packet(p, DropReason::NeighborUnresolved);
         }
-        self.scratch = failed;
     }
 
     /// Forgets the neighbours and switch MAC entries learned on `port` (its
     /// device was replaced); packets waiting for those neighbours are
     /// dropped as `neighbor_unresolved`.
     pub fn forget_neighbors(&mut self, port: PortId) {
-        self.l2.forget_port(port);
+        self.t.l2.forget_port(port);
         let mut failed = Vec::new();
-        self.neigh.forget_port(port, &mut failed);
+        self.t.neigh.forget_port(port, &mut failed);
         for p in failed {
-            self.drop_packet(p, DropReason::NeighborUnresolved);
+            self.out.drop_packet(p, DropReason::NeighborUnresolved);
         }
     }
 
@@ -422,9 +474,9 @@ impl Router {
     /// `neighbor_unresolved`.
     pub fn finish(&mut self) {
         let mut failed = Vec::new();
-        self.neigh.flush(&mut failed);
+        self.t.neigh.flush(&mut failed);
         for p in failed {
-            self.drop_packet(p, DropReason::NeighborUnresolved);
+            self.out.drop_packet(p, DropReason::NeighborUnresolved);
         }
     }
 
@@ -437,52 +489,31 @@ impl Router {
     /// [`Router::drain_tx`] with the whole queue at once, for a driver
     /// that writes a batch of frames in one call.
     pub fn drain_tx_all(&mut self, port: PortId, out: impl FnOnce(&mut [Packet])) {
-        let Some(q) = self.tx.get_mut(usize::from(port)) else {
+        let Some(q) = self.out.tx.get_mut(usize::from(port)) else {
             return;
         };
         out(q);
         // The buffers go back in one pass over the queue, copied from where
         // they lie rather than through the stack one packet at a time.
-        self.pool.put_all(q.drain(..).map(|p| p.buf));
+        self.out.pool.put_all(q.drain(..).map(|p| p.buf));
     }
 
     /// Counts frames the device of `port` refused after they were queued.
     pub fn count_tx_errors(&mut self, port: PortId, n: u64) {
-        if let Some(ps) = self.stats.ports.get_mut(usize::from(port)) {
+        if let Some(ps) = self.out.stats.ports.get_mut(usize::from(port)) {
             ps.tx_errors += n;
         }
     }
 
     /// True when some port has packets waiting in its transmit queue.
     pub fn has_tx(&self) -> bool {
-        self.tx.iter().any(|q| !q.is_empty())
+        self.out.tx.iter().any(|q| !q.is_empty())
     }
+}
 
-    fn transmit(&mut self, mut pkt: Packet) {
-        let port = pkt.meta.tx_port;
-        if !pkt.meta.switched {
-            if let Some(sw) = self.l2.router_of(port) {
-                return l2::output(self, sw, pkt);
-            }
-        } else if !self.ports.get(port).is_some_and(|p| p.up) {
-            return self.drop_packet(pkt, DropReason::PortDown);
-        }
-        let q = &mut self.tx[usize::from(port)];
-        if q.len() >= self.tx_depth {
-            return self.drop_packet(pkt, DropReason::TxQueueFull);
-        }
-        pkt.meta.ts = pkt.meta.ts.max(self.now);
-        let ps = &mut self.stats.ports[usize::from(port)];
-        ps.tx += 1;
-        ps.tx_bytes += pkt.buf.len() as u64;
-        match pkt.meta.origin {
-            Origin::Received => self.stats.forwarded += 1,
-            Origin::Generated => self.stats.generated += 1,
-            Origin::Flooded => self.stats.flooded += 1,
-        }
-        q.push(pkt);
-    }
-
+impl Output {
+    /// Counts a drop under `reason`: against the port the packet came in
+    /// on, or, for one the appliance made, among the generated drops.
     fn count_drop(&mut self, meta: &Meta, reason: DropReason) {
         let i = reason as usize;
         match meta.origin {
@@ -491,27 +522,55 @@ impl Router {
         }
     }
 
+    /// Drops `pkt` under `reason`: counted, its buffer back in the pool.
     fn drop_packet(&mut self, pkt: Packet, reason: DropReason) {
         self.count_drop(&pkt.meta, reason);
         self.pool.put(pkt.buf);
     }
+}
 
-    /// Sends an ARP request or neighbour solicitation for `addr` out of `port`.
-    fn solicit(&mut self, port: PortId, addr: IpAddr) {
-        let mut buf = self.pool.get();
-        let built = match self.ports.get(port) {
-            Some(info) => nd::build_solicit(&mut buf, info, addr),
-            None => false,
-        };
-        if !built {
-            self.pool.put(buf);
-            return;
+/// Queues `pkt` on its port (down a switch, for a switch's router port),
+/// counted as sent; dropped when the port is down or its queue is full.
+fn transmit(t: &Tables, out: &mut Output, mut pkt: Packet) {
+    let port = pkt.meta.tx_port;
+    if !pkt.meta.switched {
+        if let Some(sw) = t.l2.router_of(port) {
+            return l2::output(t, out, sw, pkt);
         }
-        let mut meta = Meta::received(port, self.now);
-        meta.origin = Origin::Generated;
-        meta.tx_port = port;
-        self.transmit(Packet { buf, meta });
+    } else if !t.ports.get(port).is_some_and(|p| p.up) {
+        return out.drop_packet(pkt, DropReason::PortDown);
     }
+    let q = &mut out.tx[usize::from(port)];
+    if q.len() >= out.tx_depth {
+        return out.drop_packet(pkt, DropReason::TxQueueFull);
+    }
+    pkt.meta.ts = pkt.meta.ts.max(out.now);
+    let ps = &mut out.stats.ports[usize::from(port)];
+    ps.tx += 1;
+    ps.tx_bytes += pkt.buf.len() as u64;
+    match pkt.meta.origin {
+        Origin::Received => out.stats.forwarded += 1,
+        Origin::Generated => out.stats.generated += 1,
+        Origin::Flooded => out.stats.flooded += 1,
+    }
+    q.push(pkt);
+}
+
+/// Sends an ARP request or neighbour solicitation for `addr` out of `port`.
+fn solicit(t: &Tables, out: &mut Output, port: PortId, addr: IpAddr) {
+    let mut buf = out.pool.get();
+    let built = match t.ports.get(port) {
+        Some(info) => nd::build_solicit(&mut buf, info, addr),
+        None => false,
+    };
+    if !built {
+        out.pool.put(buf);
+        return;
+    }
+    let mut meta = Meta::received(port, out.now);
+    meta.origin = Origin::Generated;
+    meta.tx_port = port;
+    transmit(t, out, Packet { buf, meta });
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 
 use super::icmp::{self, v4};
-use super::Router;
+use super::{Output, Scratch, Tables};
 use crate::nat::{
     icmp_checksum_ok, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto, Sum,
 };
@@ -21,15 +21,16 @@ use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet};
 use crate::port::PortId;
 use crate::stats::DropReason;
+use crate::time::Time;
 
 /// True when `dst` is a NAT instance's external address.
-pub(super) fn is_external(r: &Router, dst: Ipv4Addr) -> bool {
-    r.nat.iter().any(|n| n.config().external == dst)
+pub(super) fn is_external(t: &Tables, dst: Ipv4Addr) -> bool {
+    t.nat.iter().any(|n| n.config().external == dst)
 }
 
 /// nat44-in over a burst: the packets ip4-input found addressed to an
 /// external address (their headers already checked).
-pub(super) fn input_stage(r: &mut Router, pkts: &mut [Packet]) {
+pub(super) fn input_stage(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::Nat44In) {
         let Some(h) = Ipv4View::new_checked(p.l3()) else {
             p.meta.next = Next::Drop(DropReason::Ip4Malformed);
@@ -37,9 +38,9 @@ pub(super) fn input_stage(r: &mut Router, pkts: &mut [Packet]) {
         };
         let (src, dst, ttl, proto, hl) = (h.src(), h.dst(), h.ttl(), h.protocol(), h.header_len());
         let fragment = h.more_fragments() || h.frag_offset() != 0;
-        p.meta.next = match input(r, p, (src, dst), ttl) {
+        p.meta.next = match input(t, out, p, (src, dst), ttl) {
             Some(next) => next,
-            None => super::ip4_input::deliver_local(p, proto, fragment, hl, &mut r.stats.local),
+            None => super::ip4_input::deliver_local(p, proto, fragment, hl, &mut out.stats.local),
         };
     }
 }
@@ -48,15 +49,16 @@ pub(super) fn input_stage(r: &mut Router, pkts: &mut [Packet]) {
 /// (ip4-input read both, and the TTL): `None` when NAT leaves it to local
 /// delivery.
 fn input(
-    r: &mut Router,
+    t: &mut Tables,
+    out: &mut Output,
     p: &mut Packet,
     (src, dst): (Ipv4Addr, Ipv4Addr),
     ttl: u8,
 ) -> Option<Next> {
-    let i = r.nat.iter().position(|n| n.config().external == dst)?;
+    let i = t.nat.iter().position(|n| n.config().external == dst)?;
     let ip = usize::from(p.meta.l3);
-    let (outside, external) = (r.nat[i].config().outside, r.nat[i].config().external);
-    let hairpin = r.nat[i].is_inside(src);
+    let (outside, external) = (t.nat[i].config().outside, t.nat[i].config().external);
+    let hairpin = t.nat[i].is_inside(src);
     if p.meta.iface == outside && hairpin {
         // An inside source cannot arrive from outside: a spoofed packet
         // must not make mappings or reach the inside as if hairpinned.
@@ -78,12 +80,12 @@ fn input(
         translate => translate,
     };
     if ttl <= 1 {
-        icmp::error4(r, p, v4::TIME_EXCEEDED, 0, 0);
+        icmp::error4(out, p, v4::TIME_EXCEEDED, 0, 0);
         return Some(Next::Drop(DropReason::TtlExpired));
     }
-    let now = r.now;
+    let now = out.now;
     let sum = Sum::of(&p.meta.offload);
-    let table = r.nat[i].table_mut();
+    let table = t.nat[i].table_mut();
     match translate {
         Parsed::Flow {
             proto,
@@ -138,29 +140,29 @@ fn input(
 /// together ([`Table::outbound_burst`]), then rewritten.
 ///
 /// [`Table::outbound_burst`]: crate::nat::Table::outbound_burst
-pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
-    if r.nat.is_empty() {
+pub(super) fn output(t: &mut Tables, out: &mut Output, s: &mut Scratch, pkts: &mut [Packet]) {
+    if t.nat.is_empty() {
         return;
     }
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
-        if unsolicited(r, p) {
+        if unsolicited(t, p) {
             p.meta.next = Next::Drop(DropReason::NatFiltered);
         }
     }
     let (mut flows, mut at, mut answers) = (
-        std::mem::take(&mut r.nat_flows),
-        std::mem::take(&mut r.nat_at),
-        std::mem::take(&mut r.nat_answers),
+        std::mem::take(&mut s.nat_flows),
+        std::mem::take(&mut s.nat_at),
+        std::mem::take(&mut s.nat_answers),
     );
-    for i in 0..r.nat.len() {
-        let outside = r.nat[i].config().outside;
+    for i in 0..t.nat.len() {
+        let outside = t.nat[i].config().outside;
         flows.clear();
         at.clear();
         for (k, p) in pkts.iter_mut().enumerate() {
             if p.meta.next != Next::IpRewrite || p.meta.tx_port != outside {
                 continue;
             }
-            match out(r, i, p) {
+            match out_one(t, out.now, i, p) {
                 Out::Leave => {}
                 Out::Next(next) => p.meta.next = next,
                 Out::Translate(flow) => {
@@ -172,8 +174,8 @@ pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
         if flows.is_empty() {
             continue;
         }
-        let (now, external) = (r.now, r.nat[i].config().external);
-        r.nat[i]
+        let (now, external) = (out.now, t.nat[i].config().external);
+        t.nat[i]
             .table_mut()
             .outbound_burst(&flows, now, &mut answers);
         for (&k, answer) in at.iter().zip(&answers) {
@@ -184,15 +186,15 @@ pub(super) fn output(r: &mut Router, pkts: &mut [Packet]) {
                     set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), sum);
                 }
                 Err(reason) => {
-                    icmp::error4(r, p, v4::DEST_UNREACH, v4::CODE_ADMIN_PROHIBITED, 0);
+                    icmp::error4(out, p, v4::DEST_UNREACH, v4::CODE_ADMIN_PROHIBITED, 0);
                     p.meta.next = Next::Drop(reason);
                 }
             }
         }
     }
-    r.nat_flows = flows;
-    r.nat_at = at;
-    r.nat_answers = answers;
+    s.nat_flows = flows;
+    s.nat_at = at;
+    s.nat_answers = answers;
 }
 
 /// What nat-out does with one packet.
@@ -208,34 +210,33 @@ enum Out {
 /// True when `port` is some NAT instance's outside, whose traffic nat-in
 /// and nat-out filter and translate.
 #[inline]
-pub(super) fn is_outside(r: &Router, port: PortId) -> bool {
-    r.nat.iter().any(|n| n.config().outside == port)
+pub(super) fn is_outside(t: &Tables, port: PortId) -> bool {
+    t.nat.iter().any(|n| n.config().outside == port)
 }
 
 /// True for a packet that came in by an outside port and is routed to an
 /// inside address without nat-in having translated it: someone outside
 /// routing to the inside subnet directly. Masquerade lets nothing
 /// unsolicited in, whatever the outside routes.
-fn unsolicited(r: &Router, p: &Packet) -> bool {
-    if p.meta.nat_in || p.meta.origin != Origin::Received || !is_outside(r, p.meta.iface) {
+fn unsolicited(t: &Tables, p: &Packet) -> bool {
+    if p.meta.nat_in || p.meta.origin != Origin::Received || !is_outside(t, p.meta.iface) {
         return false;
     }
     let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
         return false;
     };
-    r.nat
+    t.nat
         .iter()
         .any(|n| n.config().outside == p.meta.iface && n.is_inside(dst))
 }
 
-/// nat-out of `p` through instance `i`.
-fn out(r: &mut Router, i: usize, p: &mut Packet) -> Out {
+/// nat-out of `p` through instance `i`, at `now`.
+fn out_one(t: &Tables, now: Time, i: usize, p: &mut Packet) -> Out {
     let Some(src) = Ipv4View::new_checked(p.l3()).map(|h| h.src()) else {
         return Out::Leave;
     };
-    let external = r.nat[i].config().external;
-    let inside = r.nat[i].is_inside(src);
-    let now = r.now;
+    let external = t.nat[i].config().external;
+    let inside = t.nat[i].is_inside(src);
     match parse(p.l3()) {
         Parsed::Flow {
             proto,
@@ -259,14 +260,14 @@ fn out(r: &mut Router, i: usize, p: &mut Packet) -> Out {
             src: q_src,
             dst: q_dst,
             inner,
-        } if r.nat[i].is_inside(q_dst.0) => {
+        } if t.nat[i].is_inside(q_dst.0) => {
             // The quoted packet came in to inside endpoint q_dst from q_src
             // (the error comes from that inside host, or from the appliance
             // about a packet it translated).
             if !icmp_checksum_ok(p.l3()) {
                 return Out::Next(Next::Drop(DropReason::IcmpMalformed));
             }
-            let Some(ext) = r.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
+            let Some(ext) = t.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
                 return Out::Next(Next::Drop(DropReason::NatNoSession));
             };
             let outer = inside.then_some((End::Src, external));

@@ -495,12 +495,12 @@ fn the_pool_stops_allocating_after_warm_up() {
         feed(&mut r, P2, t(i), &burst);
         sent(&mut r, P3);
     }
-    let warm = r.pool.allocated();
+    let warm = r.out.pool.allocated();
     for i in 4..100 {
         feed(&mut r, P2, t(i), &burst);
         sent(&mut r, P3);
     }
-    assert_eq!(r.pool.allocated(), warm);
+    assert_eq!(r.out.pool.allocated(), warm);
     assert_identity(&r);
 }
 
