@@ -8,7 +8,7 @@
 //!
 //! The LPM structure sits behind the [`Lpm`] trait: the pipeline uses
 //! [`PoptrieLpm`] (see its module for why), and the tree-bitmap crate
-//! ([`TreeBitmapLpm`]) stays as the reference it is tested and benchmarked
+//! (`TreeBitmapLpm`, behind the `reference` feature) stays as the reference it is tested and benchmarked
 //! against.
 //!
 //! A [`Fib`] is immutable once published. The running daemon changes routes

@@ -16,8 +16,8 @@
 //! l2 only sees frames from switch members; the router's output on a
 //! switch's router port goes back down through it at transmit.
 //!
-//! The router's state is four groups: [`Tables`] (ports, FIB, neighbours,
-//! switches, NAT: what forwarding consults and learns), [`Output`] (the
+//! The router's state is four groups: `Tables` (ports, FIB, neighbours,
+//! switches, NAT: what forwarding consults and learns), `Output` (the
 //! buffer pool, transmit queues, counters, rate limiters and clock: where
 //! packets end and the counts of it), `Scratch` and ip4-fast's state. A
 //! stage takes the groups it uses, `&` for those it only reads, so its
