@@ -363,38 +363,33 @@ impl NeighTable {
         }
         let k = (self.ages.len() / 8).max(1);
         let cutoff = *self.ages.select_nth_unstable(k - 1).1;
-        let per_port = &mut self.per_port;
-        let mut removed = 0;
-        self.map.retain(|key, s| match s {
-            State::Reachable { confirmed, .. } if on_port(key) && *confirmed <= cutoff => {
-                per_port[usize::from(key.0)] -= 1;
-                removed += 1;
-                false
-            }
-            _ => true,
-        });
-        self.reclaimed += removed;
-        self.version += 1;
+        self.reclaimed += self.remove_learned(|key, confirmed| on_port(key) && confirmed <= cutoff);
     }
 
     /// Removes learned entries stale for longer than [`GC_STALE_TIME`].
     fn sweep(&mut self, now: Time) {
+        self.swept += self.remove_learned(|_, confirmed| {
+            now.since(confirmed) >= REACHABLE_LIFETIME + GC_STALE_TIME
+        });
+    }
+
+    /// Removes the learned entries `doomed` picks by key and confirmation
+    /// time, keeping the per-port counts; how many went.
+    fn remove_learned(&mut self, doomed: impl Fn(&Key, Time) -> bool) -> u64 {
         let per_port = &mut self.per_port;
         let before = self.map.len();
         self.map.retain(|key, s| match s {
-            State::Reachable { confirmed, .. }
-                if now.since(*confirmed) >= REACHABLE_LIFETIME + GC_STALE_TIME =>
-            {
+            State::Reachable { confirmed, .. } if doomed(key, *confirmed) => {
                 per_port[usize::from(key.0)] -= 1;
                 false
             }
             _ => true,
         });
-        let removed = before - self.map.len();
+        let removed = (before - self.map.len()) as u64;
         if removed > 0 {
-            self.swept += removed as u64;
             self.version += 1;
         }
+        removed
     }
 
     /// Learned entries removed so far: to make room for new ones, and as
