@@ -182,7 +182,6 @@ pub fn replay(
     let mut now = Time(0);
     let mut burst_start = Duration::ZERO;
     let mut burst_port = PortId::MAX;
-    let mut read = 0;
     loop {
         let next = ports
             .iter()
@@ -208,9 +207,7 @@ pub fn replay(
             now = now.max(r.at.unwrap_or(now));
             router.receive_buf(&mut burst, port, now, r.buf, r.offload);
         }
-        let bytes: u64 = ports.iter().map(PcapPort::bytes_read).sum();
-        bar.inc(bytes - read);
-        read = bytes;
+        bar.inc(ports[i].take_bytes_read());
     }
     router.process(&mut burst, now);
     drain(&mut router, &ports, &mut qio);

@@ -7,7 +7,6 @@ use std::io::{self, BufWriter};
 use std::time::Duration;
 
 use edgefwd_core::packet::buf::MAX_FRAME;
-use edgefwd_core::packet::offload::Offload;
 use edgefwd_core::packet::{MacAddr, Packet};
 use edgefwd_core::port::LinkState;
 use edgefwd_core::stats::DropReason;
@@ -27,10 +26,21 @@ struct Feed {
 struct Input {
     feeds: Vec<Feed>,
     frame: Vec<u8>,
-    /// Bytes of records taken so far (for progress).
+    /// Bytes of records taken since progress was last asked for.
     bytes: u64,
     /// Captures that could not be read to their end.
     warnings: Vec<String>,
+}
+
+impl Input {
+    /// The feed with the earliest next record, and that record's time.
+    fn next(&self) -> Option<(Duration, usize)> {
+        self.feeds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.head.as_ref().map(|r| (r.ts, i)))
+            .min()
+    }
 }
 
 struct Output {
@@ -75,17 +85,12 @@ impl PcapPort {
 
     /// The capture time of the next frame, if any is left.
     pub fn next_time(&self) -> Option<Duration> {
-        self.input
-            .lock()
-            .feeds
-            .iter()
-            .filter_map(|f| f.head.as_ref().map(|r| r.ts))
-            .min()
+        self.input.lock().next().map(|(ts, _)| ts)
     }
 
-    /// Bytes of records taken so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.input.lock().bytes
+    /// Bytes of records taken since the last call (for progress).
+    pub fn take_bytes_read(&self) -> u64 {
+        std::mem::take(&mut self.input.lock().bytes)
     }
 
     /// Ends the port: its warnings, and its output flushed (or the first
@@ -140,13 +145,7 @@ impl Device for PcapPort {
         let mut guard = self.input.lock();
         let input = &mut *guard;
         for _ in 0..max {
-            let next = input
-                .feeds
-                .iter()
-                .enumerate()
-                .filter_map(|(i, f)| f.head.as_ref().map(|r| (r.ts, i)))
-                .min();
-            let Some((_, i)) = next else {
+            let Some((_, i)) = input.next() else {
                 return RxStatus::Drained;
             };
             let Some(rec) = input.feeds[i].head.take() else {
@@ -154,20 +153,12 @@ impl Device for PcapPort {
             };
             input.bytes += rec.data.len() as u64 + 16;
             to_ethernet(&rec, self.mac, &mut input.frame);
-            let mut buf = pool.take();
-            let fits = buf.set_frame(&input.frame).is_ok();
-            let offload = if !rec.whole() {
-                Err(DropReason::Truncated)
-            } else if !fits {
-                Err(DropReason::Oversize)
-            } else {
-                Ok(Offload::default())
-            };
-            out.push(Received {
-                buf,
-                offload,
-                at: Some(Time::from_duration(rec.ts)),
-            });
+            let mut r = Received::copied(pool, &input.frame);
+            if !rec.whole() {
+                r.offload = Err(DropReason::Truncated);
+            }
+            r.at = Some(Time::from_duration(rec.ts));
+            out.push(r);
             advance(&mut input.feeds[i], &mut input.warnings);
         }
         RxStatus::More

@@ -35,6 +35,23 @@ pub struct Received {
     pub at: Option<Time>,
 }
 
+impl Received {
+    /// `frame` copied into a buffer from `pool`, plain; one too large for
+    /// a buffer is received as `oversize`.
+    pub fn copied(pool: &mut dyn BufSource, frame: &[u8]) -> Received {
+        let mut buf = pool.take();
+        let offload = match buf.set_frame(frame) {
+            Ok(()) => Ok(Offload::default()),
+            Err(_) => Err(DropReason::Oversize),
+        };
+        Received {
+            buf,
+            offload,
+            at: None,
+        }
+    }
+}
+
 /// How far a receive got.
 #[derive(Debug)]
 pub enum RxStatus {
@@ -68,8 +85,7 @@ pub struct Capabilities {
     pub tso: bool,
     /// Coalesces received segments into super-packets (GRO).
     pub gro: bool,
-    /// Largest frame it receives, for an IP MTU of `mtu` (see
-    /// [`Device::max_frame`]).
+    /// Largest frame it hands over (0: as large as the link's MTU allows).
     pub max_frame: usize,
 }
 
@@ -156,12 +172,6 @@ pub trait Device: Send + Sync {
     /// Its offloads and largest frame.
     fn capabilities(&self) -> Capabilities;
 
-    /// Largest frame a receive can return for an IP MTU of `mtu`.
-    fn max_frame(&self, mtu: u16) -> usize {
-        let _ = mtu;
-        self.capabilities().max_frame
-    }
-
     /// What worker `queue` polls for frames.
     fn readiness(&self, queue: usize) -> Readiness;
 
@@ -196,8 +206,8 @@ pub trait Device: Send + Sync {
 }
 
 /// The [`Device`] methods a wrapper (a device around `self.inner`) passes
-/// through unchanged: its kind, capabilities, largest frame, readiness,
-/// waker and own counts. The wrapper writes the rest.
+/// through unchanged: its kind, capabilities, readiness, waker and own
+/// counts. The wrapper writes the rest.
 macro_rules! delegate_to_inner {
     () => {
         fn kind(&self) -> &'static str {
@@ -206,10 +216,6 @@ macro_rules! delegate_to_inner {
 
         fn capabilities(&self) -> $crate::device::Capabilities {
             self.inner.capabilities()
-        }
-
-        fn max_frame(&self, mtu: u16) -> usize {
-            self.inner.max_frame(mtu)
         }
 
         fn readiness(&self, queue: usize) -> $crate::device::Readiness {

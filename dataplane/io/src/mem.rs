@@ -4,10 +4,8 @@
 
 use std::collections::VecDeque;
 
-use edgefwd_core::packet::offload::Offload;
 use edgefwd_core::packet::Packet;
 use edgefwd_core::port::LinkState;
-use edgefwd_core::stats::DropReason;
 use parking_lot::Mutex;
 
 use crate::device::{
@@ -78,16 +76,7 @@ impl Device for MemPort {
             let Some(frame) = rx.pop_front() else {
                 return RxStatus::Drained;
             };
-            let mut buf = pool.take();
-            let offload = match buf.set_frame(&frame) {
-                Ok(()) => Ok(Offload::default()),
-                Err(_) => Err(DropReason::Oversize),
-            };
-            out.push(Received {
-                buf,
-                offload,
-                at: None,
-            });
+            out.push(Received::copied(pool, &frame));
         }
         if rx.is_empty() {
             RxStatus::Drained

@@ -361,14 +361,6 @@ impl Device for Tap {
         }
     }
 
-    fn max_frame(&self, mtu: u16) -> usize {
-        if self.vnet {
-            GSO_MAX_FRAME
-        } else {
-            usize::from(mtu) + 18
-        }
-    }
-
     fn readiness(&self, queue: usize) -> Readiness {
         if queue < self.queues.len() {
             Readiness::Fd(self.fd(queue))
