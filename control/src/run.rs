@@ -172,6 +172,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     info!(config = %name.display(), workers, ports = cfg.ports.len(), "forwarding");
 
     let mut next_probe = Instant::now() + PROBE_EVERY;
+    let mut failed = None;
     while !control.stop.load(Ordering::Relaxed) {
         let wait = next_probe.saturating_duration_since(Instant::now());
         if let Ok(call) = calls.recv_timeout(wait) {
@@ -191,18 +192,12 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         }
         next_probe = Instant::now() + PROBE_EVERY;
         if let Some(i) = handles.iter().position(|h| h.is_finished()) {
-            let error = match handles.remove(i).join() {
-                Ok(Err(e)) => e,
-                Ok(Ok(_)) => io::Error::other("ended before the daemon stopped"),
-                Err(_) => io::Error::other("panicked"),
-            };
+            let error = joined(handles.remove(i))
+                .err()
+                .unwrap_or_else(|| io::Error::other("ended before the daemon stopped"));
             tracing::error!(worker = i, %error, "worker failed; stopping");
-            drop(server);
-            shared.stop.store(true, Ordering::Relaxed);
-            for h in handles {
-                let _ = h.join();
-            }
-            return Err(RunError::Worker { worker: i, error });
+            failed = Some(RunError::Worker { worker: i, error });
+            break;
         }
         daemon.probe_links();
         while let Ok(Event::DeviceFailed { port, error }) = events.try_recv() {
@@ -226,11 +221,12 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     shared.stop.store(true, Ordering::Relaxed);
     let mut failure = None;
     for h in handles {
-        match h.join() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some(io::Error::other("a worker panicked")),
+        if let Err(e) = joined(h) {
+            failure = Some(e);
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if let Some(e) = failure {
         return Err(e.into());
@@ -242,9 +238,16 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     })
 }
 
-/// The workers' counters summed, with what the AF_PACKET I/O threads
-/// dropped before a worker saw it (counted as received and dropped, so the
-/// identity holds).
+/// What a worker thread ended with: its error, or that it panicked.
+fn joined(
+    h: std::thread::JoinHandle<io::Result<edgefwd_core::pipeline::Router>>,
+) -> io::Result<()> {
+    match h.join() {
+        Ok(r) => r.map(drop),
+        Err(_) => Err(io::Error::other("a worker panicked")),
+    }
+}
+
 /// The running workers, as the daemon's commands see them.
 struct Running<'a>(&'a Shared);
 
@@ -288,6 +291,9 @@ impl Workers for Running<'_> {
     }
 }
 
+/// The workers' counters summed, with what devices with I/O threads of
+/// their own dropped before a worker saw it (counted as received and
+/// dropped, so the identity holds).
 fn sum(shared: &Shared) -> Stats {
     let snap = shared.snapshot.load();
     let mut total = Stats::new(snap.devices.len());

@@ -119,7 +119,7 @@ impl Worker {
         now: Time,
     ) {
         let p = usize::from(port);
-        let Some(dev) = io.devices.get(p).cloned() else {
+        let Some(dev) = io.devices.get(p) else {
             io.ready[p] = false;
             return;
         };

@@ -1,8 +1,6 @@
 //! The worker's transmit side: what the router queued goes out through
 //! each port's device, a burst per port.
 
-use std::sync::Arc;
-
 use edgefwd_core::port::PortId;
 
 use super::Worker;
@@ -14,8 +12,7 @@ impl Worker {
         if !self.router.has_tx() {
             return;
         }
-        let snap = Arc::clone(&self.snapshot);
-        for (port, dev) in snap.devices.iter().enumerate() {
+        for (port, dev) in self.snapshot.devices.iter().enumerate() {
             let port = port as PortId;
             let mut refused = 0;
             let io = &mut self.io;
