@@ -79,18 +79,7 @@ impl Host {
     /// own MAC, through an AF_PACKET socket on the host's side of the TAP,
     /// paced so the TAP's queue keeps up. Returns how many were sent.
     fn ns_flood_arp(&self, n: u32) -> u32 {
-        let dev = self.dev;
-        let path = edgefwd_io::binding::netns_path(self.ns.name());
-        edgefwd_io::in_netns(&path, move || {
-            let iface = pnet_datalink::interfaces()
-                .into_iter()
-                .find(|i| i.name == dev)
-                .expect("the TAP's host side");
-            let pnet_datalink::Channel::Ethernet(mut tx, _rx) =
-                pnet_datalink::channel(&iface, pnet_datalink::Config::default())?
-            else {
-                panic!("not an Ethernet channel");
-            };
+        common::with_raw_sender(self.ns.name(), self.dev, |tx| {
             let mut sent = 0;
             for i in 0..n {
                 let mac = [2, 0x77, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1];
@@ -110,7 +99,7 @@ impl Host {
                     std::thread::sleep(Duration::from_micros(500));
                 }
             }
-            Ok(sent)
+            sent
         })
         .expect("ARP flood")
     }

@@ -31,7 +31,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,21 +123,10 @@ fn shared_frames() -> Vec<Vec<u8>> {
     frames
 }
 
-/// Writes `frames` round and round into `dev` from the namespace at
-/// `netns`, about `rate` a second, until `stop`. Returns how many were
-/// written.
-fn hostile(netns: &Path, dev: &str, frames: Vec<Vec<u8>>, rate: u64, stop: Arc<AtomicBool>) -> u64 {
-    let dev = dev.to_owned();
-    edgefwd_io::in_netns(netns, move || {
-        let iface = pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == dev)
-            .ok_or_else(|| std::io::Error::other("no device"))?;
-        let pnet_datalink::Channel::Ethernet(mut tx, _rx) =
-            pnet_datalink::channel(&iface, pnet_datalink::Config::default())?
-        else {
-            return Err(std::io::Error::other("not Ethernet"));
-        };
+/// Writes `frames` round and round into `dev` from namespace `ns`, about
+/// `rate` a second, until `stop`. Returns how many were written.
+fn hostile(ns: &str, dev: &str, frames: Vec<Vec<u8>>, rate: u64, stop: Arc<AtomicBool>) -> u64 {
+    common::with_raw_sender(ns, dev, |tx| {
         let mut sent = 0u64;
         let started = Instant::now();
         for f in frames.iter().cycle() {
@@ -152,9 +141,9 @@ fn hostile(netns: &Path, dev: &str, frames: Vec<Vec<u8>>, rate: u64, stop: Arc<A
                 std::thread::sleep(wait);
             }
         }
-        Ok(sent)
+        sent
     })
-    .unwrap_or(0)
+    .expect("the hostile mix's sender")
 }
 
 fn call(sock: &Path, c: Command) -> Result<serde_json::Value, String> {
@@ -301,7 +290,7 @@ nat = "Port2"
     );
     let hostile_thread = {
         let stop = Arc::clone(&stop);
-        let h3: PathBuf = edgefwd_io::binding::netns_path(ns("h3").name());
+        let h3 = ns("h3").name().to_owned();
         std::thread::spawn(move || hostile(&h3, "h3", frames, 1000, stop))
     };
 

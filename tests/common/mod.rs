@@ -321,6 +321,28 @@ pub fn assert_identity(s: &edgefwd_control::run::RunSummary) {
     assert_eq!(st.received(), st.ended(), "accounting identity");
 }
 
+/// Runs `send` with an AF_PACKET sender on device `dev` of namespace `ns`:
+/// what it writes enters `dev` as if that namespace's host had sent it.
+pub fn with_raw_sender<T: Send>(
+    ns: &str,
+    dev: &str,
+    send: impl FnOnce(&mut dyn pnet_datalink::DataLinkSender) -> T + Send,
+) -> std::io::Result<T> {
+    let path = edgefwd_io::binding::netns_path(ns);
+    edgefwd_io::in_netns(&path, move || {
+        let iface = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == dev)
+            .ok_or_else(|| std::io::Error::other(format!("no device {dev}")))?;
+        let pnet_datalink::Channel::Ethernet(mut tx, _rx) =
+            pnet_datalink::channel(&iface, pnet_datalink::Config::default())?
+        else {
+            return Err(std::io::Error::other("not an Ethernet channel"));
+        };
+        Ok(send(&mut *tx))
+    })
+}
+
 /// The daemon (`edgefwd run`) in this process on `cfg`: stopped and joined
 /// when dropped, so a test's namespaces outlive it even on failure (declare
 /// it before them).
