@@ -10,11 +10,10 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use edgefwd_control::api::{Command, RouteSpec};
 use edgefwd_control::config::Config;
 use edgefwd_control::daemon::{Daemon, NoWorkers};
@@ -178,17 +177,7 @@ fn every_page(d: &mut Daemon) {
 /// period, counted).
 fn under_a_reader(d: &mut Daemon) {
     let (events, _) = crossbeam_channel::unbounded();
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(d.snapshot()),
-        stop: AtomicBool::new(false),
-        stats: Vec::new(),
-        events,
-        neighbors: Vec::new(),
-        wakers: Vec::new(),
-        nat_wanted: AtomicU64::new(0),
-        nat_dumps: Vec::new(),
-        fail: Arc::default(),
-    });
+    let shared = Arc::new(Shared::new(0, d.snapshot(), events, Arc::default()));
     d.attach(Arc::clone(&shared));
     let reader = {
         let shared = Arc::clone(&shared);

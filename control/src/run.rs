@@ -10,6 +10,9 @@
 //! (packets still waiting for a neighbour are dropped and counted) and the
 //! final counters are printed.
 //!
+//! Under systemd (`$NOTIFY_SOCKET`), readiness and the watchdog follow the
+//! workers' heartbeats ([`crate::notify`]).
+//!
 //! A worker that stops with an error (or panics) is noticed at the next
 //! probe: the daemon logs which and why and stops with that error (exit
 //! status 1), for its supervisor to restart it whole. Carrying on would
@@ -19,15 +22,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use crossbeam_queue::ArrayQueue;
 use edgefwd_core::port::LinkState;
 use edgefwd_core::stats::{DropReason, Stats};
-use edgefwd_io::worker::{Event, NatDump, Shared, Worker, WorkerConfig, NEIGHBOR_INBOX};
-use parking_lot::Mutex;
+use edgefwd_io::worker::{Event, Shared, Worker, WorkerConfig};
 use tracing::{info, warn};
 
 use crate::api::{self, Response};
@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::daemon::{Daemon, Workers};
 use crate::devices::{DeviceParams, OpenError};
+use crate::notify::{Health, Notifier};
 use crate::report::NatSessionReport;
 use crate::server::{refusal, Server};
 
@@ -86,6 +87,9 @@ pub struct Control {
     pub reload: Arc<AtomicBool>,
     /// Fault injection for tests: bit `i` makes worker `i` fail.
     pub fail_workers: Arc<AtomicU64>,
+    /// The service manager to tell about readiness and health
+    /// (`$NOTIFY_SOCKET`), if any.
+    pub notify: Option<Arc<Notifier>>,
 }
 
 /// How long the process may take to stop once asked (the binary's
@@ -117,7 +121,10 @@ impl Control {
             })?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&c.dump))?;
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&c.reload))?;
-        Ok(c)
+        Ok(Control {
+            notify: Notifier::from_env()?.map(Arc::new),
+            ..c
+        })
     }
 }
 
@@ -129,21 +136,12 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     let mut daemon = Daemon::new(cfg.clone(), name.to_owned()).map_err(RunError::Config)?;
     daemon.open_devices(&params)?;
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(daemon.snapshot()),
-        stop: AtomicBool::new(false),
-        stats: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
-        events: events_tx,
-        neighbors: (0..workers)
-            .map(|_| ArrayQueue::new(NEIGHBOR_INBOX))
-            .collect(),
-        wakers: (0..workers).map(|_| OnceLock::new()).collect(),
-        nat_wanted: AtomicU64::new(0),
-        nat_dumps: (0..workers)
-            .map(|_| Mutex::new(NatDump::default()))
-            .collect(),
-        fail: Arc::clone(&control.fail_workers),
-    });
+    let shared = Arc::new(Shared::new(
+        workers,
+        daemon.snapshot(),
+        events_tx,
+        Arc::clone(&control.fail_workers),
+    ));
     daemon.attach(Arc::clone(&shared));
     let (calls_tx, calls) = crossbeam_channel::bounded(16);
     let socket = cfg
@@ -173,6 +171,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
 
     let mut next_probe = Instant::now() + PROBE_EVERY;
     let mut failed = None;
+    let mut health = control.notify.clone().map(Health::new);
     while !control.stop.load(Ordering::Relaxed) {
         let wait = next_probe.saturating_duration_since(Instant::now());
         if let Ok(call) = calls.recv_timeout(wait) {
@@ -200,6 +199,14 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             break;
         }
         daemon.probe_links();
+        if let Some(h) = &mut health {
+            let beats: Vec<u64> = shared
+                .activity
+                .iter()
+                .map(|a| a.beats.load(Ordering::Acquire))
+                .collect();
+            h.check(&beats, || status_line(&daemon, &shared));
+        }
         while let Ok(Event::DeviceFailed { port, error }) = events.try_recv() {
             warn!(port = %cfg.ports[usize::from(port)].name, %error, "device failed; port down");
             daemon.set_link(usize::from(port), LinkState::Gone);
@@ -217,6 +224,9 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         }
     }
     info!("stopping");
+    if let Some(h) = &health {
+        h.stopping();
+    }
     drop(server);
     shared.stop.store(true, Ordering::Relaxed);
     let mut failure = None;
@@ -236,6 +246,21 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         names: daemon.names(),
         links: daemon.links().to_vec(),
     })
+}
+
+/// The one-line summary systemd shows (`systemctl status`).
+fn status_line(daemon: &Daemon, shared: &Shared) -> String {
+    let links = daemon.links();
+    let up = links.iter().filter(|l| l.is_up()).count();
+    let t = sum(shared);
+    format!(
+        "forwarding: {up} of {} ports up, {} workers; received {} forwarded {} dropped {}",
+        links.len(),
+        shared.activity.len(),
+        t.received(),
+        t.forwarded,
+        t.dropped()
+    )
 }
 
 /// What a worker thread ended with: its error, or that it panicked.

@@ -50,9 +50,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, cfg: &Path) -> Daemon {
+        Daemon::start_with(dir, cfg, &[])
+    }
+
+    /// The daemon with `env` set.
+    fn start_with(dir: &Path, cfg: &Path, env: &[(&str, &str)]) -> Daemon {
         let child = Command::new(BIN)
             .args(["run", "--config", cfg.to_str().unwrap()])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -740,4 +746,39 @@ fn a_full_disk_refuses_changes_and_loses_nothing() {
     }
     drop(d);
     drop(fs);
+}
+
+/// systemd's notify protocol through the binary: `READY=1` with a status
+/// line (the ports are bound to `none`, so down), then `STOPPING=1` on
+/// SIGTERM.
+#[test]
+fn the_service_manager_hears_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tmp();
+    let cfg = config(dir.path(), false);
+    let sock = dir.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let d = Daemon::start_with(
+        dir.path(),
+        &cfg,
+        &[("NOTIFY_SOCKET", sock.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 512];
+    let n = rx.recv(&mut buf).expect("no notification within 10 s");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("READY=1\n"), "{first}");
+    assert!(
+        first.contains("STATUS=forwarding: 0 of 2 ports up"),
+        "{first}"
+    );
+    signal(&d, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no STOPPING=1");
+        let n = rx.recv(&mut buf).expect("no STOPPING=1 within 10 s");
+        if &buf[..n] == b"STOPPING=1\n" {
+            break;
+        }
+    }
 }

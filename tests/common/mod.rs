@@ -358,7 +358,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon on its own thread.
     pub fn start(cfg: edgefwd_control::config::Config) -> Daemon {
-        let control = edgefwd_control::run::Control::default();
+        Daemon::start_with(cfg, edgefwd_control::run::Control::default())
+    }
+
+    /// Starts the daemon on its own thread, asked to act through `control`.
+    pub fn start_with(
+        cfg: edgefwd_control::config::Config,
+        control: edgefwd_control::run::Control,
+    ) -> Daemon {
         let c = control.clone();
         let thread = std::thread::spawn(move || {
             edgefwd_control::run::run(&cfg, std::path::Path::new("test"), &c)

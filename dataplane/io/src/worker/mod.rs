@@ -126,6 +126,73 @@ pub struct Shared {
     /// set, as one whose device or poller broke would (tests of the
     /// daemon's supervision).
     pub fail: Arc<AtomicU64>,
+    /// Each worker's time and burst counters, stored with its counters.
+    pub activity: Vec<Activity>,
+}
+
+impl Shared {
+    /// State for `workers` workers starting on `snapshot`.
+    pub fn new(
+        workers: usize,
+        snapshot: Snapshot,
+        events: Sender<Event>,
+        fail: Arc<AtomicU64>,
+    ) -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stop: AtomicBool::new(false),
+            stats: (0..workers).map(|_| Mutex::default()).collect(),
+            events,
+            neighbors: (0..workers)
+                .map(|_| ArrayQueue::new(NEIGHBOR_INBOX))
+                .collect(),
+            wakers: (0..workers).map(|_| OnceLock::new()).collect(),
+            nat_wanted: AtomicU64::new(0),
+            nat_dumps: (0..workers).map(|_| Mutex::default()).collect(),
+            fail,
+            activity: (0..workers).map(|_| Activity::default()).collect(),
+        }
+    }
+}
+
+/// What a worker did with its time, as last stored (every 100 ms): read
+/// without a lock by `stats`, the metrics and the watchdog.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Times the worker stored these, which only a live worker does: the
+    /// watchdog's heartbeat.
+    pub beats: AtomicU64,
+    /// Nanoseconds spent outside `epoll_wait`: receiving, forwarding,
+    /// sending and housekeeping.
+    pub busy_ns: AtomicU64,
+    /// Nanoseconds spent waiting in `epoll_wait`.
+    pub idle_ns: AtomicU64,
+    /// Bursts that brought at least one frame.
+    pub bursts: AtomicU64,
+}
+
+/// A worker's own running totals of [`Activity`].
+#[derive(Default)]
+struct Tally {
+    beats: u64,
+    busy: Duration,
+    idle: Duration,
+    bursts: u64,
+}
+
+impl Tally {
+    fn store(&mut self, a: &Activity) {
+        self.beats += 1;
+        a.busy_ns.store(nanos(self.busy), Ordering::Relaxed);
+        a.idle_ns.store(nanos(self.idle), Ordering::Relaxed);
+        a.bursts.store(self.bursts, Ordering::Relaxed);
+        // Last: a reader that sees the beat sees the totals with it.
+        a.beats.store(self.beats, Ordering::Release);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A worker's NAT sessions, copied out on request.
@@ -177,6 +244,7 @@ pub struct Worker {
     io: QueueIo,
     /// Frames a device just received, before the router takes them.
     received: Vec<Received>,
+    tally: Tally,
 }
 
 impl Worker {
@@ -193,6 +261,7 @@ impl Worker {
             nat_served: 0,
             io: QueueIo::new(id, None),
             received: Vec::with_capacity(cfg.burst),
+            tally: Tally::default(),
             cfg,
         };
         w.apply(&snapshot);
@@ -286,9 +355,12 @@ impl Worker {
 
     /// Copies the counters out for `stats`, unless a reader holds them
     /// (the next period will).
-    fn publish(&self) {
+    fn publish(&mut self) {
         if let Some(mut s) = self.shared.stats[self.id].try_lock() {
             s.clone_from(self.router.stats());
+        }
+        if let Some(a) = self.shared.activity.get(self.id) {
+            self.tally.store(a);
         }
     }
 
@@ -311,6 +383,8 @@ impl Worker {
         let _ = shared.wakers[self.id].set(Arc::clone(&waker));
         let mut io = Polled::new(waker);
         self.sync_devices(&poll, &mut io)?;
+        // The first beat: this worker polls its devices.
+        self.publish();
         let mut events = Events::with_capacity(64);
         let mut burst = Vec::with_capacity(self.cfg.burst);
         let (mut last_tick, mut last_publish) = (Instant::now(), Instant::now());
@@ -322,11 +396,14 @@ impl Worker {
             let spinning = !self.cfg.busy_poll.is_zero()
                 && last_frame.is_some_and(|t| t.elapsed() < self.cfg.busy_poll);
             let timeout = if spinning { Duration::ZERO } else { TICK };
+            let waited = Instant::now();
             match poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+            let woke = Instant::now();
+            self.tally.idle += woke - waited;
             for e in events.iter() {
                 if e.token() == WAKE {
                     // A device with its own I/O threads has frames, a peer
@@ -344,8 +421,33 @@ impl Worker {
                     io.mark(e.token().0);
                 }
             }
-            // One burst from each ready port in turn, until all are drained.
-            while io.any_ready() && !shared.stop.load(Ordering::Relaxed) {
+            // One burst from each ready port in turn, until all are drained;
+            // the housekeeping runs between rounds too, so that timers,
+            // counters and the heartbeat keep going under a load that never
+            // lets the ports drain.
+            let mut busy_since = woke;
+            loop {
+                let at = Instant::now();
+                if at - last_tick >= TICK {
+                    last_tick = at;
+                    if self.refresh() {
+                        self.sync_devices(&poll, &mut io)?;
+                    }
+                    self.router.tick(self.now());
+                    self.serve_nat();
+                    self.share_neighbors();
+                    self.flush();
+                }
+                if at - last_publish >= PUBLISH {
+                    last_publish = at;
+                    self.tally.busy += at - busy_since;
+                    busy_since = at;
+                    self.publish();
+                }
+                if !io.any_ready() || shared.stop.load(Ordering::Relaxed) {
+                    self.tally.busy += at - busy_since;
+                    break;
+                }
                 if self.refresh() {
                     self.sync_devices(&poll, &mut io)?;
                 }
@@ -359,26 +461,12 @@ impl Worker {
                     self.rx_burst(&poll, &mut io, port as PortId, &mut burst, now);
                     if !burst.is_empty() {
                         last_frame = Some(at);
+                        self.tally.bursts += 1;
                     }
                     self.router.process(&mut burst, now);
                     self.share_neighbors();
                     self.flush();
                 }
-            }
-            let at = Instant::now();
-            if at - last_tick >= TICK {
-                last_tick = at;
-                if self.refresh() {
-                    self.sync_devices(&poll, &mut io)?;
-                }
-                self.router.tick(self.now());
-                self.serve_nat();
-                self.share_neighbors();
-                self.flush();
-            }
-            if at - last_publish >= PUBLISH {
-                last_publish = at;
-                self.publish();
             }
         }
         self.router.finish();
