@@ -21,6 +21,7 @@ use edgefwd_io::worker::{Shared, Snapshot};
 use edgefwd_io::{Binding, Device, NoDevice};
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{json, Value};
 use tracing::info;
 
@@ -91,6 +92,8 @@ pub struct Daemon {
     params: Option<DeviceParams>,
     /// The state file and its journal, when the config names one.
     store: Option<Store>,
+    /// How long each publish took.
+    publish_latency: Histogram,
 }
 
 impl Daemon {
@@ -163,6 +166,7 @@ impl Daemon {
                 .collect(),
             params: None,
             store,
+            publish_latency: Histogram::new(crate::metrics::PUBLISH_BUCKETS),
         })
     }
 
@@ -185,6 +189,21 @@ impl Daemon {
     /// period and had to be copied (see [`FibWriter`]).
     pub fn fib_copies(&self) -> u64 {
         self.fib.copied()
+    }
+
+    /// IPv4 and IPv6 prefixes in the FIB.
+    pub fn fib_prefixes(&self) -> (usize, usize) {
+        self.fib.prefixes()
+    }
+
+    /// Approximate memory of the FIB: both copies and the tries.
+    pub fn fib_memory(&self) -> usize {
+        self.fib.memory_bytes()
+    }
+
+    /// How long each FIB publish took, for the metrics.
+    pub fn publish_latency(&self) -> Histogram {
+        self.publish_latency.clone()
     }
 
     /// Link states by port.
@@ -284,6 +303,7 @@ impl Daemon {
     /// and wakes the workers so that they take it (and let go of the
     /// FIB copy the writer edits next) at once.
     fn publish(&mut self) {
+        let started = Instant::now();
         self.fib.publish();
         if let Some(s) = &self.shared {
             s.snapshot.store(Arc::new(self.snapshot()));
@@ -291,6 +311,8 @@ impl Daemon {
                 let _ = w.wake();
             }
         }
+        self.publish_latency
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Puts `custom` in force with a new snapshot of the whole state (a

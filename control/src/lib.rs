@@ -13,6 +13,7 @@ pub mod counters;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
+pub mod metrics;
 pub mod notify;
 pub mod replay;
 pub mod report;

@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::daemon::{Daemon, Workers};
 use crate::devices::{DeviceParams, OpenError};
+use crate::metrics::{Metrics, MetricsServer, View};
 use crate::notify::{Health, Notifier};
 use crate::report::NatSessionReport;
 use crate::server::{refusal, Server};
@@ -151,6 +152,16 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         .unwrap_or_else(|| PathBuf::from(api::DEFAULT_SOCKET));
     let server = Server::start(&socket, cfg.control.group.as_deref(), calls_tx)
         .map_err(|e| RunError::Config(format!("control socket {}: {e}", socket.display())))?;
+    let metrics = match &cfg.control.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(Arc::clone(&shared), daemon.publish_latency()));
+            m.set_view(View::of(&daemon));
+            let server = MetricsServer::start(addr, Arc::clone(&m)).map_err(RunError::Io)?;
+            info!(%addr, "serving metrics");
+            Some((m, server))
+        }
+        None => None,
+    };
     let mut rcfg = cfg.router_config();
     rcfg.max_frame = params.buf_frame;
     let wcfg = WorkerConfig {
@@ -175,7 +186,13 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     while !control.stop.load(Ordering::Relaxed) {
         let wait = next_probe.saturating_duration_since(Instant::now());
         if let Ok(call) = calls.recv_timeout(wait) {
-            let answer = match daemon.handle(call.command, &Running(&shared)) {
+            let (name, started) = (call.command.name(), Instant::now());
+            let result = daemon.handle(call.command, &Running(&shared));
+            if let Some((m, _)) = &metrics {
+                m.observe_command(name, started.elapsed().as_secs_f64());
+                m.set_view(View::of(&daemon));
+            }
+            let answer = match result {
                 Ok(data) => Response {
                     ok: true,
                     data: Some(data),
@@ -199,6 +216,12 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             break;
         }
         daemon.probe_links();
+        if let Some((m, _)) = metrics
+            .as_ref()
+            .filter(|(m, _)| m.links_differ(daemon.links()))
+        {
+            m.set_view(View::of(&daemon));
+        }
         if let Some(h) = &mut health {
             let beats: Vec<u64> = shared
                 .activity
@@ -215,6 +238,9 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             if let Err(e) = daemon.reload() {
                 warn!("reload refused: {e}");
             }
+            if let Some((m, _)) = &metrics {
+                m.set_view(View::of(&daemon));
+            }
         }
         if control.dump.swap(false, Ordering::Relaxed) {
             info!(
@@ -228,6 +254,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         h.stopping();
     }
     drop(server);
+    drop(metrics);
     shared.stop.store(true, Ordering::Relaxed);
     let mut failure = None;
     for h in handles {
@@ -319,7 +346,7 @@ impl Workers for Running<'_> {
 /// The workers' counters summed, with what devices with I/O threads of
 /// their own dropped before a worker saw it (counted as received and
 /// dropped, so the identity holds).
-fn sum(shared: &Shared) -> Stats {
+pub(crate) fn sum(shared: &Shared) -> Stats {
     let snap = shared.snapshot.load();
     let mut total = Stats::new(snap.devices.len());
     for s in &shared.stats {

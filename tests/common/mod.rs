@@ -2,6 +2,8 @@
 //! loud refusals when a test cannot run here.
 #![allow(dead_code)]
 
+pub mod appliance;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

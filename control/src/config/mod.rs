@@ -94,6 +94,41 @@ pub struct ControlConfig {
     pub group: Option<String>,
     /// Persisted state file.
     pub state: Option<PathBuf>,
+    /// Where Prometheus metrics are served (off when `None`).
+    pub metrics: Option<MetricsAddr>,
+}
+
+/// `[control] metrics`: a TCP address (`127.0.0.1:9469`, `[::1]:9469`) or
+/// a Unix socket path (absolute).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// A TCP address and port.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl MetricsAddr {
+    /// Parses the config's text.
+    pub fn parse(s: &str) -> Result<MetricsAddr, String> {
+        if s.starts_with('/') {
+            return Ok(MetricsAddr::Unix(PathBuf::from(s)));
+        }
+        s.parse().map(MetricsAddr::Tcp).map_err(|_| {
+            format!(
+                "{s:?} is neither ADDRESS:PORT (127.0.0.1:9469, [::1]:9469) nor an absolute path"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsAddr::Tcp(a) => write!(f, "{a}"),
+            MetricsAddr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 /// One `[[port]]`.

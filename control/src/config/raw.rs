@@ -27,6 +27,7 @@ pub(super) struct RawControl {
     pub(super) socket: Option<PathBuf>,
     pub(super) group: Option<String>,
     pub(super) state: Option<PathBuf>,
+    pub(super) metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -296,3 +296,30 @@ fn syntax_error_has_a_line() {
     let e = refused("[[port]\nname = 1");
     assert_eq!(e.line, Some(1));
 }
+
+#[test]
+fn metrics_take_an_address_and_port_or_an_absolute_path() {
+    for (text, want) in [
+        (
+            "127.0.0.1:9469",
+            MetricsAddr::Tcp("127.0.0.1:9469".parse().unwrap()),
+        ),
+        (
+            "[::1]:9469",
+            MetricsAddr::Tcp("[::1]:9469".parse().unwrap()),
+        ),
+        (
+            "/run/edgefwd/metrics.sock",
+            MetricsAddr::Unix("/run/edgefwd/metrics.sock".into()),
+        ),
+    ] {
+        let c = Config::parse(&format!("[control]\nmetrics = \"{text}\"\n{GOOD}")).unwrap();
+        assert_eq!(c.control.metrics, Some(want));
+    }
+    assert_eq!(Config::parse(GOOD).unwrap().control.metrics, None);
+    for bad in ["localhost:9469", "9469", "127.0.0.1", "metrics.sock"] {
+        let e = refused(&format!("[control]\nmetrics = \"{bad}\"\n{GOOD}"));
+        assert_eq!(e.field, "control.metrics", "{bad}: {e}");
+        assert_eq!(e.line, Some(2), "{bad}: {e}");
+    }
+}

@@ -11,8 +11,8 @@ use super::raw::{Lines, RawConfig};
 use super::switch;
 use super::{
     on_link, parse_prefix, Binding, Config, ConfigError, ControlConfig, DataplaneConfig,
-    NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC, DEFAULT_MTU,
-    DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS,
+    MetricsAddr, NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC,
+    DEFAULT_MTU, DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS,
 };
 
 pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError> {
@@ -263,12 +263,19 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         });
     }
 
+    let metrics = match &raw.control.metrics {
+        Some(m) => {
+            Some(MetricsAddr::parse(m.get_ref()).map_err(|e| l.at(m, "control.metrics", e))?)
+        }
+        None => None,
+    };
     Ok(Config {
         dataplane,
         control: ControlConfig {
             socket: raw.control.socket,
             group: raw.control.group,
             state: raw.control.state,
+            metrics,
         },
         ports,
         switches,

@@ -12,6 +12,7 @@
 //! `unsafe`, the prefetch hint, is the `edgefwd-prefetch` crate's.
 #![forbid(unsafe_code)]
 
+pub mod census;
 pub mod fib;
 pub mod l2;
 pub mod nat;

@@ -484,6 +484,24 @@ impl NeighTable {
         self.held
     }
 
+    /// Entries by state.
+    pub fn census(&self, now: Time) -> crate::census::NeighborCensus {
+        let mut c = crate::census::NeighborCensus::default();
+        for s in self.map.values() {
+            match s {
+                State::Static(_) => c.permanent += 1,
+                State::Reachable { confirmed, .. }
+                    if now.since(*confirmed) < REACHABLE_LIFETIME =>
+                {
+                    c.reachable += 1
+                }
+                State::Reachable { .. } => c.stale += 1,
+                State::Incomplete { .. } => c.incomplete += 1,
+            }
+        }
+        c
+    }
+
     /// The table, sorted by port and address.
     pub fn entries(&self, now: Time) -> Vec<NeighborView> {
         let mut v: Vec<NeighborView> = self

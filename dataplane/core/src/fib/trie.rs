@@ -17,6 +17,8 @@ pub(super) struct Trie {
     free: Vec<u32>,
     /// The largest value ever inserted (not lowered by removals).
     max_value: u32,
+    /// Prefixes with a value.
+    prefixes: usize,
 }
 
 impl Trie {
@@ -26,6 +28,7 @@ impl Trie {
             nodes: vec![[0; 3]],
             free: Vec::new(),
             max_value: 0,
+            prefixes: 0,
         }
     }
 
@@ -53,6 +56,9 @@ impl Trie {
             }
             n = self.nodes[n][bit] as usize;
         }
+        if self.nodes[n][2] == 0 {
+            self.prefixes += 1;
+        }
         self.nodes[n][2] = value;
         self.max_value = self.max_value.max(value);
     }
@@ -75,6 +81,9 @@ impl Trie {
                 return;
             }
             path.push(n);
+        }
+        if self.nodes[n as usize][2] != 0 {
+            self.prefixes -= 1;
         }
         self.nodes[n as usize][2] = 0;
         // Unlink empty leaves from the bottom up, stopping at the root.
@@ -124,6 +133,11 @@ impl Trie {
         n[0] != 0 || n[1] != 0
     }
 
+    /// Prefixes with a value.
+    pub(super) fn prefixes(&self) -> usize {
+        self.prefixes
+    }
+
     /// Nodes in use (the root included).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -167,5 +181,27 @@ mod tests {
         assert_eq!(v, 3);
         let (_, v) = t.descend(0, 0x0a02, 16, t.root_value());
         assert_eq!(v, 0);
+    }
+
+    #[test]
+    fn the_prefix_count_follows_a_naive_set() {
+        let mut t = Trie::new();
+        let mut set = std::collections::HashSet::new();
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let len = 8 + x % 17;
+            let k = key(x & (u32::MAX << (32 - len)));
+            if x & 0x100 == 0 {
+                t.insert(k, len, 1 + x % 7);
+                set.insert((k, len));
+            } else {
+                t.remove(k, len);
+                set.remove(&(k, len));
+            }
+        }
+        assert_eq!(t.prefixes(), set.len());
     }
 }

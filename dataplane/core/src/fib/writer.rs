@@ -153,6 +153,11 @@ impl FibWriter {
         self.copied
     }
 
+    /// IPv4 and IPv6 prefixes with a route.
+    pub fn prefixes(&self) -> (usize, usize) {
+        (self.t4.prefixes(), self.t6.prefixes())
+    }
+
     /// Approximate memory of both copies' LPM tables and the tries.
     pub fn memory_bytes(&self) -> usize {
         self.copies.iter().map(|c| c.memory_bytes()).sum::<usize>()

@@ -77,7 +77,7 @@ impl Proto {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -197,6 +197,11 @@ impl Nat {
     /// Settings.
     pub fn config(&self) -> &NatConfig {
         self.table.config()
+    }
+
+    /// The table's gauges.
+    pub fn census(&self) -> crate::census::NatCensus {
+        self.table.census()
     }
 
     /// The table.

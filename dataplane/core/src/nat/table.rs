@@ -116,6 +116,8 @@ pub struct Table {
     /// home slot of its chain's head in `heads`, then the head itself.
     found: Vec<(u32, u32)>,
     live: usize,
+    /// Live sessions by protocol.
+    live_by_proto: [u64; 3],
     sweep_at: usize,
     last_sweep: Time,
     /// RFC 6056 algorithm 3: the secret hash and the counter.
@@ -140,6 +142,7 @@ impl Table {
             per_host: HashMap::default(),
             found: Vec::with_capacity(256),
             live: 0,
+            live_by_proto: [0; 3],
             sweep_at: 0,
             last_sweep: Time(0),
             secret: FixedState::with_seed(
@@ -160,6 +163,19 @@ impl Table {
     /// Sessions in the table (expired ones not yet swept included).
     pub fn sessions(&self) -> usize {
         self.live
+    }
+
+    /// The table's gauges.
+    pub fn census(&self) -> crate::census::NatCensus {
+        let range = &self.cfg.policy.ports;
+        let tcp_udp = 1023 + u64::from(range.end() - range.start()) + 1;
+        crate::census::NatCensus {
+            outside: self.cfg.outside,
+            external: self.cfg.external,
+            sessions: self.live_by_proto,
+            ports_used: self.used.map(|[a, b]| u64::from(a) + u64::from(b)),
+            ports_available: [tcp_udp, tcp_udp, 1 << 16],
+        }
     }
 
     /// Mappings in the table.
@@ -506,6 +522,7 @@ impl Table {
         *self.per_host.entry(host).or_insert(0) += 1;
         self.mappings[m as usize].sessions += 1;
         self.live += 1;
+        self.live_by_proto[self.mappings[m as usize].proto.index()] += 1;
         Ok(s)
     }
 
@@ -517,6 +534,7 @@ impl Table {
         self.sessions[s as usize].mapping = NONE;
         self.free_sessions.push(s);
         self.live -= 1;
+        self.live_by_proto[self.mappings[sess.mapping as usize].proto.index()] -= 1;
         // Unlink it from its chain.
         let key = (sess.mapping, sess.remote);
         if self.heads.get(key.0, key.1) == Some(s) {

@@ -315,3 +315,38 @@ fn the_port_secret_alone_decides_the_ports_chosen() {
     // beyond any run's luck.
     assert_ne!(chosen_ports(None), chosen_ports(None));
 }
+
+#[test]
+fn the_census_counts_what_the_session_list_shows() {
+    let mut rng = 0x2545_f491u32;
+    let mut t = Table::new(cfg());
+    // The oracle: the session list `nat sessions` prints, counted.
+    let listed = |t: &Table, now| {
+        let mut by = [0u64; 3];
+        for s in t.view(EXT, now) {
+            by[s.proto.index()] += 1;
+        }
+        by
+    };
+    for i in 0..3000u32 {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        let proto = Proto::ALL[(rng % 3) as usize];
+        let host = Ipv4Addr::new(172, 28, 0, 10 + (rng >> 8) as u8 % 20);
+        let src = (host, 2000 + (i % 700) as u16);
+        let _ = t.outbound(proto, src, (R1, 80), 0, secs(u64::from(i / 100)));
+    }
+    // Before anything could expire (the sweep frees expired ones later).
+    let c = t.census();
+    assert_eq!(c.sessions, listed(&t, secs(30)));
+    assert!(c.sessions.iter().all(|&n| n > 100), "{c:?}");
+    assert_eq!(c.sessions.iter().sum::<u64>() as usize, t.sessions());
+    assert_eq!(c.ports_used.iter().sum::<u64>() as usize, t.mappings());
+    // Everything expires: the sweep brings every gauge back to zero.
+    for s in 0..2000 {
+        t.sweep(secs(100_000 + s), usize::MAX);
+    }
+    let c = t.census();
+    assert_eq!((c.sessions, c.ports_used), ([0; 3], [0; 3]));
+}

@@ -298,6 +298,15 @@ impl Router {
         );
     }
 
+    /// How full the tables are.
+    pub fn census(&self) -> crate::census::Census {
+        crate::census::Census {
+            neighbors: self.t.neigh.census(self.out.now),
+            nat: self.t.nat.iter().map(|n| n.census()).collect(),
+            held: self.t.neigh.held() as u64,
+        }
+    }
+
     /// The neighbour table.
     pub fn neighbors(&self) -> Vec<NeighborView> {
         self.t.neigh.entries(self.out.now)

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
 use crossbeam_queue::ArrayQueue;
+use edgefwd_core::census::Census;
 use edgefwd_core::fib::Fib;
 use edgefwd_core::nat::SessionView;
 use edgefwd_core::packet::MacAddr;
@@ -128,6 +129,8 @@ pub struct Shared {
     pub fail: Arc<AtomicU64>,
     /// Each worker's time and burst counters, stored with its counters.
     pub activity: Vec<Activity>,
+    /// Each worker's table gauges, as last copied out (every second).
+    pub census: Vec<Mutex<Census>>,
 }
 
 impl Shared {
@@ -151,6 +154,7 @@ impl Shared {
             nat_dumps: (0..workers).map(|_| Mutex::default()).collect(),
             fail,
             activity: (0..workers).map(|_| Activity::default()).collect(),
+            census: (0..workers).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -229,6 +233,8 @@ const TICK: Duration = Duration::from_millis(10);
 /// Operations one io_uring submission holds.
 const RING_DEPTH: usize = 256;
 const PUBLISH: Duration = Duration::from_millis(100);
+/// The table gauges are copied out every this many publishes.
+const CENSUS_EVERY: u64 = 10;
 
 /// One worker thread's state.
 pub struct Worker {
@@ -361,6 +367,12 @@ impl Worker {
         }
         if let Some(a) = self.shared.activity.get(self.id) {
             self.tally.store(a);
+        }
+        // The gauges walk the neighbour table: once a second is enough.
+        if self.tally.beats % CENSUS_EVERY == 1 {
+            if let Some(mut c) = self.shared.census.get(self.id).and_then(|c| c.try_lock()) {
+                *c = self.router.census();
+            }
         }
     }
 
