@@ -346,3 +346,46 @@ fn prometheus_scrapes_counters_that_match_stats() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The kernel's link notifications reach the watcher from the namespace
+/// it watches, and only from there: a veth flapped in a watched
+/// namespace nudges it (and is counted), one in an unwatched namespace
+/// does not.
+#[test]
+fn link_notifications_come_from_watched_namespaces_only() {
+    if !common::need_root("link_notifications_come_from_watched_namespaces_only") {
+        return;
+    }
+    let (watched, other) = (common::Netns::new("lev-w"), common::Netns::new("lev-o"));
+    for ns in [&watched, &other] {
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    }
+    let (mut events, nudged) = edgefwd_io::LinkEvents::start().unwrap();
+    events
+        .watch(Some(&edgefwd_io::binding::netns_path(watched.name())))
+        .unwrap();
+    // Watching it twice is one watch.
+    events
+        .watch(Some(&edgefwd_io::binding::netns_path(watched.name())))
+        .unwrap();
+    while nudged.try_recv().is_ok() {}
+
+    other.ip(&["link", "set", "d0", "up"]);
+    assert!(
+        nudged.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nudged by an unwatched namespace"
+    );
+    watched.ip(&["link", "set", "d0", "up"]);
+    nudged
+        .recv_timeout(Duration::from_secs(5))
+        .expect("no nudge for a link change in the watched namespace");
+    let seen = events
+        .counts()
+        .events
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(seen >= 1, "{seen} link messages counted");
+    watched.ip(&["link", "del", "d0"]);
+    nudged
+        .recv_timeout(Duration::from_secs(5))
+        .expect("no nudge for a deleted link");
+}

@@ -18,7 +18,7 @@ use edgefwd_core::fib::{Fib, FibWriter};
 use edgefwd_core::port::{LinkState, PortId};
 use edgefwd_core::stats::Stats;
 use edgefwd_io::worker::{Shared, Snapshot};
-use edgefwd_io::{Binding, Device, NoDevice};
+use edgefwd_io::{Binding, Device, LinkEvents, NoDevice};
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
 use prometheus_client::metrics::histogram::Histogram;
@@ -94,6 +94,9 @@ pub struct Daemon {
     store: Option<Store>,
     /// How long each publish took.
     publish_latency: Histogram,
+    /// The kernel's link notifications for the ports' namespaces, and
+    /// whether every port with a kernel link is watched.
+    link_events: Option<(LinkEvents, bool)>,
 }
 
 impl Daemon {
@@ -167,6 +170,7 @@ impl Daemon {
             params: None,
             store,
             publish_latency: Histogram::new(crate::metrics::PUBLISH_BUCKETS),
+            link_events: None,
         })
     }
 
@@ -232,6 +236,31 @@ impl Daemon {
         self.params = Some(params.clone());
         self.probe_links();
         Ok(())
+    }
+
+    /// Has `events` watch the namespace of every port's device (and of
+    /// every device bound later).
+    pub fn watch_links(&mut self, events: LinkEvents) {
+        self.link_events = Some((events, true));
+        for b in self.bindings.clone() {
+            self.watch_binding(&b);
+        }
+    }
+
+    /// True when every port with a kernel link has its changes pushed by
+    /// the kernel (else only the poll sees them).
+    pub fn links_watched(&self) -> bool {
+        self.link_events.as_ref().is_some_and(|(_, all)| *all)
+    }
+
+    fn watch_binding(&mut self, b: &Binding) {
+        let (Some((events, all)), Some(ns)) = (&mut self.link_events, b.link_namespace()) else {
+            return;
+        };
+        if let Err(e) = events.watch(ns.as_deref()) {
+            tracing::warn!(bind = %b, "link changes will be polled: {e}");
+            *all = false;
+        }
     }
 
     /// Asks every device for its link state and applies changes. A device
@@ -391,6 +420,7 @@ impl Daemon {
             port: port.to_owned(),
             binding: bind.to_string(),
         })?;
+        self.watch_binding(&bind);
         self.bindings[i] = bind.clone();
         let state = dev.link();
         self.devices[i] = dev;

@@ -1,14 +1,16 @@
 //! `edgefwd run`: the daemon. Opens every port's device, starts the workers
 //! and the control socket, and then watches: commands from the socket
-//! (applied by [`Daemon`] one at a time), link state (every 100 ms), device
-//! failures reported by the workers, and signals.
+//! (applied by [`Daemon`] one at a time), link changes (pushed by the
+//! kernel, [`LinkEvents`], and polled every second as a safety net),
+//! device failures reported by the workers, the workers themselves
+//! (every 100 ms) and signals.
 //!
 //! A link change recompiles the FIB from the RIB with that port up or down
-//! and publishes it; the workers pick it up between bursts, so routes through
-//! a port that went down fall out within about 100 ms and the next metric
-//! takes over. SIGUSR1 logs the counters, SIGINT/SIGTERM stop the workers
-//! (packets still waiting for a neighbour are dropped and counted) and the
-//! final counters are printed.
+//! and publishes it; the workers pick it up between bursts, so routes
+//! through a port that went down fall out within milliseconds and the
+//! next metric takes over. SIGUSR1 logs the counters, SIGINT/SIGTERM stop
+//! the workers (packets still waiting for a neighbour are dropped and
+//! counted) and the final counters are printed.
 //!
 //! Under systemd (`$NOTIFY_SOCKET`), readiness and the watchdog follow the
 //! workers' heartbeats ([`crate::notify`]).
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use edgefwd_core::port::LinkState;
 use edgefwd_core::stats::{DropReason, Stats};
 use edgefwd_io::worker::{Event, Shared, Worker, WorkerConfig};
+use edgefwd_io::LinkEvents;
 use tracing::{info, warn};
 
 use crate::api::{self, Response};
@@ -40,8 +43,13 @@ use crate::notify::{Health, Notifier};
 use crate::report::NatSessionReport;
 use crate::server::{refusal, Server};
 
-/// How often link state is probed.
+/// How often the daemon looks at its workers, signals and health (and
+/// polls link state, when the kernel's link notifications are not to be
+/// had).
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How often link state is polled as well as pushed by the kernel: the
+/// safety net for a change no notification told of.
+const LINK_POLL: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +99,9 @@ pub struct Control {
     /// The service manager to tell about readiness and health
     /// (`$NOTIFY_SOCKET`), if any.
     pub notify: Option<Arc<Notifier>>,
+    /// Poll link state every 100 ms instead of following the kernel's link
+    /// notifications (for comparing the two).
+    pub poll_links: bool,
 }
 
 /// How long the process may take to stop once asked (the binary's
@@ -180,31 +191,59 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         .collect::<Result<_, _>>()?;
     info!(config = %name.display(), workers, ports = cfg.ports.len(), "forwarding");
 
+    let nudged = if control.poll_links {
+        crossbeam_channel::never()
+    } else {
+        match LinkEvents::start() {
+            Ok((events, nudged)) => {
+                daemon.watch_links(events);
+                nudged
+            }
+            Err(e) => {
+                warn!("link changes will be polled: {e}");
+                crossbeam_channel::never()
+            }
+        }
+    };
+    // With every link's changes pushed by the kernel, the poll is only a
+    // safety net.
+    let poll_every = if daemon.links_watched() {
+        LINK_POLL
+    } else {
+        PROBE_EVERY
+    };
     let mut next_probe = Instant::now() + PROBE_EVERY;
+    let mut next_poll = Instant::now() + poll_every;
     let mut failed = None;
     let mut health = control.notify.clone().map(Health::new);
     while !control.stop.load(Ordering::Relaxed) {
         let wait = next_probe.saturating_duration_since(Instant::now());
-        if let Ok(call) = calls.recv_timeout(wait) {
-            let (name, started) = (call.command.name(), Instant::now());
-            let result = daemon.handle(call.command, &Running(&shared));
-            if let Some((m, _)) = &metrics {
-                m.observe_command(name, started.elapsed().as_secs_f64());
-                m.set_view(View::of(&daemon));
-            }
-            let answer = match result {
-                Ok(data) => Response {
-                    ok: true,
-                    data: Some(data),
-                    error: None,
-                },
-                Err(e) => refusal(e),
-            };
-            call.reply.send(answer);
-            // A stream of commands must not starve the link probes.
-            if Instant::now() < next_probe {
-                continue;
-            }
+        crossbeam_channel::select! {
+            recv(calls) -> call => if let Ok(call) = call {
+                let (name, started) = (call.command.name(), Instant::now());
+                let result = daemon.handle(call.command, &Running(&shared));
+                if let Some((m, _)) = &metrics {
+                    m.observe_command(name, started.elapsed().as_secs_f64());
+                    m.set_view(View::of(&daemon));
+                }
+                let answer = match result {
+                    Ok(data) => Response {
+                        ok: true,
+                        data: Some(data),
+                        error: None,
+                    },
+                    Err(e) => refusal(e),
+                };
+                call.reply.send(answer);
+            },
+            recv(nudged) -> _ => {
+                daemon.probe_links();
+            },
+            default(wait) => {},
+        }
+        // A stream of commands or link events must not starve the rest.
+        if Instant::now() < next_probe {
+            continue;
         }
         next_probe = Instant::now() + PROBE_EVERY;
         if let Some(i) = handles.iter().position(|h| h.is_finished()) {
@@ -215,7 +254,10 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             failed = Some(RunError::Worker { worker: i, error });
             break;
         }
-        daemon.probe_links();
+        if Instant::now() >= next_poll {
+            next_poll = Instant::now() + poll_every;
+            daemon.probe_links();
+        }
         if let Some((m, _)) = metrics
             .as_ref()
             .filter(|(m, _)| m.links_differ(daemon.links()))

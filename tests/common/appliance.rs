@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::run::RunSummary;
+use edgefwd_control::run::{Control, RunSummary};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Daemon, Netns};
@@ -152,12 +152,38 @@ impl Appliance {
     /// [`Appliance::start_tuned`] with no other appliance running in this
     /// process while it runs, for measuring its worker threads.
     pub fn start_alone(tag: &str, ports: &[&'static str], dataplane: &str) -> Appliance {
-        Self::start_with(tag, ports, dataplane, "", "", Threads::take(true))
+        Self::start_with(
+            tag,
+            ports,
+            dataplane,
+            "",
+            "",
+            Threads::take(true),
+            Control::default(),
+        )
+    }
+
+    /// [`Appliance::start`] with the daemon polling link state rather than
+    /// following the kernel's link notifications.
+    pub fn start_polling(tag: &str, ports: &[&'static str], extra: &str) -> Appliance {
+        let polling = Control {
+            poll_links: true,
+            ..Control::default()
+        };
+        Self::start_with(tag, ports, "", "", extra, Threads::take(false), polling)
     }
 
     /// [`Appliance::start`] with `control` lines added to `[control]`.
     pub fn start_with_control(tag: &str, ports: &[&'static str], control: &str) -> Appliance {
-        Self::start_with(tag, ports, "", control, "", Threads::take(false))
+        Self::start_with(
+            tag,
+            ports,
+            "",
+            control,
+            "",
+            Threads::take(false),
+            Control::default(),
+        )
     }
 
     /// [`Appliance::start`] with `dataplane` lines added to `[dataplane]`.
@@ -167,7 +193,15 @@ impl Appliance {
         dataplane: &str,
         extra: &str,
     ) -> Appliance {
-        Self::start_with(tag, ports, dataplane, "", extra, Threads::take(false))
+        Self::start_with(
+            tag,
+            ports,
+            dataplane,
+            "",
+            extra,
+            Threads::take(false),
+            Control::default(),
+        )
     }
 
     fn start_with(
@@ -177,6 +211,7 @@ impl Appliance {
         control: &str,
         extra: &str,
         threads: Threads,
+        daemon: Control,
     ) -> Appliance {
         let hosts: Vec<Host> = ports
             .iter()
@@ -212,7 +247,7 @@ impl Appliance {
         }
         toml += extra;
         let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let daemon = Daemon::start(cfg);
+        let daemon = Daemon::start_with(cfg, daemon);
         let app = Appliance {
             daemon,
             hosts,

@@ -67,6 +67,20 @@ impl Binding {
     }
 }
 
+impl Binding {
+    /// Where the device's kernel link lives, for watching its changes:
+    /// `Some(None)` in this process's namespace, `Some(Some(path))` in
+    /// another, `None` for bindings without a kernel link.
+    pub fn link_namespace(&self) -> Option<Option<PathBuf>> {
+        match self {
+            Binding::Tap { netns, .. } | Binding::AfPacket { netns, .. } => {
+                Some(netns.as_deref().map(netns_path))
+            }
+            Binding::Pcap | Binding::None => None,
+        }
+    }
+}
+
 /// The file of a network namespace named in a binding: a bare name is one
 /// made by `ip netns add`, anything with a '/' is a path.
 pub fn netns_path(netns: &str) -> PathBuf {

@@ -16,6 +16,7 @@ pub mod binding;
 pub mod device;
 pub mod faults;
 pub mod link;
+pub mod link_events;
 pub mod mem;
 pub mod none;
 pub mod recorder;
@@ -30,6 +31,7 @@ pub use device::{
 };
 pub use faults::{FaultCounts, Faults, Faulty};
 pub use link::LinkProbe;
+pub use link_events::LinkEvents;
 pub use mem::MemPort;
 pub use none::NoDevice;
 pub use recorder::Recorder;

@@ -1,7 +1,8 @@
 //! Link state of a device: administratively up, carrier present, still
-//! there. The control plane asks every port a few times a second and feeds
-//! changes to the FIB, so routes through a port that went down fall out and
-//! the next metric takes over.
+//! there. The control plane asks every port whenever the kernel says a
+//! link changed ([`crate::LinkEvents`]) and once a second besides, and
+//! feeds changes to the FIB, so routes through a port that went down fall
+//! out and the next metric takes over.
 
 use std::fs::File;
 use std::io;
