@@ -43,6 +43,7 @@ mod l2;
 mod nat;
 mod nd;
 mod ratelimit;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use crate::port::{PortId, PortTable};
 use crate::stats::{DropReason, Stats};
 use crate::time::Time;
 use ratelimit::TokenBucket;
+use watch::{KeptDrop, PacketTrace, Stage, TraceEnd, TraceFilter, Watch};
 
 /// Tunables of the router.
 #[derive(Clone, Debug)]
@@ -126,6 +128,11 @@ struct Output {
     flooded: Vec<Packet>,
     learned: Vec<Learned>,
     now: Time,
+    /// What is watched (a trace, ports whose drops are kept), when
+    /// anything is.
+    watch: Option<Box<Watch>>,
+    /// The stage the drops being made now are charged to, for kept drops.
+    stage: Stage,
 }
 
 /// Space the stages reuse burst after burst, so nothing allocates per
@@ -158,6 +165,8 @@ pub struct Router {
     out: Output,
     s: Scratch,
     fast: FastPath,
+    /// Finished packet traces, oldest first.
+    traces: Vec<PacketTrace>,
 }
 
 impl Router {
@@ -178,6 +187,8 @@ impl Router {
                 flooded: Vec::new(),
                 learned: Vec::new(),
                 now: Time(0),
+                watch: None,
+                stage: Stage::Rx,
             },
             s: Scratch {
                 spare: Vec::with_capacity(64),
@@ -204,6 +215,7 @@ impl Router {
                 l2: Switching::default(),
                 nat: Vec::new(),
             },
+            traces: Vec::new(),
         }
     }
 
@@ -414,39 +426,142 @@ impl Router {
     }
 
     fn run(&mut self, pkts: &mut Vec<Packet>) {
+        // One branch per burst: the plain run has no watching in it.
+        if self.out.watch.is_some() {
+            self.run_as::<true>(pkts);
+            self.collect_traces();
+        } else {
+            self.run_as::<false>(pkts);
+        }
+    }
+
+    /// The stages over a burst, then each packet's disposition; with
+    /// `WATCHED`, the watch looks at the burst after every stage.
+    fn run_as<const WATCHED: bool>(&mut self, pkts: &mut Vec<Packet>) {
         let (t, out, s) = (&mut self.t, &mut self.out, &mut self.s);
+        if WATCHED {
+            if let Some(w) = &mut out.watch {
+                w.begin(pkts);
+            }
+        }
+        let look = |out: &mut Output, stage: Stage, pkts: &[Packet], ports: &PortTable| {
+            if WATCHED {
+                if let Some(w) = &mut out.watch {
+                    w.after(stage, pkts, ports);
+                }
+            }
+        };
         l2::run(t, out, pkts);
+        look(out, Stage::L2, pkts, &t.ports);
         if self.fast.enabled {
             ip4_fast::run(t, out, s, &mut self.fast, pkts);
+            look(out, Stage::Ip4Fast, pkts, &t.ports);
         }
         // When ip4-fast took the whole burst, the stages have nothing to do.
         if pkts.iter().any(|p| p.meta.next.is_stage()) {
             eth_input::run(&t.ports, pkts);
+            look(out, Stage::EthInput, pkts, &t.ports);
             arp_input::run(t, out, pkts);
+            look(out, Stage::ArpInput, pkts, &t.ports);
             ip4_input::run(t, out, pkts);
+            look(out, Stage::Ip4Input, pkts, &t.ports);
             nat::input_stage(t, out, pkts);
+            look(out, Stage::Nat44In, pkts, &t.ports);
             ip6_input::run(t, out, pkts);
+            look(out, Stage::Ip6Input, pkts, &t.ports);
             ip_lookup::run(t, out, s, pkts);
+            look(out, Stage::IpLookup, pkts, &t.ports);
             nat::output(t, out, s, pkts);
+            look(out, Stage::Nat44Out, pkts, &t.ports);
             ip_rewrite::run(t, out, pkts);
+            look(out, Stage::IpRewrite, pkts, &t.ports);
         }
-        for pkt in pkts.drain(..) {
-            match pkt.meta.next {
-                Next::Tx => transmit(t, out, pkt),
-                Next::Resolve => ip_rewrite::hold(t, out, pkt),
-                Next::Local => {
-                    out.stats.local += 1;
-                    out.pool.put(pkt.buf);
-                }
-                Next::Drop(reason) => out.drop_packet(pkt, reason),
-                // Every stage hands each packet to a later stage or a final
-                // disposition; should one not, the packet is still counted.
-                other => {
-                    debug_assert!(false, "packet left the pipeline at {other:?}");
-                    out.drop_packet(pkt, DropReason::LocalUnsupported)
-                }
+        if !WATCHED {
+            for pkt in pkts.drain(..) {
+                dispose(t, out, pkt);
+            }
+            return;
+        }
+        for (i, pkt) in pkts.drain(..).enumerate() {
+            let Some(w) = &mut out.watch else {
+                unreachable!("watched without a watch")
+            };
+            if w.traced(i) {
+                let end = match pkt.meta.next {
+                    Next::Tx => TraceEnd::Sent {
+                        port: pkt.meta.tx_port,
+                    },
+                    Next::Resolve => TraceEnd::Held {
+                        neighbor: pkt.meta.neighbor,
+                    },
+                    Next::Drop(reason) => TraceEnd::Dropped {
+                        reason,
+                        stage: w.stamp(i).unwrap_or(Stage::EthInput),
+                    },
+                    _ => TraceEnd::Local,
+                };
+                w.end(i, end);
+            }
+            out.stage = match pkt.meta.next {
+                Next::Tx => Stage::Tx,
+                Next::Resolve => Stage::NeighborHold,
+                _ => w.stamp(i).unwrap_or(Stage::EthInput),
+            };
+            dispose(t, out, pkt);
+        }
+    }
+
+    /// Moves finished traces out of the watch, and lets the watch go when
+    /// there is nothing left to watch.
+    fn collect_traces(&mut self) {
+        let Some(w) = &mut self.out.watch else {
+            return;
+        };
+        for tr in w.traces.drain(..) {
+            if self.traces.len() < watch::TRACES_MAX {
+                self.traces.push(tr);
             }
         }
+        if w.is_idle() && w.kept.is_empty() {
+            self.out.watch = None;
+        }
+    }
+
+    /// Traces the next `count` packets that pass `filter` (received or
+    /// made by the appliance), forgetting earlier traces.
+    pub fn start_trace(&mut self, count: u64, filter: TraceFilter) {
+        self.traces.clear();
+        let w = self.out.watch.get_or_insert_with(Box::default);
+        w.trace_left = count;
+        w.filter = filter;
+        self.collect_traces();
+    }
+
+    /// The finished traces, oldest first.
+    pub fn traces(&self) -> &[PacketTrace] {
+        &self.traces
+    }
+
+    /// Keeps the packets received on the ports marked `true` (by port id)
+    /// that are then dropped, for [`Router::take_kept_drops`]; all
+    /// `false` stops keeping them.
+    pub fn keep_drops(&mut self, ports: &[bool]) {
+        let w = self.out.watch.get_or_insert_with(Box::default);
+        w.keep_drops = ports.to_vec();
+        self.collect_traces();
+    }
+
+    /// Hands every kept drop to `f`, then recycles their buffers.
+    pub fn take_kept_drops(&mut self, mut f: impl FnMut(&KeptDrop)) {
+        let Some(w) = &mut self.out.watch else {
+            return;
+        };
+        let kept = std::mem::take(&mut w.kept);
+        for k in kept {
+            f(&k);
+            self.out.pool.put(k.pkt.buf);
+        }
+        self.collect_traces();
     }
 
     /// Advances timers to `now`: neighbour requests are repeated, and queues
@@ -462,6 +577,7 @@ impl Router {
         for n in &mut t.nat {
             n.table_mut().tick(out.now);
         }
+        out.stage = Stage::NeighborHold;
         for p in s.spare.drain(..) {
             out.drop_packet(p, DropReason::NeighborUnresolved);
         }
@@ -474,6 +590,7 @@ impl Router {
         self.t.l2.forget_port(port);
         let mut failed = Vec::new();
         self.t.neigh.forget_port(port, &mut failed);
+        self.out.stage = Stage::NeighborHold;
         for p in failed {
             self.out.drop_packet(p, DropReason::NeighborUnresolved);
         }
@@ -484,6 +601,7 @@ impl Router {
     pub fn finish(&mut self) {
         let mut failed = Vec::new();
         self.t.neigh.flush(&mut failed);
+        self.out.stage = Stage::NeighborHold;
         for p in failed {
             self.out.drop_packet(p, DropReason::NeighborUnresolved);
         }
@@ -531,10 +649,38 @@ impl Output {
         }
     }
 
-    /// Drops `pkt` under `reason`: counted, its buffer back in the pool.
+    /// Drops `pkt` under `reason`: counted, its buffer back in the pool
+    /// (or kept, when its port's drops are watched).
     fn drop_packet(&mut self, pkt: Packet, reason: DropReason) {
         self.count_drop(&pkt.meta, reason);
+        if let Some(w) = &mut self.watch {
+            if w.keeps(pkt.meta.rx_port, pkt.meta.origin) {
+                let stage = self.stage;
+                w.kept.push(KeptDrop { pkt, reason, stage });
+                return;
+            }
+        }
         self.pool.put(pkt.buf);
+    }
+}
+
+/// Where a packet ends once the stages are done with it.
+#[inline(always)]
+fn dispose(t: &mut Tables, out: &mut Output, pkt: Packet) {
+    match pkt.meta.next {
+        Next::Tx => transmit(t, out, pkt),
+        Next::Resolve => ip_rewrite::hold(t, out, pkt),
+        Next::Local => {
+            out.stats.local += 1;
+            out.pool.put(pkt.buf);
+        }
+        Next::Drop(reason) => out.drop_packet(pkt, reason),
+        // Every stage hands each packet to a later stage or a final
+        // disposition; should one not, the packet is still counted.
+        other => {
+            debug_assert!(false, "packet left the pipeline at {other:?}");
+            out.drop_packet(pkt, DropReason::LocalUnsupported)
+        }
     }
 }
 

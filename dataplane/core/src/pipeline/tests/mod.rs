@@ -506,3 +506,4 @@ fn the_pool_stops_allocating_after_warm_up() {
 
 mod fast;
 mod l2;
+mod watch;
