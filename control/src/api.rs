@@ -18,7 +18,11 @@
 //! `route_remove` (`interface`, `destination`, optional `next_hop`),
 //! `route_show` (optional `interface`, `all`, `after`), `route_lookup`
 //! (`addresses`), `port_show`, `port_bind` (`port`, `binding`),
-//! `port_unbind` (`port`), `stats`, `reload`, `nat_sessions`. The
+//! `port_unbind` (`port`), `stats`, `reload`, `nat_sessions`,
+//! `trace_start` (`count`, optional `port`, `filter`), `trace_show`, and
+//! `capture` (`port`, optional `direction`, `drops`, `count`, `snaplen`),
+//! whose answer line is followed by the capture itself, pcapng, until
+//! `count` frames or the client closes. The
 //! `data` of each answer is what the command prints with `--json`, except
 //! that `route_show` answers a page: `{"routes":[...],"next":PREFIX}` when
 //! more follow, to be asked for with `"after":PREFIX` (the CLI does, and
@@ -115,6 +119,40 @@ pub enum Command {
     Reload {},
     /// NAT sessions.
     NatSessions {},
+    /// Arm every worker to trace its next `count` packets (those passing
+    /// `filter`, arriving on `port`).
+    TraceStart {
+        /// Only packets arriving on this port.
+        #[serde(default)]
+        port: Option<String>,
+        /// Packets per worker.
+        count: u64,
+        /// A filter: `host ADDR`, `tcp`/`udp`/`icmp`/`icmp6`/`proto N`,
+        /// `port N`, joined by `and`.
+        #[serde(default)]
+        filter: Option<String>,
+    },
+    /// The packet traces recorded so far.
+    TraceShow {},
+    /// Stream a port's frames as pcapng: the answer line, then the
+    /// capture until `count` frames or the client goes.
+    Capture {
+        /// Port name.
+        port: String,
+        /// `rx`, `tx` or `both` (the default).
+        #[serde(default)]
+        direction: Option<String>,
+        /// Capture the packets dropped on the port (with why and where)
+        /// instead of its traffic.
+        #[serde(default)]
+        drops: bool,
+        /// Stop after this many frames.
+        #[serde(default)]
+        count: Option<u64>,
+        /// Bytes kept of each frame (default: all).
+        #[serde(default)]
+        snaplen: Option<usize>,
+    },
 }
 
 /// A request on the wire.
@@ -171,6 +209,50 @@ pub fn call(socket: &Path, command: Command) -> Result<serde_json::Value, String
         (true, data, _) => Ok(data.unwrap_or(serde_json::Value::Null)),
         (false, _, e) => Err(e.unwrap_or_else(|| "refused".to_owned())),
     }
+}
+
+/// Sends `command` (a `capture`) and copies the stream that follows its
+/// answer to `out`, flushing as data comes, until the daemon ends it.
+/// Returns the answer's data, or its refusal as the error.
+pub fn stream(
+    socket: &Path,
+    command: Command,
+    out: &mut dyn Write,
+) -> Result<serde_json::Value, String> {
+    let at = |e: io::Error| format!("daemon at {}: {e}", socket.display());
+    let mut s = UnixStream::connect(socket).map_err(at)?;
+    s.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(at)?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(at)?;
+    let mut line = serde_json::to_vec(&Request {
+        version: VERSION,
+        command,
+    })
+    .map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(at)?;
+    let mut r = BufReader::new(s);
+    let mut answer = String::new();
+    r.read_line(&mut answer).map_err(at)?;
+    let answer: Response =
+        serde_json::from_str(&answer).map_err(|e| format!("bad answer from the daemon: {e}"))?;
+    if !answer.ok {
+        return Err(answer.error.unwrap_or_else(|| "refused".to_owned()));
+    }
+    // A capture may be quiet for as long as its port is.
+    r.get_ref().set_read_timeout(None).map_err(at)?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match io::Read::read(&mut r, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(at(e)),
+        };
+        out.write_all(&buf[..n])
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("writing the capture: {e}"))?;
+    }
+    Ok(answer.data.unwrap_or(serde_json::Value::Null))
 }
 
 /// Decodes one request line: the version first (so a client of another
@@ -231,6 +313,11 @@ struct Wire {
     addresses: Option<Vec<IpAddr>>,
     port: Option<String>,
     binding: Option<String>,
+    count: Option<u64>,
+    filter: Option<String>,
+    direction: Option<String>,
+    drops: Option<bool>,
+    snaplen: Option<usize>,
 }
 
 impl Wire {
@@ -247,6 +334,11 @@ impl Wire {
             addresses,
             port,
             binding,
+            count,
+            filter,
+            direction,
+            drops,
+            snaplen,
         } = self;
         let given = [
             ("routes", routes.is_some()),
@@ -258,6 +350,11 @@ impl Wire {
             ("addresses", addresses.is_some()),
             ("port", port.is_some()),
             ("binding", binding.is_some()),
+            ("count", count.is_some()),
+            ("filter", filter.is_some()),
+            ("direction", direction.is_some()),
+            ("drops", drops.is_some()),
+            ("snaplen", snaplen.is_some()),
         ];
         let takes: &[&str] = match command.as_str() {
             "route_add" => &["routes"],
@@ -266,7 +363,9 @@ impl Wire {
             "route_lookup" => &["addresses"],
             "port_bind" => &["port", "binding"],
             "port_unbind" => &["port"],
-            "port_show" | "stats" | "reload" | "nat_sessions" => &[],
+            "trace_start" => &["port", "count", "filter"],
+            "capture" => &["port", "direction", "drops", "count", "snaplen"],
+            "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" => &[],
             other => return Err(format!("bad request: unknown command {other:?}")),
         };
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes.contains(f)) {
@@ -302,6 +401,19 @@ impl Wire {
             "port_show" => Command::PortShow {},
             "stats" => Command::Stats {},
             "reload" => Command::Reload {},
+            "trace_start" => Command::TraceStart {
+                port,
+                count: count.ok_or_else(|| need("count"))?,
+                filter,
+            },
+            "trace_show" => Command::TraceShow {},
+            "capture" => Command::Capture {
+                port: port.ok_or_else(|| need("port"))?,
+                direction,
+                drops: drops.unwrap_or(false),
+                count,
+                snaplen,
+            },
             _ => Command::NatSessions {},
         })
     }
@@ -321,6 +433,9 @@ impl Command {
             Command::Stats {} => "stats",
             Command::Reload {} => "reload",
             Command::NatSessions {} => "nat sessions",
+            Command::TraceStart { .. } => "trace start",
+            Command::TraceShow {} => "trace show",
+            Command::Capture { .. } => "capture",
         }
     }
 }

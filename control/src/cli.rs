@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::demo;
-use crate::replay::{replay, Input, Source};
+use crate::replay::{replay_traced, Input, Source};
 use crate::report::NatSessionReport;
 use crate::rib::{LookupRoute, PortsUp, Rib, RouteView};
 use crate::{api, ribfile};
@@ -50,6 +50,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Trace the first N packets (and those the appliance makes in
+        /// answer): print what every stage decided, before the report.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        trace: u64,
     },
     /// Validate a config file.
     Check {
@@ -84,6 +88,63 @@ enum Command {
     Reload {
         #[command(flatten)]
         daemon: Daemon,
+    },
+    /// Packet traces: what each stage decided (against the running daemon).
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+    /// Stream a port's frames from the running daemon as pcapng
+    /// (`edgefwd capture Port2 -w - | tcpdump -nn -r -`).
+    Capture {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Port.
+        port: String,
+        /// Frames received (rx), sent (tx) or both.
+        #[arg(long, default_value = "both")]
+        direction: String,
+        /// Stop after this many frames.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Capture the packets dropped on the port instead, each with its
+        /// drop reason and stage in its comment.
+        #[arg(long)]
+        drops: bool,
+        /// Bytes kept of each frame (default: all).
+        #[arg(long)]
+        snaplen: Option<usize>,
+        /// Where to write: a file, or - for stdout.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TraceCommand {
+    /// Arm every worker to trace its next packets (earlier traces are
+    /// forgotten).
+    Start {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Only packets arriving on this port.
+        #[arg(long)]
+        port: Option<String>,
+        /// Packets per worker.
+        #[arg(long, default_value_t = 50)]
+        count: u64,
+        /// Only packets matching: `host ADDR`, `tcp`, `udp`, `icmp`,
+        /// `icmp6`, `proto N`, `port N`, joined by `and`.
+        #[arg(long = "match", value_name = "EXPR")]
+        filter: Option<String>,
+    },
+    /// The traced packets, each with what every stage decided.
+    Show {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -249,16 +310,25 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             inputs,
             out: dir,
             json,
+            trace,
         } => {
             let (cfg, inputs) = match config {
                 Some(path) => (Config::load(&path)?, parse_inputs(&inputs)?),
                 None if inputs.is_empty() => (Config::parse(demo::CONFIG)?, demo::inputs()),
                 None => (Config::parse(demo::CONFIG)?, parse_inputs(&inputs)?),
             };
-            let report = replay(&cfg, inputs, &dir, std::io::stderr().is_terminal())?;
-            if json {
+            let (report, traces) =
+                replay_traced(&cfg, inputs, &dir, std::io::stderr().is_terminal(), trace)?;
+            if json && trace > 0 {
+                let mut v: serde_json::Value = serde_json::from_str(&report.to_json())?;
+                v["trace"] = traces;
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else if json {
                 writeln!(out, "{}", report.to_json())?;
             } else {
+                if trace > 0 {
+                    write!(out, "{}", crate::packet_trace::to_text(&traces))?;
+                }
                 write!(out, "{}", report.to_text())?;
             }
         }
@@ -475,6 +545,57 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 let counters: Counters = serde_json::from_value(data)
                     .map_err(|e| format!("the daemon's counters: {e}"))?;
                 write!(out, "{}", counters.to_text())?;
+            }
+        }
+        Command::Trace {
+            command:
+                TraceCommand::Start {
+                    daemon,
+                    port,
+                    count,
+                    filter,
+                },
+        } => {
+            daemon.call(api::Command::TraceStart {
+                port,
+                count,
+                filter,
+            })?;
+            writeln!(out, "tracing the next {count} packets on each worker")?;
+        }
+        Command::Trace {
+            command: TraceCommand::Show { daemon, json },
+        } => {
+            let data = daemon.call(api::Command::TraceShow {})?;
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                write!(out, "{}", crate::packet_trace::to_text(&data))?;
+            }
+        }
+        Command::Capture {
+            daemon,
+            port,
+            direction,
+            count,
+            drops,
+            snaplen,
+            write,
+        } => {
+            let cmd = api::Command::Capture {
+                port,
+                direction: Some(direction),
+                drops,
+                count,
+                snaplen,
+            };
+            let socket = api::socket_path(daemon.socket.clone());
+            if write.as_os_str() == "-" {
+                api::stream(&socket, cmd, &mut std::io::stdout().lock()).map_err(Failure)?;
+            } else {
+                let mut f = std::fs::File::create(&write)
+                    .map_err(|e| Failure(format!("-w {}: {e}", write.display())))?;
+                api::stream(&socket, cmd, &mut f).map_err(Failure)?;
             }
         }
         Command::Nat {

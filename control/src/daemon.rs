@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgefwd_core::fib::{Fib, FibWriter};
+use edgefwd_core::pipeline::watch::{PacketTrace, TraceFilter};
 use edgefwd_core::port::{LinkState, PortId};
 use edgefwd_core::stats::Stats;
 use edgefwd_io::worker::{Shared, Snapshot};
@@ -47,6 +48,14 @@ impl Workers for NoWorkers {
     fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
         Ok(Vec::new())
     }
+
+    fn start_trace(&self, _: u64, _: TraceFilter) -> Result<(), String> {
+        Err("no workers run".to_owned())
+    }
+
+    fn traces(&self) -> Result<Vec<(usize, PacketTrace)>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// A route's identity within one command: port index, destination and
@@ -68,7 +77,14 @@ pub trait Workers {
     fn stats(&self) -> Stats;
     /// Every NAT session of every worker, or why they did not answer.
     fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String>;
+    /// Arms every worker to trace its next `count` packets passing `filter`.
+    fn start_trace(&self, count: u64, filter: TraceFilter) -> Result<(), String>;
+    /// Every worker's finished traces, with the worker's index.
+    fn traces(&self) -> Result<Vec<(usize, PacketTrace)>, String>;
 }
+
+/// Most packets a trace may ask each worker to record.
+pub const TRACE_MAX: u64 = edgefwd_core::pipeline::watch::TRACES_MAX as u64;
 
 /// Additions of more routes than this (a `route add --file` of a table) go
 /// straight to a new snapshot rather than the journal.
@@ -465,7 +481,62 @@ impl Daemon {
                 let sessions = workers.nat_sessions()?;
                 Ok(json!({ "sessions": sessions }))
             }
+            Command::TraceStart {
+                port,
+                count,
+                filter,
+            } => self.trace_start(port.as_deref(), count, filter.as_deref(), workers),
+            Command::TraceShow {} => {
+                let mut traces = workers.traces()?;
+                traces.sort_by_key(|(w, t)| (t.ts, *w, t.seq));
+                Ok(self.traces_json(traces.iter().map(|(w, t)| (Some(*w), t))))
+            }
+            Command::Capture { .. } => {
+                Err("capture streams its answer: it is served by the daemon's capture path".into())
+            }
         }
+    }
+
+    fn trace_start(
+        &self,
+        port: Option<&str>,
+        count: u64,
+        filter: Option<&str>,
+        workers: &impl Workers,
+    ) -> Result<Value, String> {
+        if !(1..=TRACE_MAX).contains(&count) {
+            return Err(format!("--count: {count} is not between 1 and {TRACE_MAX}"));
+        }
+        let mut f = crate::packet_trace::parse_filter(filter.unwrap_or(""))
+            .map_err(|e| format!("--match: {e}"))?;
+        if let Some(p) = port {
+            let id = self.cfg.ports.iter().position(|c| c.name == p);
+            f.port = Some(id.ok_or_else(|| format!("--port: unknown port {p:?}"))? as PortId);
+        }
+        workers.start_trace(count, f)?;
+        Ok(json!({"count": count, "port": port, "filter": filter}))
+    }
+
+    /// Traces as `trace show --json` prints them, each with the route
+    /// the FIB holds now for its destination.
+    pub fn traces_json<'a>(
+        &self,
+        traces: impl Iterator<Item = (Option<usize>, &'a PacketTrace)>,
+    ) -> Value {
+        let fib = self.fib.current();
+        let shown: Vec<_> = traces
+            .map(|(worker, trace)| crate::packet_trace::Shown {
+                trace,
+                worker,
+                route: crate::packet_trace::routed_destination(trace).and_then(|d| {
+                    self.rib
+                        .lookup(&fib, self.rib.selected(), d)
+                        .into_iter()
+                        .next()
+                }),
+            })
+            .collect();
+        crate::packet_trace::to_json(&shown, &self.names())
     }
 
     /// Checks `specs` as one addition: each against the config and the

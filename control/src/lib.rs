@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod counters;
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod devices;
 pub mod metrics;
 pub mod notify;
+pub mod packet_trace;
 pub mod replay;
 pub mod report;
 pub mod rib;

@@ -27,13 +27,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgefwd_core::pipeline::watch::{PacketTrace, TraceFilter};
 use edgefwd_core::port::LinkState;
 use edgefwd_core::stats::{DropReason, Stats};
-use edgefwd_io::worker::{Event, Shared, Worker, WorkerConfig};
+use edgefwd_io::worker::{Answer, Ask, Event, Shared, Worker, WorkerConfig};
 use edgefwd_io::LinkEvents;
 use tracing::{info, warn};
 
-use crate::api::{self, Response};
+use crate::api::{self, Command, Response};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::daemon::{Daemon, Workers};
@@ -220,6 +221,14 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         let wait = next_probe.saturating_duration_since(Instant::now());
         crossbeam_channel::select! {
             recv(calls) -> call => if let Ok(call) = call {
+                if let Command::Capture { port, direction, drops, count, snaplen } = &call.command {
+                    let started = capture_start(&daemon, &shared, port, direction.as_deref(), *drops, *count, *snaplen);
+                    match started {
+                        Ok((data, streamer)) => call.reply.stream(Response { ok: true, data: Some(data), error: None }, streamer),
+                        Err(e) => call.reply.send(refusal(e)),
+                    }
+                    continue;
+                }
                 let (name, started) = (call.command.name(), Instant::now());
                 let result = daemon.handle(call.command, &Running(&shared));
                 if let Some((m, _)) = &metrics {
@@ -317,6 +326,30 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     })
 }
 
+/// Starts `capture`: its answer's data and what streams it.
+fn capture_start(
+    daemon: &Daemon,
+    shared: &Arc<Shared>,
+    port: &str,
+    direction: Option<&str>,
+    drops: bool,
+    count: Option<u64>,
+    snaplen: Option<usize>,
+) -> Result<(serde_json::Value, crate::server::Streamer), String> {
+    let id = daemon
+        .names()
+        .iter()
+        .position(|n| n == port)
+        .ok_or_else(|| format!("unknown port {port:?}"))?;
+    let spec = crate::capture::spec(id as u16, direction, drops, snaplen)?;
+    let snaplen = spec.snaplen;
+    let streamer = crate::capture::start(shared, spec, port.to_owned(), count)?;
+    Ok((
+        serde_json::json!({"port": port, "snaplen": snaplen, "count": count, "drops": drops}),
+        streamer,
+    ))
+}
+
 /// The one-line summary systemd shows (`systemctl status`).
 fn status_line(daemon: &Daemon, shared: &Shared) -> String {
     let links = daemon.links();
@@ -345,9 +378,9 @@ fn joined(
 /// The running workers, as the daemon's commands see them.
 struct Running<'a>(&'a Shared);
 
-/// How long `nat sessions` waits for every worker's answer (a worker
+/// How long a question to the workers waits for every answer (a worker
 /// answers within a tick, 10 ms, unless it is busy with a burst).
-const NAT_DUMP_WAIT: Duration = Duration::from_secs(1);
+const ASK_WAIT: Duration = Duration::from_secs(1);
 
 impl Workers for Running<'_> {
     fn stats(&self) -> Stats {
@@ -355,31 +388,32 @@ impl Workers for Running<'_> {
     }
 
     fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {
-        let shared = self.0;
-        let generation = shared.nat_wanted.fetch_add(1, Ordering::AcqRel) + 1;
-        for w in shared.wakers.iter().filter_map(|w| w.get()) {
-            let _ = w.wake();
-        }
-        let deadline = Instant::now() + NAT_DUMP_WAIT;
-        while shared
-            .nat_dumps
+        let answers = self
+            .0
+            .asks
+            .ask(Ask::NatSessions, &self.0.wakers, ASK_WAIT)?;
+        Ok(answers
             .iter()
-            .any(|d| d.lock().generation < generation)
-        {
-            if Instant::now() >= deadline {
-                return Err("the workers did not answer within 1 s; try again".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(shared
-            .nat_dumps
-            .iter()
-            .flat_map(|d| {
-                d.lock()
-                    .sessions
-                    .iter()
-                    .map(NatSessionReport::from)
-                    .collect::<Vec<_>>()
+            .flat_map(|a| match a {
+                Answer::NatSessions(s) => s.iter().map(NatSessionReport::from).collect(),
+                _ => Vec::new(),
+            })
+            .collect())
+    }
+
+    fn start_trace(&self, count: u64, filter: TraceFilter) -> Result<(), String> {
+        let ask = Ask::StartTrace { count, filter };
+        self.0.asks.ask(ask, &self.0.wakers, ASK_WAIT).map(drop)
+    }
+
+    fn traces(&self) -> Result<Vec<(usize, PacketTrace)>, String> {
+        let answers = self.0.asks.ask(Ask::Traces, &self.0.wakers, ASK_WAIT)?;
+        Ok(answers
+            .into_iter()
+            .enumerate()
+            .flat_map(|(w, a)| match a {
+                Answer::Traces(t) => t.into_iter().map(|t| (w, t)).collect(),
+                _ => Vec::new(),
             })
             .collect())
     }

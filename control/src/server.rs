@@ -37,17 +37,34 @@ pub struct Call {
     pub reply: Reply,
 }
 
+/// What carries on with a connection once its answer line is out (a
+/// capture's stream), on a thread of its own, with the socket blocking.
+pub type Streamer = Box<dyn FnOnce(std::os::unix::net::UnixStream) + Send>;
+
+/// An answer on its way back to a connection.
+type Answer = (usize, Response, Option<Streamer>);
+
 /// The way back to the client that made a [`Call`].
 pub struct Reply {
     conn: usize,
-    answers: Sender<(usize, Response)>,
+    answers: Sender<Answer>,
     waker: Arc<Waker>,
 }
 
 impl Reply {
     /// Sends the answer (dropped if the server has stopped).
     pub fn send(self, answer: Response) {
-        if self.answers.send((self.conn, answer)).is_ok() {
+        self.send_then(answer, None);
+    }
+
+    /// Sends the answer, then hands the connection to `streamer` (on its
+    /// own thread) instead of closing it.
+    pub fn stream(self, answer: Response, streamer: Streamer) {
+        self.send_then(answer, Some(streamer));
+    }
+
+    fn send_then(self, answer: Response, then: Option<Streamer>) {
+        if self.answers.send((self.conn, answer, then)).is_ok() {
             let _ = self.waker.wake();
         }
     }
@@ -165,6 +182,8 @@ struct Conn {
     phase: Phase,
     deadline: Instant,
     buf: Vec<u8>,
+    /// What takes the connection over once the answer is out.
+    then: Option<Streamer>,
 }
 
 struct Loop {
@@ -173,8 +192,8 @@ struct Loop {
     gid: Option<Gid>,
     stop: Arc<AtomicBool>,
     calls: Sender<Call>,
-    answers_tx: Sender<(usize, Response)>,
-    answers: Receiver<(usize, Response)>,
+    answers_tx: Sender<Answer>,
+    answers: Receiver<Answer>,
     waker: Arc<Waker>,
     conns: HashMap<usize, Conn>,
     next_id: usize,
@@ -206,7 +225,10 @@ impl Loop {
                     Token(id) => self.ready(id),
                 }
             }
-            while let Ok((id, answer)) = self.answers.try_recv() {
+            while let Ok((id, answer, then)) = self.answers.try_recv() {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.then = then;
+                }
                 self.answer(id, &answer);
             }
             self.expire();
@@ -263,6 +285,7 @@ impl Loop {
                     phase: Phase::Reading,
                     deadline: Instant::now() + CLIENT_DEADLINE,
                     buf: Vec::new(),
+                    then: None,
                 },
             );
         }
@@ -386,11 +409,34 @@ impl Loop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     warn!(peer = %c.who, "control: answering: {e}");
+                    c.then = None;
                     break;
                 }
             }
         }
-        self.close(id);
+        match c.then.take() {
+            Some(then) => self.hand_over(id, then),
+            None => self.close(id),
+        }
+    }
+
+    /// Gives connection `id` to `then`, on a thread of its own.
+    fn hand_over(&mut self, id: usize, then: Streamer) {
+        let Some(mut c) = self.conns.remove(&id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let stream = std::os::unix::net::UnixStream::from(c.stream);
+        if let Err(e) = stream.set_nonblocking(false) {
+            warn!(peer = %c.who, "control: {e}");
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("edgefwd-stream".to_owned())
+            .spawn(move || then(stream));
+        if let Err(e) = spawned {
+            warn!(peer = %c.who, "control: no thread for the stream: {e}");
+        }
     }
 
     /// Drops clients past their deadline: one that has not sent its whole

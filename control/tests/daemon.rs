@@ -782,3 +782,39 @@ fn the_service_manager_hears_ready_and_stopping() {
         }
     }
 }
+
+/// `capture` and `trace` refuse bad requests by name and change nothing;
+/// `trace show` says when nothing was traced.
+#[test]
+fn capture_and_trace_refusals_name_the_flag() {
+    let dir = tmp();
+    let cfg = config(dir.path(), false);
+    let d = Daemon::start(dir.path(), &cfg);
+    let file = dir.path().join("c.pcapng");
+    let f = file.to_str().unwrap();
+    let e = d.refused(&["capture", "Port9", "-w", f]);
+    assert!(e.contains("unknown port \"Port9\""), "{e}");
+    let e = d.refused(&["capture", "Port2", "--direction", "sideways", "-w", f]);
+    assert!(e.contains("--direction: \"sideways\""), "{e}");
+    let e = d.refused(&["capture", "Port2", "--snaplen", "10", "-w", f]);
+    assert!(e.contains("--snaplen: 10"), "{e}");
+    let e = d.refused(&["trace", "start", "--match", "vlan 7"]);
+    assert!(e.contains("--match: filter: unknown term \"vlan\""), "{e}");
+    let e = d.refused(&["trace", "start", "--port", "Port9"]);
+    assert!(e.contains("--port: unknown"), "{e}");
+    let e = d.refused(&["trace", "start", "--count", "0"]);
+    assert!(e.contains("--count: 0"), "{e}");
+    assert_eq!(d.ok(&["trace", "show"]), "no packets traced\n");
+    assert_eq!(
+        d.ok(&["trace", "show", "--json"]).trim(),
+        "{\"packets\":[]}"
+    );
+    d.ok(&[
+        "trace",
+        "start",
+        "--count",
+        "5",
+        "--match",
+        "icmp and host 10.0.2.2",
+    ]);
+}

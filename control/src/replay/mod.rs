@@ -9,6 +9,7 @@
 
 mod pcap_port;
 
+use edgefwd_core::pipeline::watch::TraceFilter;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::port::PortId;
 use edgefwd_core::time::Time;
@@ -98,12 +99,28 @@ pub fn replay(
     out_dir: &Path,
     progress: bool,
 ) -> Result<Report, ReplayError> {
+    replay_traced(cfg, inputs, out_dir, progress, 0).map(|(r, _)| r)
+}
+
+/// [`replay`], tracing the first `trace` packets (those received and those
+/// the appliance made in answer): the report, and the traces as `trace
+/// show --json` prints them.
+pub fn replay_traced(
+    cfg: &Config,
+    inputs: Vec<Input>,
+    out_dir: &Path,
+    progress: bool,
+    trace: u64,
+) -> Result<(Report, serde_json::Value), ReplayError> {
     if inputs.is_empty() {
         return Err(ReplayError::NoInput);
     }
     let rib = Rib::from_config(cfg, PortsUp::All);
     let (fib, selection) = rib.build_fib();
     let mut router = rib.router(cfg, Arc::new(fib), &cfg.router_config());
+    if trace > 0 {
+        router.start_trace(trace, TraceFilter::default());
+    }
 
     // Every input opens before anything is written.
     let mut total_bytes = 0u64;
@@ -231,7 +248,25 @@ pub fn replay(
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(Report::build(&router, &rib, &selection, outputs, warnings))
+    let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
+    let shown: Vec<_> = router
+        .traces()
+        .iter()
+        .map(|t| crate::packet_trace::Shown {
+            trace: t,
+            worker: None,
+            route: crate::packet_trace::routed_destination(t).and_then(|d| {
+                rib.lookup(router.fib(), &selection.selected, d)
+                    .into_iter()
+                    .next()
+            }),
+        })
+        .collect();
+    let traces = crate::packet_trace::to_json(&shown, &names);
+    Ok((
+        Report::build(&router, &rib, &selection, outputs, warnings),
+        traces,
+    ))
 }
 
 /// Runs the router's timers at each step from `from` to before `to`.

@@ -13,6 +13,7 @@
 
 pub mod afpacket;
 pub mod binding;
+pub mod capture;
 pub mod device;
 pub mod faults;
 pub mod link;

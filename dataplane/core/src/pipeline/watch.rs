@@ -130,6 +130,8 @@ pub struct PacketTrace {
     pub origin: Origin,
     /// Its headers when it arrived.
     pub headers: String,
+    /// Its IP destination when it arrived (for naming the route).
+    pub dst: Option<IpAddr>,
     /// What each stage that acted on it decided.
     pub steps: Vec<TraceStep>,
     /// How it ended.
@@ -225,6 +227,7 @@ struct Seen {
     next: Next,
     tx_port: PortId,
     neighbor: Option<IpAddr>,
+    dst_mac: Option<crate::packet::MacAddr>,
     headers: String,
 }
 
@@ -234,6 +237,7 @@ impl Seen {
             next: pkt.meta.next,
             tx_port: pkt.meta.tx_port,
             neighbor: pkt.meta.neighbor,
+            dst_mac: crate::packet::MacAddr::from_slice(pkt.buf.frame()),
             headers: headers(pkt.buf.frame()),
         }
     }
@@ -283,6 +287,7 @@ impl Watch {
                     ts: p.meta.ts,
                     origin: p.meta.origin,
                     headers: last.headers.clone(),
+                    dst: ip_destination(p.buf.frame()),
                     steps: Vec::new(),
                     end: TraceEnd::Local,
                 },
@@ -358,6 +363,9 @@ fn describe(before: &Seen, after: &Seen, ports: &PortTable) -> String {
             if let Some(n) = after.neighbor {
                 let _ = write!(note, " via {n}");
             }
+            if let Some(mac) = after.dst_mac {
+                let _ = write!(note, " to {mac}");
+            }
         }
         next => {
             let _ = write!(note, "to {}", next_name(next));
@@ -373,6 +381,15 @@ fn describe(before: &Seen, after: &Seen, ports: &PortTable) -> String {
         let _ = write!(note, "; {} -> {}", before.headers, after.headers);
     }
     note
+}
+
+/// A frame's IP destination, if it is IP.
+fn ip_destination(frame: &[u8]) -> Option<IpAddr> {
+    match SlicedPacket::from_ethernet(frame).ok()?.net? {
+        NetSlice::Ipv4(ip) => Some(IpAddr::V4(ip.header().destination_addr())),
+        NetSlice::Ipv6(ip) => Some(IpAddr::V6(ip.header().destination_addr())),
+        NetSlice::Arp(_) => None,
+    }
 }
 
 /// The name of the stage `next` names.
@@ -429,7 +446,23 @@ pub fn headers(frame: &[u8]) -> String {
             );
         }
         Some(NetSlice::Arp(a)) => {
-            let _ = write!(out, "ARP op {}", a.operation().0);
+            let ip = |b: &[u8]| {
+                <[u8; 4]>::try_from(b).map_or_else(
+                    |_| "?".to_owned(),
+                    |o| std::net::Ipv4Addr::from(o).to_string(),
+                )
+            };
+            let (sender, target) = (ip(a.sender_protocol_addr()), ip(a.target_protocol_addr()));
+            let _ = match a.operation().0 {
+                1 => write!(out, "ARP who-has {target} tell {sender}"),
+                2 => write!(
+                    out,
+                    "ARP reply {sender} is-at {}",
+                    crate::packet::MacAddr::from_slice(a.sender_hw_addr())
+                        .map_or_else(|| "?".to_owned(), |m| m.to_string())
+                ),
+                op => write!(out, "ARP op {op}"),
+            };
         }
         None => {
             let _ = write!(out, "ethertype 0x{:02x}{:02x}", frame[12], frame[13]);

@@ -35,8 +35,11 @@
 //! answers they see to each other through bounded lock-free inboxes and
 //! wake the receiver.
 
+mod ask;
 mod rx;
 mod tx;
+
+pub use ask::{Answer, Ask, Asks};
 
 use std::io;
 use std::net::IpAddr;
@@ -49,14 +52,15 @@ use crossbeam_channel::Sender;
 use crossbeam_queue::ArrayQueue;
 use edgefwd_core::census::Census;
 use edgefwd_core::fib::Fib;
-use edgefwd_core::nat::SessionView;
 use edgefwd_core::packet::MacAddr;
+use edgefwd_core::pipeline::watch::PacketTrace;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::port::PortId;
 use edgefwd_core::time::Time;
 use mio::{Events, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::capture::{Captures, Direction};
 use crate::device::{Device, QueueIo, Received};
 use rx::Polled;
 
@@ -118,11 +122,10 @@ pub struct Shared {
     pub neighbors: Vec<ArrayQueue<Learned>>,
     /// Each worker's waker, set when it starts.
     pub wakers: Vec<OnceLock<Arc<Waker>>>,
-    /// Raised by the control plane to ask every worker for its NAT
-    /// sessions (`nat sessions`): a generation number.
-    pub nat_wanted: AtomicU64,
-    /// Each worker's answer, tagged with the generation it answers.
-    pub nat_dumps: Vec<Mutex<NatDump>>,
+    /// Questions to every worker (NAT sessions, traces) and their answers.
+    pub asks: Asks,
+    /// Live captures.
+    pub captures: Captures,
     /// Fault injection: worker `i` fails with an error when bit `i` is
     /// set, as one whose device or poller broke would (tests of the
     /// daemon's supervision).
@@ -150,8 +153,8 @@ impl Shared {
                 .map(|_| ArrayQueue::new(NEIGHBOR_INBOX))
                 .collect(),
             wakers: (0..workers).map(|_| OnceLock::new()).collect(),
-            nat_wanted: AtomicU64::new(0),
-            nat_dumps: (0..workers).map(|_| Mutex::default()).collect(),
+            asks: Asks::new(workers),
+            captures: Captures::default(),
             fail,
             activity: (0..workers).map(|_| Activity::default()).collect(),
             census: (0..workers).map(|_| Mutex::default()).collect(),
@@ -199,15 +202,6 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A worker's NAT sessions, copied out on request.
-#[derive(Debug, Default)]
-pub struct NatDump {
-    /// The request ([`Shared::nat_wanted`]) this answers.
-    pub generation: u64,
-    /// The sessions of the worker's NAT tables then.
-    pub sessions: Vec<SessionView>,
-}
-
 /// A neighbour answer passed between workers: port, address, MAC.
 pub type Learned = (PortId, IpAddr, MacAddr);
 
@@ -245,7 +239,12 @@ pub struct Worker {
     snapshot: Arc<Snapshot>,
     epoch: Instant,
     learned: Vec<Learned>,
-    nat_served: u64,
+    /// The last question answered ([`Asks`]).
+    served: u64,
+    /// The capture list this worker last set its router up for.
+    captures_seen: u64,
+    /// The Unix time of `epoch`, in nanoseconds, for capture timestamps.
+    epoch_unix_ns: u64,
     /// The worker's I/O state, lent to every device call.
     io: QueueIo,
     /// Frames a device just received, before the router takes them.
@@ -264,7 +263,11 @@ impl Worker {
             snapshot: snapshot.clone(),
             epoch: Instant::now(),
             learned: Vec::new(),
-            nat_served: 0,
+            served: 0,
+            captures_seen: 0,
+            epoch_unix_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, nanos),
             io: QueueIo::new(id, None),
             received: Vec::with_capacity(cfg.burst),
             tally: Tally::default(),
@@ -311,27 +314,66 @@ impl Worker {
         }
     }
 
-    /// Answers a pending request for the NAT sessions (checked on every
-    /// wake-up and tick, so an answer takes at most a tick).
-    fn serve_nat(&mut self) {
-        let wanted = self.shared.nat_wanted.load(Ordering::Acquire);
-        if wanted == self.nat_served {
-            return;
+    /// Answers the control plane's question, if there is a new one
+    /// (checked on every wake-up and tick, so an answer takes at most a
+    /// tick).
+    fn serve(&mut self) {
+        let (router, epoch) = (&mut self.router, self.epoch_unix_ns);
+        self.shared
+            .asks
+            .serve(self.id, &mut self.served, |ask| match ask {
+                Ask::Nothing => Answer::Done,
+                Ask::NatSessions => {
+                    let now = router.now();
+                    Answer::NatSessions(router.nat().iter().flat_map(|n| n.sessions(now)).collect())
+                }
+                Ask::StartTrace { count, filter } => {
+                    router.start_trace(*count, filter.clone());
+                    Answer::Done
+                }
+                // Times since the Unix epoch, as captures have them.
+                Ask::Traces => Answer::Traces(
+                    router
+                        .traces()
+                        .iter()
+                        .map(|t| PacketTrace {
+                            ts: Time(t.ts.0 + epoch),
+                            ..t.clone()
+                        })
+                        .collect(),
+                ),
+            });
+        let captures = self.shared.captures.generation();
+        if captures != self.captures_seen {
+            self.captures_seen = captures;
+            let mut keep = vec![false; self.snapshot.devices.len()];
+            for c in self
+                .shared
+                .captures
+                .list()
+                .iter()
+                .filter(|c| c.spec().drops)
+            {
+                if let Some(k) = keep.get_mut(usize::from(c.spec().port)) {
+                    *k = true;
+                }
+            }
+            self.router.keep_drops(&keep);
         }
-        self.nat_served = wanted;
-        let now = self.router.now();
-        let sessions = self
-            .router
-            .nat()
-            .iter()
-            .flat_map(|n| n.sessions(now))
-            .collect();
-        if let Some(slot) = self.shared.nat_dumps.get(self.id) {
-            *slot.lock() = NatDump {
-                generation: wanted,
-                sessions,
+    }
+
+    /// Hands the packets the router kept from watched ports' drops to the
+    /// captures.
+    fn capture_drops(&mut self) {
+        let (captures, epoch) = (&self.shared.captures, self.epoch_unix_ns);
+        self.router.take_kept_drops(|k| {
+            let dir = Direction::Dropped {
+                reason: k.reason,
+                stage: k.stage,
             };
-        }
+            let ts = epoch + k.pkt.meta.ts.0;
+            captures.offer(k.pkt.meta.rx_port, ts, dir, k.pkt.buf.frame());
+        });
     }
 
     /// Picks up a new snapshot; true when there was one.
@@ -427,7 +469,7 @@ impl Worker {
                     }
                     io.wake_owned();
                     self.share_neighbors();
-                    self.serve_nat();
+                    self.serve();
                     self.flush();
                 } else {
                     io.mark(e.token().0);
@@ -446,7 +488,7 @@ impl Worker {
                         self.sync_devices(&poll, &mut io)?;
                     }
                     self.router.tick(self.now());
-                    self.serve_nat();
+                    self.serve();
                     self.share_neighbors();
                     self.flush();
                 }
@@ -475,7 +517,13 @@ impl Worker {
                         last_frame = Some(at);
                         self.tally.bursts += 1;
                     }
+                    if self.shared.captures.armed() {
+                        self.capture_rx(port as PortId, &burst);
+                    }
                     self.router.process(&mut burst, now);
+                    if self.shared.captures.armed() {
+                        self.capture_drops();
+                    }
                     self.share_neighbors();
                     self.flush();
                 }

@@ -10,6 +10,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token, Waker};
 
 use super::{waker_owner, Event, Worker};
+use crate::capture::Direction;
 use crate::device::{Device, Readiness, RxStatus};
 
 /// What a worker polls: per port, whether it may have frames, and the
@@ -105,6 +106,16 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Hands the frames of a burst just received on `port` to the
+    /// captures.
+    pub(super) fn capture_rx(&self, port: PortId, burst: &[Packet]) {
+        let captures = &self.shared.captures;
+        for p in burst.iter().filter(|p| p.meta.rx_port == port) {
+            let ts = self.epoch_unix_ns + p.meta.ts.0;
+            captures.offer(port, ts, Direction::Rx, p.buf.frame());
+        }
     }
 
     /// Takes one burst from `port` into `burst`. A port found drained is no

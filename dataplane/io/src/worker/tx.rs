@@ -4,6 +4,7 @@
 use edgefwd_core::port::PortId;
 
 use super::Worker;
+use crate::capture::Direction;
 
 impl Worker {
     /// Hands every port's queued packets to its device; frames a device
@@ -16,7 +17,13 @@ impl Worker {
             let port = port as PortId;
             let mut refused = 0;
             let io = &mut self.io;
+            let (captures, epoch) = (&self.shared.captures, self.epoch_unix_ns);
             self.router.drain_tx_all(port, |pkts| {
+                if captures.armed() && !pkts.is_empty() {
+                    for p in pkts.iter() {
+                        captures.offer(port, epoch + p.meta.ts.0, Direction::Tx, p.buf.frame());
+                    }
+                }
                 refused = dev.tx_burst(io, pkts);
             });
             if refused > 0 {
