@@ -9,6 +9,8 @@
 //! host's namespace (so no process start is timed), and the FIB is read
 //! with `route lookup` over the control socket, about every 100 µs.
 
+#[path = "chart.rs"]
+mod chart;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -102,6 +104,7 @@ fn main() {
         .unwrap_or(20);
     let ports = ["Port2", "Port3", "Port4"];
     let mut medians = Vec::new();
+    let (mut downs, mut ups) = (Vec::new(), Vec::new());
     for (name, polling) in [("events", false), ("poll", true)] {
         let app = if polling {
             Appliance::start_polling("bfo-p", &ports, ROUTES)
@@ -118,10 +121,27 @@ fn main() {
             ms(up[up.len() - 1]),
         );
         medians.push(down[down.len() / 2]);
+        downs.push((name.to_owned(), ms(down[down.len() / 2])));
+        ups.push((name.to_owned(), ms(up[up.len() / 2])));
         drop(app);
     }
     println!(
         "failover: events take {:.3}x the poll's median time (target: the events' median within 10 ms)",
         medians[0].as_secs_f64() / medians[1].as_secs_f64()
+    );
+    chart::write(
+        "failover",
+        &[
+            chart::Figure {
+                title: format!("link down to the next metric in the FIB, median of {n} flaps, ms"),
+                baseline: "poll".into(),
+                bars: downs,
+            },
+            chart::Figure {
+                title: format!("link up and back to the best metric, median of {n} flaps, ms"),
+                baseline: "poll".into(),
+                bars: ups,
+            },
+        ],
     );
 }

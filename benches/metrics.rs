@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench metrics`. The target: a scrape answers in 10 ms.
 
+#[path = "chart.rs"]
+mod chart;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,5 +85,16 @@ fn main() {
         s.as_secs_f64() * 1e3,
         j.as_secs_f64() * 1e3,
         s.as_secs_f64() / j.as_secs_f64()
+    );
+    chart::write(
+        "metrics",
+        &[chart::Figure {
+            title: format!("{PORTS}-port appliance: time to answer, median of {ROUNDS}, ms"),
+            baseline: "stats --json".into(),
+            bars: vec![
+                ("/metrics scrape".into(), s.as_secs_f64() * 1e3),
+                ("stats --json".into(), j.as_secs_f64() * 1e3),
+            ],
+        }],
     );
 }

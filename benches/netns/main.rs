@@ -27,6 +27,8 @@
 //! relay:   h2 ─TAP─ read()/write() loop, 1 thread ─TAP─ h3 (one subnet)
 //! ```
 
+#[path = "../chart.rs"]
+mod chart;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod relay;
@@ -412,4 +414,27 @@ fn main() {
             rtt_close - kernel[4],
         );
     }
+    let figure = |title: &str, baseline: &str, i: usize| chart::Figure {
+        title: title.to_owned(),
+        baseline: baseline.to_owned(),
+        bars: names
+            .iter()
+            .zip(&figures)
+            .map(|(n, f)| ((*n).to_owned(), f[i]))
+            .collect(),
+    };
+    chart::write(
+        "netns",
+        &[
+            figure("TCP (iperf3), Gbit/s", "kernel", 0),
+            figure("UDP 64-byte frames delivered, kpps", "kernel", 1),
+            figure(
+                "forwarder CPU per UDP frame, µs (the kernel's is in softirqs: none)",
+                "plain relay",
+                2,
+            ),
+            figure("ping RTT, 5 ms apart, µs", "kernel", 3),
+            figure("ping RTT, 0.2 ms apart, µs", "kernel", 4),
+        ],
+    );
 }
