@@ -563,3 +563,35 @@ fn capture_on_a_tap_is_read_by_tshark_with_drop_reasons() {
         "only the dropped ping, with its reason"
     );
 }
+
+/// `[control] metrics` on a Unix socket path: the same exposition over it.
+#[test]
+fn metrics_are_served_on_a_unix_socket_too() {
+    let dir = common::temp_dir("metrics-unix");
+    let path = dir.path().join("metrics.sock");
+    let cfg = config(dir.path(), &format!("metrics = \"{}\"", path.display()));
+    let mut d = common::Daemon::start(cfg);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{}: {e}", path.display());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nedgefwd_port_rx_packets_total{port=\"Port3\"} 0\n"),
+        "{text}"
+    );
+    d.stop().unwrap();
+}

@@ -101,6 +101,10 @@ name = "vm1"
 switch = "internal"
 allowed_mac = "02:00:00:00:28:10"
 
+[[port]]
+name = "vm2"
+switch = "internal"
+
 [[switch]]
 name = "internal"
 kind = "internal"
@@ -114,9 +118,13 @@ address = "10.0.2.1"
 mac = "02:00:00:00:99:01"
 "#;
 
-fn udp(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+const VM1_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 0x10];
+const VM2_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 0x20];
+const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0x28, 1];
+
+fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(src_mac, [2, 0, 0, 0, 0x28, 1])
+    PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src, dst, 64)
         .udp(5000, 53)
         .write(&mut v, b"trace")
@@ -124,54 +132,158 @@ fn udp(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     v
 }
 
-/// A VM's packet NATed out: the trace shows the switch taking it up to
-/// the router, the route, and the source rewritten to Port2's address;
-/// a frame from another MAC on the VM's port is dropped by port security
-/// at l2.
-#[test]
-fn a_nated_packet_shows_its_translation_and_a_spoofed_one_its_drop() {
-    let cfg = Config::parse(NAT).unwrap();
-    let mut pcap = Vec::new();
+/// A pcap of `frames` (time offset in ms, frame), in memory.
+fn pcap(frames: &[(u64, Vec<u8>)]) -> &'static [u8] {
+    let mut out = Vec::new();
     {
-        let mut w = TraceWriter::new(BufWriter::new(&mut pcap)).unwrap();
+        let mut w = TraceWriter::new(BufWriter::new(&mut out)).unwrap();
         let t0 = Duration::from_secs(1_767_225_600);
-        let vm = [2, 0, 0, 0, 0x28, 0x10];
-        w.write(t0, &udp(vm, [172, 28, 0, 10], [198, 51, 100, 1]))
-            .unwrap();
-        let spoofer = [2, 0, 0, 0, 0x28, 0x66];
-        w.write(t0, &udp(spoofer, [172, 28, 0, 10], [198, 51, 100, 1]))
-            .unwrap();
+        for (ms, f) in frames {
+            w.write(t0 + Duration::from_millis(*ms), f).unwrap();
+        }
         drop(w.into_inner());
     }
+    out.leak()
+}
+
+fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&sender);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+/// A VM's packet NATed out: the trace shows the switch learning it and
+/// taking it up to the router, the route, and the source rewritten to
+/// Port2's address; a frame from another MAC on the VM's port is dropped
+/// by port security at l2; a broadcast is flooded and goes up; a frame to
+/// a learned MAC is forwarded to its member.
+#[test]
+fn switch_and_nat_decisions_are_traced() {
+    let cfg = Config::parse(NAT).unwrap();
+    let vm1 = [
+        (0, udp(VM1_MAC, GW_MAC, [172, 28, 0, 10], [198, 51, 100, 1])),
+        (
+            0,
+            udp(
+                [2, 0, 0, 0, 0x28, 0x66],
+                GW_MAC,
+                [172, 28, 0, 10],
+                [198, 51, 100, 1],
+            ),
+        ),
+        (2, udp(VM1_MAC, VM2_MAC, [172, 28, 0, 10], [172, 28, 0, 20])),
+    ];
+    let vm2 = [(1, arp_request(VM2_MAC, [172, 28, 0, 20], [172, 28, 0, 1]))];
     let dir = tempfile::tempdir().unwrap();
-    let input = Input {
-        port: "vm1".into(),
-        source: Source::Bytes {
-            name: "vm1".into(),
-            data: pcap.leak(),
+    let inputs = vec![
+        Input {
+            port: "vm1".into(),
+            source: Source::Bytes {
+                name: "vm1".into(),
+                data: pcap(&vm1),
+            },
         },
-    };
-    let (_, traces) = replay_traced(&cfg, vec![input], dir.path(), false, 10).unwrap();
+        Input {
+            port: "vm2".into(),
+            source: Source::Bytes {
+                name: "vm2".into(),
+                data: pcap(&vm2),
+            },
+        },
+    ];
+    let (_, traces) = replay_traced(&cfg, inputs, dir.path(), false, 10).unwrap();
     let text = packet_trace::to_text(&traces);
-    let packets = traces["packets"].as_array().unwrap();
-    let nated = &packets[0];
-    assert_eq!(nated["end"]["kind"], "sent", "{text}");
-    assert_eq!(nated["end"]["port"], "Port2", "{text}");
-    let steps: Vec<(&str, &str)> = nated["steps"]
+    let received: Vec<&Value> = traces["packets"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["stage"].as_str().unwrap(), s["note"].as_str().unwrap()))
+        .filter(|p| p["origin"] == "received")
         .collect();
+    let steps = |p: &Value| -> Vec<(String, String)> {
+        p["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["stage"].as_str().unwrap().to_owned(),
+                    s["note"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let has = |p: &Value, stage: &str, words: &[&str]| {
+        steps(p)
+            .iter()
+            .any(|(s, n)| s == stage && words.iter().all(|w| n.contains(w)))
+    };
+
+    let nated = received[0];
+    assert_eq!(
+        (&nated["end"]["kind"], &nated["end"]["port"]),
+        (&"sent".into(), &"Port2".into()),
+        "{text}"
+    );
     assert!(
-        steps.iter().any(|(stage, note)| *stage == "nat44-out"
-            && note.contains("IPv4 172.28.0.10 > 198.51.100.1")
-            && note.contains("-> IPv4 10.0.2.15 > 198.51.100.1")),
-        "no translation in {steps:?}"
+        has(
+            nated,
+            "l2",
+            &["learned 02:00:00:00:28:10 on vm1", "up to the router"]
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            nated,
+            "nat44-out",
+            &[
+                "IPv4 172.28.0.10 > 198.51.100.1",
+                "-> IPv4 10.0.2.15 > 198.51.100.1"
+            ]
+        ),
+        "{text}"
     );
     assert_eq!(nated["route"]["destination"], "0.0.0.0/0", "{text}");
-    let spoofed = &packets[1];
-    assert_eq!(spoofed["end"]["kind"], "dropped");
-    assert_eq!(spoofed["end"]["reason"], "spoofed_source");
-    assert_eq!(spoofed["end"]["stage"], "l2");
+
+    let spoofed = received[1];
+    assert_eq!(spoofed["end"]["reason"], "spoofed_source", "{text}");
+    assert_eq!(spoofed["end"]["stage"], "l2", "{text}");
+
+    let broadcast = received[2];
+    assert!(
+        has(
+            broadcast,
+            "l2",
+            &[
+                "learned 02:00:00:00:28:20 on vm2",
+                "flooded to every member and up to the router"
+            ]
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            broadcast,
+            "arp-input",
+            &["ARP reply 172.28.0.1 is-at 02:00:00:00:28:01"]
+        ),
+        "{text}"
+    );
+
+    let across = received[3];
+    assert!(
+        has(across, "l2", &["02:00:00:00:28:20 is on vm2: forwarded"]),
+        "{text}"
+    );
+    assert_eq!(
+        (&across["end"]["kind"], &across["end"]["port"]),
+        (&"sent".into(), &"vm2".into()),
+        "{text}"
+    );
 }

@@ -338,6 +338,30 @@ impl Collector for Live {
             "NAT sessions by external address and protocol",
             nat(|n, p| n.sessions[p]),
         )?;
+        let tcp: Vec<_> = census
+            .nat
+            .iter()
+            .flat_map(|n| {
+                edgefwd_core::nat::TCP_STATES
+                    .iter()
+                    .zip(n.tcp_states)
+                    .map(move |(s, v)| {
+                        (
+                            [
+                                ("external", n.external.to_string()),
+                                ("state", (*s).to_owned()),
+                            ],
+                            gauge(v),
+                        )
+                    })
+            })
+            .collect();
+        family(
+            e,
+            "edgefwd_nat_tcp_sessions",
+            "NAT TCP sessions by external address and state",
+            tcp,
+        )?;
         family(
             e,
             "edgefwd_nat_ports_used",

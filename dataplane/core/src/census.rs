@@ -57,6 +57,8 @@ pub struct NatCensus {
     /// External ports (echo identifiers for ICMP) each protocol may use
     /// (in [`Proto::ALL`] order).
     pub ports_available: [u64; 3],
+    /// Live TCP sessions by state (in [`crate::nat::TCP_STATES`] order).
+    pub tcp_states: [u64; 5],
 }
 
 /// A router's gauges.
@@ -86,6 +88,9 @@ impl Census {
                     for p in 0..3 {
                         m.sessions[p] += n.sessions[p];
                         m.ports_used[p] += n.ports_used[p];
+                    }
+                    for (a, b) in m.tcp_states.iter_mut().zip(n.tcp_states) {
+                        *a += b;
                     }
                 }
                 None => self.nat.push(n.clone()),

@@ -44,7 +44,7 @@ use crate::time::Time;
 pub(crate) use rewrite::{
     icmp_checksum_ok, parse, set_endpoint, translate_error, End, Parsed, Sum,
 };
-pub use table::Table;
+pub use table::{Table, TCP_STATES};
 
 /// Which inbound packets a mapping lets in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,9 +199,9 @@ impl Nat {
         self.table.config()
     }
 
-    /// The table's gauges.
-    pub fn census(&self) -> crate::census::NatCensus {
-        self.table.census()
+    /// The table's gauges at `now`.
+    pub fn census(&self, now: Time) -> crate::census::NatCensus {
+        self.table.census(now)
     }
 
     /// The table.

@@ -165,8 +165,8 @@ impl Table {
         self.live
     }
 
-    /// The table's gauges.
-    pub fn census(&self) -> crate::census::NatCensus {
+    /// The table's gauges at `now`.
+    pub fn census(&self, now: Time) -> crate::census::NatCensus {
         let range = &self.cfg.policy.ports;
         let tcp_udp = 1023 + u64::from(range.end() - range.start()) + 1;
         crate::census::NatCensus {
@@ -175,6 +175,7 @@ impl Table {
             sessions: self.live_by_proto,
             ports_used: self.used.map(|[a, b]| u64::from(a) + u64::from(b)),
             ports_available: [tcp_udp, tcp_udp, 1 << 16],
+            tcp_states: self.tcp_states(now),
         }
     }
 
@@ -668,6 +669,27 @@ impl Table {
                 }
             })
             .collect()
+    }
+}
+
+/// The TCP states a census counts, in order.
+pub const TCP_STATES: [&str; 5] = ["syn", "established", "fin_wait", "closing", "reset"];
+
+impl Table {
+    /// Live TCP sessions by state ([`TCP_STATES`] order): a walk over the
+    /// session slab, for a census now and then, not per packet.
+    pub fn tcp_states(&self, now: Time) -> [u64; 5] {
+        let mut by = [0u64; 5];
+        for s in self.sessions.iter().filter(|s| s.live(now)) {
+            let proto = self.mappings[s.mapping as usize].proto;
+            if proto == Proto::Tcp {
+                let name = state_name(proto, s.tcp);
+                if let Some(i) = TCP_STATES.iter().position(|&n| n == name) {
+                    by[i] += 1;
+                }
+            }
+        }
+        by
     }
 }
 

@@ -338,8 +338,18 @@ fn the_census_counts_what_the_session_list_shows() {
         let _ = t.outbound(proto, src, (R1, 80), 0, secs(u64::from(i / 100)));
     }
     // Before anything could expire (the sweep frees expired ones later).
-    let c = t.census();
+    let c = t.census(secs(30));
     assert_eq!(c.sessions, listed(&t, secs(30)));
+    let mut states = [0u64; 5];
+    for s in t
+        .view(EXT, secs(30))
+        .iter()
+        .filter(|s| s.proto == Proto::Tcp)
+    {
+        states[TCP_STATES.iter().position(|&n| n == s.state).unwrap()] += 1;
+    }
+    assert_eq!(c.tcp_states, states);
+    assert_eq!(c.tcp_states.iter().sum::<u64>(), c.sessions[0]);
     assert!(c.sessions.iter().all(|&n| n > 100), "{c:?}");
     assert_eq!(c.sessions.iter().sum::<u64>() as usize, t.sessions());
     assert_eq!(c.ports_used.iter().sum::<u64>() as usize, t.mappings());
@@ -347,6 +357,6 @@ fn the_census_counts_what_the_session_list_shows() {
     for s in 0..2000 {
         t.sweep(secs(100_000 + s), usize::MAX);
     }
-    let c = t.census();
+    let c = t.census(secs(200_000));
     assert_eq!((c.sessions, c.ports_used), ([0; 3], [0; 3]));
 }

@@ -314,7 +314,7 @@ impl Router {
     pub fn census(&self) -> crate::census::Census {
         crate::census::Census {
             neighbors: self.t.neigh.census(self.out.now),
-            nat: self.t.nat.iter().map(|n| n.census()).collect(),
+            nat: self.t.nat.iter().map(|n| n.census(self.out.now)).collect(),
             held: self.t.neigh.held() as u64,
         }
     }
@@ -444,37 +444,38 @@ impl Router {
                 w.begin(pkts);
             }
         }
-        let look = |out: &mut Output, stage: Stage, pkts: &[Packet], ports: &PortTable| {
+        let look = |out: &mut Output, stage: Stage, pkts: &[Packet], t: &Tables| {
             if WATCHED {
+                let now = out.now;
                 if let Some(w) = &mut out.watch {
-                    w.after(stage, pkts, ports);
+                    w.after(stage, pkts, t, now);
                 }
             }
         };
         l2::run(t, out, pkts);
-        look(out, Stage::L2, pkts, &t.ports);
+        look(out, Stage::L2, pkts, t);
         if self.fast.enabled {
             ip4_fast::run(t, out, s, &mut self.fast, pkts);
-            look(out, Stage::Ip4Fast, pkts, &t.ports);
+            look(out, Stage::Ip4Fast, pkts, t);
         }
         // When ip4-fast took the whole burst, the stages have nothing to do.
         if pkts.iter().any(|p| p.meta.next.is_stage()) {
             eth_input::run(&t.ports, pkts);
-            look(out, Stage::EthInput, pkts, &t.ports);
+            look(out, Stage::EthInput, pkts, t);
             arp_input::run(t, out, pkts);
-            look(out, Stage::ArpInput, pkts, &t.ports);
+            look(out, Stage::ArpInput, pkts, t);
             ip4_input::run(t, out, pkts);
-            look(out, Stage::Ip4Input, pkts, &t.ports);
+            look(out, Stage::Ip4Input, pkts, t);
             nat::input_stage(t, out, pkts);
-            look(out, Stage::Nat44In, pkts, &t.ports);
+            look(out, Stage::Nat44In, pkts, t);
             ip6_input::run(t, out, pkts);
-            look(out, Stage::Ip6Input, pkts, &t.ports);
+            look(out, Stage::Ip6Input, pkts, t);
             ip_lookup::run(t, out, s, pkts);
-            look(out, Stage::IpLookup, pkts, &t.ports);
+            look(out, Stage::IpLookup, pkts, t);
             nat::output(t, out, s, pkts);
-            look(out, Stage::Nat44Out, pkts, &t.ports);
+            look(out, Stage::Nat44Out, pkts, t);
             ip_rewrite::run(t, out, pkts);
-            look(out, Stage::IpRewrite, pkts, &t.ports);
+            look(out, Stage::IpRewrite, pkts, t);
         }
         if !WATCHED {
             for pkt in pkts.drain(..) {

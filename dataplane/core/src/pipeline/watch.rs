@@ -15,7 +15,9 @@ use std::net::IpAddr;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
-use crate::packet::{Next, Origin, Packet};
+use super::Tables;
+use crate::l2::L2Dest;
+use crate::packet::{MacAddr, Next, Origin, Packet};
 use crate::port::{PortId, PortTable};
 use crate::stats::DropReason;
 use crate::time::Time;
@@ -225,6 +227,7 @@ struct Open {
 #[derive(Clone, PartialEq, Eq)]
 struct Seen {
     next: Next,
+    iface: PortId,
     tx_port: PortId,
     neighbor: Option<IpAddr>,
     dst_mac: Option<crate::packet::MacAddr>,
@@ -235,6 +238,7 @@ impl Seen {
     fn of(pkt: &Packet) -> Seen {
         Seen {
             next: pkt.meta.next,
+            iface: pkt.meta.iface,
             tx_port: pkt.meta.tx_port,
             neighbor: pkt.meta.neighbor,
             dst_mac: crate::packet::MacAddr::from_slice(pkt.buf.frame()),
@@ -297,7 +301,8 @@ impl Watch {
     }
 
     /// After `stage` ran over the burst.
-    pub(super) fn after(&mut self, stage: Stage, pkts: &[Packet], ports: &PortTable) {
+    pub(super) fn after(&mut self, stage: Stage, pkts: &[Packet], t: &Tables, now: Time) {
+        let ports = &t.ports;
         for (i, p) in pkts.iter().enumerate() {
             if let (Next::Drop(_), Some(s @ None)) = (p.meta.next, self.stamps.get_mut(i)) {
                 *s = Some(stage);
@@ -305,11 +310,14 @@ impl Watch {
             let Some(Some(open)) = self.open.get_mut(i) else {
                 continue;
             };
-            let now = Seen::of(p);
-            if now != open.last {
-                let note = describe(&open.last, &now, ports);
+            let seen = Seen::of(p);
+            if seen != open.last {
+                let mut note = describe(&open.last, &seen, ports);
+                if stage == Stage::L2 {
+                    note = switch_note(t, p, now, note);
+                }
                 open.trace.steps.push(TraceStep { stage, note });
-                open.last = now;
+                open.last = seen;
             }
         }
     }
@@ -332,6 +340,43 @@ impl Watch {
     /// True when the packet at position `i` is traced.
     pub(super) fn traced(&self, i: usize) -> bool {
         self.open.get(i).is_some_and(Option::is_some)
+    }
+}
+
+/// What a switch did with a member's frame: learned its source, then sent
+/// it up to the router, across to the member that has its destination, or
+/// everywhere (flooded).
+fn switch_note(t: &Tables, p: &Packet, now: Time, note: String) -> String {
+    let frame = p.buf.frame();
+    let (Some(dst), Some(src)) = (
+        MacAddr::from_slice(frame),
+        frame.get(6..).and_then(MacAddr::from_slice),
+    ) else {
+        return note;
+    };
+    let Some(sw) = t.l2.member_of(p.meta.rx_port) else {
+        return note;
+    };
+    if matches!(p.meta.next, Next::Drop(_)) {
+        return format!("switch: {note}");
+    }
+    let name = |port: PortId| {
+        t.ports
+            .get(port)
+            .map_or_else(|| port.to_string(), |i| i.name.clone())
+    };
+    let learned = format!("switch: learned {src} on {}", name(p.meta.rx_port));
+    let flood = matches!(t.l2.lookup(sw, dst, now), L2Dest::Flood);
+    match p.meta.next {
+        Next::Tx if flood => format!(
+            "{learned}; {dst} unknown: flooded to every member (this copy to {})",
+            name(p.meta.tx_port)
+        ),
+        Next::Tx => format!("{learned}; {dst} is on {}: forwarded", name(p.meta.tx_port)),
+        _ if dst.is_multicast() => {
+            format!("{learned}; {dst}: flooded to every member and up to the router")
+        }
+        _ => format!("{learned}; {dst} is the router's: up to the router"),
     }
 }
 
