@@ -449,3 +449,32 @@ pub fn thread_cpu_ticks(id: u32) -> u64 {
         .collect();
     f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }
+
+/// Two ports bound to `none`, two workers, a control socket in `dir`.
+pub fn none_ports_config(dir: &std::path::Path, extra: &str) -> edgefwd_control::config::Config {
+    edgefwd_control::config::Config::parse(&format!(
+        r#"
+[control]
+socket = "{}"
+{extra}
+
+[dataplane]
+workers = 2
+
+[[port]]
+name = "Port2"
+bind = "none"
+mac = "02:00:00:00:02:01"
+addresses = ["10.0.2.15/24"]
+gateway = "10.0.2.1"
+
+[[port]]
+name = "Port3"
+bind = "none"
+mac = "02:00:00:00:03:01"
+addresses = ["192.168.20.10/24"]
+"#,
+        dir.join("control.sock").display()
+    ))
+    .unwrap()
+}
