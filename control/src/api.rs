@@ -248,9 +248,12 @@ pub fn stream(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(at(e)),
         };
-        out.write_all(&buf[..n])
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("writing the capture: {e}"))?;
+        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader had enough (`| tcpdump -c N`, `| head`): done.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(format!("writing the capture: {e}")),
+        }
     }
     Ok(answer.data.unwrap_or(serde_json::Value::Null))
 }

@@ -151,8 +151,17 @@ pub fn to_text(v: &Value) -> String {
         } else {
             format!("made by the appliance (for {})", s(&p["port"]))
         };
-        let secs = p["time_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
-        let _ = writeln!(out, " at {secs:.6} s, {origin}");
+        // UTC time of day, as tcpdump prints it.
+        let ns = p["time_ns"].as_u64().unwrap_or(0);
+        let day = (ns / 1_000_000_000) % 86_400;
+        let _ = writeln!(
+            out,
+            " at {:02}:{:02}:{:02}.{:06}, {origin}",
+            day / 3600,
+            day / 60 % 60,
+            day % 60,
+            ns % 1_000_000_000 / 1000
+        );
         let _ = writeln!(out, "  {}", s(&p["headers"]));
         for st in p["steps"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let _ = writeln!(out, "  {:<13} {}", s(&st["stage"]), s(&st["note"]));
