@@ -20,5 +20,6 @@ pub mod neigh;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
+pub mod service;
 pub mod stats;
 pub mod time;

@@ -1,0 +1,245 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016), weighted.
+//!
+//! Each backend has a preference list, a permutation of the table's slots
+//! derived from two hashes of its identity (`offset`, `skip`; the table
+//! size is prime, so every skip visits every slot). Backends take turns
+//! claiming their next preferred free slot until the table is full. A flow
+//! goes to `table[hash % size]`. Adding or removing a backend moves few
+//! slots of the others, and the preferences depend only on a backend's
+//! identity, so every worker and every restart builds the same table.
+//!
+//! Weights: backend `i` is entitled to `size × w_i / Σw` slots (the
+//! remainders go one each to the largest remainders, ties to the lowest
+//! index); backends that hold their share sit out the turns. So every
+//! backend's share of the table is exact to one slot, which the paper's
+//! unweighted turn-taking also gives, and weighting keeps its minimal
+//! disruption: each backend still fills from its own preference list.
+
+use foldhash::fast::FixedState;
+use std::hash::BuildHasher;
+
+/// The table size for up to 655 backends: a prime, so a 1% share is 655
+/// slots.
+pub const DEFAULT_SIZE: usize = 65_537;
+/// Slots per backend at least (the table grows past [`DEFAULT_SIZE`] for
+/// more backends).
+pub const SLOTS_PER_BACKEND: usize = 100;
+
+/// Seeds of the two preference hashes (fixed: tables must agree across
+/// workers and restarts).
+const OFFSET_SEED: u64 = 0x6d61_676c_6576_0001;
+const SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
+
+/// A Maglev lookup table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Maglev {
+    /// Backend index by slot; empty when there is no backend.
+    slots: Vec<u32>,
+}
+
+/// The smallest prime ≥ `n`.
+pub fn prime_at_least(n: usize) -> usize {
+    fn is_prime(n: usize) -> bool {
+        if n < 2 {
+            return false;
+        }
+        let mut d = 2;
+        while d * d <= n {
+            if n % d == 0 {
+                return false;
+            }
+            d += 1;
+        }
+        true
+    }
+    (n..).find(|&c| is_prime(c)).unwrap_or(n)
+}
+
+/// The table size for `backends` backends.
+pub fn size_for(backends: usize) -> usize {
+    if backends * SLOTS_PER_BACKEND <= DEFAULT_SIZE {
+        DEFAULT_SIZE
+    } else {
+        prime_at_least(backends * SLOTS_PER_BACKEND)
+    }
+}
+
+impl Maglev {
+    /// The table for backends identified by `keys` (any stable bytes: an
+    /// address) with `weights` (each ≥ 1), of `size` slots (a prime).
+    pub fn build(keys: &[&[u8]], weights: &[u32], size: usize) -> Maglev {
+        let n = keys.len();
+        if n == 0 || size == 0 {
+            return Maglev { slots: Vec::new() };
+        }
+        let offset_h = FixedState::with_seed(OFFSET_SEED);
+        let skip_h = FixedState::with_seed(SKIP_SEED);
+        let m = size as u64;
+        let offset: Vec<u64> = keys.iter().map(|k| offset_h.hash_one(k) % m).collect();
+        let skip: Vec<u64> = keys
+            .iter()
+            .map(|k| skip_h.hash_one(k) % (m - 1).max(1) + 1)
+            .collect();
+        let quota = quotas(weights, size);
+        // Each backend's place in its preference list: `offset + j × skip
+        // (mod size)`, walked by adding `skip`.
+        let mut cur = offset;
+        let mut held = vec![0usize; n];
+        let mut slots = vec![u32::MAX; size];
+        let mut filled = 0;
+        while filled < size {
+            for i in 0..n {
+                if held[i] >= quota[i] {
+                    continue;
+                }
+                // The backend's next preferred slot that is still free.
+                let mut c = cur[i];
+                while slots[c as usize] != u32::MAX {
+                    c += skip[i];
+                    if c >= m {
+                        c -= m;
+                    }
+                }
+                slots[c as usize] = i as u32;
+                c += skip[i];
+                if c >= m {
+                    c -= m;
+                }
+                cur[i] = c;
+                held[i] += 1;
+                filled += 1;
+                if filled == size {
+                    break;
+                }
+            }
+        }
+        Maglev { slots }
+    }
+
+    /// The backend (index into the list built from) of a flow's hash, or
+    /// `None` when there is no backend.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        Some(self.slots[(hash % self.slots.len() as u64) as usize])
+    }
+
+    /// The table's size.
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Slots held by each of `n` backends.
+    pub fn shares(&self, n: usize) -> Vec<usize> {
+        let mut s = vec![0; n];
+        for &b in &self.slots {
+            if let Some(c) = s.get_mut(b as usize) {
+                *c += 1;
+            }
+        }
+        s
+    }
+}
+
+/// Slots each backend is entitled to: `size × w / Σw`, the remainder one
+/// each by largest fraction (lowest index first among equals).
+fn quotas(weights: &[u32], size: usize) -> Vec<usize> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w.max(1))).sum();
+    let exact: Vec<(usize, u64)> = weights
+        .iter()
+        .map(|&w| {
+            let p = size as u64 * u64::from(w.max(1));
+            ((p / total) as usize, p % total)
+        })
+        .collect();
+    let mut q: Vec<usize> = exact.iter().map(|e| e.0).collect();
+    let mut left = size - q.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(exact[i].1), i));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        q[i] += 1;
+        left -= 1;
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                std::net::Ipv4Addr::from(0x0af4_0000 + i as u32)
+                    .octets()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    fn build(keys: &[Vec<u8>], weights: &[u32]) -> Maglev {
+        let k: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        Maglev::build(&k, weights, size_for(keys.len()))
+    }
+
+    #[test]
+    fn sizes_are_primes_of_at_least_a_hundred_slots_a_backend() {
+        assert_eq!(size_for(3), 65_537);
+        assert_eq!(size_for(655), 65_537);
+        assert_eq!(size_for(1000), 100_003);
+        assert_eq!(prime_at_least(100_000), 100_003);
+    }
+
+    #[test]
+    fn every_backend_gets_its_weighted_share_to_one_slot() {
+        for (n, weights) in [
+            (3, vec![1, 1, 1]),
+            (10, vec![1; 10]),
+            (4, vec![1, 2, 3, 255]),
+            (1000, (0..1000).map(|i| 1 + i % 7).collect()),
+        ] {
+            let k = keys(n);
+            let t = build(&k, &weights);
+            let total: u32 = weights.iter().sum();
+            for (i, held) in t.shares(n).into_iter().enumerate() {
+                let want = t.size() as f64 * f64::from(weights[i]) / f64::from(total);
+                assert!(
+                    (held as f64 - want).abs() <= 1.0,
+                    "{n} backends: backend {i} holds {held}, entitled to {want:.1}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn removing_a_backend_moves_few_slots_of_the_others() {
+        let k = keys(10);
+        let before = build(&k, &[1; 10]);
+        let mut rest = k.clone();
+        rest.remove(4);
+        let after = build(&rest, &[1; 9]);
+        // Map the old indices past 4 down by one to compare identities.
+        let moved = (0..before.size() as u64)
+            .filter(|&h| {
+                let b = before.pick(h).unwrap();
+                let a = after.pick(h).unwrap();
+                b != 4 && a != if b > 4 { b - 1 } else { b }
+            })
+            .count();
+        // The paper's figure: a few percent of the survivors' slots move.
+        let share = moved as f64 / before.size() as f64;
+        assert!(share < 0.03, "{:.2}% of slots moved", share * 100.0);
+    }
+
+    #[test]
+    fn the_table_depends_only_on_the_backends() {
+        let k = keys(7);
+        assert_eq!(build(&k, &[1; 7]), build(&k, &[1; 7]));
+        assert_eq!(Maglev::build(&[], &[], 65_537).pick(5), None);
+    }
+}
