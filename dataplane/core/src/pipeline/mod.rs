@@ -538,6 +538,12 @@ impl Router {
         self.collect_traces();
     }
 
+    /// True while a trace or kept drops make every burst take the watched
+    /// run.
+    pub fn watching(&self) -> bool {
+        self.out.watch.is_some()
+    }
+
     /// The finished traces, oldest first.
     pub fn traces(&self) -> &[PacketTrace] {
         &self.traces

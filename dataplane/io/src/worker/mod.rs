@@ -358,7 +358,13 @@ impl Worker {
                     *k = true;
                 }
             }
+            let none = !keep.contains(&true);
             self.router.keep_drops(&keep);
+            if none {
+                // What was kept for a capture that has ended goes back to
+                // the pool, and with it the router's watch.
+                self.router.take_kept_drops(|_| {});
+            }
         }
     }
 

@@ -158,3 +158,24 @@ fn a_watched_burst_forwards_exactly_as_an_unwatched_one() {
     };
     assert_eq!(run(true), run(false));
 }
+
+#[test]
+fn the_watch_goes_once_nothing_is_watched() {
+    let mut r = router();
+    assert!(!r.watching());
+    r.start_trace(1, TraceFilter::default());
+    assert!(r.watching());
+    let f = udp4(GW_MAC, P2_MAC, [8, 8, 8, 8], [192, 168, 21, 7], 64);
+    feed(&mut r, P2, t(0), &[f.clone(), f.clone()]);
+    assert_eq!(r.traces().len(), 1, "one asked for");
+    assert!(!r.watching(), "the trace is done: plain runs again");
+    r.keep_drops(&[true, false]);
+    let mut bad = f.clone();
+    bad[24] ^= 0xff; // IPv4 header checksum
+    feed(&mut r, P2, t(0), &[bad]);
+    r.keep_drops(&[false, false]);
+    assert!(r.watching(), "a kept drop waits to be taken");
+    r.take_kept_drops(|_| {});
+    assert!(!r.watching());
+    assert_eq!(r.traces().len(), 1, "traces outlive the watch");
+}
