@@ -51,6 +51,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How often link state is polled as well as pushed by the kernel: the
 /// safety net for a change no notification told of.
 const LINK_POLL: Duration = Duration::from_secs(1);
+/// How often, at most, the metrics' view of routes and the FIB is taken
+/// again after changes.
+const VIEW_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +220,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     let mut next_poll = Instant::now() + poll_every;
     let mut failed = None;
     let mut health = control.notify.clone().map(Health::new);
+    let (mut view_stale, mut view_at) = (false, Instant::now());
     while !control.stop.load(Ordering::Relaxed) {
         let wait = next_probe.saturating_duration_since(Instant::now());
         crossbeam_channel::select! {
@@ -233,7 +237,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
                 let result = daemon.handle(call.command, &Running(&shared));
                 if let Some((m, _)) = &metrics {
                     m.observe_command(name, started.elapsed().as_secs_f64());
-                    m.set_view(View::of(&daemon));
+                    view_stale = true;
                 }
                 let answer = match result {
                     Ok(data) => Response {
@@ -267,11 +271,14 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             next_poll = Instant::now() + poll_every;
             daemon.probe_links();
         }
-        if let Some((m, _)) = metrics
-            .as_ref()
-            .filter(|(m, _)| m.links_differ(daemon.links()))
-        {
-            m.set_view(View::of(&daemon));
+        if let Some((m, _)) = &metrics {
+            // Counting routes walks the RIB: at most once a second, however
+            // many commands come.
+            view_stale |= m.links_differ(daemon.links());
+            if view_stale && view_at.elapsed() >= VIEW_EVERY {
+                m.set_view(View::of(&daemon));
+                (view_stale, view_at) = (false, Instant::now());
+            }
         }
         if let Some(h) = &mut health {
             let beats: Vec<u64> = shared
@@ -289,9 +296,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             if let Err(e) = daemon.reload() {
                 warn!("reload refused: {e}");
             }
-            if let Some((m, _)) = &metrics {
-                m.set_view(View::of(&daemon));
-            }
+            view_stale = true;
         }
         if control.dump.swap(false, Ordering::Relaxed) {
             info!(
