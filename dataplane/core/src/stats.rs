@@ -56,6 +56,14 @@ drop_reasons! {
     NatFragment = "nat_fragment",
     /// Protocol NAT does not translate (not TCP, UDP or ICMP echo and errors).
     NatUnsupportedProtocol = "nat_unsupported_protocol",
+    /// To a service address on a protocol or port the service does not serve.
+    ServiceNoPort = "service_no_port",
+    /// To a service with no active backend.
+    ServiceNoBackend = "service_no_backend",
+    /// To a cluster IP from outside the cluster (not from an internal switch).
+    ServiceOutsideCluster = "service_outside_cluster",
+    /// A TCP segment in mid-connection whose backend was removed.
+    ServiceBackendGone = "service_backend_gone",
     /// The capture cut the frame short (snap length), so it cannot be forwarded whole.
     Truncated = "truncated",
     /// Unicast to another MAC address.

@@ -43,6 +43,7 @@ mod l2;
 mod nat;
 mod nd;
 mod ratelimit;
+mod service;
 pub mod watch;
 
 use std::net::IpAddr;
@@ -111,6 +112,7 @@ struct Tables {
     neigh: NeighTable,
     l2: Switching,
     nat: Vec<Nat>,
+    svc: crate::service::Services,
 }
 
 /// Where packets end, and the counts of it: the buffer pool, the per-port
@@ -214,6 +216,7 @@ impl Router {
                 fib,
                 l2: Switching::default(),
                 nat: Vec::new(),
+                svc: crate::service::Services::new(0),
             },
             traces: Vec::new(),
         }
@@ -234,6 +237,24 @@ impl Router {
     pub fn set_nat(&mut self, cfgs: Vec<NatConfig>) {
         self.fast.topology += 1;
         self.t.nat = cfgs.into_iter().map(Nat::new).collect();
+    }
+
+    /// Installs services: `internal` marks, by port, the interfaces their
+    /// cluster IPs answer; the connection table holds `flows` flows (kept
+    /// across calls, so established flows keep their backends).
+    pub fn set_services(
+        &mut self,
+        services: Vec<crate::service::ServiceConfig>,
+        internal: Vec<bool>,
+        flows: usize,
+    ) {
+        self.fast.topology += 1;
+        self.t.svc.set(services, internal, flows);
+    }
+
+    /// The services.
+    pub fn services(&self) -> &crate::service::Services {
+        &self.t.svc
     }
 
     /// The NAT instances.
@@ -454,7 +475,9 @@ impl Router {
         };
         l2::run(t, out, pkts);
         look(out, Stage::L2, pkts, t);
-        if self.fast.enabled {
+        // Service traffic needs svc-in and svc-out: with services, every
+        // packet takes the stages.
+        if self.fast.enabled && t.svc.is_empty() {
             ip4_fast::run(t, out, s, &mut self.fast, pkts);
             look(out, Stage::Ip4Fast, pkts, t);
         }
@@ -468,10 +491,14 @@ impl Router {
             look(out, Stage::Ip4Input, pkts, t);
             nat::input_stage(t, out, pkts);
             look(out, Stage::Nat44In, pkts, t);
+            service::input(t, out, pkts);
+            look(out, Stage::SvcIn, pkts, t);
             ip6_input::run(t, out, pkts);
             look(out, Stage::Ip6Input, pkts, t);
             ip_lookup::run(t, out, s, pkts);
             look(out, Stage::IpLookup, pkts, t);
+            service::output(t, out, pkts);
+            look(out, Stage::SvcOut, pkts, t);
             nat::output(t, out, s, pkts);
             look(out, Stage::Nat44Out, pkts, t);
             ip_rewrite::run(t, out, pkts);

@@ -40,10 +40,14 @@ pub enum Stage {
     Ip4Input,
     /// NAT, outside to inside.
     Nat44In,
+    /// Services: to a backend.
+    SvcIn,
     /// IPv6 validation, local delivery, hop limit.
     Ip6Input,
     /// FIB lookup and MTU.
     IpLookup,
+    /// Services: a backend's reply from the service's address.
+    SvcOut,
     /// NAT, inside to outside.
     Nat44Out,
     /// TTL, neighbour and MACs.
@@ -65,6 +69,8 @@ impl Stage {
             Stage::ArpInput => "arp-input",
             Stage::Ip4Input => "ip4-input",
             Stage::Nat44In => "nat44-in",
+            Stage::SvcIn => "svc-in",
+            Stage::SvcOut => "svc-out",
             Stage::Ip6Input => "ip6-input",
             Stage::IpLookup => "ip-lookup",
             Stage::Nat44Out => "nat44-out",

@@ -506,4 +506,5 @@ fn the_pool_stops_allocating_after_warm_up() {
 
 mod fast;
 mod l2;
+mod svc;
 mod watch;

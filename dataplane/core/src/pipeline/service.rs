@@ -1,0 +1,163 @@
+//! svc-in and svc-out: where services meet packets (IPv4).
+//!
+//! svc-in runs after ip4-input (and nat44-in) over packets routed onward
+//! to a service address: a flow the connection table knows keeps its
+//! backend while that backend is active or draining; a new flow (or a UDP
+//! flow, or a new TCP connection, whose backend was removed) gets one from
+//! the service's Maglev table. The destination becomes the backend and its
+//! target port, and the lookup routes it there like any packet; the
+//! client's address reaches the backend unchanged. svc-out runs after
+//! ip-lookup, before nat44-out, over packets from a backend: a reply to a
+//! flow of a service gets the service's address and port back as its
+//! source, so the client sees only the service (and NAT leaves it alone,
+//! as it is not an inside source).
+
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+
+use foldhash::fast::FixedState;
+
+use super::{Output, Tables};
+use crate::nat::{parse, set_endpoint, End, Parsed, Proto, Sum};
+use crate::packet::view::Ipv4View;
+use crate::packet::{Next, Origin, Packet};
+use crate::service::{reply_key, BackendState, Flow, FlowKey, ServiceKind};
+use crate::stats::DropReason;
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+fn ip_proto(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+        Proto::Icmp => 1,
+    }
+}
+
+/// The flow hash Maglev picks by (fixed: every worker picks alike).
+fn flow_hash(key: &FlowKey) -> u64 {
+    FixedState::with_seed(0x7376_6368_6173_6801).hash_one(key)
+}
+
+/// svc-in over a burst.
+pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
+    if t.svc.is_empty() {
+        return;
+    }
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpLookup) {
+        let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
+            continue;
+        };
+        if let Some(i) = t.svc.at(dst) {
+            p.meta.next = to_service(t, out, p, i);
+        }
+    }
+}
+
+fn to_service(t: &mut Tables, out: &Output, p: &mut Packet, i: usize) -> Next {
+    let Parsed::Flow {
+        proto,
+        src,
+        dst,
+        flags,
+        ..
+    } = parse(p.l3())
+    else {
+        return Next::Drop(DropReason::ServiceNoPort);
+    };
+    let (kind, vip) = (t.svc.config(i).kind, t.svc.config(i).vip);
+    let internal = p.meta.origin != Origin::Received || t.svc.is_internal(p.meta.iface);
+    if kind == ServiceKind::ClusterIp && !internal {
+        return Next::Drop(DropReason::ServiceOutsideCluster);
+    }
+    let Some(port) = t
+        .svc
+        .config(i)
+        .ports
+        .iter()
+        .find(|sp| sp.proto == proto && sp.port == dst.1)
+        .copied()
+    else {
+        return Next::Drop(DropReason::ServiceNoPort);
+    };
+    let proto_n = ip_proto(proto);
+    let key = FlowKey::new(proto_n, (src.0.into(), src.1), (vip.into(), dst.1));
+    let now = (out.now.0 / 1_000_000_000) as u32;
+    let known = t.svc.flows.lookup(&key, now, flags).map(|f| {
+        let addr = Ipv4Addr::from(f.backend);
+        (addr, t.svc.state_of(i, addr))
+    });
+    let backend = match known {
+        Some((addr, BackendState::Active | BackendState::Draining)) => addr,
+        // A TCP connection in its middle cannot move: its new backend
+        // would answer with a reset.
+        Some((_, BackendState::Removed)) if proto == Proto::Tcp && flags & (SYN | ACK) != SYN => {
+            t.svc.flows.remove(&key);
+            return Next::Drop(DropReason::ServiceBackendGone);
+        }
+        _ => {
+            let Some(addr) = t.svc.pick(i, flow_hash(&key)) else {
+                return Next::Drop(DropReason::ServiceNoBackend);
+            };
+            let flow = Flow::to(i as u32, u32::from(addr), 0);
+            t.svc.flows.insert(key, flow, now, flags);
+            let reply = reply_key(proto_n, (addr, port.target), src);
+            t.svc
+                .flows
+                .insert(reply, Flow::to(i as u32, u32::from(dst.1), 0), now, 0);
+            addr
+        }
+    };
+    let ip = usize::from(p.meta.l3);
+    let sum = Sum::of(&p.meta.offload);
+    set_endpoint(p.buf.frame_mut(), ip, End::Dst, (backend, port.target), sum);
+    // Let in through a NAT outside port like a translated reply.
+    p.meta.nat_in = true;
+    Next::IpLookup
+}
+
+/// svc-out over a burst: replies from backends get their service's
+/// address back.
+pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
+    if t.svc.is_empty() {
+        return;
+    }
+    let now = (out.now.0 / 1_000_000_000) as u32;
+    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
+        let Some(src) = Ipv4View::new_checked(p.l3()).map(|h| h.src()) else {
+            continue;
+        };
+        if !t.svc.is_backend(src) {
+            continue;
+        }
+        let Parsed::Flow {
+            proto,
+            src,
+            dst,
+            flags,
+            ..
+        } = parse(p.l3())
+        else {
+            continue;
+        };
+        let proto_n = ip_proto(proto);
+        let Some(f) = t
+            .svc
+            .flows
+            .lookup(&reply_key(proto_n, src, dst), now, flags)
+        else {
+            continue;
+        };
+        let i = f.service as usize;
+        let vip = t.svc.config(i).vip;
+        let vport = f.backend as u16;
+        // The client's side of the flow hears of the server's flags too
+        // (its SYN-ACK makes the connection established).
+        let key = FlowKey::new(proto_n, (dst.0.into(), dst.1), (vip.into(), vport));
+        t.svc.flows.lookup(&key, now, flags);
+        let ip = usize::from(p.meta.l3);
+        let sum = Sum::of(&p.meta.offload);
+        set_endpoint(p.buf.frame_mut(), ip, End::Src, (vip, vport), sum);
+    }
+}

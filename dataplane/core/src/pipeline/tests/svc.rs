@@ -1,0 +1,303 @@
+//! Services in the pipeline, named after what they prove: a load balancer
+//! on Port2 (10.0.2.100, TCP 80 and UDP 53) with three backends on Port3.
+
+use super::*;
+use crate::nat::Proto;
+use crate::service::{Backend, BackendState, ServiceConfig, ServiceKind, ServicePort};
+
+const VIP: [u8; 4] = [10, 0, 2, 100];
+const BACKENDS: [[u8; 4]; 3] = [[192, 168, 20, 51], [192, 168, 20, 52], [192, 168, 20, 53]];
+
+fn service(kind: ServiceKind, states: [BackendState; 3]) -> ServiceConfig {
+    ServiceConfig {
+        name: "web".into(),
+        kind,
+        vip: Ipv4Addr::from(VIP),
+        announce: Some(P2),
+        ports: vec![
+            ServicePort {
+                proto: Proto::Tcp,
+                port: 80,
+                target: 8080,
+            },
+            ServicePort {
+                proto: Proto::Udp,
+                port: 53,
+                target: 5353,
+            },
+        ],
+        backends: BACKENDS
+            .iter()
+            .zip(states)
+            .map(|(a, state)| Backend {
+                addr: Ipv4Addr::from(*a),
+                weight: 1,
+                state,
+            })
+            .collect(),
+    }
+}
+
+const ACTIVE: [BackendState; 3] = [BackendState::Active; 3];
+
+fn balancer(kind: ServiceKind) -> Router {
+    let mut r = router();
+    for (i, b) in BACKENDS.iter().enumerate() {
+        r.add_static_neighbor(P3, IpAddr::from(*b), MacAddr([2, 0, 0, 0, 0x51, i as u8]));
+    }
+    r.add_static_neighbor(P2, "10.0.2.1".parse().unwrap(), GW_MAC);
+    r.set_services(vec![service(kind, ACTIVE)], vec![false, true], 1 << 16);
+    r
+}
+
+/// A client's packet from the internet (through the gateway) to the VIP.
+fn to_vip(client: u32, sport: u16, tcp_flags: Option<u8>) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(GW_MAC.0, P2_MAC.0).ipv4(
+        (0xc633_6400 + client).to_be_bytes(),
+        VIP,
+        64,
+    );
+    match tcp_flags {
+        Some(f) => {
+            let mut b = b.tcp(sport, 80, 1, 1000);
+            if f & 0x02 != 0 {
+                b = b.syn();
+            }
+            if f & 0x10 != 0 {
+                b = b.ack(1);
+            }
+            b.write(&mut v, b"").unwrap();
+        }
+        None => b.udp(sport, 53).write(&mut v, b"q").unwrap(),
+    }
+    v
+}
+
+/// (destination address, destination port) of each frame sent on Port3.
+fn backends_hit(r: &mut Router) -> Vec<(Ipv4Addr, u16)> {
+    sent(r, P3)
+        .iter()
+        .map(|f| {
+            let s = SlicedPacket::from_ethernet(f).unwrap();
+            let dport = match s.transport {
+                Some(TransportSlice::Udp(u)) => u.destination_port(),
+                Some(TransportSlice::Tcp(t)) => t.destination_port(),
+                _ => 0,
+            };
+            (ipv4_of(f).1, dport)
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_flow_goes_to_a_backend_and_its_reply_comes_from_the_vip() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    feed(&mut r, P2, t(0), &[to_vip(1, 4000, None)]);
+    let out = sent(&mut r, P3);
+    assert_eq!(out.len(), 1);
+    let (src, dst, _, _) = ipv4_of(&out[0]);
+    assert_eq!(
+        src,
+        Ipv4Addr::new(198, 51, 100, 1),
+        "the client's address reaches the pod"
+    );
+    assert!(BACKENDS.contains(&dst.octets()));
+    // The backend answers the client: it leaves Port2 from the VIP.
+    let mac = MacAddr([
+        2,
+        0,
+        0,
+        0,
+        0x51,
+        BACKENDS.iter().position(|b| *b == dst.octets()).unwrap() as u8,
+    ]);
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(mac.0, P3_MAC.0)
+        .ipv4(dst.octets(), [198, 51, 100, 1], 64)
+        .udp(5353, 4000)
+        .write(&mut reply, b"a")
+        .unwrap();
+    feed(&mut r, P3, t(10), &[reply]);
+    let out = sent(&mut r, P2);
+    assert_eq!(out.len(), 1);
+    let s = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(TransportSlice::Udp(u)) = s.transport else {
+        panic!("UDP")
+    };
+    assert_eq!(
+        (ipv4_of(&out[0]).0, u.source_port()),
+        (Ipv4Addr::from(VIP), 53)
+    );
+    assert_identity(&r);
+}
+
+#[test]
+fn maglev_removing_a_backend_moves_no_surviving_flow() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let syns: Vec<_> = (0..300)
+        .map(|i| to_vip(i, 10_000 + i as u16, Some(0x02)))
+        .collect();
+    feed(&mut r, P2, t(0), &syns);
+    let before = backends_hit(&mut r);
+    assert_eq!(before.len(), 300);
+    let gone = Ipv4Addr::from(BACKENDS[1]);
+    r.set_services(
+        vec![service(
+            ServiceKind::LoadBalancer,
+            [
+                BackendState::Active,
+                BackendState::Removed,
+                BackendState::Active,
+            ],
+        )],
+        vec![false, true],
+        1 << 16,
+    );
+    let acks: Vec<_> = (0..300)
+        .map(|i| to_vip(i, 10_000 + i as u16, Some(0x10)))
+        .collect();
+    feed(&mut r, P2, t(1000), &acks);
+    let after = backends_hit(&mut r);
+    let survivors: Vec<_> = before.iter().filter(|(b, _)| *b != gone).copied().collect();
+    assert_eq!(
+        after, survivors,
+        "every flow to a surviving backend kept it"
+    );
+    let cut = before.len() - survivors.len();
+    assert!(cut > 50, "{cut} flows were on the removed backend");
+    assert_eq!(drops(&r, DropReason::ServiceBackendGone), cut as u64);
+}
+
+#[test]
+fn udp_flow_to_removed_backend_moves_within_one_packet() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let first: Vec<_> = (0..200).map(|i| to_vip(i, 20_000, None)).collect();
+    feed(&mut r, P2, t(0), &first);
+    let before = backends_hit(&mut r);
+    let gone = Ipv4Addr::from(BACKENDS[0]);
+    r.set_services(
+        vec![service(
+            ServiceKind::LoadBalancer,
+            [
+                BackendState::Removed,
+                BackendState::Active,
+                BackendState::Active,
+            ],
+        )],
+        vec![false, true],
+        1 << 16,
+    );
+    feed(&mut r, P2, t(1000), &first);
+    let after = backends_hit(&mut r);
+    assert_eq!(after.len(), 200, "no packet lost");
+    for (b, a) in before.iter().zip(&after) {
+        assert_ne!(a.0, gone);
+        if b.0 != gone {
+            assert_eq!(a, b, "a flow whose backend lives keeps it");
+        }
+    }
+}
+
+#[test]
+fn drain_admits_no_new_flow() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let old: Vec<_> = (0..200).map(|i| to_vip(i, 30_000, None)).collect();
+    feed(&mut r, P2, t(0), &old);
+    let before = backends_hit(&mut r);
+    let draining = Ipv4Addr::from(BACKENDS[2]);
+    r.set_services(
+        vec![service(
+            ServiceKind::LoadBalancer,
+            [
+                BackendState::Active,
+                BackendState::Active,
+                BackendState::Draining,
+            ],
+        )],
+        vec![false, true],
+        1 << 16,
+    );
+    feed(&mut r, P2, t(1000), &old);
+    assert_eq!(
+        backends_hit(&mut r),
+        before,
+        "existing flows carry on, the draining one's too"
+    );
+    let new: Vec<_> = (1000..1600).map(|i| to_vip(i, 30_001, None)).collect();
+    feed(&mut r, P2, t(1000), &new);
+    let hit = backends_hit(&mut r);
+    assert_eq!(hit.len(), 600);
+    assert!(
+        hit.iter().all(|(b, _)| *b != draining),
+        "no new flow on the draining backend"
+    );
+}
+
+#[test]
+fn clusterip_from_outside_is_dropped() {
+    let mut r = balancer(ServiceKind::ClusterIp);
+    feed(&mut r, P2, t(0), &[to_vip(1, 4000, None)]);
+    assert!(sent(&mut r, P3).is_empty());
+    assert_eq!(drops(&r, DropReason::ServiceOutsideCluster), 1);
+    // From an internal interface (Port3 here) it is balanced.
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC.0, P3_MAC.0)
+        .ipv4([192, 168, 20, 99], VIP, 64)
+        .udp(4000, 53)
+        .write(&mut v, b"q")
+        .unwrap();
+    r.add_static_neighbor(P3, "192.168.20.99".parse().unwrap(), HOST_MAC);
+    feed(&mut r, P3, t(0), &[v]);
+    assert_eq!(backends_hit(&mut r).len(), 1);
+    assert_identity(&r);
+}
+
+#[test]
+fn a_port_the_service_does_not_serve_is_dropped_by_name() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(GW_MAC.0, P2_MAC.0)
+        .ipv4([198, 51, 100, 1], VIP, 64)
+        .udp(4000, 54)
+        .write(&mut v, b"q")
+        .unwrap();
+    feed(&mut r, P2, t(0), &[v]);
+    assert_eq!(drops(&r, DropReason::ServiceNoPort), 1);
+}
+
+#[test]
+fn the_vip_is_answered_by_arp_on_its_port_only() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let req = super::l2::arp(1, HOST_MAC, [10, 0, 2, 7], VIP, MacAddr::BROADCAST);
+    feed(&mut r, P2, t(0), &[req]);
+    let out = sent(&mut r, P2);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][20..22], &[0, 2], "ARP reply");
+    assert_eq!(&out[0][22..28], &P2_MAC.0, "the VIP is at Port2's MAC");
+    assert_eq!(&out[0][28..32], &VIP);
+    let req = super::l2::arp(1, HOST_MAC, [192, 168, 20, 7], VIP, MacAddr::BROADCAST);
+    feed(&mut r, P3, t(0), &[req]);
+    assert!(sent(&mut r, P3).is_empty(), "not announced on Port3");
+}
+
+#[test]
+fn new_flows_split_evenly() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let flows: Vec<_> = (0..3000)
+        .map(|i| to_vip(i, 40_000 + (i % 7) as u16, None))
+        .collect();
+    for chunk in flows.chunks(64) {
+        feed(&mut r, P2, t(0), chunk);
+    }
+    let hit = backends_hit(&mut r);
+    let e = hit.len() as f64 / 3.0;
+    let chi2: f64 = BACKENDS
+        .iter()
+        .map(|b| {
+            let n = hit.iter().filter(|(a, _)| a.octets() == *b).count() as f64;
+            (n - e) * (n - e) / e
+        })
+        .sum();
+    assert!(chi2 < 9.21, "chi-square {chi2:.2} (1% critical value 9.21)");
+}

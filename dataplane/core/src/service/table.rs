@@ -1,0 +1,219 @@
+//! A router's services: their configuration, each one's Maglev table over
+//! its active backends, and the connection table of their flows.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use super::flows::{FlowKey, FlowTable, Timeouts};
+use super::maglev::{size_for, Maglev};
+use crate::nat::Proto;
+use crate::port::PortId;
+
+/// Reached from where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// Only from internal switches (and the appliance).
+    ClusterIp,
+    /// From anywhere; its address is announced (ARP) on a port.
+    LoadBalancer,
+}
+
+/// A backend's lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes new flows.
+    Active,
+    /// Takes no new flows; its flows carry on until they end.
+    Draining,
+    /// Takes nothing: a UDP flow moves to a live backend with its next
+    /// packet, a new TCP connection is given another, a TCP connection
+    /// in the middle is dropped.
+    Removed,
+}
+
+/// One backend (a pod).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// Its address, reached through the FIB.
+    pub addr: Ipv4Addr,
+    /// Its weight (1–255).
+    pub weight: u32,
+    /// Its lifecycle.
+    pub state: BackendState,
+}
+
+/// One port of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The port clients use.
+    pub port: u16,
+    /// The port the backends listen on.
+    pub target: u16,
+}
+
+/// A service as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Its name.
+    pub name: String,
+    /// Cluster IP or load balancer.
+    pub kind: ServiceKind,
+    /// Its address.
+    pub vip: Ipv4Addr,
+    /// The port whose ARP requests for the address are answered (load
+    /// balancers).
+    pub announce: Option<PortId>,
+    /// Its ports.
+    pub ports: Vec<ServicePort>,
+    /// Its backends.
+    pub backends: Vec<Backend>,
+}
+
+/// A service with its table.
+struct Service {
+    cfg: ServiceConfig,
+    maglev: Maglev,
+    /// The active backends' addresses, by Maglev index.
+    active: Vec<Ipv4Addr>,
+}
+
+impl Service {
+    fn new(cfg: ServiceConfig) -> Service {
+        let live: Vec<&Backend> = cfg
+            .backends
+            .iter()
+            .filter(|b| b.state == BackendState::Active)
+            .collect();
+        let keys: Vec<[u8; 4]> = live.iter().map(|b| b.addr.octets()).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let weights: Vec<u32> = live.iter().map(|b| b.weight).collect();
+        Service {
+            maglev: Maglev::build(&refs, &weights, size_for(refs.len())),
+            active: live.iter().map(|b| b.addr).collect(),
+            cfg,
+        }
+    }
+
+    fn state_of(&self, addr: Ipv4Addr) -> BackendState {
+        self.cfg
+            .backends
+            .iter()
+            .find(|b| b.addr == addr)
+            .map_or(BackendState::Removed, |b| b.state)
+    }
+}
+
+/// A router's services and their flows.
+pub struct Services {
+    list: Vec<Service>,
+    by_vip: HashMap<Ipv4Addr, usize>,
+    backends: HashSet<Ipv4Addr>,
+    /// By port: the interfaces cluster IPs answer (internal switches').
+    internal: Vec<bool>,
+    /// Flows both ways: client to service, and (protocol marked) backend
+    /// to client for the replies.
+    pub(crate) flows: FlowTable,
+}
+
+/// Marks a reply's key in the flow table, so that the two directions of
+/// flows never meet.
+const REPLY: u8 = 0x80;
+
+impl Services {
+    /// No services, with room for `flows` flows once there are some.
+    pub fn new(flows: usize) -> Services {
+        Services {
+            list: Vec::new(),
+            by_vip: HashMap::new(),
+            backends: HashSet::new(),
+            internal: Vec::new(),
+            // The table is allocated when the first service comes.
+            flows: FlowTable::with_capacity(flows.min(1), Timeouts::default()),
+        }
+    }
+
+    /// True when there is no service (the stages then cost one branch).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Puts `services` in force: the flows already in the table keep
+    /// their backends where those are still active or draining.
+    /// `internal` marks, by port, the interfaces cluster IPs answer.
+    pub fn set(&mut self, services: Vec<ServiceConfig>, internal: Vec<bool>, flows: usize) {
+        if !services.is_empty() && self.flows.capacity() < flows {
+            self.flows = FlowTable::with_capacity(flows, Timeouts::default());
+        }
+        self.list = services.into_iter().map(Service::new).collect();
+        self.by_vip = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.cfg.vip, i))
+            .collect();
+        self.backends = self
+            .list
+            .iter()
+            .flat_map(|s| s.cfg.backends.iter().map(|b| b.addr))
+            .collect();
+        self.internal = internal;
+    }
+
+    /// The service at `vip`.
+    #[inline]
+    pub fn at(&self, vip: Ipv4Addr) -> Option<usize> {
+        self.by_vip.get(&vip).copied()
+    }
+
+    /// True when `addr` is some service's backend.
+    #[inline]
+    pub fn is_backend(&self, addr: Ipv4Addr) -> bool {
+        self.backends.contains(&addr)
+    }
+
+    /// True when ARP requests for `addr` on `port` are to be answered.
+    pub fn announces(&self, port: PortId, addr: Ipv4Addr) -> bool {
+        self.at(addr).is_some_and(|i| {
+            let s = &self.list[i].cfg;
+            s.kind == ServiceKind::LoadBalancer && s.announce == Some(port)
+        })
+    }
+
+    /// Live flows evicted from the full connection table so far.
+    pub fn evicted(&self) -> u64 {
+        self.flows.evicted()
+    }
+
+    /// Service `i`'s configuration.
+    pub fn config(&self, i: usize) -> &ServiceConfig {
+        &self.list[i].cfg
+    }
+
+    /// True when a cluster IP answers a packet that came in on `iface`.
+    pub fn is_internal(&self, iface: PortId) -> bool {
+        self.internal.get(usize::from(iface)) == Some(&true)
+    }
+
+    /// A new flow's backend in service `i` (its hash of the 5-tuple).
+    pub(crate) fn pick(&self, i: usize, hash: u64) -> Option<Ipv4Addr> {
+        let s = &self.list[i];
+        s.maglev.pick(hash).map(|b| s.active[b as usize])
+    }
+
+    /// The state of backend `addr` in service `i`.
+    pub(crate) fn state_of(&self, i: usize, addr: Ipv4Addr) -> BackendState {
+        self.list[i].state_of(addr)
+    }
+}
+
+/// The key of a reply from `backend` to `client`.
+pub(crate) fn reply_key(proto: u8, backend: (Ipv4Addr, u16), client: (Ipv4Addr, u16)) -> FlowKey {
+    FlowKey::new(
+        proto | REPLY,
+        (backend.0.into(), backend.1),
+        (client.0.into(), client.1),
+    )
+}
