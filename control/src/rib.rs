@@ -455,6 +455,13 @@ impl Rib {
         let mut router = Router::new(self.ports.clone(), fib, rcfg);
         router.set_switching(cfg.switching());
         router.set_nat(cfg.nat_configs());
+        if !cfg.services.is_empty() {
+            router.set_services(
+                cfg.services.clone(),
+                cfg.internal_interfaces(),
+                cfg.services_policy.flows,
+            );
+        }
         for n in &cfg.neighbors {
             if let Some(port) = self.ports.by_name(&n.interface) {
                 router.add_static_neighbor(port, n.address, n.mac);

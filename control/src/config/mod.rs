@@ -251,6 +251,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Static neighbours.
     pub neighbors: Vec<NeighborConfig>,
+    /// `[services]`.
+    pub services_policy: ServicesPolicy,
+    /// Kubernetes services (`[[service]]`), addresses from the pool given.
+    pub services: Vec<edgefwd_core::service::ServiceConfig>,
 }
 
 impl Config {
@@ -331,6 +335,21 @@ impl Config {
             })
             .collect();
         Switching::new(self.ports.len(), &switches, &security)
+    }
+
+    /// By port: the interfaces a cluster IP answers (internal switches'
+    /// gateway interfaces).
+    pub fn internal_interfaces(&self) -> Vec<bool> {
+        self.ports
+            .iter()
+            .map(|p| match &p.role {
+                PortRole::Gateway { switch } => self
+                    .switches
+                    .iter()
+                    .any(|s| &s.name == switch && s.kind == SwitchKind::Internal),
+                _ => false,
+            })
+            .collect()
     }
 
     /// The NAT instances: one per outside port, translating the subnets of
@@ -414,9 +433,11 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
 
 mod fields;
 mod raw;
+mod service;
 mod switch;
 mod validate;
 
+pub use service::{ServicesPolicy, DEFAULT_FLOWS};
 pub use validate::{check_route, RouteError, RouteField};
 
 use raw::{Lines, RawConfig};

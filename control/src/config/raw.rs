@@ -108,6 +108,10 @@ pub(super) struct RawConfig {
     pub(super) route: Vec<RawRoute>,
     #[serde(default)]
     pub(super) neighbor: Vec<RawNeighbor>,
+    #[serde(default)]
+    pub(super) services: super::service::RawServices,
+    #[serde(default)]
+    pub(super) service: Vec<super::service::RawService>,
 }
 
 /// Turns byte spans into 1-based lines.

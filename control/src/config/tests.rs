@@ -323,3 +323,129 @@ fn metrics_take_an_address_and_port_or_an_absolute_path() {
         assert_eq!(e.line, Some(2), "{bad}: {e}");
     }
 }
+
+const SERVICES: &str = r#"
+[services]
+load_balancer_pool = ["10.0.2.100-10.0.2.101", "2001:db8:2::100/124"]
+
+[[service]]
+name = "web"
+kind = "load-balancer"
+ports = [{ protocol = "tcp", port = 80, target_port = 8080 }, { protocol = "udp", port = 53 }]
+backends = ["192.168.20.51", "192.168.20.52 weight=2"]
+
+[[service]]
+name = "api"
+kind = "cluster-ip"
+address = "10.96.0.10"
+ports = [{ protocol = "tcp", port = 443 }]
+"#;
+
+#[test]
+fn services_parse_with_addresses_from_the_pool() {
+    let c = Config::parse(&format!("{GOOD}{SERVICES}")).unwrap();
+    assert_eq!(c.services.len(), 2);
+    let web = &c.services[0];
+    assert_eq!(web.vip, "10.0.2.100".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(web.announce, Some(0), "Port2's subnet holds the address");
+    assert_eq!((web.ports[1].port, web.ports[1].target), (53, 53));
+    assert_eq!(web.backends[1].weight, 2);
+    assert_eq!(c.services[1].announce, None);
+    assert_eq!(c.services_policy.flows, DEFAULT_FLOWS);
+}
+
+#[test]
+fn bad_services_are_refused_by_field() {
+    let with = |old: &str, new: &str| {
+        assert!(SERVICES.contains(old), "fixture lacks {old:?}");
+        format!("{GOOD}{}", SERVICES.replacen(old, new, 1))
+    };
+    for (text, field, says) in [
+        (
+            with("name = \"web\"", "name = \"Web\""),
+            "service[0].name",
+            "1-63 of a-z",
+        ),
+        (
+            with("name = \"api\"", "name = \"web\""),
+            "service[1].name",
+            "used twice",
+        ),
+        (
+            with("kind = \"cluster-ip\"", "kind = \"nodeport\""),
+            "service[1].kind",
+            "not load-balancer",
+        ),
+        (
+            with("address = \"10.96.0.10\"", "address = \"10.0.2.15\""),
+            "service[1].address",
+            "address of a port",
+        ),
+        (
+            with("address = \"10.96.0.10\"", "address = \"2001:db8::1\""),
+            "service[1].address",
+            "IPv6",
+        ),
+        (
+            with(
+                "{ protocol = \"udp\", port = 53 }",
+                "{ protocol = \"tcp\", port = 80 }",
+            ),
+            "service[0].ports[1].port",
+            "used twice",
+        ),
+        (
+            with("protocol = \"udp\"", "protocol = \"sctp\""),
+            "service[0].ports[1].protocol",
+            "not tcp or udp",
+        ),
+        (
+            with("target_port = 8080", "target_port = 70000"),
+            "service[0].ports[0].target_port",
+            "between 1 and 65535",
+        ),
+        (
+            with("weight=2", "weight=0"),
+            "service[0].backends[1]",
+            "between 1 and 255",
+        ),
+        (
+            with("\"192.168.20.52 weight=2\"", "\"192.168.20.51\""),
+            "service[0].backends[1]",
+            "listed twice",
+        ),
+        (
+            with("10.0.2.100-10.0.2.101", "10.0.2.101-10.0.2.100"),
+            "services.load_balancer_pool[0]",
+            "low to high",
+        ),
+        (
+            with(
+                "address = \"10.96.0.10\"\n",
+                "address = \"10.96.0.10\"\nannounce = \"Port2\"\n",
+            ),
+            "service[1].announce",
+            "not announced",
+        ),
+        (
+            with(
+                "kind = \"load-balancer\"\n",
+                "kind = \"load-balancer\"\naffinity = \"client-ip\"\n",
+            ),
+            "service[0].affinity",
+            "only \"none\"",
+        ),
+    ] {
+        let e = refused(&text);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(says), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+    // An exhausted pool is refused naming the pool.
+    let three = format!(
+        "{GOOD}{SERVICES}\n[[service]]\nname = \"b\"\nkind = \"load-balancer\"\nports = [{{ protocol = \"tcp\", port = 1 }}]\n\n[[service]]\nname = \"c\"\nkind = \"load-balancer\"\nports = [{{ protocol = \"tcp\", port = 1 }}]\n"
+    );
+    let e = refused(&three);
+    assert_eq!(e.field, "services.load_balancer_pool", "{e}");
+    assert!(e.message.contains("\"c\""), "{e}");
+}

@@ -263,6 +263,8 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         });
     }
 
+    let (services_policy, services) =
+        super::service::services(l, &raw.services, &raw.service, &ports)?;
     let metrics = match &raw.control.metrics {
         Some(m) => {
             Some(MetricsAddr::parse(m.get_ref()).map_err(|e| l.at(m, "control.metrics", e))?)
@@ -282,6 +284,8 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         nat,
         routes,
         neighbors,
+        services_policy,
+        services,
     })
 }
 

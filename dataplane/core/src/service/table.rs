@@ -142,10 +142,12 @@ impl Services {
 
     /// Puts `services` in force: the flows already in the table keep
     /// their backends where those are still active or draining.
-    /// `internal` marks, by port, the interfaces cluster IPs answer.
+    /// `internal` marks, by port, the interfaces cluster IPs answer; the
+    /// table has room for `flows` flows, each an entry for either
+    /// direction (allocated with the first service).
     pub fn set(&mut self, services: Vec<ServiceConfig>, internal: Vec<bool>, flows: usize) {
-        if !services.is_empty() && self.flows.capacity() < flows {
-            self.flows = FlowTable::with_capacity(flows, Timeouts::default());
+        if !services.is_empty() && self.flows.capacity() < 2 * flows {
+            self.flows = FlowTable::with_capacity(2 * flows, Timeouts::default());
         }
         self.list = services.into_iter().map(Service::new).collect();
         self.by_vip = self

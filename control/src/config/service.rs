@@ -1,0 +1,323 @@
+//! `[[service]]` and `[services]`: Kubernetes services, checked. Every
+//! refusal names the field (`service[0].backends[2]`) and its line.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use edgefwd_core::nat::Proto;
+use edgefwd_core::service::{Backend, BackendState, ServiceConfig, ServiceKind, ServicePort};
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::raw::Lines;
+use super::{ConfigError, PortConfig, PortRole};
+
+/// Flows each router's connection table holds by default.
+pub const DEFAULT_FLOWS: usize = 1 << 20;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServices {
+    #[serde(default)]
+    load_balancer_pool: Vec<Spanned<String>>,
+    flows: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    address: Option<Spanned<String>>,
+    announce: Option<Spanned<String>>,
+    #[serde(default)]
+    ports: Vec<RawServicePort>,
+    #[serde(default)]
+    backends: Vec<Spanned<String>>,
+    affinity: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServicePort {
+    protocol: Spanned<String>,
+    port: Spanned<i64>,
+    target_port: Option<Spanned<i64>>,
+}
+
+/// `[services]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicesPolicy {
+    /// The operator's external service address ranges, first to last.
+    pub pool: Vec<(IpAddr, IpAddr)>,
+    /// Flows each router's connection table holds.
+    pub flows: usize,
+}
+
+impl Default for ServicesPolicy {
+    fn default() -> Self {
+        ServicesPolicy {
+            pool: Vec::new(),
+            flows: DEFAULT_FLOWS,
+        }
+    }
+}
+
+fn name_ok(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// A pool entry: `A-B` or a prefix.
+fn range(s: &str) -> Result<(IpAddr, IpAddr), String> {
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (
+            a.trim()
+                .parse()
+                .map_err(|_| format!("{a:?} is not an address"))?,
+            b.trim()
+                .parse()
+                .map_err(|_| format!("{b:?} is not an address"))?,
+        );
+        if a.is_ipv4() != b.is_ipv4() || a > b {
+            return Err(format!("{s:?} is not a range from low to high"));
+        }
+        return Ok((a, b));
+    }
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither FIRST-LAST nor a prefix"))?;
+    Ok((net.network(), net.broadcast()))
+}
+
+/// Checks `[services]` and every `[[service]]`; load balancers without an
+/// address get the lowest free one of the pool, in config order.
+pub(super) fn services(
+    l: &Lines,
+    raw: &RawServices,
+    list: &[RawService],
+    ports: &[PortConfig],
+) -> Result<(ServicesPolicy, Vec<ServiceConfig>), ConfigError> {
+    let mut pool = Vec::new();
+    for (i, r) in raw.load_balancer_pool.iter().enumerate() {
+        let field = format!("services.load_balancer_pool[{i}]");
+        pool.push(range(r.get_ref()).map_err(|e| l.at(r, field, e))?);
+    }
+    let flows = match &raw.flows {
+        Some(f) if !(1024..=1 << 24).contains(f.get_ref()) => {
+            return Err(l.at(f, "services.flows", "must be between 1024 and 16777216"));
+        }
+        Some(f) => *f.get_ref(),
+        None => DEFAULT_FLOWS,
+    };
+    let ours: HashSet<IpAddr> = ports
+        .iter()
+        .flat_map(|p| p.addresses.iter().map(|a| a.addr()))
+        .collect();
+    let mut names = HashSet::new();
+    let mut taken: HashSet<Ipv4Addr> = HashSet::new();
+    // Addresses given explicitly are taken before the pool hands any out.
+    for (i, s) in list.iter().enumerate() {
+        if let Some(a) = &s.address {
+            let f = format!("service[{i}].address");
+            let addr = v4(l, a, &f)?;
+            if ours.contains(&IpAddr::V4(addr)) {
+                return Err(l.at(a, f, format!("{addr} is an address of a port")));
+            }
+            if !taken.insert(addr) {
+                return Err(l.at(a, f, format!("{addr} is another service's address")));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let f = |k: &str| format!("service[{i}].{k}");
+        let name = s.name.get_ref();
+        if !name_ok(name) {
+            return Err(l.at(&s.name, f("name"), "must be 1-63 of a-z, 0-9, '-' and '.'"));
+        }
+        if !names.insert(name.clone()) {
+            return Err(l.at(&s.name, f("name"), format!("{name:?} is used twice")));
+        }
+        let kind = match s.kind.get_ref().as_str() {
+            "load-balancer" => ServiceKind::LoadBalancer,
+            "cluster-ip" => ServiceKind::ClusterIp,
+            other => {
+                return Err(l.at(
+                    &s.kind,
+                    f("kind"),
+                    format!("{other:?} is not load-balancer or cluster-ip"),
+                ))
+            }
+        };
+        if let Some(a) = &s.affinity {
+            if a.get_ref() != "none" {
+                return Err(l.at(a, f("affinity"), "only \"none\" is supported so far"));
+            }
+        }
+        let vip = match (&s.address, kind) {
+            (Some(a), _) => v4(l, a, &f("address"))?,
+            (None, ServiceKind::ClusterIp) => {
+                return Err(l.err(
+                    Some(s.name.span()),
+                    f("address"),
+                    "a cluster-ip service needs an address",
+                ))
+            }
+            (None, ServiceKind::LoadBalancer) => {
+                let free = pool.iter().find_map(|&(lo, hi)| {
+                    let (IpAddr::V4(lo), IpAddr::V4(hi)) = (lo, hi) else {
+                        return None;
+                    };
+                    (u32::from(lo)..=u32::from(hi))
+                        .map(Ipv4Addr::from)
+                        .find(|a| !taken.contains(a) && !ours.contains(&IpAddr::V4(*a)))
+                });
+                let Some(a) = free else {
+                    return Err(l.err(
+                        Some(s.name.span()),
+                        "services.load_balancer_pool",
+                        format!("no free address left for service {name:?}"),
+                    ));
+                };
+                taken.insert(a);
+                a
+            }
+        };
+        let announce = match (&s.announce, kind) {
+            (Some(a), ServiceKind::ClusterIp) => {
+                return Err(l.at(a, f("announce"), "a cluster-ip service is not announced"))
+            }
+            (None, ServiceKind::ClusterIp) => None,
+            (Some(a), ServiceKind::LoadBalancer) => {
+                let Some(p) = ports
+                    .iter()
+                    .position(|p| &p.name == a.get_ref() && p.role == PortRole::Routed)
+                else {
+                    return Err(l.at(
+                        a,
+                        f("announce"),
+                        format!("{:?} is not a routed port", a.get_ref()),
+                    ));
+                };
+                Some(p as u16)
+            }
+            (None, ServiceKind::LoadBalancer) => {
+                let holder = ports.iter().position(|p| {
+                    p.role == PortRole::Routed
+                        && p.addresses.iter().any(|n| n.contains(&IpAddr::V4(vip)))
+                });
+                let Some(p) = holder else {
+                    return Err(l.err(
+                        Some(s.name.span()),
+                        f("announce"),
+                        format!("no port's subnet holds {vip}: name the port to announce it on"),
+                    ));
+                };
+                Some(p as u16)
+            }
+        };
+        if s.ports.is_empty() {
+            return Err(l.err(
+                Some(s.name.span()),
+                f("ports"),
+                "a service needs at least one port",
+            ));
+        }
+        let mut sports = Vec::new();
+        for (j, p) in s.ports.iter().enumerate() {
+            let fp = |k: &str| format!("service[{i}].ports[{j}].{k}");
+            let proto = match p.protocol.get_ref().as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                other => {
+                    return Err(l.at(
+                        &p.protocol,
+                        fp("protocol"),
+                        format!("{other:?} is not tcp or udp"),
+                    ))
+                }
+            };
+            let port = port_number(l, &p.port, &fp("port"))?;
+            let target = match &p.target_port {
+                Some(t) => port_number(l, t, &fp("target_port"))?,
+                None => port,
+            };
+            if sports
+                .iter()
+                .any(|q: &ServicePort| q.proto == proto && q.port == port)
+            {
+                return Err(l.at(
+                    &p.port,
+                    fp("port"),
+                    format!("{} {port} is used twice", p.protocol.get_ref()),
+                ));
+            }
+            sports.push(ServicePort {
+                proto,
+                port,
+                target,
+            });
+        }
+        let mut backends: Vec<Backend> = Vec::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            let fb = format!("service[{i}].backends[{j}]");
+            let backend = backend(b.get_ref()).map_err(|e| l.at(b, fb.clone(), e))?;
+            if backends.iter().any(|o| o.addr == backend.addr) {
+                return Err(l.at(b, fb, format!("{} is listed twice", backend.addr)));
+            }
+            backends.push(backend);
+        }
+        out.push(ServiceConfig {
+            name: name.clone(),
+            kind,
+            vip,
+            announce,
+            ports: sports,
+            backends,
+        });
+    }
+    Ok((ServicesPolicy { pool, flows }, out))
+}
+
+fn v4(l: &Lines, a: &Spanned<String>, field: &str) -> Result<Ipv4Addr, ConfigError> {
+    match a.get_ref().parse::<IpAddr>() {
+        Ok(IpAddr::V4(v)) => Ok(v),
+        Ok(IpAddr::V6(_)) => Err(l.at(a, field, "IPv6 services are not supported yet")),
+        Err(_) => Err(l.at(a, field, format!("{:?} is not an address", a.get_ref()))),
+    }
+}
+
+fn port_number(l: &Lines, p: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
+    u16::try_from(*p.get_ref())
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| l.at(p, field, "must be between 1 and 65535"))
+}
+
+/// `ADDR` or `ADDR weight=N`.
+fn backend(s: &str) -> Result<Backend, String> {
+    let mut words = s.split_whitespace();
+    let addr = words.next().ok_or("an empty backend")?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let mut weight = 1;
+    for w in words {
+        let n = w
+            .strip_prefix("weight=")
+            .ok_or_else(|| format!("{w:?}: expected weight=N"))?;
+        weight = n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=255).contains(n))
+            .ok_or_else(|| format!("weight {n:?} is not between 1 and 255"))?;
+    }
+    Ok(Backend {
+        addr,
+        weight,
+        state: BackendState::Active,
+    })
+}

@@ -1,0 +1,251 @@
+//! Services by replay, configured as an operator would: a load balancer
+//! on Port2 (an address from the pool) balancing over three pods on the
+//! internal switch, and a cluster IP. Output pcaps are read back with
+//! etherparse; every frame's checksums are checked.
+
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+use std::time::Duration;
+
+use edgefwd_control::config::Config;
+use edgefwd_control::replay::{replay, Input, Source};
+use edgefwd_control::report::Report;
+use edgefwd_control::trace::{TraceReader, TraceWriter};
+use edgefwd_core::packet::check::check_frame;
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+const CONFIG: &str = r#"
+[[port]]
+name = "Port2"
+mac = "02:00:00:00:02:01"
+addresses = ["10.0.2.15/24"]
+gateway = "10.0.2.1"
+
+[[port]]
+name = "vm1"
+switch = "internal"
+
+[[port]]
+name = "vm2"
+switch = "internal"
+
+[[port]]
+name = "vm3"
+switch = "internal"
+
+[[switch]]
+name = "internal"
+kind = "internal"
+address = "172.28.0.1/24"
+mac = "02:00:00:00:28:01"
+nat = "Port2"
+
+[[neighbor]]
+interface = "Port2"
+address = "10.0.2.1"
+mac = "02:00:00:00:99:01"
+
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.10"
+mac = "02:00:00:00:28:10"
+
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.11"
+mac = "02:00:00:00:28:11"
+
+[[neighbor]]
+interface = "internal"
+address = "172.28.0.12"
+mac = "02:00:00:00:28:12"
+
+[services]
+load_balancer_pool = ["10.0.2.100-10.0.2.120"]
+
+[[service]]
+name = "web"
+kind = "load-balancer"
+ports = [{ protocol = "tcp", port = 80, target_port = 8080 }]
+backends = ["172.28.0.10", "172.28.0.11", "172.28.0.12"]
+
+[[service]]
+name = "dns"
+kind = "cluster-ip"
+address = "10.96.0.10"
+ports = [{ protocol = "udp", port = 53 }]
+backends = ["172.28.0.10"]
+"#;
+
+const GW: [u8; 6] = [2, 0, 0, 0, 0x99, 1];
+const PORT2: [u8; 6] = [2, 0, 0, 0, 2, 1];
+const VIP: [u8; 4] = [10, 0, 2, 100];
+
+fn pcap(frames: &[(u64, Vec<u8>)]) -> &'static [u8] {
+    let mut out = Vec::new();
+    {
+        let mut w = TraceWriter::new(BufWriter::new(&mut out)).unwrap();
+        for (ms, f) in frames {
+            w.write(
+                Duration::from_secs(1_767_225_600) + Duration::from_millis(*ms),
+                f,
+            )
+            .unwrap();
+        }
+        drop(w.into_inner());
+    }
+    out.leak()
+}
+
+fn run(inputs: Vec<(&str, &'static [u8])>) -> (BTreeMap<String, Vec<Vec<u8>>>, Report) {
+    let cfg = Config::parse(CONFIG).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs
+        .into_iter()
+        .map(|(port, data)| Input {
+            port: port.into(),
+            source: Source::Bytes {
+                name: port.into(),
+                data,
+            },
+        })
+        .collect();
+    let report = replay(&cfg, inputs, dir.path(), false).unwrap();
+    let mut sent = BTreeMap::new();
+    for p in &cfg.ports {
+        let Ok(mut r) = TraceReader::open(&dir.path().join(format!("{}.pcap", p.name))) else {
+            continue;
+        };
+        let mut frames = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            check_frame(&rec.data).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            frames.push(rec.data);
+        }
+        sent.insert(p.name.clone(), frames);
+    }
+    let t = &report.packets;
+    assert_eq!(
+        t.received,
+        t.forwarded + t.local + t.dropped,
+        "accounting identity"
+    );
+    (sent, report)
+}
+
+fn tcp(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1, 1000)
+        .syn()
+        .write(&mut v, b"")
+        .unwrap();
+    v
+}
+
+/// (source, destination) addresses and ports of a TCP/UDP frame.
+fn ends(f: &[u8]) -> (([u8; 4], u16), ([u8; 4], u16)) {
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = s.net else {
+        panic!("IPv4")
+    };
+    let (a, b) = (
+        ip.header().source_addr().octets(),
+        ip.header().destination_addr().octets(),
+    );
+    match s.transport {
+        Some(TransportSlice::Tcp(t)) => ((a, t.source_port()), (b, t.destination_port())),
+        Some(TransportSlice::Udp(u)) => ((a, u.source_port()), (b, u.destination_port())),
+        _ => panic!("not TCP/UDP"),
+    }
+}
+
+#[test]
+fn a_load_balancer_spreads_clients_over_the_pods_which_see_them_and_answer_as_the_vip() {
+    let clients: Vec<(u64, Vec<u8>)> = (0..300u32)
+        .map(|i| {
+            (
+                u64::from(i),
+                tcp(
+                    GW,
+                    PORT2,
+                    ((0xc633_6400u32 + i % 250).to_be_bytes(), 20_000 + i as u16),
+                    (VIP, 80),
+                ),
+            )
+        })
+        .collect();
+    let (sent, report) = run(vec![("Port2", pcap(&clients))]);
+    // The pods have not spoken yet, so the switch floods each frame to
+    // every member: vm1's copies show them all.
+    let mut per_pod = BTreeMap::new();
+    for f in &sent["vm1"] {
+        let ((src, _), (dst, dport)) = ends(f);
+        assert_eq!(
+            src[..3],
+            [198, 51, 100],
+            "the pod sees the client's address"
+        );
+        assert_eq!(dport, 8080);
+        *per_pod.entry(dst).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_pod.values().sum::<i32>(),
+        300,
+        "{per_pod:?} {:?}",
+        report.drops
+    );
+    assert!(per_pod.values().all(|&n| n > 60), "split {per_pod:?}");
+
+    // The pods answer: the client hears the VIP.
+    let first = sent["vm1"]
+        .iter()
+        .find(|f| ends(f).1 .0 == [172, 28, 0, 11])
+        .unwrap();
+    let ((client, cport), (pod, _)) = ends(first);
+    let mut answer = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x11], [2, 0, 0, 0, 0x28, 1])
+        .ipv4(pod, client, 64)
+        .tcp(8080, cport, 7, 1000)
+        .syn()
+        .ack(2)
+        .write(&mut answer, b"")
+        .unwrap();
+    let (sent2, _) = run(vec![
+        ("Port2", pcap(&clients)),
+        ("vm2", pcap(&[(1000, answer)])),
+    ]);
+    let out: Vec<_> = sent2["Port2"]
+        .iter()
+        .filter(|f| f.len() > 42 && f[12..14] == [8, 0])
+        .collect();
+    assert_eq!(out.len(), 1, "one answer out of Port2");
+    assert_eq!(
+        ends(out[0]),
+        ((VIP, 80), (client, cport)),
+        "from the VIP, not NATed"
+    );
+}
+
+#[test]
+fn clusterip_from_outside_is_dropped() {
+    let mut q = Vec::new();
+    PacketBuilder::ethernet2(GW, PORT2)
+        .ipv4([198, 51, 100, 1], [10, 96, 0, 10], 64)
+        .udp(4000, 53)
+        .write(&mut q, b"q")
+        .unwrap();
+    let (sent, report) = run(vec![("Port2", pcap(&[(0, q)]))]);
+    assert!(sent["vm1"].is_empty());
+    assert_eq!(report.drops.get("service_outside_cluster"), Some(&1));
+    // From a pod on the internal switch it is answered.
+    let mut q = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x12], [2, 0, 0, 0, 0x28, 1])
+        .ipv4([172, 28, 0, 12], [10, 96, 0, 10], 64)
+        .udp(4000, 53)
+        .write(&mut q, b"q")
+        .unwrap();
+    let (sent, _) = run(vec![("vm3", pcap(&[(0, q)]))]);
+    assert_eq!(sent["vm1"].len(), 1);
+    assert_eq!(ends(&sent["vm1"][0]).1, ([172, 28, 0, 10], 53));
+}
