@@ -22,7 +22,8 @@
 //! `trace_start` (`count`, optional `port`, `filter`), `trace_show`, and
 //! `capture` (`port`, optional `direction`, `drops`, `count`, `snaplen`),
 //! whose answer line is followed by the capture itself, pcapng, until
-//! `count` frames or the client closes. The
+//! `count` frames or the client closes; `service_show` (optional `name`),
+//! `service_backend` (`name`, `action`, `address`, optional `weight`). The
 //! `data` of each answer is what the command prints with `--json`, except
 //! that `route_show` answers a page: `{"routes":[...],"next":PREFIX}` when
 //! more follow, to be asked for with `"after":PREFIX` (the CLI does, and
@@ -134,6 +135,24 @@ pub enum Command {
     },
     /// The packet traces recorded so far.
     TraceShow {},
+    /// Services with their backends (one, when `name` is given).
+    ServiceShow {
+        /// Only this service.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Adds, removes or drains a service's backend.
+    ServiceBackend {
+        /// The service.
+        name: String,
+        /// `add`, `remove` or `drain`.
+        action: String,
+        /// The backend's address.
+        address: String,
+        /// Its weight (add).
+        #[serde(default)]
+        weight: Option<u32>,
+    },
     /// Stream a port's frames as pcapng: the answer line, then the
     /// capture until `count` frames or the client goes.
     Capture {
@@ -321,6 +340,10 @@ struct Wire {
     direction: Option<String>,
     drops: Option<bool>,
     snaplen: Option<usize>,
+    name: Option<String>,
+    action: Option<String>,
+    address: Option<String>,
+    weight: Option<u32>,
 }
 
 impl Wire {
@@ -342,6 +365,10 @@ impl Wire {
             direction,
             drops,
             snaplen,
+            name,
+            action,
+            address,
+            weight,
         } = self;
         let given = [
             ("routes", routes.is_some()),
@@ -358,6 +385,10 @@ impl Wire {
             ("direction", direction.is_some()),
             ("drops", drops.is_some()),
             ("snaplen", snaplen.is_some()),
+            ("name", name.is_some()),
+            ("action", action.is_some()),
+            ("address", address.is_some()),
+            ("weight", weight.is_some()),
         ];
         let takes: &[&str] = match command.as_str() {
             "route_add" => &["routes"],
@@ -368,6 +399,8 @@ impl Wire {
             "port_unbind" => &["port"],
             "trace_start" => &["port", "count", "filter"],
             "capture" => &["port", "direction", "drops", "count", "snaplen"],
+            "service_show" => &["name"],
+            "service_backend" => &["name", "action", "address", "weight"],
             "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" => &[],
             other => return Err(format!("bad request: unknown command {other:?}")),
         };
@@ -417,6 +450,13 @@ impl Wire {
                 count,
                 snaplen,
             },
+            "service_show" => Command::ServiceShow { name },
+            "service_backend" => Command::ServiceBackend {
+                name: name.ok_or_else(|| need("name"))?,
+                action: action.ok_or_else(|| need("action"))?,
+                address: address.ok_or_else(|| need("address"))?,
+                weight,
+            },
             _ => Command::NatSessions {},
         })
     }
@@ -439,6 +479,8 @@ impl Command {
             Command::TraceStart { .. } => "trace start",
             Command::TraceShow {} => "trace show",
             Command::Capture { .. } => "capture",
+            Command::ServiceShow { .. } => "service show",
+            Command::ServiceBackend { .. } => "service backend",
         }
     }
 }

@@ -89,6 +89,11 @@ enum Command {
         #[command(flatten)]
         daemon: Daemon,
     },
+    /// Kubernetes services (against the running daemon).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
     /// Packet traces: what each stage decided (against the running daemon).
     Trace {
         #[command(subcommand)]
@@ -117,6 +122,37 @@ enum Command {
         /// Where to write: a file, or - for stdout.
         #[arg(short = 'w', value_name = "FILE")]
         write: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    /// Services with their ports and backends.
+    Show {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Only this service.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, remove or drain a backend (kept across restarts with
+    /// `[control] state`).
+    Backend {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// `add` (or set the weight of, active again), `remove` (no new
+        /// flows; UDP flows move at once) or `drain` (no new flows; its
+        /// flows carry on).
+        action: String,
+        /// The service.
+        name: String,
+        /// The backend's address.
+        address: String,
+        /// Its weight, 1-255 (add).
+        #[arg(long)]
+        weight: Option<u32>,
     },
 }
 
@@ -546,6 +582,35 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     .map_err(|e| format!("the daemon's counters: {e}"))?;
                 write!(out, "{}", counters.to_text())?;
             }
+        }
+        Command::Service {
+            command: ServiceCommand::Show { daemon, name, json },
+        } => {
+            let data = daemon.call(api::Command::ServiceShow { name })?;
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                let list = data["services"].as_array().cloned().unwrap_or_default();
+                write!(out, "{}", crate::services::to_text(&list))?;
+            }
+        }
+        Command::Service {
+            command:
+                ServiceCommand::Backend {
+                    daemon,
+                    action,
+                    name,
+                    address,
+                    weight,
+                },
+        } => {
+            let data = daemon.call(api::Command::ServiceBackend {
+                name,
+                action,
+                address,
+                weight,
+            })?;
+            write!(out, "{}", crate::services::to_text(&[data]))?;
         }
         Command::Trace {
             command:

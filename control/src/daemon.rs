@@ -17,8 +17,9 @@ use std::time::Instant;
 use edgefwd_core::fib::{Fib, FibWriter};
 use edgefwd_core::pipeline::watch::{PacketTrace, TraceFilter};
 use edgefwd_core::port::{LinkState, PortId};
+use edgefwd_core::service::ServiceConfig;
 use edgefwd_core::stats::Stats;
-use edgefwd_io::worker::{Shared, Snapshot};
+use edgefwd_io::worker::{ServiceSet, Shared, Snapshot};
 use edgefwd_io::{Binding, Device, LinkEvents, NoDevice};
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
@@ -110,6 +111,8 @@ pub struct Daemon {
     store: Option<Store>,
     /// How long each publish took.
     publish_latency: Histogram,
+    /// The services in force: the config's, with run-time backend changes.
+    services: Arc<ServiceSet>,
     /// The kernel's link notifications for the ports' namespaces, and
     /// whether every port with a kernel link is watched.
     link_events: Option<(LinkEvents, bool)>,
@@ -130,9 +133,13 @@ impl Daemon {
         let state = state.unwrap_or_default();
         let mut custom = state.apply(&cfg.routes);
         let mut bound = state.bindings.clone();
+        let mut backends = state.services.clone();
         for c in &changes {
             c.apply(&mut custom, &mut bound);
+            c.apply_services(&mut backends);
         }
+        let services = crate::services::with_backends(&cfg.services, &backends)
+            .map_err(|e| format!("state: {e}"))?;
         let mut bindings: Vec<Binding> = cfg.ports.iter().map(|p| p.bind.clone()).collect();
         for (port, b) in &bound {
             let i = cfg
@@ -173,7 +180,6 @@ impl Daemon {
         let mut rib = build_rib(&cfg, &custom, &links);
         let fib = rib.compile();
         Ok(Daemon {
-            cfg,
             config_path,
             links,
             rib,
@@ -187,6 +193,12 @@ impl Daemon {
             store,
             publish_latency: Histogram::new(crate::metrics::PUBLISH_BUCKETS),
             link_events: None,
+            services: Arc::new(ServiceSet {
+                list: services,
+                internal: cfg.internal_interfaces(),
+                flows: cfg.services_policy.flows,
+            }),
+            cfg,
         })
     }
 
@@ -314,6 +326,7 @@ impl Daemon {
                 .collect(),
             links: self.links.iter().map(|l| l.is_up()).collect(),
             devices: self.devices.clone(),
+            services: Arc::clone(&self.services),
         }
     }
 
@@ -373,7 +386,11 @@ impl Daemon {
                 let fib = rib.compile();
                 (rib, fib)
             });
-            let saved = save_snapshot(&mut self.store, cfg, &state_of(cfg, bindings, &custom));
+            let saved = save_snapshot(
+                &mut self.store,
+                cfg,
+                &state_of(cfg, bindings, &custom, &self.services.list),
+            );
             (saved, build.join())
         });
         saved?;
@@ -400,7 +417,12 @@ impl Daemon {
         if !self.store.as_ref().is_some_and(Store::wants_compaction) {
             return;
         }
-        let state = state_of(&self.cfg, &self.bindings, &self.rib.custom_routes());
+        let state = state_of(
+            &self.cfg,
+            &self.bindings,
+            &self.rib.custom_routes(),
+            &self.services.list,
+        );
         if let Err(e) = save_snapshot(&mut self.store, &self.cfg, &state) {
             tracing::warn!(error = %e, "could not fold the state journal");
         }
@@ -491,10 +513,76 @@ impl Daemon {
                 traces.sort_by_key(|(w, t)| (t.ts, *w, t.seq));
                 Ok(self.traces_json(traces.iter().map(|(w, t)| (Some(*w), t))))
             }
+            Command::ServiceShow { name } => self.service_show(name.as_deref()),
+            Command::ServiceBackend {
+                name,
+                action,
+                address,
+                weight,
+            } => self.service_backend(&name, &action, &address, weight),
             Command::Capture { .. } => {
                 Err("capture streams its answer: it is served by the daemon's capture path".into())
             }
         }
+    }
+
+    /// Sets the flows each worker's service table holds.
+    pub fn set_service_flows(&mut self, flows: usize) {
+        self.services = Arc::new(ServiceSet {
+            list: self.services.list.clone(),
+            internal: self.services.internal.clone(),
+            flows,
+        });
+    }
+
+    fn service_show(&self, name: Option<&str>) -> Result<Value, String> {
+        let names = self.names();
+        let list: Vec<Value> = self
+            .services
+            .list
+            .iter()
+            .filter(|s| name.is_none_or(|n| n == s.name))
+            .map(|s| crate::services::to_json(s, &names))
+            .collect();
+        if let (Some(n), true) = (name, list.is_empty()) {
+            return Err(format!("no service {n:?}"));
+        }
+        Ok(json!({ "services": list }))
+    }
+
+    /// `service backend ACTION NAME ADDRESS`: journaled, then published to
+    /// the workers (their flows stay where the backend still takes them).
+    fn service_backend(
+        &mut self,
+        name: &str,
+        action: &str,
+        address: &str,
+        weight: Option<u32>,
+    ) -> Result<Value, String> {
+        let action = crate::services::Action::parse(action)?;
+        let i = self
+            .services
+            .list
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("no service {name:?}"))?;
+        let backends = crate::services::change(&self.services.list[i], address, action, weight)?;
+        let mut list = self.services.list.clone();
+        list[i].backends = backends;
+        self.record(&Change::Backends {
+            service: name.to_owned(),
+            backends: crate::services::stored(&list[i]),
+        })?;
+        self.services = Arc::new(ServiceSet {
+            list,
+            internal: self.services.internal.clone(),
+            flows: self.services.flows,
+        });
+        self.publish();
+        Ok(crate::services::to_json(
+            &self.services.list[i],
+            &self.names(),
+        ))
     }
 
     fn trace_start(
@@ -769,8 +857,22 @@ impl Daemon {
 
 /// The whole state (routes and bindings) with `custom` as the custom
 /// routes, relative to the config.
-fn state_of(cfg: &Config, bindings: &[Binding], custom: &[RouteConfig]) -> State {
+fn state_of(
+    cfg: &Config,
+    bindings: &[Binding],
+    custom: &[RouteConfig],
+    services: &[ServiceConfig],
+) -> State {
     let mut state = State::diff(&cfg.routes, custom);
+    state.services = services
+        .iter()
+        .filter(|s| {
+            cfg.services
+                .iter()
+                .any(|c| c.name == s.name && c.backends != s.backends)
+        })
+        .map(|s| (s.name.clone(), crate::services::stored(s)))
+        .collect();
     state.bindings = cfg
         .ports
         .iter()

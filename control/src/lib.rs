@@ -23,5 +23,6 @@ pub mod rib;
 pub mod ribfile;
 pub mod run;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod trace;

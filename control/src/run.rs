@@ -150,6 +150,10 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     let params = DeviceParams::from_config(cfg);
     let workers = params.workers;
     let mut daemon = Daemon::new(cfg.clone(), name.to_owned()).map_err(RunError::Config)?;
+    // Each worker tracks its share of the services' flows.
+    let mut router_cfg = cfg.clone();
+    router_cfg.services_policy.flows = cfg.services_policy.flows.div_ceil(workers).max(1024);
+    daemon.set_service_flows(router_cfg.services_policy.flows);
     daemon.open_devices(&params)?;
     let (events_tx, events) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared::new(
@@ -186,7 +190,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     };
     let mut handles: Vec<_> = (0..workers)
         .map(|i| {
-            let router = daemon.rib().router(cfg, daemon.fib(), &rcfg);
+            let router = daemon.rib().router(&router_cfg, daemon.fib(), &rcfg);
             let worker = Worker::new(i, router, Arc::clone(&shared), wcfg.clone());
             std::thread::Builder::new()
                 .name(format!("edgefwd-w{i}"))

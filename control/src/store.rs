@@ -85,6 +85,22 @@ pub struct State {
     /// binding (`port bind`), by port name.
     #[serde(default)]
     pub bindings: BTreeMap<String, String>,
+    /// Services whose backends changed at run time (`service backend`):
+    /// their whole backend list, by service name.
+    #[serde(default)]
+    pub services: BTreeMap<String, Vec<StoredBackend>>,
+}
+
+/// A service's backend as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBackend {
+    /// Its address.
+    pub address: std::net::Ipv4Addr,
+    /// Its weight.
+    pub weight: u32,
+    /// Draining (no new flows) rather than active.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One change, as the journal records it.
@@ -101,6 +117,13 @@ pub enum Change {
         port: String,
         /// The binding.
         binding: String,
+    },
+    /// A service's backends after a change (the whole list).
+    Backends {
+        /// The service's name.
+        service: String,
+        /// Its backends.
+        backends: Vec<StoredBackend>,
     },
 }
 
@@ -135,6 +158,14 @@ impl Change {
             Change::Bind { port, binding } => {
                 bindings.insert(port.clone(), binding.clone());
             }
+            Change::Backends { .. } => {}
+        }
+    }
+
+    /// Applies the change to the services' run-time backend lists.
+    pub fn apply_services(&self, services: &mut BTreeMap<String, Vec<StoredBackend>>) {
+        if let Change::Backends { service, backends } = self {
+            services.insert(service.clone(), backends.clone());
         }
     }
 }
@@ -196,6 +227,7 @@ impl State {
             added,
             removed,
             bindings: BTreeMap::new(),
+            services: BTreeMap::new(),
         }
     }
 }

@@ -818,3 +818,103 @@ fn capture_and_trace_refusals_name_the_flag() {
         "icmp and host 10.0.2.2",
     ]);
 }
+
+/// `service show` and `service backend add|remove|drain` on a running
+/// daemon: changes are shown at once, refused by name when wrong, and kept
+/// across a kill -9 and restart (journaled in `[control] state`).
+#[test]
+fn service_backends_change_at_run_time_and_survive_a_restart() {
+    let dir = tmp();
+    let cfg = config(dir.path(), true);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text += r#"
+[services]
+flows = 1024
+
+[[service]]
+name = "web"
+kind = "load-balancer"
+address = "10.0.2.100"
+ports = [{ protocol = "tcp", port = 80, target_port = 8080 }]
+backends = ["192.168.20.51", "192.168.20.52"]
+"#;
+    std::fs::write(&cfg, text).unwrap();
+    let backends = |d: &Daemon| -> Vec<(String, String, u64)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["service", "show", "web", "--json"])).unwrap();
+        v["services"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["address"].as_str().unwrap().to_owned(),
+                    b["state"].as_str().unwrap().to_owned(),
+                    b["weight"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let own = |a: &str, s: &str, w: u64| (a.to_owned(), s.to_owned(), w);
+    let mut d = Daemon::start(dir.path(), &cfg);
+    let text = d.ok(&["service", "show"]);
+    assert!(
+        text.starts_with("web (load-balancer) 10.0.2.100 80/tcp->8080 announced on Port2\n"),
+        "{text}"
+    );
+    d.ok(&["service", "backend", "drain", "web", "192.168.20.51"]);
+    d.ok(&[
+        "service",
+        "backend",
+        "add",
+        "web",
+        "192.168.20.53",
+        "--weight",
+        "3",
+    ]);
+    d.ok(&["service", "backend", "remove", "web", "192.168.20.52"]);
+    let want = vec![
+        own("192.168.20.51", "draining", 1),
+        own("192.168.20.53", "active", 3),
+    ];
+    assert_eq!(backends(&d), want);
+    for (args, says) in [
+        (
+            vec!["service", "backend", "remove", "web", "192.168.20.99"],
+            "not a backend of web",
+        ),
+        (
+            vec![
+                "service",
+                "backend",
+                "add",
+                "web",
+                "192.168.20.54",
+                "--weight",
+                "0",
+            ],
+            "--weight: 0",
+        ),
+        (
+            vec!["service", "backend", "add", "web", "ten"],
+            "not an IPv4 address",
+        ),
+        (
+            vec!["service", "backend", "evict", "web", "192.168.20.51"],
+            "not add, remove or drain",
+        ),
+        (
+            vec!["service", "backend", "add", "nope", "192.168.20.51"],
+            "no service \"nope\"",
+        ),
+        (vec!["service", "show", "nope"], "no service \"nope\""),
+    ] {
+        let e = d.refused(&args);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+    assert_eq!(backends(&d), want, "refusals changed nothing");
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let d = Daemon::start(dir.path(), &cfg);
+    assert_eq!(backends(&d), want, "kept across a restart");
+}

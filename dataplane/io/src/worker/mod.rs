@@ -56,6 +56,7 @@ use edgefwd_core::packet::MacAddr;
 use edgefwd_core::pipeline::watch::PacketTrace;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::port::PortId;
+use edgefwd_core::service::ServiceConfig;
 use edgefwd_core::time::Time;
 use mio::{Events, Poll, Token, Waker};
 use parking_lot::Mutex;
@@ -93,6 +94,20 @@ pub struct Snapshot {
     /// new one; workers move their polling to it when they pick up the
     /// snapshot, and the old device closes when the last of them lets go.
     pub devices: Vec<Arc<dyn Device>>,
+    /// The services (unchanged from one snapshot to the next unless they
+    /// changed: a worker installs them only then, keeping its flows).
+    pub services: Arc<ServiceSet>,
+}
+
+/// Services as a snapshot carries them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ServiceSet {
+    /// The services.
+    pub list: Vec<ServiceConfig>,
+    /// By port: the interfaces cluster IPs answer.
+    pub internal: Vec<bool>,
+    /// Flows each worker's table holds.
+    pub flows: usize,
 }
 
 /// Something a worker tells the control plane.
@@ -273,7 +288,7 @@ impl Worker {
             tally: Tally::default(),
             cfg,
         };
-        w.apply(&snapshot);
+        w.apply(&snapshot, true);
         w
     }
 
@@ -281,7 +296,16 @@ impl Worker {
         Time::from_duration(self.epoch.elapsed())
     }
 
-    fn apply(&mut self, snap: &Snapshot) {
+    /// Installs what `snap` carries: the FIB and link states always, the
+    /// services when `services` (they changed, or the worker starts).
+    fn apply(&mut self, snap: &Snapshot, services: bool) {
+        if services {
+            self.router.set_services(
+                snap.services.list.clone(),
+                snap.services.internal.clone(),
+                snap.services.flows,
+            );
+        }
         self.router.set_fib(snap.fib.clone());
         for (port, &up) in snap.links.iter().enumerate() {
             self.router.set_link(port as PortId, up);
@@ -390,7 +414,8 @@ impl Worker {
         }
         let snap = Arc::clone(&cur);
         drop(cur);
-        self.apply(&snap);
+        let services = !Arc::ptr_eq(&snap.services, &self.snapshot.services);
+        self.apply(&snap, services);
         // A port on a new device may face other hosts: what was learned
         // through the old one no longer holds.
         for (port, dev) in snap.devices.iter().enumerate() {
