@@ -54,9 +54,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn metrics_pass_promtool_and_name_every_port_and_reason() {
     let dir = common::temp_dir("metrics");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = config(dir.path(), &format!("metrics = \"{addr}\""));
+    let service = "\n[services]\nflows = 1024\n\n[[service]]\nname = \"web\"\nkind = \"load-balancer\"\naddress = \"10.0.2.100\"\nports = [{ protocol = \"tcp\", port = 80 }]\nbackends = [\"192.168.20.51\"]\n";
+    let cfg = config(dir.path(), &format!("metrics = \"{addr}\"\n{service}"));
     let mut d = common::Daemon::start(cfg);
     wait_for_http(addr);
+    // The workers copy their service counters out once they start.
+    std::thread::sleep(Duration::from_millis(300));
     let (head, body) = http_get(addr, "/metrics");
     assert!(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
@@ -110,6 +113,11 @@ fn metrics_pass_promtool_and_name_every_port_and_reason() {
         Some(2.0)
     );
     assert_eq!(sample(&body, "edgefwd_routes{kind=\"default\"}"), Some(1.0));
+    assert_eq!(sample(&body, "edgefwd_service_new_flows_total{service=\"web\"}"), Some(0.0), "{body}");
+    assert_eq!(
+        sample(&body, "edgefwd_service_drops_total{service=\"web\",reason=\"service_no_backend\"}"),
+        Some(0.0)
+    );
     let started = sample(&body, "process_start_time_seconds").unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -82,6 +82,11 @@ pub trait Workers {
     fn start_trace(&self, count: u64, filter: TraceFilter) -> Result<(), String>;
     /// Every worker's finished traces, with the worker's index.
     fn traces(&self) -> Result<Vec<(usize, PacketTrace)>, String>;
+    /// The workers' table gauges and service counters, summed (as last
+    /// copied out, every second).
+    fn census(&self) -> edgefwd_core::census::Census {
+        edgefwd_core::census::Census::default()
+    }
 }
 
 /// Most packets a trace may ask each worker to record.
@@ -513,7 +518,7 @@ impl Daemon {
                 traces.sort_by_key(|(w, t)| (t.ts, *w, t.seq));
                 Ok(self.traces_json(traces.iter().map(|(w, t)| (Some(*w), t))))
             }
-            Command::ServiceShow { name } => self.service_show(name.as_deref()),
+            Command::ServiceShow { name } => self.service_show(name.as_deref(), workers),
             Command::ServiceBackend {
                 name,
                 action,
@@ -535,14 +540,23 @@ impl Daemon {
         });
     }
 
-    fn service_show(&self, name: Option<&str>) -> Result<Value, String> {
+    fn service_show(&self, name: Option<&str>, workers: &impl Workers) -> Result<Value, String> {
         let names = self.names();
+        let census = workers.census();
         let list: Vec<Value> = self
             .services
             .list
             .iter()
             .filter(|s| name.is_none_or(|n| n == s.name))
-            .map(|s| crate::services::to_json(s, &names))
+            .map(|s| {
+                let mut v = crate::services::to_json(s, &names);
+                let c = census.services.iter().find(|(n, _)| *n == s.name);
+                v["counters"] = json!(crate::report::ServiceReport::of(
+                    &s.name,
+                    &c.map(|(_, c)| c.clone()).unwrap_or_default()
+                ));
+                v
+            })
             .collect();
         if let (Some(n), true) = (name, list.is_empty()) {
             return Err(format!("no service {n:?}"));

@@ -112,10 +112,74 @@ pub struct Report {
     pub neighbors: Vec<NeighborReport>,
     /// NAT sessions at the end of the trace.
     pub nat: Vec<NatSessionReport>,
+    /// Each service's counters (when there are services).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceReport>,
     /// Output file per port.
     pub outputs: BTreeMap<String, PathBuf>,
     /// Inputs that could not be read to the end.
     pub warnings: Vec<String>,
+}
+
+/// One service's counters, as `replay --json` and `service show --json`
+/// print them.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ServiceReport {
+    /// Its name.
+    pub name: String,
+    /// New flows given a backend.
+    pub new_flows: u64,
+    /// Packets to the service and its replies.
+    pub packets: u64,
+    /// Their IP bytes.
+    pub bytes: u64,
+    /// Drops by reason (non-zero ones).
+    pub drops: BTreeMap<String, u64>,
+    /// By backend address: `{new_flows, packets, bytes}`.
+    pub backends: BTreeMap<String, BackendReport>,
+}
+
+/// One backend's counters.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BackendReport {
+    /// New flows given it.
+    pub new_flows: u64,
+    /// Packets to it and its replies.
+    pub packets: u64,
+    /// Their IP bytes.
+    pub bytes: u64,
+}
+
+impl ServiceReport {
+    /// From a router's (or the workers' summed) counters.
+    pub fn of(name: &str, c: &edgefwd_core::service::ServiceCounters) -> ServiceReport {
+        ServiceReport {
+            name: name.to_owned(),
+            new_flows: c.new_flows,
+            packets: c.packets,
+            bytes: c.bytes,
+            drops: edgefwd_core::service::ServiceCounters::DROPS
+                .iter()
+                .zip(c.drops)
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| ((*r).to_owned(), n))
+                .collect(),
+            backends: c
+                .backends
+                .iter()
+                .map(|(a, [f, p, b])| {
+                    (
+                        a.to_string(),
+                        BackendReport {
+                            new_flows: *f,
+                            packets: *p,
+                            bytes: *b,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Report {
@@ -168,6 +232,11 @@ impl Report {
             next_hops,
             neighbors,
             nat: NatSessionReport::of(router),
+            services: router
+                .services()
+                .counters()
+                .map(|(name, c)| ServiceReport::of(name, c))
+                .collect(),
             outputs: names.into_iter().zip(outputs).collect(),
             warnings,
         }
@@ -266,6 +335,27 @@ impl Report {
             let _ = writeln!(o, "\nNAT sessions at the end: {}", self.nat.len());
             for n in self.nat.iter().take(20) {
                 let _ = writeln!(o, "  {}", n.line());
+            }
+        }
+        if !self.services.is_empty() {
+            let _ = writeln!(o, "\nServices");
+            for sv in &self.services {
+                let _ = write!(
+                    o,
+                    "  {:<16} new flows {:>8}  packets {:>8}",
+                    sv.name, sv.new_flows, sv.packets
+                );
+                for (reason, n) in &sv.drops {
+                    let _ = write!(o, "  {reason} {n}");
+                }
+                o.push('\n');
+                for (addr, b) in &sv.backends {
+                    let _ = writeln!(
+                        o,
+                        "    {addr:<16} new flows {:>8}  packets {:>8}",
+                        b.new_flows, b.packets
+                    );
+                }
             }
         }
         if p.generated > 0 || !self.generated_dropped.is_empty() || self.icmp_rate_limited > 0 {

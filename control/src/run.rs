@@ -410,6 +410,14 @@ impl Workers for Running<'_> {
             .collect())
     }
 
+    fn census(&self) -> edgefwd_core::census::Census {
+        let mut total = edgefwd_core::census::Census::default();
+        for c in &self.0.census {
+            total.add(&c.lock());
+        }
+        total
+    }
+
     fn start_trace(&self, count: u64, filter: TraceFilter) -> Result<(), String> {
         let ask = Ask::StartTrace { count, filter };
         self.0.asks.ask(ask, &self.0.wakers, ASK_WAIT).map(drop)

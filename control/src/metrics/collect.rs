@@ -374,6 +374,77 @@ impl Collector for Live {
             "External ports (ICMP: identifiers) a NAT may hand out, by external address and protocol",
             nat(|n, p| n.ports_available[p]),
         )?;
+        // Services.
+        let per_service = |f: fn(&edgefwd_core::service::ServiceCounters) -> u64| {
+            census
+                .services
+                .iter()
+                .map(|(n, c)| ([("service", n.as_str())], Value::Counter(f(c))))
+                .collect::<Vec<_>>()
+        };
+        family(
+            e,
+            "edgefwd_service_new_flows",
+            "New flows given a backend",
+            per_service(|c| c.new_flows),
+        )?;
+        family(
+            e,
+            "edgefwd_service_packets",
+            "Packets to a service and its replies",
+            per_service(|c| c.packets),
+        )?;
+        family(
+            e,
+            "edgefwd_service_bytes",
+            "IP bytes to a service and its replies",
+            per_service(|c| c.bytes),
+        )?;
+        family(
+            e,
+            "edgefwd_service_drops",
+            "Packets to a service dropped, by reason",
+            census.services.iter().flat_map(|(n, c)| {
+                edgefwd_core::service::ServiceCounters::DROPS
+                    .iter()
+                    .zip(c.drops)
+                    .map(move |(r, v)| {
+                        ([("service", n.as_str()), ("reason", *r)], Value::Counter(v))
+                    })
+            }),
+        )?;
+        let per_backend = |k: usize| {
+            census
+                .services
+                .iter()
+                .flat_map(|(n, c)| {
+                    c.backends.iter().map(move |(a, v)| {
+                        (
+                            [("service", n.clone()), ("backend", a.to_string())],
+                            Value::Counter(v[k]),
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            e,
+            "edgefwd_service_backend_new_flows",
+            "New flows given a backend",
+            per_backend(0),
+        )?;
+        family(
+            e,
+            "edgefwd_service_backend_packets",
+            "Packets to a backend and its replies",
+            per_backend(1),
+        )?;
+        family(
+            e,
+            "edgefwd_service_backend_bytes",
+            "IP bytes to a backend and its replies",
+            per_backend(2),
+        )?;
         Ok(())
     }
 }

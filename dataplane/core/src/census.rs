@@ -70,6 +70,8 @@ pub struct Census {
     pub nat: Vec<NatCensus>,
     /// Packets waiting for a neighbour to resolve.
     pub held: u64,
+    /// Each service's counters, by name.
+    pub services: Vec<(String, crate::service::ServiceCounters)>,
 }
 
 impl Census {
@@ -78,6 +80,12 @@ impl Census {
     pub fn add(&mut self, o: &Census) {
         self.neighbors.add(&o.neighbors);
         self.held += o.held;
+        for (name, c) in &o.services {
+            match self.services.iter_mut().find(|(n, _)| n == name) {
+                Some((_, mine)) => mine.add(c),
+                None => self.services.push((name.clone(), c.clone())),
+            }
+        }
         for n in &o.nat {
             match self
                 .nat

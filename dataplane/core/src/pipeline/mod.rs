@@ -337,6 +337,12 @@ impl Router {
             neighbors: self.t.neigh.census(self.out.now),
             nat: self.t.nat.iter().map(|n| n.census(self.out.now)).collect(),
             held: self.t.neigh.held() as u64,
+            services: self
+                .t
+                .svc
+                .counters()
+                .map(|(n, c)| (n.to_owned(), c.clone()))
+                .collect(),
         }
     }
 

@@ -50,7 +50,30 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
             continue;
         };
         if let Some(i) = t.svc.at(dst) {
-            p.meta.next = to_service(t, out, p, i);
+            let next = to_service(t, out, p, i);
+            let bytes = p.l3().len() as u64;
+            let c = t.svc.counters_mut(i);
+            match next {
+                Next::Drop(r) => {
+                    let k = match r {
+                        DropReason::ServiceNoPort => 0,
+                        DropReason::ServiceNoBackend => 1,
+                        DropReason::ServiceOutsideCluster => 2,
+                        _ => 3,
+                    };
+                    c.drops[k] += 1;
+                }
+                _ => {
+                    c.packets += 1;
+                    c.bytes += bytes;
+                    if let Some(b) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) {
+                        let per = c.backend(b);
+                        per[1] += 1;
+                        per[2] += bytes;
+                    }
+                }
+            }
+            p.meta.next = next;
         }
     }
 }
@@ -102,6 +125,9 @@ fn to_service(t: &mut Tables, out: &Output, p: &mut Packet, i: usize) -> Next {
             };
             let flow = Flow::to(i as u32, u32::from(addr), 0);
             t.svc.flows.insert(key, flow, now, flags);
+            let c = t.svc.counters_mut(i);
+            c.new_flows += 1;
+            c.backend(addr)[0] += 1;
             let reply = reply_key(proto_n, (addr, port.target), src);
             t.svc
                 .flows
@@ -159,5 +185,12 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
         let ip = usize::from(p.meta.l3);
         let sum = Sum::of(&p.meta.offload);
         set_endpoint(p.buf.frame_mut(), ip, End::Src, (vip, vport), sum);
+        let bytes = p.l3().len() as u64;
+        let c = t.svc.counters_mut(i);
+        c.packets += 1;
+        c.bytes += bytes;
+        let per = c.backend(src.0);
+        per[1] += 1;
+        per[2] += bytes;
     }
 }

@@ -12,4 +12,6 @@ mod table;
 pub use flows::{Flow, FlowKey, FlowTable, Room, Timeouts};
 pub use maglev::Maglev;
 pub(crate) use table::reply_key;
-pub use table::{Backend, BackendState, ServiceConfig, ServiceKind, ServicePort, Services};
+pub use table::{
+    Backend, BackendState, ServiceConfig, ServiceCounters, ServiceKind, ServicePort, Services,
+};

@@ -71,12 +71,70 @@ pub struct ServiceConfig {
     pub backends: Vec<Backend>,
 }
 
+/// What one service saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// New flows given a backend.
+    pub new_flows: u64,
+    /// Packets to the service and its replies.
+    pub packets: u64,
+    /// Their bytes (IP).
+    pub bytes: u64,
+    /// Drops by reason: no port, no backend, from outside (cluster IP),
+    /// backend gone (TCP mid-flow), in that order.
+    pub drops: [u64; 4],
+    /// By backend: new flows, packets, bytes.
+    pub backends: Vec<(Ipv4Addr, [u64; 3])>,
+}
+
+impl ServiceCounters {
+    /// Drop reasons' names, in [`ServiceCounters::drops`] order.
+    pub const DROPS: [&'static str; 4] = [
+        "service_no_port",
+        "service_no_backend",
+        "service_outside_cluster",
+        "service_backend_gone",
+    ];
+
+    /// Adds another worker's.
+    pub fn add(&mut self, o: &ServiceCounters) {
+        self.new_flows += o.new_flows;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        for (addr, c) in &o.backends {
+            match self.backends.iter_mut().find(|(a, _)| a == addr) {
+                Some((_, mine)) => {
+                    for (a, b) in mine.iter_mut().zip(c) {
+                        *a += b;
+                    }
+                }
+                None => self.backends.push((*addr, *c)),
+            }
+        }
+    }
+
+    pub(crate) fn backend(&mut self, addr: Ipv4Addr) -> &mut [u64; 3] {
+        let i = match self.backends.iter().position(|(a, _)| *a == addr) {
+            Some(i) => i,
+            None => {
+                self.backends.push((addr, [0; 3]));
+                self.backends.len() - 1
+            }
+        };
+        &mut self.backends[i].1
+    }
+}
+
 /// A service with its table.
 struct Service {
     cfg: ServiceConfig,
     maglev: Maglev,
     /// The active backends' addresses, by Maglev index.
     active: Vec<Ipv4Addr>,
+    counters: ServiceCounters,
 }
 
 impl Service {
@@ -92,6 +150,7 @@ impl Service {
         Service {
             maglev: Maglev::build(&refs, &weights, size_for(refs.len())),
             active: live.iter().map(|b| b.addr).collect(),
+            counters: ServiceCounters::default(),
             cfg,
         }
     }
@@ -149,7 +208,20 @@ impl Services {
         if !services.is_empty() && self.flows.capacity() < 2 * flows {
             self.flows = FlowTable::with_capacity(2 * flows, Timeouts::default());
         }
-        self.list = services.into_iter().map(Service::new).collect();
+        // Counters carry over by name.
+        let mut old: HashMap<String, ServiceCounters> = self
+            .list
+            .drain(..)
+            .map(|s| (s.cfg.name, s.counters))
+            .collect();
+        self.list = services
+            .into_iter()
+            .map(|c| {
+                let mut s = Service::new(c);
+                s.counters = old.remove(&s.cfg.name).unwrap_or_default();
+                s
+            })
+            .collect();
         self.by_vip = self
             .list
             .iter()
@@ -197,6 +269,16 @@ impl Services {
     /// True when a cluster IP answers a packet that came in on `iface`.
     pub fn is_internal(&self, iface: PortId) -> bool {
         self.internal.get(usize::from(iface)) == Some(&true)
+    }
+
+    /// Each service's name and counters.
+    pub fn counters(&self) -> impl Iterator<Item = (&str, &ServiceCounters)> {
+        self.list.iter().map(|s| (s.cfg.name.as_str(), &s.counters))
+    }
+
+    /// Service `i`'s counters.
+    pub(crate) fn counters_mut(&mut self, i: usize) -> &mut ServiceCounters {
+        &mut self.list[i].counters
     }
 
     /// A new flow's backend in service `i` (its hash of the 5-tuple).
