@@ -113,9 +113,16 @@ fn metrics_pass_promtool_and_name_every_port_and_reason() {
         Some(2.0)
     );
     assert_eq!(sample(&body, "edgefwd_routes{kind=\"default\"}"), Some(1.0));
-    assert_eq!(sample(&body, "edgefwd_service_new_flows_total{service=\"web\"}"), Some(0.0), "{body}");
     assert_eq!(
-        sample(&body, "edgefwd_service_drops_total{service=\"web\",reason=\"service_no_backend\"}"),
+        sample(&body, "edgefwd_service_new_flows_total{service=\"web\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "edgefwd_service_drops_total{service=\"web\",reason=\"service_no_backend\"}"
+        ),
         Some(0.0)
     );
     let started = sample(&body, "process_start_time_seconds").unwrap();

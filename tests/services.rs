@@ -1,7 +1,10 @@
-//! Services by replay, configured as an operator would: a load balancer
+//! Services, configured as an operator would. By replay: a load balancer
 //! on Port2 (an address from the pool) balancing over three pods on the
-//! internal switch, and a cluster IP. Output pcaps are read back with
-//! etherparse; every frame's checksums are checked.
+//! internal switch, and a cluster IP (output pcaps read back with
+//! etherparse, every frame's checksums checked). On TAPs: a client
+//! fetching a page through the address, and its announcement.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::BufWriter;
@@ -248,4 +251,73 @@ fn clusterip_from_outside_is_dropped() {
     let (sent, _) = run(vec![("vm3", pcap(&[(0, q)]))]);
     assert_eq!(sent["vm1"].len(), 1);
     assert_eq!(ends(&sent["vm1"][0]).1, ([172, 28, 0, 10], 53));
+}
+
+/// On TAPs: a client namespace behind Port2 fetches a page from the load
+/// balancer's address, served by a backend namespace behind Port3 that
+/// sees the client's own address; and `service announce` sends three
+/// gratuitous ARPs for the address, seen by tcpdump on the client's side.
+#[test]
+fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
+    const T: &str = "a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced";
+    if !common::need_root_and_ping(T)
+        || !common::need_tool(T, "python3", "--version")
+        || !common::need_tool(T, "tcpdump", "--version")
+    {
+        return;
+    }
+    let services = "[services]\nflows = 1024\n\n[[service]]\nname = \"web\"\nkind = \"load-balancer\"\naddress = \"10.0.2.100\"\nports = [{ protocol = \"tcp\", port = 80, target_port = 8080 }]\nbackends = [\"10.0.3.2\"]\n";
+    let app = common::appliance::Appliance::start("svc", &["Port2", "Port3"], services);
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    let _server = h3.ns.spawn(&[
+        "python3", "-c",
+        "import http.server as s\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\ns.HTTPServer(('10.0.3.2',8080),H).serve_forever()",
+    ]);
+    h3.ns.wait_for_listener(8080);
+    let out = h2.ns.exec(
+        10,
+        &["python3", "-c", "import urllib.request as u;print(u.urlopen('http://10.0.2.100/',timeout=5).read().decode())"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        h2.addr(),
+        "the backend saw the client's address"
+    );
+
+    let dump = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            h2.ns.name(),
+            "timeout",
+            "4",
+            "tcpdump",
+            "-l",
+            "-nn",
+            "-i",
+            h2.dev,
+            "arp",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let v = edgefwd_control::api::call(
+        &app.socket,
+        edgefwd_control::api::Command::ServiceAnnounce { name: "web".into() },
+    )
+    .unwrap();
+    assert_eq!(v["address"], "10.0.2.100");
+    let seen = String::from_utf8_lossy(&dump.wait_with_output().unwrap().stdout).into_owned();
+    let garps = seen
+        .lines()
+        .filter(|l| l.contains("Request who-has 10.0.2.100 tell 10.0.2.100"))
+        .count();
+    assert!(garps >= 3, "{garps} gratuitous ARPs seen:\n{seen}");
 }

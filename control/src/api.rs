@@ -23,6 +23,7 @@
 //! `capture` (`port`, optional `direction`, `drops`, `count`, `snaplen`),
 //! whose answer line is followed by the capture itself, pcapng, until
 //! `count` frames or the client closes; `service_show` (optional `name`),
+//! `service_announce` (`name`),
 //! `service_backend` (`name`, `action`, `address`, optional `weight`). The
 //! `data` of each answer is what the command prints with `--json`, except
 //! that `route_show` answers a page: `{"routes":[...],"next":PREFIX}` when
@@ -140,6 +141,11 @@ pub enum Command {
         /// Only this service.
         #[serde(default)]
         name: Option<String>,
+    },
+    /// Announces a load balancer's address again (gratuitous ARP).
+    ServiceAnnounce {
+        /// The service.
+        name: String,
     },
     /// Adds, removes or drains a service's backend.
     ServiceBackend {
@@ -400,6 +406,7 @@ impl Wire {
             "trace_start" => &["port", "count", "filter"],
             "capture" => &["port", "direction", "drops", "count", "snaplen"],
             "service_show" => &["name"],
+            "service_announce" => &["name"],
             "service_backend" => &["name", "action", "address", "weight"],
             "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" => &[],
             other => return Err(format!("bad request: unknown command {other:?}")),
@@ -451,6 +458,9 @@ impl Wire {
                 snaplen,
             },
             "service_show" => Command::ServiceShow { name },
+            "service_announce" => Command::ServiceAnnounce {
+                name: name.ok_or_else(|| need("name"))?,
+            },
             "service_backend" => Command::ServiceBackend {
                 name: name.ok_or_else(|| need("name"))?,
                 action: action.ok_or_else(|| need("action"))?,
@@ -480,6 +490,7 @@ impl Command {
             Command::TraceShow {} => "trace show",
             Command::Capture { .. } => "capture",
             Command::ServiceShow { .. } => "service show",
+            Command::ServiceAnnounce { .. } => "service announce",
             Command::ServiceBackend { .. } => "service backend",
         }
     }

@@ -137,6 +137,14 @@ enum ServiceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Announce a load balancer's address again: three gratuitous ARPs on
+    /// its port.
+    Announce {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The service.
+        name: String,
+    },
     /// Add, remove or drain a backend (kept across restarts with
     /// `[control] state`).
     Backend {
@@ -593,6 +601,17 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 let list = data["services"].as_array().cloned().unwrap_or_default();
                 write!(out, "{}", crate::services::to_text(&list))?;
             }
+        }
+        Command::Service {
+            command: ServiceCommand::Announce { daemon, name },
+        } => {
+            let data = daemon.call(api::Command::ServiceAnnounce { name })?;
+            writeln!(
+                out,
+                "announcing {} on {}",
+                data["address"].as_str().unwrap_or_default(),
+                data["port"].as_str().unwrap_or_default()
+            )?;
         }
         Command::Service {
             command:

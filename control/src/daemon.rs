@@ -17,7 +17,7 @@ use std::time::Instant;
 use edgefwd_core::fib::{Fib, FibWriter};
 use edgefwd_core::pipeline::watch::{PacketTrace, TraceFilter};
 use edgefwd_core::port::{LinkState, PortId};
-use edgefwd_core::service::ServiceConfig;
+use edgefwd_core::service::{ServiceConfig, ServiceKind};
 use edgefwd_core::stats::Stats;
 use edgefwd_io::worker::{ServiceSet, Shared, Snapshot};
 use edgefwd_io::{Binding, Device, LinkEvents, NoDevice};
@@ -202,6 +202,7 @@ impl Daemon {
                 list: services,
                 internal: cfg.internal_interfaces(),
                 flows: cfg.services_policy.flows,
+                announce: (0, String::new()),
             }),
             cfg,
         })
@@ -519,6 +520,7 @@ impl Daemon {
                 Ok(self.traces_json(traces.iter().map(|(w, t)| (Some(*w), t))))
             }
             Command::ServiceShow { name } => self.service_show(name.as_deref(), workers),
+            Command::ServiceAnnounce { name } => self.service_announce(&name),
             Command::ServiceBackend {
                 name,
                 action,
@@ -537,6 +539,7 @@ impl Daemon {
             list: self.services.list.clone(),
             internal: self.services.internal.clone(),
             flows,
+            announce: self.services.announce.clone(),
         });
     }
 
@@ -562,6 +565,32 @@ impl Daemon {
             return Err(format!("no service {n:?}"));
         }
         Ok(json!({ "services": list }))
+    }
+
+    /// `service announce NAME`: three gratuitous ARPs for a load
+    /// balancer's address on its port, sent by worker 0.
+    fn service_announce(&mut self, name: &str) -> Result<Value, String> {
+        let s = self
+            .services
+            .list
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("no service {name:?}"))?;
+        let Some(port) = s.announce.filter(|_| s.kind == ServiceKind::LoadBalancer) else {
+            return Err(format!(
+                "{name} is a cluster-ip service: it is not announced"
+            ));
+        };
+        let (address, port) = (s.vip, self.cfg.ports[usize::from(port)].name.clone());
+        let seq = self.services.announce.0 + 1;
+        self.services = Arc::new(ServiceSet {
+            list: self.services.list.clone(),
+            internal: self.services.internal.clone(),
+            flows: self.services.flows,
+            announce: (seq, name.to_owned()),
+        });
+        self.publish();
+        Ok(json!({"service": name, "address": address, "port": port}))
     }
 
     /// `service backend ACTION NAME ADDRESS`: journaled, then published to
@@ -591,6 +620,7 @@ impl Daemon {
             list,
             internal: self.services.internal.clone(),
             flows: self.services.flows,
+            announce: self.services.announce.clone(),
         });
         self.publish();
         Ok(crate::services::to_json(

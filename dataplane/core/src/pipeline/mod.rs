@@ -135,6 +135,9 @@ struct Output {
     watch: Option<Box<Watch>>,
     /// The stage the drops being made now are charged to, for kept drops.
     stage: Stage,
+    /// Gratuitous ARPs still to send: when, on which port, for which
+    /// address.
+    announcements: Vec<(Time, PortId, std::net::Ipv4Addr)>,
 }
 
 /// Space the stages reuse burst after burst, so nothing allocates per
@@ -191,6 +194,7 @@ impl Router {
                 now: Time(0),
                 watch: None,
                 stage: Stage::Rx,
+                announcements: Vec::new(),
             },
             s: Scratch {
                 spare: Vec::with_capacity(64),
@@ -250,6 +254,48 @@ impl Router {
     ) {
         self.fast.topology += 1;
         self.t.svc.set(services, internal, flows);
+    }
+
+    /// Announces the address of load-balancer service `name` on its port:
+    /// three gratuitous ARPs, a second apart, from the next tick. False
+    /// when there is no such load balancer.
+    pub fn announce_service(&mut self, name: &str) -> bool {
+        let Some((vip, port)) = self
+            .t
+            .svc
+            .announced()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, v, p)| (v, p))
+        else {
+            return false;
+        };
+        self.schedule_announcements(port, vip);
+        true
+    }
+
+    /// Announces every load balancer announced on `port` (it came up).
+    pub fn announce_port(&mut self, port: PortId) {
+        let due: Vec<_> = self
+            .t
+            .svc
+            .announced()
+            .filter(|(_, _, p)| *p == port)
+            .map(|(_, v, _)| v)
+            .collect();
+        for vip in due {
+            self.schedule_announcements(port, vip);
+        }
+    }
+
+    fn schedule_announcements(&mut self, port: PortId, vip: std::net::Ipv4Addr) {
+        let now = self.out.now;
+        self.out
+            .announcements
+            .retain(|(_, p, v)| (*p, *v) != (port, vip));
+        for i in 0..ANNOUNCEMENTS {
+            let at = now.after(ANNOUNCE_SPACING * i);
+            self.out.announcements.push((at, port, vip));
+        }
     }
 
     /// The services.
@@ -621,6 +667,9 @@ impl Router {
         for p in s.spare.drain(..) {
             out.drop_packet(p, DropReason::NeighborUnresolved);
         }
+        if !out.announcements.is_empty() {
+            send_announcements(t, out);
+        }
     }
 
     /// Forgets the neighbours and switch MAC entries learned on `port` (its
@@ -752,6 +801,36 @@ fn transmit(t: &Tables, out: &mut Output, mut pkt: Packet) {
 }
 
 /// Sends an ARP request or neighbour solicitation for `addr` out of `port`.
+/// Gratuitous ARPs for a service address: as many, as far apart, as
+/// keepalived sends by default.
+const ANNOUNCEMENTS: u32 = 3;
+const ANNOUNCE_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the gratuitous ARPs that are due.
+fn send_announcements(t: &Tables, out: &mut Output) {
+    let now = out.now;
+    let mut due = Vec::new();
+    out.announcements.retain(|&(at, port, vip)| {
+        if at <= now {
+            due.push((port, vip));
+            false
+        } else {
+            true
+        }
+    });
+    for (port, vip) in due {
+        let Some(info) = t.ports.get(port) else {
+            continue;
+        };
+        let mut buf = out.pool.get();
+        nd::build_gratuitous(&mut buf, info.mac, vip);
+        let mut meta = Meta::received(port, now);
+        meta.origin = Origin::Generated;
+        meta.tx_port = port;
+        transmit(t, out, Packet { buf, meta });
+    }
+}
+
 fn solicit(t: &Tables, out: &mut Output, port: PortId, addr: IpAddr) {
     let mut buf = out.pool.get();
     let built = match t.ports.get(port) {

@@ -51,6 +51,12 @@ pub(super) fn build_solicit(buf: &mut PacketBuf, port: &PortInfo, addr: IpAddr) 
     }
 }
 
+/// A gratuitous ARP for `addr` (a request from and for it, broadcast):
+/// the neighbours' caches learn it is at `mac`.
+pub(super) fn build_gratuitous(buf: &mut PacketBuf, mac: MacAddr, addr: Ipv4Addr) {
+    arp_request(buf, mac, addr, addr);
+}
+
 fn arp_request(buf: &mut PacketBuf, mac: MacAddr, src: Ipv4Addr, target: Ipv4Addr) {
     buf.set_len(ETH_HLEN + 28);
     let f = buf.frame_mut();

@@ -256,6 +256,17 @@ impl Services {
         })
     }
 
+    /// Each load balancer's name, address and announcing port.
+    pub fn announced(&self) -> impl Iterator<Item = (&str, Ipv4Addr, PortId)> + '_ {
+        self.list.iter().filter_map(|s| {
+            let c = &s.cfg;
+            match (c.kind, c.announce) {
+                (ServiceKind::LoadBalancer, Some(p)) => Some((c.name.as_str(), c.vip, p)),
+                _ => None,
+            }
+        })
+    }
+
     /// Live flows evicted from the full connection table so far.
     pub fn evicted(&self) -> u64 {
         self.flows.evicted()

@@ -108,6 +108,8 @@ pub struct ServiceSet {
     pub internal: Vec<bool>,
     /// Flows each worker's table holds.
     pub flows: usize,
+    /// The last `service announce`: its number and the service's name.
+    pub announce: (u64, String),
 }
 
 /// Something a worker tells the control plane.
@@ -258,6 +260,8 @@ pub struct Worker {
     served: u64,
     /// The capture list this worker last set its router up for.
     captures_seen: u64,
+    /// The last `service announce` done ([`ServiceSet::announce`]).
+    announced: u64,
     /// The Unix time of `epoch`, in nanoseconds, for capture timestamps.
     epoch_unix_ns: u64,
     /// The worker's I/O state, lent to every device call.
@@ -280,6 +284,7 @@ impl Worker {
             learned: Vec::new(),
             served: 0,
             captures_seen: 0,
+            announced: 0,
             epoch_unix_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, nanos),
@@ -289,6 +294,14 @@ impl Worker {
             cfg,
         };
         w.apply(&snapshot, true);
+        if id == 0 {
+            // Starting: every load balancer on a port that is up is new.
+            for (port, &up) in snapshot.links.iter().enumerate() {
+                if up {
+                    w.router.announce_port(port as PortId);
+                }
+            }
+        }
         w
     }
 
@@ -298,17 +311,49 @@ impl Worker {
 
     /// Installs what `snap` carries: the FIB and link states always, the
     /// services when `services` (they changed, or the worker starts).
+    ///
+    /// Worker 0 announces load balancers (gratuitous ARP): the addresses
+    /// new in the snapshot, those of a port that came up, and one asked
+    /// for by name (`service announce`).
     fn apply(&mut self, snap: &Snapshot, services: bool) {
+        let announcer = self.id == 0;
         if services {
+            let before: Vec<std::net::Ipv4Addr> = self
+                .router
+                .services()
+                .announced()
+                .map(|(_, vip, _)| vip)
+                .collect();
             self.router.set_services(
                 snap.services.list.clone(),
                 snap.services.internal.clone(),
                 snap.services.flows,
             );
+            if announcer {
+                let new: Vec<String> = self
+                    .router
+                    .services()
+                    .announced()
+                    .filter(|(_, vip, _)| !before.contains(vip))
+                    .map(|(name, _, _)| name.to_owned())
+                    .collect();
+                for name in new {
+                    self.router.announce_service(&name);
+                }
+            }
         }
         self.router.set_fib(snap.fib.clone());
         for (port, &up) in snap.links.iter().enumerate() {
-            self.router.set_link(port as PortId, up);
+            let port = port as PortId;
+            let was_up = self.router.ports().get(port).is_some_and(|p| p.up);
+            self.router.set_link(port, up);
+            if announcer && up && !was_up {
+                self.router.announce_port(port);
+            }
+        }
+        if announcer && snap.services.announce.0 != self.announced {
+            self.announced = snap.services.announce.0;
+            self.router.announce_service(&snap.services.announce.1);
         }
     }
 

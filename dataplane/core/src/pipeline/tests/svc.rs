@@ -301,3 +301,35 @@ fn new_flows_split_evenly() {
         .sum();
     assert!(chi2 < 9.21, "chi-square {chi2:.2} (1% critical value 9.21)");
 }
+
+#[test]
+fn an_announcement_is_three_gratuitous_arps_a_second_apart() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    assert!(r.announce_service("web"));
+    assert!(!r.announce_service("nope"));
+    let mut seen = Vec::new();
+    for ms in (0..=3000).step_by(250) {
+        r.tick(t(ms));
+        for f in sent(&mut r, P2) {
+            seen.push((ms, f));
+        }
+    }
+    let times: Vec<u64> = seen.iter().map(|(ms, _)| *ms).collect();
+    assert_eq!(times, [0, 1000, 2000]);
+    for (_, f) in &seen {
+        let arp = etherparse::ArpPacketSlice::from_slice(&f[14..]).unwrap();
+        assert_eq!(&f[..6], &MacAddr::BROADCAST.0);
+        assert_eq!(arp.operation(), etherparse::ArpOperation::REQUEST);
+        assert_eq!(arp.sender_hw_addr(), &P2_MAC.0);
+        assert_eq!(arp.sender_protocol_addr(), &VIP, "from the VIP");
+        assert_eq!(arp.target_protocol_addr(), &VIP, "for the VIP: gratuitous");
+    }
+    assert_eq!(r.stats().generated, 3);
+    // A port coming up announces what it carries again.
+    r.announce_port(P3);
+    r.tick(t(5000));
+    assert!(sent(&mut r, P2).is_empty(), "nothing is announced on Port3");
+    r.announce_port(P2);
+    r.tick(t(5000));
+    assert_eq!(sent(&mut r, P2).len(), 1);
+}
