@@ -151,8 +151,8 @@ enum ServiceCommand {
         #[command(flatten)]
         daemon: Daemon,
         /// `add` (or set the weight of, active again), `remove` (no new
-        /// flows; UDP flows move at once) or `drain` (no new flows; its
-        /// flows carry on).
+        /// flows; UDP flows move at once, TCP ones are reset) or `drain`
+        /// (no new flows; its flows carry on).
         action: String,
         /// The service.
         name: String,

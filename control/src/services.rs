@@ -56,7 +56,7 @@ pub fn stored(s: &ServiceConfig) -> Vec<StoredBackend> {
 pub enum Action {
     /// Adds a backend (or sets the weight of one, active again).
     Add,
-    /// Removes one: no new flows; UDP flows move, TCP mid-flow drops.
+    /// Removes one: no new flows; UDP flows move, TCP mid-flow resets.
     Remove,
     /// Drains one: no new flows, its flows carry on.
     Drain,

@@ -62,7 +62,7 @@ drop_reasons! {
     ServiceNoBackend = "service_no_backend",
     /// To a cluster IP from outside the cluster (not from an internal switch).
     ServiceOutsideCluster = "service_outside_cluster",
-    /// A TCP segment in mid-connection whose backend was removed.
+    /// A TCP segment in mid-connection whose backend was removed (answered with a reset).
     ServiceBackendGone = "service_backend_gone",
     /// The capture cut the frame short (snap length), so it cannot be forwarded whole.
     Truncated = "truncated",

@@ -4,7 +4,9 @@
 //! to a service address: a flow the connection table knows keeps its
 //! backend while that backend is active or draining; a new flow (or a UDP
 //! flow, or a new TCP connection, whose backend was removed) gets one from
-//! the service's Maglev table. The destination becomes the backend and its
+//! the service's Maglev table; a TCP segment in the middle of a connection
+//! whose backend was removed is answered with a reset from the service's
+//! address. The destination becomes the backend and its
 //! target port, and the lookup routes it there like any packet; the
 //! client's address reaches the backend unchanged. svc-out runs after
 //! ip-lookup, before nat44-out, over packets from a backend: a reply to a
@@ -20,11 +22,12 @@ use foldhash::fast::FixedState;
 use super::{Output, Tables};
 use crate::nat::{parse, set_endpoint, End, Parsed, Proto, Sum};
 use crate::packet::view::Ipv4View;
-use crate::packet::{Next, Origin, Packet};
+use crate::packet::{checksum, Meta, Next, Origin, Packet, ETHERTYPE_IPV4, ETH_HLEN};
 use crate::service::{reply_key, BackendState, Flow, FlowKey, ServiceKind};
 use crate::stats::DropReason;
 
 const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 fn ip_proto(p: Proto) -> u8 {
@@ -78,7 +81,7 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     }
 }
 
-fn to_service(t: &mut Tables, out: &Output, p: &mut Packet, i: usize) -> Next {
+fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Next {
     let Parsed::Flow {
         proto,
         src,
@@ -117,6 +120,9 @@ fn to_service(t: &mut Tables, out: &Output, p: &mut Packet, i: usize) -> Next {
         // would answer with a reset.
         Some((_, BackendState::Removed)) if proto == Proto::Tcp && flags & (SYN | ACK) != SYN => {
             t.svc.flows.remove(&key);
+            if flags & RST == 0 {
+                reset(out, p, (vip, dst.1), src);
+            }
             return Next::Drop(DropReason::ServiceBackendGone);
         }
         _ => {
@@ -141,6 +147,64 @@ fn to_service(t: &mut Tables, out: &Output, p: &mut Packet, i: usize) -> Next {
     // Let in through a NAT outside port like a translated reply.
     p.meta.nat_in = true;
     Next::IpLookup
+}
+
+/// Answers a TCP segment from `client` to the service endpoint `from`
+/// with a reset (RFC 9293 3.10.7.1: its sequence number is the segment's
+/// acknowledgment, or it acknowledges the segment), so that a client
+/// whose backend was removed learns at once instead of timing out.
+fn reset(out: &mut Output, orig: &Packet, from: (Ipv4Addr, u16), client: (Ipv4Addr, u16)) {
+    let l3 = orig.l3();
+    let Some(h) = Ipv4View::new_checked(l3) else {
+        return;
+    };
+    let (hl, total) = (h.header_len(), usize::from(h.total_len()));
+    let Some(tcp) = l3.get(hl..total).filter(|t| t.len() >= 20) else {
+        return;
+    };
+    let word = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+    let (seg_seq, seg_ack, flags) = (word(4), word(8), tcp[13]);
+    let seg_len = (tcp.len() - usize::from(tcp[12] >> 4) * 4) as u32
+        + u32::from(flags & SYN != 0)
+        + u32::from(flags & 0x01 != 0);
+    let (seq, ack, rflags) = if flags & ACK != 0 {
+        (seg_ack, 0, RST)
+    } else {
+        (0, seg_seq.wrapping_add(seg_len), RST | ACK)
+    };
+    let mut buf = out.pool.get();
+    buf.set_len(ETH_HLEN + 40);
+    let f = buf.frame_mut();
+    f[..12].fill(0);
+    f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let ip = &mut f[ETH_HLEN..];
+    #[rustfmt::skip]
+    ip[..20].copy_from_slice(&[
+        0x45, 0, 0, 40,        // version 4, IHL 5, total length 40
+        0, 0, 0x40, 0,         // id, DF
+        64, 6, 0, 0,           // TTL, TCP, checksum (below)
+        0, 0, 0, 0, 0, 0, 0, 0, // source, destination (below)
+    ]);
+    ip[12..16].copy_from_slice(&from.0.octets());
+    ip[16..20].copy_from_slice(&client.0.octets());
+    let c = checksum::checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let t = &mut ip[20..40];
+    t.fill(0);
+    t[0..2].copy_from_slice(&from.1.to_be_bytes());
+    t[2..4].copy_from_slice(&client.1.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = rflags;
+    let sum = checksum::pseudo_v4(from.0, client.0, 6, 20) + checksum::sum(t);
+    let c = checksum::finish(sum);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut meta = Meta::received(orig.meta.rx_port, out.now);
+    meta.iface = orig.meta.iface;
+    meta.origin = Origin::Generated;
+    meta.next = Next::IpLookup;
+    out.generated.push(Packet { buf, meta });
 }
 
 /// svc-out over a burst: replies from backends get their service's

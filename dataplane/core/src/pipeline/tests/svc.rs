@@ -167,6 +167,19 @@ fn maglev_removing_a_backend_moves_no_surviving_flow() {
     let cut = before.len() - survivors.len();
     assert!(cut > 50, "{cut} flows were on the removed backend");
     assert_eq!(drops(&r, DropReason::ServiceBackendGone), cut as u64);
+    // Their clients hear a reset from the VIP at once.
+    let resets = sent(&mut r, P2);
+    assert_eq!(resets.len(), cut);
+    for f in &resets {
+        let s = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = s.transport else {
+            panic!("TCP")
+        };
+        assert_eq!(ipv4_of(f).0, Ipv4Addr::from(VIP));
+        assert_eq!(tcp.source_port(), 80);
+        assert!(tcp.rst() && !tcp.ack(), "a reset");
+        assert_eq!(tcp.sequence_number(), 1, "the segment's acknowledgment");
+    }
 }
 
 #[test]
