@@ -72,6 +72,8 @@ pub struct Census {
     pub held: u64,
     /// Each service's counters, by name.
     pub services: Vec<(String, crate::service::ServiceCounters)>,
+    /// Live service flows evicted from a full connection table.
+    pub service_evictions: u64,
 }
 
 impl Census {
@@ -80,6 +82,7 @@ impl Census {
     pub fn add(&mut self, o: &Census) {
         self.neighbors.add(&o.neighbors);
         self.held += o.held;
+        self.service_evictions += o.service_evictions;
         for (name, c) in &o.services {
             match self.services.iter_mut().find(|(n, _)| n == name) {
                 Some((_, mine)) => mine.add(c),

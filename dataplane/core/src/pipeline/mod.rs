@@ -389,6 +389,7 @@ impl Router {
                 .counters()
                 .map(|(n, c)| (n.to_owned(), c.clone()))
                 .collect(),
+            service_evictions: self.t.svc.evicted(),
         }
     }
 
