@@ -74,11 +74,15 @@ impl Maglev {
         }
         let offset_h = FixedState::with_seed(OFFSET_SEED);
         let skip_h = FixedState::with_seed(SKIP_SEED);
-        let m = size as u64;
-        let offset: Vec<u64> = keys.iter().map(|k| offset_h.hash_one(k) % m).collect();
-        let skip: Vec<u64> = keys
+        // Sizes stay far below 2^31, so a slot plus a skip fits in a u32.
+        let m = size as u32;
+        let offset: Vec<u32> = keys
             .iter()
-            .map(|k| skip_h.hash_one(k) % (m - 1).max(1) + 1)
+            .map(|k| (offset_h.hash_one(k) % u64::from(m)) as u32)
+            .collect();
+        let skip: Vec<u32> = keys
+            .iter()
+            .map(|k| (skip_h.hash_one(k) % u64::from(m - 1).max(1)) as u32 + 1)
             .collect();
         let quota = quotas(weights, size);
         // Each backend's place in its preference list: `offset + j × skip
