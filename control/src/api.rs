@@ -23,7 +23,8 @@
 //! `capture` (`port`, optional `direction`, `drops`, `count`, `snaplen`),
 //! whose answer line is followed by the capture itself, pcapng, until
 //! `count` frames or the client closes; `service_show` (optional `name`),
-//! `service_announce` (`name`),
+//! `service_announce` and `service_remove` (`name`), `service_add`
+//! (`entry`: its `[[service]]` entry, as the config has them),
 //! `service_backend` (`name`, `action`, `address`, optional `weight`). The
 //! `data` of each answer is what the command prints with `--json`, except
 //! that `route_show` answers a page: `{"routes":[...],"next":PREFIX}` when
@@ -141,6 +142,16 @@ pub enum Command {
         /// Only this service.
         #[serde(default)]
         name: Option<String>,
+    },
+    /// Adds a service: its `[[service]]` entry, as the config has them.
+    ServiceAdd {
+        /// The entry (TOML).
+        entry: String,
+    },
+    /// Removes a service.
+    ServiceRemove {
+        /// Its name.
+        name: String,
     },
     /// Announces a load balancer's address again (gratuitous ARP).
     ServiceAnnounce {
@@ -350,6 +361,7 @@ struct Wire {
     action: Option<String>,
     address: Option<String>,
     weight: Option<u32>,
+    entry: Option<String>,
 }
 
 impl Wire {
@@ -375,6 +387,7 @@ impl Wire {
             action,
             address,
             weight,
+            entry,
         } = self;
         let given = [
             ("routes", routes.is_some()),
@@ -395,6 +408,7 @@ impl Wire {
             ("action", action.is_some()),
             ("address", address.is_some()),
             ("weight", weight.is_some()),
+            ("entry", entry.is_some()),
         ];
         let takes: &[&str] = match command.as_str() {
             "route_add" => &["routes"],
@@ -406,7 +420,8 @@ impl Wire {
             "trace_start" => &["port", "count", "filter"],
             "capture" => &["port", "direction", "drops", "count", "snaplen"],
             "service_show" => &["name"],
-            "service_announce" => &["name"],
+            "service_announce" | "service_remove" => &["name"],
+            "service_add" => &["entry"],
             "service_backend" => &["name", "action", "address", "weight"],
             "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" => &[],
             other => return Err(format!("bad request: unknown command {other:?}")),
@@ -461,6 +476,12 @@ impl Wire {
             "service_announce" => Command::ServiceAnnounce {
                 name: name.ok_or_else(|| need("name"))?,
             },
+            "service_remove" => Command::ServiceRemove {
+                name: name.ok_or_else(|| need("name"))?,
+            },
+            "service_add" => Command::ServiceAdd {
+                entry: entry.ok_or_else(|| need("entry"))?,
+            },
             "service_backend" => Command::ServiceBackend {
                 name: name.ok_or_else(|| need("name"))?,
                 action: action.ok_or_else(|| need("action"))?,
@@ -491,6 +512,8 @@ impl Command {
             Command::Capture { .. } => "capture",
             Command::ServiceShow { .. } => "service show",
             Command::ServiceAnnounce { .. } => "service announce",
+            Command::ServiceAdd { .. } => "service add",
+            Command::ServiceRemove { .. } => "service remove",
             Command::ServiceBackend { .. } => "service backend",
         }
     }

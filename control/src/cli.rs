@@ -137,6 +137,37 @@ enum ServiceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a service (the fields of a `[[service]]`; kept across restarts
+    /// with `[control] state`).
+    Add {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Its name.
+        name: String,
+        /// `load-balancer` or `cluster-ip`.
+        #[arg(long)]
+        kind: String,
+        /// Its address (a load balancer's default: the lowest free one of
+        /// `[services] load_balancer_pool`).
+        #[arg(long)]
+        address: Option<String>,
+        /// The port that answers ARP for it (load balancers).
+        #[arg(long)]
+        announce: Option<String>,
+        /// `PROTOCOL:PORT[:TARGET_PORT]`, e.g. `tcp:80:8080`; repeat.
+        #[arg(long = "port", value_name = "PROTO:PORT[:TARGET]")]
+        ports: Vec<String>,
+        /// `ADDR` or `ADDR:WEIGHT`; repeat.
+        #[arg(long = "backend", value_name = "ADDR[:WEIGHT]")]
+        backends: Vec<String>,
+    },
+    /// Remove a service.
+    Remove {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Its name.
+        name: String,
+    },
     /// Announce a load balancer's address again: three gratuitous ARPs on
     /// its port.
     Announce {
@@ -601,6 +632,41 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 let list = data["services"].as_array().cloned().unwrap_or_default();
                 write!(out, "{}", crate::services::to_text(&list))?;
             }
+        }
+        Command::Service {
+            command:
+                ServiceCommand::Add {
+                    daemon,
+                    name,
+                    kind,
+                    address,
+                    announce,
+                    ports,
+                    backends,
+                },
+        } => {
+            let entry = crate::services::entry_from_flags(
+                &name,
+                &kind,
+                address.as_deref(),
+                announce.as_deref(),
+                &ports,
+                &backends,
+            )
+            .map_err(Failure)?;
+            let data = daemon.call(api::Command::ServiceAdd { entry })?;
+            write!(out, "{}", crate::services::to_text(&[data]))?;
+        }
+        Command::Service {
+            command: ServiceCommand::Remove { daemon, name },
+        } => {
+            let data = daemon.call(api::Command::ServiceRemove { name })?;
+            writeln!(
+                out,
+                "removed {} ({})",
+                data["removed"].as_str().unwrap_or_default(),
+                data["address"].as_str().unwrap_or_default()
+            )?;
         }
         Command::Service {
             command: ServiceCommand::Announce { daemon, name },

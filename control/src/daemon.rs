@@ -35,7 +35,7 @@ use crate::counters::Counters;
 use crate::devices::{self, DeviceParams, OpenError};
 use crate::report::NatSessionReport;
 use crate::rib::{PortsUp, Rib, RibRoute, RouteKind};
-use crate::store::{Change, State, Store, StoredRoute};
+use crate::store::{Change, ServiceChanges, State, Store, StoredRoute};
 
 /// Workers that are not running (tests, benches): no counters, no NAT
 /// sessions, so commands are answered by the control plane alone.
@@ -138,13 +138,16 @@ impl Daemon {
         let state = state.unwrap_or_default();
         let mut custom = state.apply(&cfg.routes);
         let mut bound = state.bindings.clone();
-        let mut backends = state.services.clone();
+        let mut svc = ServiceChanges {
+            backends: state.services.clone(),
+            added: state.added_services.clone(),
+            removed: state.removed_services.clone(),
+        };
         for c in &changes {
             c.apply(&mut custom, &mut bound);
-            c.apply_services(&mut backends);
+            c.apply_services(&mut svc);
         }
-        let services = crate::services::with_backends(&cfg.services, &backends)
-            .map_err(|e| format!("state: {e}"))?;
+        let services = crate::services::current(&cfg, &svc).map_err(|e| format!("state: {e}"))?;
         let mut bindings: Vec<Binding> = cfg.ports.iter().map(|p| p.bind.clone()).collect();
         for (port, b) in &bound {
             let i = cfg
@@ -521,6 +524,8 @@ impl Daemon {
             }
             Command::ServiceShow { name } => self.service_show(name.as_deref(), workers),
             Command::ServiceAnnounce { name } => self.service_announce(&name),
+            Command::ServiceAdd { entry } => self.service_add(&entry),
+            Command::ServiceRemove { name } => self.service_remove(&name),
             Command::ServiceBackend {
                 name,
                 action,
@@ -565,6 +570,60 @@ impl Daemon {
             return Err(format!("no service {n:?}"));
         }
         Ok(json!({ "services": list }))
+    }
+
+    /// `service add`: `entry` is the new service's `[[service]]` entry,
+    /// checked beside the services in force as the config's would be.
+    fn service_add(&mut self, entry: &str) -> Result<Value, String> {
+        let text = format!(
+            "{}{entry}",
+            crate::config::services_toml(&self.services.list, &self.cfg.ports)
+        );
+        let n = self.services.list.len();
+        let mut checked =
+            crate::config::check_services(&text, &self.cfg.ports, &self.cfg.services_policy.pool)
+                .map_err(|e| crate::services::flag_of(&e, n))?;
+        let new = checked.pop().ok_or("no service given")?;
+        // Its address written out, so that a restart keeps it.
+        let stored = crate::config::entry_toml(&new, &self.cfg.ports);
+        self.record(&Change::ServiceAdd {
+            service: new.name.clone(),
+            entry: stored,
+        })?;
+        let mut list = self.services.list.clone();
+        list.push(new);
+        self.set_services(list);
+        self.publish();
+        let names = self.names();
+        Ok(crate::services::to_json(&self.services.list[n], &names))
+    }
+
+    /// `service remove NAME`: its flows end (its address is no longer
+    /// balanced nor announced).
+    fn service_remove(&mut self, name: &str) -> Result<Value, String> {
+        let i = self
+            .services
+            .list
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("no service {name:?}"))?;
+        self.record(&Change::ServiceRemove {
+            service: name.to_owned(),
+        })?;
+        let mut list = self.services.list.clone();
+        let gone = list.remove(i);
+        self.set_services(list);
+        self.publish();
+        Ok(json!({"removed": gone.name, "address": gone.vip}))
+    }
+
+    fn set_services(&mut self, list: Vec<ServiceConfig>) {
+        self.services = Arc::new(ServiceSet {
+            list,
+            internal: self.services.internal.clone(),
+            flows: self.services.flows,
+            announce: self.services.announce.clone(),
+        });
     }
 
     /// `service announce NAME`: three gratuitous ARPs for a load
@@ -616,12 +675,7 @@ impl Daemon {
             service: name.to_owned(),
             backends: crate::services::stored(&list[i]),
         })?;
-        self.services = Arc::new(ServiceSet {
-            list,
-            internal: self.services.internal.clone(),
-            flows: self.services.flows,
-            announce: self.services.announce.clone(),
-        });
+        self.set_services(list);
         self.publish();
         Ok(crate::services::to_json(
             &self.services.list[i],

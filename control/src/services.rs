@@ -2,29 +2,85 @@
 //! prints, and backend changes (`service backend add|remove|drain`), which
 //! are journaled as the service's whole backend list.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use edgefwd_core::service::{Backend, BackendState, ServiceConfig, ServiceKind};
 use serde_json::{json, Value};
 
-use crate::store::StoredBackend;
+use crate::config::Config;
+use crate::store::{ServiceChanges, StoredBackend};
 
-/// The config's services with the backend lists changed at run time put
-/// in; refused when a stored list names a service the config no longer
-/// has.
-pub fn with_backends(
-    config: &[ServiceConfig],
-    stored: &BTreeMap<String, Vec<StoredBackend>>,
-) -> Result<Vec<ServiceConfig>, String> {
-    let mut out = config.to_vec();
-    for (name, list) in stored {
+/// The services in force: the config's, less those removed at run time,
+/// with those added (checked again beside them) and the backend lists
+/// changed at run time.
+pub fn current(cfg: &Config, changes: &ServiceChanges) -> Result<Vec<ServiceConfig>, String> {
+    let mut out: Vec<ServiceConfig> = cfg
+        .services
+        .iter()
+        .filter(|s| !changes.removed.contains(&s.name))
+        .cloned()
+        .collect();
+    if !changes.added.is_empty() {
+        let text = format!(
+            "{}{}",
+            crate::config::services_toml(&out, &cfg.ports),
+            changes.added.values().cloned().collect::<String>()
+        );
+        let all = crate::config::check_services(&text, &cfg.ports, &cfg.services_policy.pool)
+            .map_err(|e| format!("services added at run time: {e}"))?;
+        out = all;
+    }
+    for (name, list) in &changes.backends {
         let Some(s) = out.iter_mut().find(|s| &s.name == name) else {
             return Err(format!("backends of unknown service {name:?}"));
         };
         s.backends = list.iter().map(backend).collect();
     }
     Ok(out)
+}
+
+/// What turns the config's services into `current` ones.
+pub fn changes(cfg: &Config, current: &[ServiceConfig]) -> ServiceChanges {
+    let mut c = ServiceChanges::default();
+    for s in &cfg.services {
+        match current.iter().find(|n| n.name == s.name) {
+            None => c.removed.push(s.name.clone()),
+            Some(n) if n.backends != s.backends => {
+                c.backends.insert(n.name.clone(), stored(n));
+            }
+            Some(_) => {}
+        }
+    }
+    for n in current {
+        if !cfg.services.iter().any(|s| s.name == n.name) {
+            c.added
+                .insert(n.name.clone(), crate::config::entry_toml(n, &cfg.ports));
+            c.backends.insert(n.name.clone(), stored(n));
+        }
+    }
+    c
+}
+
+/// A refusal of `service add`'s entry (checked after `existing` others)
+/// naming the flag rather than the entry's field.
+pub fn flag_of(e: &crate::config::ConfigError, existing: usize) -> String {
+    let field = e
+        .field
+        .strip_prefix(&format!("service[{existing}]."))
+        .unwrap_or(&e.field);
+    let flag = match field.split(['[', '.']).next().unwrap_or("") {
+        "name" => "NAME".to_owned(),
+        "ports" => "--port".to_owned(),
+        "backends" => "--backend".to_owned(),
+        "" => String::new(),
+        other if other.starts_with("services") => field.to_owned(),
+        other => format!("--{other}"),
+    };
+    if flag.is_empty() {
+        e.message.clone()
+    } else {
+        format!("{flag}: {}", e.message)
+    }
 }
 
 fn backend(b: &StoredBackend) -> Backend {
@@ -179,4 +235,57 @@ pub fn to_text(services: &[Value]) -> String {
         }
     }
     out
+}
+
+/// `service add`'s flags as a `[[service]]` entry (the daemon checks it as
+/// it checks the config's); a malformed `--port` or `--backend` is refused
+/// here, naming the flag.
+pub fn entry_from_flags(
+    name: &str,
+    kind: &str,
+    address: Option<&str>,
+    announce: Option<&str>,
+    ports: &[String],
+    backends: &[String],
+) -> Result<String, String> {
+    let q = |v: &str| toml::Value::String(v.to_owned()).to_string();
+    let mut e = format!("[[service]]\nname = {}\nkind = {}\n", q(name), q(kind));
+    if let Some(a) = address {
+        e += &format!("address = {}\n", q(a));
+    }
+    if let Some(a) = announce {
+        e += &format!("announce = {}\n", q(a));
+    }
+    let mut ps = Vec::new();
+    for p in ports {
+        let parts: Vec<&str> = p.split(':').collect();
+        let num = |s: &str| -> Result<i64, String> {
+            s.parse()
+                .map_err(|_| format!("--port {p:?}: {s:?} is not a number"))
+        };
+        let (proto, port, target) = match parts.as_slice() {
+            [proto, port] => (*proto, num(port)?, None),
+            [proto, port, target] => (*proto, num(port)?, Some(num(target)?)),
+            _ => {
+                return Err(format!(
+                    "--port {p:?}: expected PROTOCOL:PORT[:TARGET_PORT]"
+                ))
+            }
+        };
+        let mut t = format!("{{ protocol = {}, port = {port}", q(proto));
+        if let Some(target) = target {
+            t += &format!(", target_port = {target}");
+        }
+        ps.push(t + " }");
+    }
+    e += &format!("ports = [{}]\n", ps.join(", "));
+    let bs: Vec<String> = backends
+        .iter()
+        .map(|b| match b.split_once(':') {
+            Some((addr, w)) => q(&format!("{addr} weight={w}")),
+            None => q(b),
+        })
+        .collect();
+    e += &format!("backends = [{}]\n", bs.join(", "));
+    Ok(e)
 }

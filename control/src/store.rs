@@ -89,6 +89,24 @@ pub struct State {
     /// their whole backend list, by service name.
     #[serde(default)]
     pub services: BTreeMap<String, Vec<StoredBackend>>,
+    /// Services added at run time (`service add`), each as its
+    /// `[[service]]` entry, by name.
+    #[serde(default)]
+    pub added_services: BTreeMap<String, String>,
+    /// Services of the config removed at run time (`service remove`).
+    #[serde(default)]
+    pub removed_services: Vec<String>,
+}
+
+/// The services changed at run time, as the state and journal hold them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceChanges {
+    /// Backend lists, by service name.
+    pub backends: BTreeMap<String, Vec<StoredBackend>>,
+    /// Services added, each as its `[[service]]` entry, by name.
+    pub added: BTreeMap<String, String>,
+    /// Services of the config removed.
+    pub removed: Vec<String>,
 }
 
 /// A service's backend as stored.
@@ -117,6 +135,18 @@ pub enum Change {
         port: String,
         /// The binding.
         binding: String,
+    },
+    /// A service added, as its `[[service]]` entry.
+    ServiceAdd {
+        /// Its name.
+        service: String,
+        /// Its entry.
+        entry: String,
+    },
+    /// A service removed.
+    ServiceRemove {
+        /// Its name.
+        service: String,
     },
     /// A service's backends after a change (the whole list).
     Backends {
@@ -158,14 +188,27 @@ impl Change {
             Change::Bind { port, binding } => {
                 bindings.insert(port.clone(), binding.clone());
             }
-            Change::Backends { .. } => {}
+            Change::Backends { .. } | Change::ServiceAdd { .. } | Change::ServiceRemove { .. } => {}
         }
     }
 
-    /// Applies the change to the services' run-time backend lists.
-    pub fn apply_services(&self, services: &mut BTreeMap<String, Vec<StoredBackend>>) {
-        if let Change::Backends { service, backends } = self {
-            services.insert(service.clone(), backends.clone());
+    /// Applies the change to the services changed at run time: those
+    /// added, those of the config removed, and backend lists.
+    pub fn apply_services(&self, s: &mut ServiceChanges) {
+        match self {
+            Change::Backends { service, backends } => {
+                s.backends.insert(service.clone(), backends.clone());
+            }
+            Change::ServiceAdd { service, entry } => {
+                s.added.insert(service.clone(), entry.clone());
+            }
+            Change::ServiceRemove { service } => {
+                s.backends.remove(service);
+                if s.added.remove(service).is_none() && !s.removed.contains(service) {
+                    s.removed.push(service.clone());
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -228,6 +271,8 @@ impl State {
             removed,
             bindings: BTreeMap::new(),
             services: BTreeMap::new(),
+            added_services: BTreeMap::new(),
+            removed_services: Vec::new(),
         }
     }
 }

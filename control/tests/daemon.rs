@@ -913,8 +913,156 @@ backends = ["192.168.20.51", "192.168.20.52"]
         assert!(e.contains(says), "{args:?}: {e}");
     }
     assert_eq!(backends(&d), want, "refusals changed nothing");
+
+    // Services added and removed at run time.
+    fn add<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec![
+            "service",
+            "add",
+            "dns",
+            "--kind",
+            "cluster-ip",
+            "--address",
+            "10.96.0.10",
+            "--port",
+            "udp:53",
+        ];
+        a.extend_from_slice(extra);
+        a
+    }
+    for (args, says) in [
+        (
+            vec![
+                "service",
+                "add",
+                "Dns",
+                "--kind",
+                "cluster-ip",
+                "--address",
+                "10.96.0.11",
+                "--port",
+                "udp:53",
+            ],
+            "NAME: must be 1-63",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "web",
+                "--kind",
+                "cluster-ip",
+                "--address",
+                "10.96.0.11",
+                "--port",
+                "udp:53",
+            ],
+            "NAME: \"web\" is used twice",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "x",
+                "--kind",
+                "nodeport",
+                "--address",
+                "10.96.0.11",
+                "--port",
+                "udp:53",
+            ],
+            "--kind:",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "x",
+                "--kind",
+                "cluster-ip",
+                "--address",
+                "10.0.2.15",
+                "--port",
+                "udp:53",
+            ],
+            "--address: 10.0.2.15 is an address of a port",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "x",
+                "--kind",
+                "cluster-ip",
+                "--address",
+                "10.96.0.11",
+                "--port",
+                "udp:0",
+            ],
+            "--port: must be between 1 and 65535",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "x",
+                "--kind",
+                "cluster-ip",
+                "--address",
+                "10.96.0.11",
+                "--port",
+                "udp:53",
+                "--backend",
+                "10.1.1.1:300",
+            ],
+            "--backend: weight",
+        ),
+        (
+            vec![
+                "service",
+                "add",
+                "x",
+                "--kind",
+                "load-balancer",
+                "--port",
+                "tcp:80",
+            ],
+            "services.load_balancer_pool",
+        ),
+        (vec!["service", "remove", "nope"], "no service \"nope\""),
+    ] {
+        let e = d.refused(&args);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+    d.ok(&add(&[
+        "--backend",
+        "192.168.20.61",
+        "--backend",
+        "192.168.20.62:2",
+    ]));
+    d.ok(&["service", "backend", "drain", "dns", "192.168.20.61"]);
+    d.ok(&["service", "remove", "web"]);
+    let names = |d: &Daemon| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["service", "show", "--json"])).unwrap();
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&d), ["dns"]);
+    let dns: serde_json::Value =
+        serde_json::from_str(&d.ok(&["service", "show", "dns", "--json"])).unwrap();
+    let dns_backends = dns["services"][0]["backends"].clone();
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     let d = Daemon::start(dir.path(), &cfg);
-    assert_eq!(backends(&d), want, "kept across a restart");
+    assert_eq!(names(&d), ["dns"], "kept across a restart");
+    let again: serde_json::Value =
+        serde_json::from_str(&d.ok(&["service", "show", "dns", "--json"])).unwrap();
+    assert_eq!(again["services"][0]["backends"], dns_backends);
+    assert_eq!(dns_backends[0]["state"], "draining");
+    assert_eq!(dns_backends[1]["weight"], 2);
 }

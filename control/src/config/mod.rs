@@ -437,7 +437,10 @@ mod service;
 mod switch;
 mod validate;
 
-pub use service::{ServicesPolicy, DEFAULT_FLOWS};
+pub use service::{
+    check_text as check_services, entry_toml, to_toml as services_toml, ServicesPolicy,
+    DEFAULT_FLOWS,
+};
 pub use validate::{check_route, RouteError, RouteField};
 
 use raw::{Lines, RawConfig};

@@ -112,6 +112,37 @@ pub(super) fn services(
         Some(f) => *f.get_ref(),
         None => DEFAULT_FLOWS,
     };
+    let list = checked(l, list, ports, &pool)?;
+    Ok((ServicesPolicy { pool, flows }, list))
+}
+
+/// Checks `[[service]]` entries `text` (TOML) as the config's would be,
+/// with the config's `ports` and `pool`: what `service add` does.
+pub fn check_text(
+    text: &str,
+    ports: &[PortConfig],
+    pool: &[(IpAddr, IpAddr)],
+) -> Result<Vec<ServiceConfig>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Only {
+        #[serde(default)]
+        service: Vec<RawService>,
+    }
+    let l = Lines { text, file: None };
+    let raw: Only = toml::from_str(text).map_err(|e| {
+        let field = e.span().map(|s| l.field_at(&s)).unwrap_or_default();
+        l.err(e.span(), field, e.message().to_owned())
+    })?;
+    checked(&l, &raw.service, ports, pool)
+}
+
+fn checked(
+    l: &Lines,
+    list: &[RawService],
+    ports: &[PortConfig],
+    pool: &[(IpAddr, IpAddr)],
+) -> Result<Vec<ServiceConfig>, ConfigError> {
     let ours: HashSet<IpAddr> = ports
         .iter()
         .flat_map(|p| p.addresses.iter().map(|a| a.addr()))
@@ -279,7 +310,54 @@ pub(super) fn services(
             backends,
         });
     }
-    Ok((ServicesPolicy { pool, flows }, out))
+    Ok(out)
+}
+
+/// `services` as `[[service]]` TOML entries (the form [`check_text`]
+/// reads), each address written out, announced on the port named.
+pub fn to_toml(services: &[ServiceConfig], ports: &[PortConfig]) -> String {
+    let mut out = String::new();
+    for s in services {
+        out += &entry_toml(s, ports);
+    }
+    out
+}
+
+/// One `[[service]]` entry.
+pub fn entry_toml(s: &ServiceConfig, ports: &[PortConfig]) -> String {
+    let q = |v: &str| toml::Value::String(v.to_owned()).to_string();
+    let mut out = format!(
+        "[[service]]\nname = {}\nkind = {}\naddress = {}\n",
+        q(&s.name),
+        q(match s.kind {
+            ServiceKind::LoadBalancer => "load-balancer",
+            ServiceKind::ClusterIp => "cluster-ip",
+        }),
+        q(&s.vip.to_string())
+    );
+    if let Some(p) = s.announce.and_then(|p| ports.get(usize::from(p))) {
+        out += &format!("announce = {}\n", q(&p.name));
+    }
+    let sports: Vec<String> = s
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{{ protocol = {}, port = {}, target_port = {} }}",
+                q(p.proto.name()),
+                p.port,
+                p.target
+            )
+        })
+        .collect();
+    out += &format!("ports = [{}]\n", sports.join(", "));
+    let backends: Vec<String> = s
+        .backends
+        .iter()
+        .map(|b| q(&format!("{} weight={}", b.addr, b.weight)))
+        .collect();
+    out += &format!("backends = [{}]\n\n", backends.join(", "));
+    out
 }
 
 fn v4(l: &Lines, a: &Spanned<String>, field: &str) -> Result<Ipv4Addr, ConfigError> {
