@@ -289,13 +289,13 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
         "the backend saw the client's address"
     );
 
-    let dump = std::process::Command::new("ip")
+    let mut dump = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
             h2.ns.name(),
             "timeout",
-            "4",
+            "5",
             "tcpdump",
             "-l",
             "-nn",
@@ -304,10 +304,26 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
             "arp",
         ])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Announce only once tcpdump listens (it says so on stderr).
+    let stderr = dump.stderr.take().unwrap();
+    let (ready, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening on") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    listening
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("tcpdump did not start listening within 5 s");
     let v = edgefwd_control::api::call(
         &app.socket,
         edgefwd_control::api::Command::ServiceAnnounce { name: "web".into() },

@@ -575,6 +575,13 @@ impl Daemon {
     /// `service add`: `entry` is the new service's `[[service]]` entry,
     /// checked beside the services in force as the config's would be.
     fn service_add(&mut self, entry: &str) -> Result<Value, String> {
+        if !self.cfg.services_policy.declared {
+            return Err(
+                "services need every port read by one worker: add a [services] \
+                 table to the config and restart"
+                    .to_owned(),
+            );
+        }
         let text = format!(
             "{}{entry}",
             crate::config::services_toml(&self.services.list, &self.cfg.ports)

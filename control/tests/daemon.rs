@@ -805,6 +805,18 @@ fn capture_and_trace_refusals_name_the_flag() {
     let e = d.refused(&["trace", "start", "--count", "0"]);
     assert!(e.contains("--count: 0"), "{e}");
     assert_eq!(d.ok(&["trace", "show"]), "no packets traced\n");
+    let e = d.refused(&[
+        "service",
+        "add",
+        "x",
+        "--kind",
+        "cluster-ip",
+        "--address",
+        "10.96.0.1",
+        "--port",
+        "tcp:1",
+    ]);
+    assert!(e.contains("add a [services] table"), "{e}");
     assert_eq!(
         d.ok(&["trace", "show", "--json"]).trim(),
         "{\"packets\":[]}"

@@ -394,12 +394,15 @@ impl Config {
 
     /// True when port `i` must be read by one worker only: a switch member,
     /// an external switch's uplink, or a NAT outside port, whose traffic
-    /// updates a MAC or NAT table that one worker owns.
+    /// updates a MAC or NAT table that one worker owns; and every port when
+    /// there are services, whose flows' two directions must meet in one
+    /// worker's connection table.
     pub fn single_worker(&self, i: usize) -> bool {
         let Some(p) = self.ports.get(i) else {
             return false;
         };
-        matches!(p.role, PortRole::Member { .. })
+        self.services_policy.declared
+            || matches!(p.role, PortRole::Member { .. })
             || self
                 .switches
                 .iter()

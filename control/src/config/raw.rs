@@ -108,8 +108,7 @@ pub(super) struct RawConfig {
     pub(super) route: Vec<RawRoute>,
     #[serde(default)]
     pub(super) neighbor: Vec<RawNeighbor>,
-    #[serde(default)]
-    pub(super) services: super::service::RawServices,
+    pub(super) services: Option<super::service::RawServices>,
     #[serde(default)]
     pub(super) service: Vec<super::service::RawService>,
 }

@@ -53,6 +53,9 @@ pub struct ServicesPolicy {
     pub pool: Vec<(IpAddr, IpAddr)>,
     /// Flows each router's connection table holds.
     pub flows: usize,
+    /// True when the config has services or a `[services]` table: every
+    /// port is then read by one worker, which owns the services' flows.
+    pub declared: bool,
 }
 
 impl Default for ServicesPolicy {
@@ -60,6 +63,7 @@ impl Default for ServicesPolicy {
         ServicesPolicy {
             pool: Vec::new(),
             flows: DEFAULT_FLOWS,
+            declared: false,
         }
     }
 }
@@ -113,7 +117,14 @@ pub(super) fn services(
         None => DEFAULT_FLOWS,
     };
     let list = checked(l, list, ports, &pool)?;
-    Ok((ServicesPolicy { pool, flows }, list))
+    Ok((
+        ServicesPolicy {
+            pool,
+            flows,
+            declared: !list.is_empty(),
+        },
+        list,
+    ))
 }
 
 /// Checks `[[service]]` entries `text` (TOML) as the config's would be,

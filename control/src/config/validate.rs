@@ -263,8 +263,10 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         });
     }
 
-    let (services_policy, services) =
-        super::service::services(l, &raw.services, &raw.service, &ports)?;
+    let declared = raw.services.is_some() || !raw.service.is_empty();
+    let (mut services_policy, services) =
+        super::service::services(l, &raw.services.unwrap_or_default(), &raw.service, &ports)?;
+    services_policy.declared = declared;
     let metrics = match &raw.control.metrics {
         Some(m) => {
             Some(MetricsAddr::parse(m.get_ref()).map_err(|e| l.at(m, "control.metrics", e))?)

@@ -107,6 +107,7 @@ fn handle(t: &Tables, out: &mut Output, p: &mut Packet) -> Next {
     match addressed(&t.ports, h.src, h.dst) {
         Err(reason) => Next::Drop(reason),
         Ok(Addressed::Local) if nat::is_external(t, h.dst) => Next::Nat44In,
+        Ok(Addressed::Local) if super::service::is_hairpin_reply(t, p, out.now) => Next::IpLookup,
         Ok(Addressed::Local) => deliver_local(p, h.proto, h.fragment, h.hl, &mut out.stats.local),
         Ok(Addressed::Onward) if h.ttl <= 1 => {
             icmp::error4(out, p, v4::TIME_EXCEEDED, 0, 0);

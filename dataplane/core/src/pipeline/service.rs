@@ -8,7 +8,11 @@
 //! whose backend was removed is answered with a reset from the service's
 //! address. The destination becomes the backend and its
 //! target port, and the lookup routes it there like any packet; the
-//! client's address reaches the backend unchanged. svc-out runs after
+//! client's address reaches the backend unchanged, unless the client sits
+//! on the backend's own segment (hairpin): then its source becomes the
+//! interface's address, the backend answers that address, and svc-in
+//! (which ip4-input hands such an answer to) sends it back to the client
+//! from the service. svc-out runs after
 //! ip-lookup, before nat44-out, over packets from a backend: a reply to a
 //! flow of a service gets the service's address and port back as its
 //! source, so the client sees only the service (and NAT leaves it alone,
@@ -23,7 +27,7 @@ use super::{Output, Tables};
 use crate::nat::{parse, set_endpoint, End, Parsed, Proto, Sum};
 use crate::packet::view::Ipv4View;
 use crate::packet::{checksum, Meta, Next, Origin, Packet, ETHERTYPE_IPV4, ETH_HLEN};
-use crate::service::{reply_key, BackendState, Flow, FlowKey, ServiceKind};
+use crate::service::{hairpin_key, reply_key, BackendState, Flow, FlowKey, ServiceKind};
 use crate::stats::DropReason;
 
 const SYN: u8 = 0x02;
@@ -49,9 +53,13 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
         return;
     }
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpLookup) {
-        let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
+        let Some((src, dst)) = Ipv4View::new_checked(p.l3()).map(|h| (h.src(), h.dst())) else {
             continue;
         };
+        if t.svc.is_backend(src) && t.ports.is_local_v4(dst) {
+            hairpin_back(t, out, p);
+            continue;
+        }
         if let Some(i) = t.svc.at(dst) {
             let next = to_service(t, out, p, i);
             let bytes = p.l3().len() as u64;
@@ -112,13 +120,17 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
     let now = (out.now.0 / 1_000_000_000) as u32;
     let known = t.svc.flows.lookup(&key, now, flags).map(|f| {
         let addr = Ipv4Addr::from(f.backend);
-        (addr, t.svc.state_of(i, addr))
+        (addr, t.svc.state_of(i, addr), f.generation)
     });
-    let backend = match known {
-        Some((addr, BackendState::Active | BackendState::Draining)) => addr,
+    let (backend, hairpin_port) = match known {
+        Some((addr, BackendState::Active | BackendState::Draining, hp)) => {
+            (addr, hp.checked_sub(1).map(|p| p as u16))
+        }
         // A TCP connection in its middle cannot move: its new backend
         // would answer with a reset.
-        Some((_, BackendState::Removed)) if proto == Proto::Tcp && flags & (SYN | ACK) != SYN => {
+        Some((_, BackendState::Removed, _))
+            if proto == Proto::Tcp && flags & (SYN | ACK) != SYN =>
+        {
             t.svc.flows.remove(&key);
             if flags & RST == 0 {
                 reset(out, p, (vip, dst.1), src);
@@ -129,24 +141,148 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
             let Some(addr) = t.svc.pick(i, flow_hash(&key)) else {
                 return Next::Drop(DropReason::ServiceNoBackend);
             };
-            let flow = Flow::to(i as u32, u32::from(addr), 0);
+            let hp = hairpin_gateway(t, p.meta.iface, addr)
+                .and_then(|gw| hairpin_port(t, proto_n, (addr, port.target), gw, src, now));
+            let generation = hp.map_or(0, |(_, hp)| u32::from(hp) + 1);
+            let flow = Flow::to(i as u32, u32::from(addr), generation);
             t.svc.flows.insert(key, flow, now, flags);
+            let back = Flow::to(i as u32, u32::from(dst.1), 0);
+            match hp {
+                Some((gw, hp)) => {
+                    // The reply comes to the gateway address: note who it
+                    // is for (service port and client port; client address).
+                    let to = Flow::to(
+                        i as u32,
+                        u32::from(dst.1) << 16 | u32::from(src.1),
+                        u32::from(src.0),
+                    );
+                    let k = hairpin_key(proto_n, (addr, port.target), (gw, hp));
+                    t.svc.flows.insert(k, to, now, 0);
+                }
+                None => {
+                    let reply = reply_key(proto_n, (addr, port.target), src);
+                    t.svc.flows.insert(reply, back, now, 0);
+                }
+            }
             let c = t.svc.counters_mut(i);
             c.new_flows += 1;
             c.backend(addr)[0] += 1;
-            let reply = reply_key(proto_n, (addr, port.target), src);
-            t.svc
-                .flows
-                .insert(reply, Flow::to(i as u32, u32::from(dst.1), 0), now, 0);
-            addr
+            (addr, hp.map(|(_, hp)| hp))
         }
     };
     let ip = usize::from(p.meta.l3);
     let sum = Sum::of(&p.meta.offload);
     set_endpoint(p.buf.frame_mut(), ip, End::Dst, (backend, port.target), sum);
+    if let Some(hp) = hairpin_port {
+        // The client shares the backend's segment: the reply would go
+        // straight back past the service. From the gateway, it returns.
+        if let Some(gw) = hairpin_gateway(t, p.meta.iface, backend) {
+            set_endpoint(p.buf.frame_mut(), ip, End::Src, (gw, hp), sum);
+        }
+    }
     // Let in through a NAT outside port like a translated reply.
     p.meta.nat_in = true;
     Next::IpLookup
+}
+
+/// The gateway address a client arriving on `iface` is sourced from when
+/// `backend` lies behind that same interface (hairpin), else `None`.
+fn hairpin_gateway(t: &Tables, iface: crate::port::PortId, backend: Ipv4Addr) -> Option<Ipv4Addr> {
+    let (_, group) = t.fib.lookup(std::net::IpAddr::V4(backend))?;
+    if group.members.first()?.port != iface {
+        return None;
+    }
+    t.ports.get(iface)?.source_v4(backend)
+}
+
+/// A port of `gw` for a hairpinned flow from `client` to `backend`: the
+/// client's own if free, else the next free one (at most 64 tried).
+fn hairpin_port(
+    t: &Tables,
+    proto: u8,
+    backend: (Ipv4Addr, u16),
+    gw: Ipv4Addr,
+    client: (Ipv4Addr, u16),
+    now: u32,
+) -> Option<(Ipv4Addr, u16)> {
+    let mut port = client.1;
+    for _ in 0..64 {
+        match t
+            .svc
+            .flows
+            .peek(&hairpin_key(proto, backend, (gw, port)), now)
+        {
+            None => return Some((gw, port)),
+            Some(f) if f.generation == u32::from(client.0) && f.backend as u16 == client.1 => {
+                return Some((gw, port));
+            }
+            Some(_) => port = port.wrapping_add(1).max(1024),
+        }
+    }
+    None
+}
+
+/// True when `p` (addressed to one of the appliance's own addresses) is a
+/// backend's reply to a hairpinned flow: it goes on to svc-in, not to the
+/// appliance.
+pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -> bool {
+    if t.svc.is_empty() {
+        return false;
+    }
+    let Parsed::Flow {
+        proto, src, dst, ..
+    } = parse(p.l3())
+    else {
+        return false;
+    };
+    t.svc.is_backend(src.0)
+        && t.svc
+            .flows
+            .peek(
+                &hairpin_key(ip_proto(proto), src, dst),
+                (now.0 / 1_000_000_000) as u32,
+            )
+            .is_some()
+}
+
+/// A backend's reply to a hairpinned flow: back from the service to its
+/// client.
+fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
+    let Parsed::Flow {
+        proto,
+        src,
+        dst,
+        flags,
+        ..
+    } = parse(p.l3())
+    else {
+        return;
+    };
+    let proto_n = ip_proto(proto);
+    let now = (out.now.0 / 1_000_000_000) as u32;
+    let Some(f) = t
+        .svc
+        .flows
+        .lookup(&hairpin_key(proto_n, src, dst), now, flags)
+    else {
+        return;
+    };
+    let i = f.service as usize;
+    let vip = t.svc.config(i).vip;
+    let (vport, client) = (
+        (f.backend >> 16) as u16,
+        (Ipv4Addr::from(f.generation), f.backend as u16),
+    );
+    let key = FlowKey::new(proto_n, (client.0.into(), client.1), (vip.into(), vport));
+    t.svc.flows.lookup(&key, now, flags);
+    let ip = usize::from(p.meta.l3);
+    let sum = Sum::of(&p.meta.offload);
+    set_endpoint(p.buf.frame_mut(), ip, End::Src, (vip, vport), sum);
+    set_endpoint(p.buf.frame_mut(), ip, End::Dst, client, sum);
+    let bytes = p.l3().len() as u64;
+    let c = t.svc.counters_mut(i);
+    c.packets += 1;
+    c.bytes += bytes;
 }
 
 /// Answers a TCP segment from `client` to the service endpoint `from`

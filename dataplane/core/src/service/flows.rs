@@ -244,6 +244,13 @@ impl FlowTable {
         }
     }
 
+    /// The live flow of `key` at `now`, without refreshing it.
+    pub fn peek(&self, key: &FlowKey, now: u32) -> Option<Flow> {
+        let (set, tag) = self.place(key);
+        let w = self.find(set, tag, key)?;
+        Some(self.ways[w].flow).filter(|f| f.expires > now)
+    }
+
     /// Records a new flow of `key` to `backend` at `now`, with the first
     /// packet's TCP `flags`.
     pub fn insert(&mut self, key: FlowKey, mut flow: Flow, now: u32, flags: u8) -> Room {

@@ -179,6 +179,9 @@ pub struct Services {
 /// Marks a reply's key in the flow table, so that the two directions of
 /// flows never meet.
 const REPLY: u8 = 0x80;
+/// Marks a hairpinned reply's key (to the gateway address it was sourced
+/// from).
+const HAIRPIN: u8 = 0x40;
 
 impl Services {
     /// No services, with room for `flows` flows once there are some.
@@ -302,6 +305,16 @@ impl Services {
     pub(crate) fn state_of(&self, i: usize, addr: Ipv4Addr) -> BackendState {
         self.list[i].state_of(addr)
     }
+}
+
+/// The key of a reply from `backend` to the gateway address `gw` that a
+/// hairpinned client was sourced from.
+pub(crate) fn hairpin_key(proto: u8, backend: (Ipv4Addr, u16), gw: (Ipv4Addr, u16)) -> FlowKey {
+    FlowKey::new(
+        proto | REPLY | HAIRPIN,
+        (backend.0.into(), backend.1),
+        (gw.0.into(), gw.1),
+    )
 }
 
 /// The key of a reply from `backend` to `client`.

@@ -346,3 +346,63 @@ fn an_announcement_is_three_gratuitous_arps_a_second_apart() {
     r.tick(t(5000));
     assert_eq!(sent(&mut r, P2).len(), 1);
 }
+
+#[test]
+fn a_client_beside_its_backend_is_hairpinned_through_the_gateway_and_back() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    r.add_static_neighbor(P3, "192.168.20.99".parse().unwrap(), HOST_MAC);
+    let mut q = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC.0, P3_MAC.0)
+        .ipv4([192, 168, 20, 99], VIP, 64)
+        .udp(4000, 53)
+        .write(&mut q, b"q")
+        .unwrap();
+    feed(&mut r, P3, t(0), &[q]);
+    let out = sent(&mut r, P3);
+    assert_eq!(out.len(), 1);
+    let ((src, sport), (backend, dport)) = {
+        let s = SlicedPacket::from_ethernet(&out[0]).unwrap();
+        let Some(TransportSlice::Udp(u)) = s.transport else {
+            panic!("UDP")
+        };
+        let (a, b, _, _) = ipv4_of(&out[0]);
+        ((a, u.source_port()), (b, u.destination_port()))
+    };
+    assert_eq!(
+        src,
+        Ipv4Addr::new(192, 168, 20, 10),
+        "sourced from the gateway, so the reply comes back"
+    );
+    assert_eq!(sport, 4000);
+    assert_eq!(dport, 5353);
+    let i = BACKENDS
+        .iter()
+        .position(|b| *b == backend.octets())
+        .unwrap();
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0x51, i as u8], P3_MAC.0)
+        .ipv4(backend.octets(), [192, 168, 20, 10], 64)
+        .udp(5353, 4000)
+        .write(&mut reply, b"a")
+        .unwrap();
+    feed(&mut r, P3, t(10), &[reply]);
+    let out = sent(&mut r, P3);
+    assert_eq!(out.len(), 1, "{:?}", r.stats().drops_by_reason());
+    let s = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(TransportSlice::Udp(u)) = s.transport else {
+        panic!("UDP")
+    };
+    let (a, b, _, _) = ipv4_of(&out[0]);
+    assert_eq!(
+        (a, u.source_port()),
+        (Ipv4Addr::from(VIP), 53),
+        "from the service"
+    );
+    assert_eq!(
+        (b, u.destination_port()),
+        (Ipv4Addr::new(192, 168, 20, 99), 4000),
+        "to its client"
+    );
+    assert_eq!(&out[0][..6], &HOST_MAC.0);
+    assert_identity(&r);
+}
