@@ -337,3 +337,81 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
         .count();
     assert!(garps >= 3, "{garps} gratuitous ARPs seen:\n{seen}");
 }
+
+/// A small HTTP server answering every request with `name`.
+const SERVER: &str = "import http.server as s, sys\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=sys.argv[2].encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\ns.ThreadingHTTPServer((sys.argv[1],8080),H).serve_forever()";
+
+/// `n` sequential fetches of the VIP, each a new TCP connection: the
+/// names that answered, as `name count` lines.
+const CLIENT: &str = "import urllib.request as u, collections, sys\nc=collections.Counter()\nfor i in range(int(sys.argv[1])):\n c[u.urlopen('http://10.0.2.100/',timeout=5).read().decode()]+=1\nfor k,v in c.items(): print(k,v)";
+
+/// On TAPs, three backends (behind Port3, Port4 and vm1) serve a load
+/// balancer that a client behind Port2 connects to again and again: every
+/// connection succeeds, the split is even (chi-square at p >= 0.01), and
+/// once one backend is drained it takes no new connection.
+#[test]
+fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_new_ones() {
+    const T: &str =
+        "connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_new_ones";
+    if !common::need_root_and_ping(T) || !common::need_tool(T, "python3", "--version") {
+        return;
+    }
+    let services = "[services]\nflows = 65536\n\n[[service]]\nname = \"web\"\nkind = \"load-balancer\"\naddress = \"10.0.2.100\"\nports = [{ protocol = \"tcp\", port = 80, target_port = 8080 }]\nbackends = [\"10.0.3.2\", \"10.0.4.2\", \"172.28.0.10\"]\n";
+    let app =
+        common::appliance::Appliance::start("svcs", &["Port2", "Port3", "Port4", "vm1"], services);
+    let client = app.host("Port2");
+    let mut servers = Vec::new();
+    for port in ["Port3", "Port4", "vm1"] {
+        let h = app.host(port);
+        servers.push(h.ns.spawn(&["python3", "-c", SERVER, &h.addr(), port]));
+        h.ns.wait_for_listener(8080);
+    }
+    let fetch = |n: usize| -> BTreeMap<String, usize> {
+        let out = client
+            .ns
+            .exec(120, &["python3", "-c", CLIENT, &n.to_string()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+            .collect()
+    };
+    let split = fetch(600);
+    assert_eq!(split.values().sum::<usize>(), 600, "{split:?}");
+    let e = 200.0;
+    let chi2: f64 = ["Port3", "Port4", "vm1"]
+        .iter()
+        .map(|b| {
+            let n = *split.get(*b).unwrap_or(&0) as f64;
+            (n - e) * (n - e) / e
+        })
+        .sum();
+    assert!(
+        chi2 < 9.21,
+        "split {split:?}: chi-square {chi2:.2} (1% critical value 9.21)"
+    );
+
+    edgefwd_control::api::call(
+        &app.socket,
+        edgefwd_control::api::Command::ServiceBackend {
+            name: "web".into(),
+            action: "drain".into(),
+            address: "10.0.4.2".into(),
+            weight: None,
+        },
+    )
+    .unwrap();
+    let after = fetch(300);
+    assert_eq!(after.values().sum::<usize>(), 300, "{after:?}");
+    assert_eq!(
+        after.get("Port4"),
+        None,
+        "the drained backend took new connections: {after:?}"
+    );
+    drop(servers);
+}
