@@ -160,6 +160,12 @@ enum ServiceCommand {
         /// `ADDR` or `ADDR:WEIGHT`; repeat.
         #[arg(long = "backend", value_name = "ADDR[:WEIGHT]")]
         backends: Vec<String>,
+        /// `none` or `client-ip`.
+        #[arg(long)]
+        affinity: Option<String>,
+        /// Seconds a client's affinity lasts (with `--affinity client-ip`).
+        #[arg(long)]
+        affinity_timeout: Option<u32>,
     },
     /// Remove a service.
     Remove {
@@ -643,9 +649,11 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     announce,
                     ports,
                     backends,
+                    affinity,
+                    affinity_timeout,
                 },
         } => {
-            let entry = crate::services::entry_from_flags(
+            let mut entry = crate::services::entry_from_flags(
                 &name,
                 &kind,
                 address.as_deref(),
@@ -654,6 +662,12 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 &backends,
             )
             .map_err(Failure)?;
+            if let Some(a) = affinity {
+                entry += &format!("affinity = {}\n", toml::Value::String(a));
+            }
+            if let Some(t) = affinity_timeout {
+                entry += &format!("affinity_timeout = {t}\n");
+            }
             let data = daemon.call(api::Command::ServiceAdd { entry })?;
             write!(out, "{}", crate::services::to_text(&[data]))?;
         }

@@ -175,6 +175,8 @@ pub fn to_json(s: &ServiceConfig, port_names: &[String]) -> Value {
         "kind": match s.kind { ServiceKind::LoadBalancer => "load-balancer", ServiceKind::ClusterIp => "cluster-ip" },
         "address": s.vip,
         "announce": s.announce.and_then(|p| port_names.get(usize::from(p))),
+        "affinity": if s.affinity.is_some() { "client-ip" } else { "none" },
+        "affinity_timeout": s.affinity,
         "ports": s.ports.iter().map(|p| json!({
             "protocol": p.proto.name(),
             "port": p.port,

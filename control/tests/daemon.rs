@@ -1051,6 +1051,10 @@ backends = ["192.168.20.51", "192.168.20.52"]
         "192.168.20.61",
         "--backend",
         "192.168.20.62:2",
+        "--affinity",
+        "client-ip",
+        "--affinity-timeout",
+        "60",
     ]));
     d.ok(&["service", "backend", "drain", "dns", "192.168.20.61"]);
     d.ok(&["service", "remove", "web"]);
@@ -1077,4 +1081,5 @@ backends = ["192.168.20.51", "192.168.20.52"]
     assert_eq!(again["services"][0]["backends"], dns_backends);
     assert_eq!(dns_backends[0]["state"], "draining");
     assert_eq!(dns_backends[1]["weight"], 2);
+    assert_eq!(again["services"][0]["affinity_timeout"], 60, "{again}");
 }

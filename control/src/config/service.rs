@@ -13,6 +13,10 @@ use toml::Spanned;
 use super::raw::Lines;
 use super::{ConfigError, PortConfig, PortRole};
 
+/// How long a client's affinity lasts after its last new flow, by default
+/// (Kubernetes' `sessionAffinityConfig` default: three hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
 /// Flows each router's connection table holds by default.
 pub const DEFAULT_FLOWS: usize = 1 << 20;
 
@@ -36,6 +40,7 @@ pub(super) struct RawService {
     #[serde(default)]
     backends: Vec<Spanned<String>>,
     affinity: Option<Spanned<String>>,
+    affinity_timeout: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -194,10 +199,35 @@ fn checked(
                 ))
             }
         };
-        if let Some(a) = &s.affinity {
-            if a.get_ref() != "none" {
-                return Err(l.at(a, f("affinity"), "only \"none\" is supported so far"));
+        let affinity = match s.affinity.as_ref().map(|a| (a, a.get_ref().as_str())) {
+            None | Some((_, "none")) => None,
+            Some((_, "client-ip")) => Some(match &s.affinity_timeout {
+                Some(t) => u32::try_from(*t.get_ref())
+                    .ok()
+                    .filter(|t| (1..=86_400).contains(t))
+                    .ok_or_else(|| {
+                        l.at(
+                            t,
+                            f("affinity_timeout"),
+                            "must be between 1 and 86400 seconds",
+                        )
+                    })?,
+                None => DEFAULT_AFFINITY_TIMEOUT,
+            }),
+            Some((a, other)) => {
+                return Err(l.at(
+                    a,
+                    f("affinity"),
+                    format!("{other:?} is not none or client-ip"),
+                ))
             }
+        };
+        if let (None, Some(t)) = (affinity, &s.affinity_timeout) {
+            return Err(l.at(
+                t,
+                f("affinity_timeout"),
+                "only with affinity = \"client-ip\"",
+            ));
         }
         let vip = match (&s.address, kind) {
             (Some(a), _) => v4(l, a, &f("address"))?,
@@ -319,6 +349,7 @@ fn checked(
             announce,
             ports: sports,
             backends,
+            affinity,
         });
     }
     Ok(out)
@@ -367,7 +398,11 @@ pub fn entry_toml(s: &ServiceConfig, ports: &[PortConfig]) -> String {
         .iter()
         .map(|b| q(&format!("{} weight={}", b.addr, b.weight)))
         .collect();
-    out += &format!("backends = [{}]\n\n", backends.join(", "));
+    out += &format!("backends = [{}]\n", backends.join(", "));
+    if let Some(t) = s.affinity {
+        out += &format!("affinity = \"client-ip\"\naffinity_timeout = {t}\n");
+    }
+    out.push('\n');
     out
 }
 

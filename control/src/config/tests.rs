@@ -352,6 +352,17 @@ fn services_parse_with_addresses_from_the_pool() {
     assert_eq!(web.backends[1].weight, 2);
     assert_eq!(c.services[1].announce, None);
     assert_eq!(c.services_policy.flows, DEFAULT_FLOWS);
+    assert_eq!(web.affinity, None);
+    let sticky = Config::parse(&format!(
+        "{GOOD}{}",
+        SERVICES.replacen(
+            "kind = \"load-balancer\"\n",
+            "kind = \"load-balancer\"\naffinity = \"client-ip\"\n",
+            1
+        )
+    ))
+    .unwrap();
+    assert_eq!(sticky.services[0].affinity, Some(10_800));
 }
 
 #[test]
@@ -430,10 +441,26 @@ fn bad_services_are_refused_by_field() {
         (
             with(
                 "kind = \"load-balancer\"\n",
-                "kind = \"load-balancer\"\naffinity = \"client-ip\"\n",
+                "kind = \"load-balancer\"\naffinity = \"sticky\"\n",
             ),
             "service[0].affinity",
-            "only \"none\"",
+            "not none or client-ip",
+        ),
+        (
+            with(
+                "kind = \"load-balancer\"\n",
+                "kind = \"load-balancer\"\naffinity_timeout = 60\n",
+            ),
+            "service[0].affinity_timeout",
+            "only with affinity",
+        ),
+        (
+            with(
+                "kind = \"load-balancer\"\n",
+                "kind = \"load-balancer\"\naffinity = \"client-ip\"\naffinity_timeout = 0\n",
+            ),
+            "service[0].affinity_timeout",
+            "between 1 and 86400",
         ),
     ] {
         let e = refused(&text);

@@ -27,7 +27,9 @@ use super::{Output, Tables};
 use crate::nat::{parse, set_endpoint, End, Parsed, Proto, Sum};
 use crate::packet::view::Ipv4View;
 use crate::packet::{checksum, Meta, Next, Origin, Packet, ETHERTYPE_IPV4, ETH_HLEN};
-use crate::service::{hairpin_key, reply_key, BackendState, Flow, FlowKey, ServiceKind};
+use crate::service::{
+    affinity_key, hairpin_key, reply_key, BackendState, Flow, FlowKey, ServiceKind,
+};
 use crate::stats::DropReason;
 
 const SYN: u8 = 0x02;
@@ -138,9 +140,21 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
             return Next::Drop(DropReason::ServiceBackendGone);
         }
         _ => {
-            let Some(addr) = t.svc.pick(i, flow_hash(&key)) else {
+            let affinity = t.svc.config(i).affinity;
+            let sticky = affinity.and_then(|_| {
+                let f = t.svc.flows.peek(&affinity_key(src.0, vip), now)?;
+                let a = Ipv4Addr::from(f.backend);
+                (t.svc.state_of(i, a) == BackendState::Active).then_some(a)
+            });
+            let Some(addr) = sticky.or_else(|| t.svc.pick(i, flow_hash(&key))) else {
                 return Next::Drop(DropReason::ServiceNoBackend);
             };
+            if let Some(seconds) = affinity {
+                let entry = Flow::to(i as u32, u32::from(addr), 0);
+                t.svc
+                    .flows
+                    .insert_for(affinity_key(src.0, vip), entry, now, seconds);
+            }
             let hp = hairpin_gateway(t, p.meta.iface, addr)
                 .and_then(|gw| hairpin_port(t, proto_n, (addr, port.target), gw, src, now));
             let generation = hp.map_or(0, |(_, hp)| u32::from(hp) + 1);

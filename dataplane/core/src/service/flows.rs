@@ -251,6 +251,17 @@ impl FlowTable {
         Some(self.ways[w].flow).filter(|f| f.expires > now)
     }
 
+    /// Records an entry of `key` that lives `seconds` from `now` (an
+    /// affinity: not a flow, refreshed only by another call).
+    pub fn insert_for(&mut self, key: FlowKey, flow: Flow, now: u32, seconds: u32) -> Room {
+        let room = self.insert(key, flow, now, 0);
+        let (set, tag) = self.place(&key);
+        if let Some(w) = self.find(set, tag, &key) {
+            self.ways[w].flow.expires = now.saturating_add(seconds).max(1);
+        }
+        room
+    }
+
     /// Records a new flow of `key` to `backend` at `now`, with the first
     /// packet's TCP `flags`.
     pub fn insert(&mut self, key: FlowKey, mut flow: Flow, now: u32, flags: u8) -> Room {

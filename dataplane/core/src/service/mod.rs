@@ -11,7 +11,7 @@ mod table;
 
 pub use flows::{Flow, FlowKey, FlowTable, Room, Timeouts};
 pub use maglev::Maglev;
-pub(crate) use table::{hairpin_key, reply_key};
+pub(crate) use table::{affinity_key, hairpin_key, reply_key};
 pub use table::{
     Backend, BackendState, ServiceConfig, ServiceCounters, ServiceKind, ServicePort, Services,
 };

@@ -69,6 +69,10 @@ pub struct ServiceConfig {
     pub ports: Vec<ServicePort>,
     /// Its backends.
     pub backends: Vec<Backend>,
+    /// Client-IP affinity: a client's new flows go to the backend its
+    /// last one took, for this many seconds after that one (`None`: each
+    /// flow by its own hash).
+    pub affinity: Option<u32>,
 }
 
 /// What one service saw.
@@ -182,6 +186,8 @@ const REPLY: u8 = 0x80;
 /// Marks a hairpinned reply's key (to the gateway address it was sourced
 /// from).
 const HAIRPIN: u8 = 0x40;
+/// Marks a client's affinity entry.
+const AFFINITY: u8 = 0x20;
 
 impl Services {
     /// No services, with room for `flows` flows once there are some.
@@ -315,6 +321,11 @@ pub(crate) fn hairpin_key(proto: u8, backend: (Ipv4Addr, u16), gw: (Ipv4Addr, u1
         (backend.0.into(), backend.1),
         (gw.0.into(), gw.1),
     )
+}
+
+/// The key of `client`'s affinity to a backend of the service at `vip`.
+pub(crate) fn affinity_key(client: Ipv4Addr, vip: Ipv4Addr) -> FlowKey {
+    FlowKey::new(AFFINITY, (client.into(), 0), (vip.into(), 0))
 }
 
 /// The key of a reply from `backend` to `client`.

@@ -35,6 +35,7 @@ fn service(kind: ServiceKind, states: [BackendState; 3]) -> ServiceConfig {
                 state,
             })
             .collect(),
+        affinity: None,
     }
 }
 
@@ -405,4 +406,41 @@ fn a_client_beside_its_backend_is_hairpinned_through_the_gateway_and_back() {
     );
     assert_eq!(&out[0][..6], &HOST_MAC.0);
     assert_identity(&r);
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_clients_new_flows_on_one_backend() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let mut sticky = service(ServiceKind::LoadBalancer, ACTIVE);
+    sticky.affinity = Some(10_800);
+    r.set_services(vec![sticky.clone()], vec![false, true], 1 << 16);
+    // One client, 100 flows (ports): one backend.
+    let one: Vec<_> = (0..100).map(|i| to_vip(7, 50_000 + i, None)).collect();
+    feed(&mut r, P2, t(0), &one);
+    let hit = backends_hit(&mut r);
+    assert_eq!(hit.len(), 100);
+    assert!(hit.iter().all(|b| b.0 == hit[0].0), "{hit:?}");
+    // Many clients: spread.
+    let many: Vec<_> = (0..300).map(|i| to_vip(i, 60_000, None)).collect();
+    feed(&mut r, P2, t(1000), &many);
+    let spread = backends_hit(&mut r);
+    let distinct: std::collections::HashSet<_> = spread.iter().map(|b| b.0).collect();
+    assert_eq!(distinct.len(), 3);
+    // Its backend drained: the client's next new flow goes elsewhere.
+    let i = BACKENDS
+        .iter()
+        .position(|b| *b == hit[0].0.octets())
+        .unwrap();
+    let mut states = ACTIVE;
+    states[i] = BackendState::Draining;
+    let mut drained = service(ServiceKind::LoadBalancer, states);
+    drained.affinity = Some(10_800);
+    r.set_services(vec![drained], vec![false, true], 1 << 16);
+    feed(&mut r, P2, t(2000), &[to_vip(7, 40_000, None)]);
+    let moved = backends_hit(&mut r);
+    assert_eq!(moved.len(), 1);
+    assert_ne!(moved[0].0, hit[0].0);
+    // Past the timeout, affinity lapses (a new pick, which may be any).
+    feed(&mut r, P2, t(20_000_000), &[to_vip(7, 40_001, None)]);
+    assert_eq!(backends_hit(&mut r).len(), 1);
 }
