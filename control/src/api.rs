@@ -23,7 +23,9 @@
 //! `capture` (`port`, optional `direction`, `drops`, `count`, `snaplen`),
 //! whose answer line is followed by the capture itself, pcapng, until
 //! `count` frames or the client closes; `service_show` (optional `name`),
-//! `service_announce` and `service_remove` (`name`), `service_add`
+//! `service_announce` and `service_remove` (`name`), `service_flows`
+//! (`name`, optional `cursor`: a page, with `next` when more follow),
+//! `service_add`
 //! (`entry`: its `[[service]]` entry, as the config has them),
 //! `service_backend` (`name`, `action`, `address`, optional `weight`). The
 //! `data` of each answer is what the command prints with `--json`, except
@@ -147,6 +149,15 @@ pub enum Command {
     ServiceAdd {
         /// The entry (TOML).
         entry: String,
+    },
+    /// A page of a service's flows (`cursor`: where the previous page's
+    /// `next` said to go on).
+    ServiceFlows {
+        /// The service.
+        name: String,
+        /// Where to go on from.
+        #[serde(default)]
+        cursor: Option<usize>,
     },
     /// Removes a service.
     ServiceRemove {
@@ -362,6 +373,7 @@ struct Wire {
     address: Option<String>,
     weight: Option<u32>,
     entry: Option<String>,
+    cursor: Option<usize>,
 }
 
 impl Wire {
@@ -388,6 +400,7 @@ impl Wire {
             address,
             weight,
             entry,
+            cursor,
         } = self;
         let given = [
             ("routes", routes.is_some()),
@@ -409,6 +422,7 @@ impl Wire {
             ("address", address.is_some()),
             ("weight", weight.is_some()),
             ("entry", entry.is_some()),
+            ("cursor", cursor.is_some()),
         ];
         let takes: &[&str] = match command.as_str() {
             "route_add" => &["routes"],
@@ -422,6 +436,7 @@ impl Wire {
             "service_show" => &["name"],
             "service_announce" | "service_remove" => &["name"],
             "service_add" => &["entry"],
+            "service_flows" => &["name", "cursor"],
             "service_backend" => &["name", "action", "address", "weight"],
             "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" => &[],
             other => return Err(format!("bad request: unknown command {other:?}")),
@@ -479,6 +494,10 @@ impl Wire {
             "service_remove" => Command::ServiceRemove {
                 name: name.ok_or_else(|| need("name"))?,
             },
+            "service_flows" => Command::ServiceFlows {
+                name: name.ok_or_else(|| need("name"))?,
+                cursor,
+            },
             "service_add" => Command::ServiceAdd {
                 entry: entry.ok_or_else(|| need("entry"))?,
             },
@@ -513,6 +532,7 @@ impl Command {
             Command::ServiceShow { .. } => "service show",
             Command::ServiceAnnounce { .. } => "service announce",
             Command::ServiceAdd { .. } => "service add",
+            Command::ServiceFlows { .. } => "service flows",
             Command::ServiceRemove { .. } => "service remove",
             Command::ServiceBackend { .. } => "service backend",
         }

@@ -167,6 +167,16 @@ enum ServiceCommand {
         #[arg(long)]
         affinity_timeout: Option<u32>,
     },
+    /// A service's flows: client, service port, backend, time left.
+    Flows {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The service.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a service.
     Remove {
         #[command(flatten)]
@@ -670,6 +680,30 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             }
             let data = daemon.call(api::Command::ServiceAdd { entry })?;
             write!(out, "{}", crate::services::to_text(&[data]))?;
+        }
+        Command::Service {
+            command: ServiceCommand::Flows { daemon, name, json },
+        } => {
+            // A page per call, each looking at a slice of the workers'
+            // tables, so that no call holds a worker long.
+            let mut flows = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = daemon.call(api::Command::ServiceFlows {
+                    name: name.clone(),
+                    cursor,
+                })?;
+                flows.extend(page["flows"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_u64() {
+                    Some(n) => cursor = Some(n as usize),
+                    None => break,
+                }
+            }
+            if json {
+                writeln!(out, "{}", serde_json::json!({ "flows": flows }))?;
+            } else {
+                write!(out, "{}", crate::services::flows_text(&flows))?;
+            }
         }
         Command::Service {
             command: ServiceCommand::Remove { daemon, name },

@@ -87,6 +87,15 @@ pub trait Workers {
     fn census(&self) -> edgefwd_core::census::Census {
         edgefwd_core::census::Census::default()
     }
+    /// A page of service `name`'s flows over the workers, from table way
+    /// `cursor`, and where the next page starts.
+    fn service_flows(
+        &self,
+        _name: &str,
+        _cursor: usize,
+    ) -> Result<(Vec<edgefwd_core::service::FlowView>, Option<usize>), String> {
+        Ok((Vec::new(), None))
+    }
 }
 
 /// Most packets a trace may ask each worker to record.
@@ -525,6 +534,13 @@ impl Daemon {
             Command::ServiceShow { name } => self.service_show(name.as_deref(), workers),
             Command::ServiceAnnounce { name } => self.service_announce(&name),
             Command::ServiceAdd { entry } => self.service_add(&entry),
+            Command::ServiceFlows { name, cursor } => {
+                if !self.services.list.iter().any(|s| s.name == name) {
+                    return Err(format!("no service {name:?}"));
+                }
+                let (flows, next) = workers.service_flows(&name, cursor.unwrap_or(0))?;
+                Ok(crate::services::flows_json(&flows, next))
+            }
             Command::ServiceRemove { name } => self.service_remove(&name),
             Command::ServiceBackend {
                 name,

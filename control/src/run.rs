@@ -418,6 +418,26 @@ impl Workers for Running<'_> {
         total
     }
 
+    fn service_flows(
+        &self,
+        name: &str,
+        cursor: usize,
+    ) -> Result<(Vec<edgefwd_core::service::FlowView>, Option<usize>), String> {
+        let ask = Ask::ServiceFlows {
+            name: name.to_owned(),
+            cursor,
+        };
+        let mut flows = Vec::new();
+        let mut next = None;
+        for a in self.0.asks.ask(ask, &self.0.wakers, ASK_WAIT)? {
+            if let Answer::ServiceFlows(f, n) = a {
+                flows.extend(f);
+                next = next.max(n);
+            }
+        }
+        Ok((flows, next))
+    }
+
     fn start_trace(&self, count: u64, filter: TraceFilter) -> Result<(), String> {
         let ask = Ask::StartTrace { count, filter };
         self.0.asks.ask(ask, &self.0.wakers, ASK_WAIT).map(drop)

@@ -291,3 +291,36 @@ pub fn entry_from_flags(
     e += &format!("backends = [{}]\n", bs.join(", "));
     Ok(e)
 }
+
+/// A page of flows as `service flows --json` prints it (the CLI asks page
+/// after page while `next` is there, and prints them as one).
+pub fn flows_json(flows: &[edgefwd_core::service::FlowView], next: Option<usize>) -> Value {
+    json!({
+        "flows": flows.iter().map(|f| json!({
+            "protocol": match f.proto { 6 => "tcp", 17 => "udp", _ => "other" },
+            "client": format!("{}:{}", f.client.0, f.client.1),
+            "port": f.port,
+            "backend": f.backend,
+            "expires_in": f.expires_in,
+        })).collect::<Vec<_>>(),
+        "next": next,
+    })
+}
+
+/// `service flows` for a person.
+pub fn flows_text(flows: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{} flows\n", flows.len());
+    for f in flows {
+        let _ = writeln!(
+            out,
+            "  {} {:<22} port {:<5} -> {:<16} expires in {} s",
+            f["protocol"].as_str().unwrap_or_default(),
+            f["client"].as_str().unwrap_or_default(),
+            f["port"],
+            f["backend"].as_str().unwrap_or_default(),
+            f["expires_in"]
+        );
+    }
+    out
+}

@@ -1056,6 +1056,9 @@ backends = ["192.168.20.51", "192.168.20.52"]
         "--affinity-timeout",
         "60",
     ]));
+    assert_eq!(d.ok(&["service", "flows", "dns"]), "0 flows\n");
+    let e = d.refused(&["service", "flows", "nope"]);
+    assert!(e.contains("no service \"nope\""), "{e}");
     d.ok(&["service", "backend", "drain", "dns", "192.168.20.61"]);
     d.ok(&["service", "remove", "web"]);
     let names = |d: &Daemon| -> Vec<String> {

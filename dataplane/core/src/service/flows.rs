@@ -301,6 +301,30 @@ impl FlowTable {
         }
     }
 
+    /// Calls `f` with every live entry among `count` ways from way `from`;
+    /// the way to go on from, or `None` at the table's end. A listing walks
+    /// the table a slice at a time, so no call holds its owner long.
+    pub fn scan(
+        &self,
+        from: usize,
+        count: usize,
+        now: u32,
+        mut f: impl FnMut(&FlowKey, &Flow),
+    ) -> Option<usize> {
+        let end = from.saturating_add(count).min(self.ways.len());
+        for w in self.ways.get(from..end).unwrap_or_default() {
+            if w.flow.expires > now {
+                f(&w.key, &w.flow);
+            }
+        }
+        (end < self.ways.len()).then_some(end)
+    }
+
+    /// Seconds a flow has left at `now`.
+    pub fn expires_in(flow: &Flow, now: u32) -> u32 {
+        flow.expires.saturating_sub(now)
+    }
+
     /// Live flows at `now` (a walk over the whole table: for counters now
     /// and then, not per packet).
     pub fn live(&self, now: u32) -> usize {

@@ -13,5 +13,6 @@ pub use flows::{Flow, FlowKey, FlowTable, Room, Timeouts};
 pub use maglev::Maglev;
 pub(crate) use table::{affinity_key, hairpin_key, reply_key};
 pub use table::{
-    Backend, BackendState, ServiceConfig, ServiceCounters, ServiceKind, ServicePort, Services,
+    Backend, BackendState, FlowView, ServiceConfig, ServiceCounters, ServiceKind, ServicePort,
+    Services, FLOWS_PAGE_WAYS,
 };

@@ -180,6 +180,24 @@ pub struct Services {
     pub(crate) flows: FlowTable,
 }
 
+/// Ways of the connection table one page of `service flows` looks at.
+pub const FLOWS_PAGE_WAYS: usize = 1 << 16;
+
+/// One flow of a service, as `service flows` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowView {
+    /// IP protocol.
+    pub proto: u8,
+    /// The client's address and port.
+    pub client: (Ipv4Addr, u16),
+    /// The service port it came to.
+    pub port: u16,
+    /// Its backend.
+    pub backend: Ipv4Addr,
+    /// Seconds it has left.
+    pub expires_in: u32,
+}
+
 /// Marks a reply's key in the flow table, so that the two directions of
 /// flows never meet.
 const REPLY: u8 = 0x80;
@@ -289,6 +307,36 @@ impl Services {
     /// True when a cluster IP answers a packet that came in on `iface`.
     pub fn is_internal(&self, iface: PortId) -> bool {
         self.internal.get(usize::from(iface)) == Some(&true)
+    }
+
+    /// A slice of service `name`'s flows (client to service: protocol,
+    /// client, service port, backend, seconds left), from way `cursor` of
+    /// the table; and where the next slice starts.
+    pub fn flows_page(
+        &self,
+        name: &str,
+        cursor: usize,
+        now: u32,
+    ) -> (Vec<FlowView>, Option<usize>) {
+        let Some(i) = self.list.iter().position(|s| s.cfg.name == name) else {
+            return (Vec::new(), None);
+        };
+        let mut out = Vec::new();
+        let next = self.flows.scan(cursor, FLOWS_PAGE_WAYS, now, |k, f| {
+            if k.proto & (REPLY | AFFINITY) == 0 && f.service as usize == i {
+                let v4 = |a: u128| std::net::Ipv6Addr::from(a).to_ipv4_mapped();
+                if let Some(client) = v4(k.client) {
+                    out.push(FlowView {
+                        proto: k.proto,
+                        client: (client, k.client_port),
+                        port: k.vip_port,
+                        backend: Ipv4Addr::from(f.backend),
+                        expires_in: FlowTable::expires_in(f, now),
+                    });
+                }
+            }
+        });
+        (out, next)
     }
 
     /// Each service's name and counters.

@@ -30,6 +30,13 @@ pub enum Ask {
     },
     /// The traces the worker has.
     Traces,
+    /// A page of a service's flows, from a way of the connection table.
+    ServiceFlows {
+        /// The service.
+        name: String,
+        /// The way to start from.
+        cursor: usize,
+    },
 }
 
 /// An answer.
@@ -42,6 +49,8 @@ pub enum Answer {
     NatSessions(Vec<SessionView>),
     /// The traces.
     Traces(Vec<PacketTrace>),
+    /// A page of flows, and where the next starts.
+    ServiceFlows(Vec<edgefwd_core::service::FlowView>, Option<usize>),
 }
 
 /// The question of the moment and the workers' answers.

@@ -401,6 +401,11 @@ impl Worker {
                     Answer::Done
                 }
                 // Times since the Unix epoch, as captures have them.
+                Ask::ServiceFlows { name, cursor } => {
+                    let now = (router.now().0 / 1_000_000_000) as u32;
+                    let (flows, next) = router.services().flows_page(name, *cursor, now);
+                    Answer::ServiceFlows(flows, next)
+                }
                 Ask::Traces => Answer::Traces(
                     router
                         .traces()
