@@ -14,8 +14,12 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use edgefwd_core::nat::Proto;
 use edgefwd_core::service::maglev::{size_for, Maglev};
-use edgefwd_core::service::{Flow, FlowKey, FlowTable, Timeouts};
+use edgefwd_core::service::{
+    Backend, BackendState, Flow, FlowKey, FlowTable, ServiceConfig, ServiceKind, ServicePort,
+    Services, Timeouts,
+};
 use foldhash::fast::FixedState;
 
 const FLOWS: usize = 1 << 20;
@@ -176,4 +180,46 @@ fn main() {
             if chi2 < critical { "even" } else { "NOT even" }
         );
     }
+
+    // Ten thousand services of three backends: loading them all, and one
+    // backend change among them (the next new flow sees it once the
+    // snapshot is taken, which is this plus a pointer swap).
+    let services: Vec<ServiceConfig> = (0..10_000u32)
+        .map(|i| ServiceConfig {
+            name: format!("svc-{i}"),
+            kind: ServiceKind::ClusterIp,
+            vip: std::net::Ipv4Addr::from(0x0a60_0000 + i),
+            announce: None,
+            ports: vec![ServicePort {
+                proto: Proto::Tcp,
+                port: 80,
+                target: 8080,
+            }],
+            backends: (0..3u32)
+                .map(|b| Backend {
+                    addr: std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + b),
+                    weight: 1,
+                    state: BackendState::Active,
+                })
+                .collect(),
+            affinity: None,
+        })
+        .collect();
+    let (mut load, mut change) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let mut set = Services::new(1024);
+        let t = Instant::now();
+        set.set(services.clone(), Vec::new(), 1024);
+        load.push(t.elapsed().as_secs_f64() * 1e3);
+        let mut changed = services.clone();
+        changed[5000].backends[1].state = BackendState::Draining;
+        let t = Instant::now();
+        set.set(changed, Vec::new(), 1024);
+        change.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "service/10000 services of 3 backends: loaded in {:.0} ms (target 1 s); one backend drained among them in {:.2} ms (target 10 ms)",
+        median(load),
+        median(change)
+    );
 }

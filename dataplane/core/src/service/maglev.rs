@@ -18,11 +18,10 @@
 use foldhash::fast::FixedState;
 use std::hash::BuildHasher;
 
-/// The table size for up to 655 backends: a prime, so a 1% share is 655
-/// slots.
-pub const DEFAULT_SIZE: usize = 65_537;
-/// Slots per backend at least (the table grows past [`DEFAULT_SIZE`] for
-/// more backends).
+/// The smallest table: a prime, for a service of one or two backends.
+pub const MIN_SIZE: usize = 251;
+/// Slots per backend at least: every backend's share is then exact to
+/// 1%.
 pub const SLOTS_PER_BACKEND: usize = 100;
 
 /// Seeds of the two preference hashes (fixed: tables must agree across
@@ -55,13 +54,28 @@ pub fn prime_at_least(n: usize) -> usize {
     (n..).find(|&c| is_prime(c)).unwrap_or(n)
 }
 
-/// The table size for `backends` backends.
+/// The table size for `backends` backends: of the sizes 251, 509, 1021,
+/// ... (the largest prime below each power of two), the first with at
+/// least 100 slots a backend. A size fits a range of backend counts, so
+/// adding or removing a backend keeps the size, and Maglev moves few
+/// slots (a new size would move most). Not Maglev's usual 65,537 for
+/// every service: ten thousand services would take 2.6 GB of tables a
+/// worker.
 pub fn size_for(backends: usize) -> usize {
-    if backends * SLOTS_PER_BACKEND <= DEFAULT_SIZE {
-        DEFAULT_SIZE
-    } else {
-        prime_at_least(backends * SLOTS_PER_BACKEND)
+    let want = (backends * SLOTS_PER_BACKEND).max(MIN_SIZE);
+    let mut bound = (MIN_SIZE + 1).next_power_of_two();
+    loop {
+        let p = prime_below(bound);
+        if p >= want {
+            return p;
+        }
+        bound *= 2;
     }
+}
+
+/// The largest prime below `n` (≥ 3).
+fn prime_below(n: usize) -> usize {
+    (2..n).rev().find(|&c| prime_at_least(c) == c).unwrap_or(2)
 }
 
 impl Maglev {
@@ -193,9 +207,15 @@ mod tests {
 
     #[test]
     fn sizes_are_primes_of_at_least_a_hundred_slots_a_backend() {
-        assert_eq!(size_for(3), 65_537);
-        assert_eq!(size_for(655), 65_537);
-        assert_eq!(size_for(1000), 100_003);
+        assert_eq!(size_for(1), 251);
+        assert_eq!(size_for(3), 509);
+        assert_eq!(
+            (size_for(9), size_for(10)),
+            (1021, 1021),
+            "one size for both"
+        );
+        assert_eq!(size_for(655), 65_521);
+        assert_eq!(size_for(1000), 131_071);
         assert_eq!(prime_at_least(100_000), 100_003);
     }
 

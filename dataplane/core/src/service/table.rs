@@ -235,18 +235,23 @@ impl Services {
         if !services.is_empty() && self.flows.capacity() < 2 * flows {
             self.flows = FlowTable::with_capacity(2 * flows, Timeouts::default());
         }
-        // Counters carry over by name.
-        let mut old: HashMap<String, ServiceCounters> = self
+        // A service whose configuration did not change keeps its table (a
+        // change to one of ten thousand rebuilds one); counters carry over
+        // by name.
+        let mut old: HashMap<String, Service> = self
             .list
             .drain(..)
-            .map(|s| (s.cfg.name, s.counters))
+            .map(|s| (s.cfg.name.clone(), s))
             .collect();
         self.list = services
             .into_iter()
-            .map(|c| {
-                let mut s = Service::new(c);
-                s.counters = old.remove(&s.cfg.name).unwrap_or_default();
-                s
+            .map(|c| match old.remove(&c.name) {
+                Some(s) if s.cfg == c => s,
+                Some(s) => Service {
+                    counters: s.counters,
+                    ..Service::new(c)
+                },
+                None => Service::new(c),
             })
             .collect();
         self.by_vip = self
