@@ -1,22 +1,23 @@
 //! svc-in and svc-out: where services meet packets (IPv4).
 //!
 //! svc-in runs after ip4-input (and nat44-in) over packets routed onward
-//! to a service address: a flow the connection table knows keeps its
+//! to a service address. A flow the connection table knows keeps its
 //! backend while that backend is active or draining; a new flow (or a UDP
 //! flow, or a new TCP connection, whose backend was removed) gets one from
-//! the service's Maglev table; a TCP segment in the middle of a connection
-//! whose backend was removed is answered with a reset from the service's
-//! address. The destination becomes the backend and its
-//! target port, and the lookup routes it there like any packet; the
-//! client's address reaches the backend unchanged, unless the client sits
-//! on the backend's own segment (hairpin): then its source becomes the
-//! interface's address, the backend answers that address, and svc-in
-//! (which ip4-input hands such an answer to) sends it back to the client
-//! from the service. svc-out runs after
-//! ip-lookup, before nat44-out, over packets from a backend: a reply to a
-//! flow of a service gets the service's address and port back as its
-//! source, so the client sees only the service (and NAT leaves it alone,
-//! as it is not an inside source).
+//! the service's Maglev table (or its client's, with client-IP affinity);
+//! a TCP segment in the middle of a connection whose backend was removed
+//! is answered with a reset from the service's address. The destination
+//! becomes the backend and its target port, and the lookup routes it there
+//! like any packet. The client's address reaches the backend unchanged,
+//! unless the client sits on the backend's own segment (hairpin): then its
+//! source becomes the interface's address, the backend answers that
+//! address, and svc-in (which ip4-input hands such an answer to) sends it
+//! back to the client from the service.
+//!
+//! svc-out runs after ip-lookup, before nat44-out, over packets from a
+//! backend: a reply to a flow of a service gets the service's address and
+//! port back as its source, so the client sees only the service (and NAT
+//! leaves it alone, as it is not an inside source).
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
