@@ -39,11 +39,18 @@ pub fn current(cfg: &Config, changes: &ServiceChanges) -> Result<Vec<ServiceConf
     Ok(out)
 }
 
-/// What turns the config's services into `current` ones.
+/// True when `a` and `b` are one service, whatever their backends.
+fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    (&a.name, a.kind, a.vip, a.announce, &a.ports, a.affinity)
+        == (&b.name, b.kind, b.vip, b.announce, &b.ports, b.affinity)
+}
+
+/// What turns the config's services into `current` ones (a config service
+/// removed and another of its name added is both).
 pub fn changes(cfg: &Config, current: &[ServiceConfig]) -> ServiceChanges {
     let mut c = ServiceChanges::default();
     for s in &cfg.services {
-        match current.iter().find(|n| n.name == s.name) {
+        match current.iter().find(|n| same_service(n, s)) {
             None => c.removed.push(s.name.clone()),
             Some(n) if n.backends != s.backends => {
                 c.backends.insert(n.name.clone(), stored(n));
@@ -52,7 +59,7 @@ pub fn changes(cfg: &Config, current: &[ServiceConfig]) -> ServiceChanges {
         }
     }
     for n in current {
-        if !cfg.services.iter().any(|s| s.name == n.name) {
+        if !cfg.services.iter().any(|s| same_service(s, n)) {
             c.added
                 .insert(n.name.clone(), crate::config::entry_toml(n, &cfg.ports));
             c.backends.insert(n.name.clone(), stored(n));

@@ -1061,6 +1061,18 @@ backends = ["192.168.20.51", "192.168.20.52"]
     assert!(e.contains("no service \"nope\""), "{e}");
     d.ok(&["service", "backend", "drain", "dns", "192.168.20.61"]);
     d.ok(&["service", "remove", "web"]);
+    // Another service by the config's name replaces it, for good.
+    d.ok(&[
+        "service",
+        "add",
+        "web",
+        "--kind",
+        "cluster-ip",
+        "--address",
+        "10.96.0.20",
+        "--port",
+        "tcp:81",
+    ]);
     let names = |d: &Daemon| -> Vec<String> {
         let v: serde_json::Value =
             serde_json::from_str(&d.ok(&["service", "show", "--json"])).unwrap();
@@ -1071,14 +1083,18 @@ backends = ["192.168.20.51", "192.168.20.52"]
             .map(|s| s["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(names(&d), ["dns"]);
+    assert_eq!(names(&d), ["dns", "web"]);
     let dns: serde_json::Value =
         serde_json::from_str(&d.ok(&["service", "show", "dns", "--json"])).unwrap();
     let dns_backends = dns["services"][0]["backends"].clone();
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     let d = Daemon::start(dir.path(), &cfg);
-    assert_eq!(names(&d), ["dns"], "kept across a restart");
+    assert_eq!(names(&d), ["dns", "web"], "kept across a restart");
+    let web: serde_json::Value =
+        serde_json::from_str(&d.ok(&["service", "show", "web", "--json"])).unwrap();
+    assert_eq!(web["services"][0]["kind"], "cluster-ip", "{web}");
+    assert_eq!(web["services"][0]["address"], "10.96.0.20");
     let again: serde_json::Value =
         serde_json::from_str(&d.ok(&["service", "show", "dns", "--json"])).unwrap();
     assert_eq!(again["services"][0]["backends"], dns_backends);
