@@ -29,6 +29,11 @@ impl Time {
         )
     }
 
+    /// Whole seconds since the epoch, as the services' flow timers count.
+    pub fn whole_secs(self) -> u32 {
+        u32::try_from(self.0 / 1_000_000_000).unwrap_or(u32::MAX)
+    }
+
     /// Time elapsed since `earlier` (zero if `earlier` is later).
     pub fn since(self, earlier: Time) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))

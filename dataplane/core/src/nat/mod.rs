@@ -77,6 +77,15 @@ impl Proto {
         }
     }
 
+    /// The IP protocol number (the inverse of [`Proto::from_ip`]).
+    pub fn ip_number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+        }
+    }
+
     pub(crate) fn index(self) -> usize {
         self as usize
     }

@@ -37,14 +37,6 @@ const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
-fn ip_proto(p: Proto) -> u8 {
-    match p {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-        Proto::Icmp => 1,
-    }
-}
-
 /// The flow hash Maglev picks by (fixed: every worker picks alike).
 fn flow_hash(key: &FlowKey) -> u64 {
     FixedState::with_seed(0x7376_6368_6173_6801).hash_one(key)
@@ -118,16 +110,20 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
     else {
         return Next::Drop(DropReason::ServiceNoPort);
     };
-    let proto_n = ip_proto(proto);
+    let proto_n = proto.ip_number();
     let key = FlowKey::new(proto_n, (src.0.into(), src.1), (vip.into(), dst.1));
-    let now = (out.now.0 / 1_000_000_000) as u32;
+    let now = out.now.whole_secs();
     let known = t.svc.flows.lookup(&key, now, flags).map(|f| {
         let addr = Ipv4Addr::from(f.backend);
         (addr, t.svc.state_of(i, addr), f.generation)
     });
-    let (backend, hairpin_port) = match known {
+    // The backend, and for a hairpinned client the gateway address and
+    // port it is sourced from.
+    let (backend, hairpin) = match known {
         Some((addr, BackendState::Active | BackendState::Draining, hp)) => {
-            (addr, hp.checked_sub(1).map(|p| p as u16))
+            let port = hp.checked_sub(1).map(|p| p as u16);
+            let gw = port.and_then(|_| hairpin_gateway(t, p.meta.iface, addr));
+            (addr, gw.zip(port))
         }
         // A TCP connection in its middle cannot move: its new backend
         // would answer with a reset.
@@ -182,18 +178,16 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
             let c = t.svc.counters_mut(i);
             c.new_flows += 1;
             c.backend(addr)[0] += 1;
-            (addr, hp.map(|(_, hp)| hp))
+            (addr, hp)
         }
     };
     let ip = usize::from(p.meta.l3);
     let sum = Sum::of(&p.meta.offload);
     set_endpoint(p.buf.frame_mut(), ip, End::Dst, (backend, port.target), sum);
-    if let Some(hp) = hairpin_port {
+    if let Some(gw) = hairpin {
         // The client shares the backend's segment: the reply would go
         // straight back past the service. From the gateway, it returns.
-        if let Some(gw) = hairpin_gateway(t, p.meta.iface, backend) {
-            set_endpoint(p.buf.frame_mut(), ip, End::Src, (gw, hp), sum);
-        }
+        set_endpoint(p.buf.frame_mut(), ip, End::Src, gw, sum);
     }
     // Let in through a NAT outside port like a translated reply.
     p.meta.nat_in = true;
@@ -253,10 +247,7 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
     t.svc.is_backend(src.0)
         && t.svc
             .flows
-            .peek(
-                &hairpin_key(ip_proto(proto), src, dst),
-                (now.0 / 1_000_000_000) as u32,
-            )
+            .peek(&hairpin_key(proto.ip_number(), src, dst), now.whole_secs())
             .is_some()
 }
 
@@ -273,8 +264,8 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
     else {
         return;
     };
-    let proto_n = ip_proto(proto);
-    let now = (out.now.0 / 1_000_000_000) as u32;
+    let proto_n = proto.ip_number();
+    let now = out.now.whole_secs();
     let Some(f) = t
         .svc
         .flows
@@ -282,22 +273,51 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
     else {
         return;
     };
-    let i = f.service as usize;
-    let vip = t.svc.config(i).vip;
     let (vport, client) = (
         (f.backend >> 16) as u16,
         (Ipv4Addr::from(f.generation), f.backend as u16),
     );
-    let key = FlowKey::new(proto_n, (client.0.into(), client.1), (vip.into(), vport));
+    as_service(
+        t,
+        p,
+        f.service as usize,
+        (vport, client),
+        src.0,
+        (proto_n, now, flags),
+        true,
+    );
+}
+
+/// A backend's answer (from `backend`) to `client` of service `i` at
+/// service port `vport`: the client's flow hears of the server's flags
+/// too (its SYN-ACK makes the connection established), the answer comes
+/// from the service (and goes to the client itself, for a hairpinned one,
+/// `to_client`), and the service and backend count it.
+fn as_service(
+    t: &mut Tables,
+    p: &mut Packet,
+    i: usize,
+    (vport, client): (u16, (Ipv4Addr, u16)),
+    backend: Ipv4Addr,
+    (proto, now, flags): (u8, u32, u8),
+    to_client: bool,
+) {
+    let vip = t.svc.config(i).vip;
+    let key = FlowKey::new(proto, (client.0.into(), client.1), (vip.into(), vport));
     t.svc.flows.lookup(&key, now, flags);
     let ip = usize::from(p.meta.l3);
     let sum = Sum::of(&p.meta.offload);
     set_endpoint(p.buf.frame_mut(), ip, End::Src, (vip, vport), sum);
-    set_endpoint(p.buf.frame_mut(), ip, End::Dst, client, sum);
+    if to_client {
+        set_endpoint(p.buf.frame_mut(), ip, End::Dst, client, sum);
+    }
     let bytes = p.l3().len() as u64;
     let c = t.svc.counters_mut(i);
     c.packets += 1;
     c.bytes += bytes;
+    let per = c.backend(backend);
+    per[1] += 1;
+    per[2] += bytes;
 }
 
 /// Answers a TCP segment from `client` to the service endpoint `from`
@@ -364,7 +384,7 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     if t.svc.is_empty() {
         return;
     }
-    let now = (out.now.0 / 1_000_000_000) as u32;
+    let now = out.now.whole_secs();
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
         let Some(src) = Ipv4View::new_checked(p.l3()).map(|h| h.src()) else {
             continue;
@@ -382,7 +402,7 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
         else {
             continue;
         };
-        let proto_n = ip_proto(proto);
+        let proto_n = proto.ip_number();
         let Some(f) = t
             .svc
             .flows
@@ -390,22 +410,14 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
         else {
             continue;
         };
-        let i = f.service as usize;
-        let vip = t.svc.config(i).vip;
-        let vport = f.backend as u16;
-        // The client's side of the flow hears of the server's flags too
-        // (its SYN-ACK makes the connection established).
-        let key = FlowKey::new(proto_n, (dst.0.into(), dst.1), (vip.into(), vport));
-        t.svc.flows.lookup(&key, now, flags);
-        let ip = usize::from(p.meta.l3);
-        let sum = Sum::of(&p.meta.offload);
-        set_endpoint(p.buf.frame_mut(), ip, End::Src, (vip, vport), sum);
-        let bytes = p.l3().len() as u64;
-        let c = t.svc.counters_mut(i);
-        c.packets += 1;
-        c.bytes += bytes;
-        let per = c.backend(src.0);
-        per[1] += 1;
-        per[2] += bytes;
+        as_service(
+            t,
+            p,
+            f.service as usize,
+            (f.backend as u16, dst),
+            src.0,
+            (proto_n, now, flags),
+            false,
+        );
     }
 }

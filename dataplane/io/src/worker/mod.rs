@@ -402,7 +402,7 @@ impl Worker {
                 }
                 // Times since the Unix epoch, as captures have them.
                 Ask::ServiceFlows { name, cursor } => {
-                    let now = (router.now().0 / 1_000_000_000) as u32;
+                    let now = router.now().whole_secs();
                     let (flows, next) = router.services().flows_page(name, *cursor, now);
                     Answer::ServiceFlows(flows, next)
                 }
