@@ -556,12 +556,7 @@ impl Daemon {
 
     /// Sets the flows each worker's service table holds.
     pub fn set_service_flows(&mut self, flows: usize) {
-        self.services = Arc::new(ServiceSet {
-            list: self.services.list.clone(),
-            internal: self.services.internal.clone(),
-            flows,
-            announce: self.services.announce.clone(),
-        });
+        self.change_services(|s| s.flows = flows);
     }
 
     fn service_show(&self, name: Option<&str>, workers: &impl Workers) -> Result<Value, String> {
@@ -641,12 +636,14 @@ impl Daemon {
     }
 
     fn set_services(&mut self, list: Vec<ServiceConfig>) {
-        self.services = Arc::new(ServiceSet {
-            list,
-            internal: self.services.internal.clone(),
-            flows: self.services.flows,
-            announce: self.services.announce.clone(),
-        });
+        self.change_services(|s| s.list = list);
+    }
+
+    /// A new service set for the next snapshot: the current one, changed.
+    fn change_services(&mut self, change: impl FnOnce(&mut ServiceSet)) {
+        let mut next = ServiceSet::clone(&self.services);
+        change(&mut next);
+        self.services = Arc::new(next);
     }
 
     /// `service announce NAME`: three gratuitous ARPs for a load
@@ -665,12 +662,7 @@ impl Daemon {
         };
         let (address, port) = (s.vip, self.cfg.ports[usize::from(port)].name.clone());
         let seq = self.services.announce.0 + 1;
-        self.services = Arc::new(ServiceSet {
-            list: self.services.list.clone(),
-            internal: self.services.internal.clone(),
-            flows: self.services.flows,
-            announce: (seq, name.to_owned()),
-        });
+        self.change_services(|s| s.announce = (seq, name.to_owned()));
         self.publish();
         Ok(json!({"service": name, "address": address, "port": port}))
     }

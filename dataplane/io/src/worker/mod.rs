@@ -100,7 +100,7 @@ pub struct Snapshot {
 }
 
 /// Services as a snapshot carries them.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSet {
     /// The services.
     pub list: Vec<ServiceConfig>,
