@@ -7,13 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::BufWriter;
-use std::time::Duration;
 
 use edgefwd_control::config::Config;
 use edgefwd_control::replay::{replay, Input, Source};
 use edgefwd_control::report::Report;
-use edgefwd_control::trace::{TraceReader, TraceWriter};
+use edgefwd_control::trace::TraceReader;
 use edgefwd_core::packet::check::check_frame;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -83,22 +81,6 @@ backends = ["172.28.0.10"]
 const GW: [u8; 6] = [2, 0, 0, 0, 0x99, 1];
 const PORT2: [u8; 6] = [2, 0, 0, 0, 2, 1];
 const VIP: [u8; 4] = [10, 0, 2, 100];
-
-fn pcap(frames: &[(u64, Vec<u8>)]) -> &'static [u8] {
-    let mut out = Vec::new();
-    {
-        let mut w = TraceWriter::new(BufWriter::new(&mut out)).unwrap();
-        for (ms, f) in frames {
-            w.write(
-                Duration::from_secs(1_767_225_600) + Duration::from_millis(*ms),
-                f,
-            )
-            .unwrap();
-        }
-        drop(w.into_inner());
-    }
-    out.leak()
-}
 
 fn run(inputs: Vec<(&str, &'static [u8])>) -> (BTreeMap<String, Vec<Vec<u8>>>, Report) {
     let cfg = Config::parse(CONFIG).unwrap();
@@ -178,7 +160,7 @@ fn a_load_balancer_spreads_clients_over_the_pods_which_see_them_and_answer_as_th
             )
         })
         .collect();
-    let (sent, report) = run(vec![("Port2", pcap(&clients))]);
+    let (sent, report) = run(vec![("Port2", common::pcap_in_memory(&clients))]);
     // The pods have not spoken yet, so the switch floods each frame to
     // every member: vm1's copies show them all.
     let mut per_pod = BTreeMap::new();
@@ -215,8 +197,8 @@ fn a_load_balancer_spreads_clients_over_the_pods_which_see_them_and_answer_as_th
         .write(&mut answer, b"")
         .unwrap();
     let (sent2, _) = run(vec![
-        ("Port2", pcap(&clients)),
-        ("vm2", pcap(&[(1000, answer)])),
+        ("Port2", common::pcap_in_memory(&clients)),
+        ("vm2", common::pcap_in_memory(&[(1000, answer)])),
     ]);
     let out: Vec<_> = sent2["Port2"]
         .iter()
@@ -238,7 +220,7 @@ fn clusterip_from_outside_is_dropped() {
         .udp(4000, 53)
         .write(&mut q, b"q")
         .unwrap();
-    let (sent, report) = run(vec![("Port2", pcap(&[(0, q)]))]);
+    let (sent, report) = run(vec![("Port2", common::pcap_in_memory(&[(0, q)]))]);
     assert!(sent["vm1"].is_empty());
     assert_eq!(report.drops.get("service_outside_cluster"), Some(&1));
     // From a pod on the internal switch it is answered.
@@ -248,7 +230,7 @@ fn clusterip_from_outside_is_dropped() {
         .udp(4000, 53)
         .write(&mut q, b"q")
         .unwrap();
-    let (sent, _) = run(vec![("vm3", pcap(&[(0, q)]))]);
+    let (sent, _) = run(vec![("vm3", common::pcap_in_memory(&[(0, q)]))]);
     assert_eq!(sent["vm1"].len(), 1);
     assert_eq!(ends(&sent["vm1"][0]).1, ([172, 28, 0, 10], 53));
 }

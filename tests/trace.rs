@@ -2,13 +2,12 @@
 //! packets (a golden text, read by a person once and checked against the
 //! counters every run), and for a NATed packet and a spoofed one.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::BufWriter;
-use std::time::Duration;
 
 use edgefwd_control::config::Config;
 use edgefwd_control::replay::{replay_traced, Input, Source};
-use edgefwd_control::trace::TraceWriter;
 use edgefwd_control::{demo, packet_trace};
 use etherparse::PacketBuilder;
 use serde_json::Value;
@@ -132,20 +131,6 @@ fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8
     v
 }
 
-/// A pcap of `frames` (time offset in ms, frame), in memory.
-fn pcap(frames: &[(u64, Vec<u8>)]) -> &'static [u8] {
-    let mut out = Vec::new();
-    {
-        let mut w = TraceWriter::new(BufWriter::new(&mut out)).unwrap();
-        let t0 = Duration::from_secs(1_767_225_600);
-        for (ms, f) in frames {
-            w.write(t0 + Duration::from_millis(*ms), f).unwrap();
-        }
-        drop(w.into_inner());
-    }
-    out.leak()
-}
-
 fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&[0xff; 6]);
@@ -186,14 +171,14 @@ fn switch_and_nat_decisions_are_traced() {
             port: "vm1".into(),
             source: Source::Bytes {
                 name: "vm1".into(),
-                data: pcap(&vm1),
+                data: common::pcap_in_memory(&vm1),
             },
         },
         Input {
             port: "vm2".into(),
             source: Source::Bytes {
                 name: "vm2".into(),
-                data: pcap(&vm2),
+                data: common::pcap_in_memory(&vm2),
             },
         },
     ];

@@ -478,3 +478,20 @@ addresses = ["192.168.20.10/24"]
     ))
     .unwrap()
 }
+
+/// A pcap of `frames` (milliseconds after a fixed start, frame) in
+/// memory, for a replay input (`Source::Bytes`).
+pub fn pcap_in_memory(frames: &[(u64, Vec<u8>)]) -> &'static [u8] {
+    use std::time::Duration;
+    let mut out = Vec::new();
+    {
+        let mut w =
+            edgefwd_control::trace::TraceWriter::new(std::io::BufWriter::new(&mut out)).unwrap();
+        let t0 = Duration::from_secs(1_767_225_600);
+        for (ms, f) in frames {
+            w.write(t0 + Duration::from_millis(*ms), f).unwrap();
+        }
+        drop(w.into_inner());
+    }
+    out.leak()
+}
