@@ -711,8 +711,11 @@ impl Daemon {
         let mut f = crate::packet_trace::parse_filter(filter.unwrap_or(""))
             .map_err(|e| format!("--match: {e}"))?;
         if let Some(p) = port {
-            let id = self.cfg.ports.iter().position(|c| c.name == p);
-            f.port = Some(id.ok_or_else(|| format!("--port: unknown port {p:?}"))? as PortId);
+            let (id, _) = self
+                .cfg
+                .port(p)
+                .ok_or_else(|| format!("--port: unknown port {p:?}"))?;
+            f.port = Some(id as PortId);
         }
         workers.start_trace(count, f)?;
         Ok(json!({"count": count, "port": port, "filter": filter}))

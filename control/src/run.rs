@@ -345,10 +345,9 @@ fn capture_start(
     count: Option<u64>,
     snaplen: Option<usize>,
 ) -> Result<(serde_json::Value, crate::server::Streamer), String> {
-    let id = daemon
-        .names()
-        .iter()
-        .position(|n| n == port)
+    let (id, _) = daemon
+        .config()
+        .port(port)
         .ok_or_else(|| format!("unknown port {port:?}"))?;
     let spec = crate::capture::spec(id as u16, direction, drops, snaplen)?;
     let snaplen = spec.snaplen;
