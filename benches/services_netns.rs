@@ -177,6 +177,14 @@ fn edgefwd(services: usize) -> (Appliance, Vec<common::Spawned>) {
     (app, servers)
 }
 
+/// One number of services loaded: (kernel, edgefwd) new connections/s and
+/// connect() p50.
+struct Row {
+    services: usize,
+    rate: (f64, f64),
+    p50: (f64, f64),
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -218,31 +226,36 @@ fn main() {
             "services/{services} loaded: edgefwd {:.2}x the kernel's new connections/s",
             er / kr
         );
-        figures.push((services, kr, er, sum(&kf, |f| f.p50), sum(&ef, |f| f.p50)));
+        figures.push(Row {
+            services,
+            rate: (kr, er),
+            p50: (sum(&kf, |f| f.p50), sum(&ef, |f| f.p50)),
+        });
     }
+    // Each panel: the kernel's and edgefwd's bar at each number of
+    // services loaded.
+    let panel = |title: &str, pick: fn(&Row) -> (f64, f64)| chart::Figure {
+        title: title.into(),
+        baseline: "kernel, 1".into(),
+        bars: figures
+            .iter()
+            .flat_map(|f| {
+                let (k, e) = pick(f);
+                [
+                    (format!("kernel, {}", f.services), k),
+                    (format!("edgefwd, {}", f.services), e),
+                ]
+            })
+            .collect(),
+    };
     chart::write(
         "services",
         &[
-            chart::Figure {
-                title: "new connections/s through the service (1 / 10,000 services loaded)".into(),
-                baseline: "kernel, 1".into(),
-                bars: figures
-                    .iter()
-                    .flat_map(|(n, k, e, _, _)| {
-                        [(format!("kernel, {n}"), *k), (format!("edgefwd, {n}"), *e)]
-                    })
-                    .collect(),
-            },
-            chart::Figure {
-                title: "connect() p50, µs (1 / 10,000 services loaded)".into(),
-                baseline: "kernel, 1".into(),
-                bars: figures
-                    .iter()
-                    .flat_map(|(n, _, _, k, e)| {
-                        [(format!("kernel, {n}"), *k), (format!("edgefwd, {n}"), *e)]
-                    })
-                    .collect(),
-            },
+            panel(
+                "new connections/s through the service (1 / 10,000 services loaded)",
+                |f| f.rate,
+            ),
+            panel("connect() p50, µs (1 / 10,000 services loaded)", |f| f.p50),
         ],
     );
 }
