@@ -212,9 +212,11 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
         let (ok, out) = vm.ping(&["-c", "2", "-i", "0.2", "-W", "2", INET]);
         assert!(ok, "{} pings the internet: {out}", vm.dev);
     }
-    // UDP from each VM arrives from Port2's address.
-    for (vm, port) in [(vm1, 5353), (vm2, 5354)] {
-        let dst: SocketAddr = format!("{INET}:9000").parse().unwrap();
+    // UDP from each VM arrives from Port2's address. Each listens on its
+    // own port: a process another test thread forks at the moment a socket
+    // closes holds it open until exec, so rebinding at once can fail.
+    for (vm, port, listen) in [(vm1, 5353, 9000), (vm2, 5354, 9001)] {
+        let dst: SocketAddr = format!("{INET}:{listen}").parse().unwrap();
         let peer = udp_source(vm, port, inet, dst, dst).expect("UDP arrived");
         assert_eq!(peer.ip().to_string(), EXT, "{} seen as Port2", vm.dev);
         assert_eq!(peer.port(), port, "port preserved");
