@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::replay::{replay, Input, Source};
+use edgefwd_control::replay::{replay_with, Input, Options, Source};
 use edgefwd_control::report::Report;
 use edgefwd_control::trace::{TraceReader, TraceWriter};
 use edgefwd_core::packet::check::check_frame;
@@ -126,9 +126,14 @@ fn at(mut i: In, t: f64) -> In {
     i
 }
 
-/// Replays `inputs` (in time order) with `extra` config appended; the
-/// frames each port sent, and the report.
-fn run(extra: &str, inputs: Vec<In>) -> (BTreeMap<String, Vec<Vec<u8>>>, Report) {
+/// The frames each port sent, by port name.
+type Sent = BTreeMap<String, Vec<Vec<u8>>>;
+
+/// Replays `inputs` (in time order) with `extra` config appended, with 1,
+/// 2 and 4 workers (each frame to the worker a multi-queue TAP would give
+/// it, flows handed to their owners): for each, the frames each port sent
+/// and the report.
+fn runs(extra: &str, inputs: Vec<In>) -> Vec<(Sent, Report)> {
     let cfg = Config::parse(&format!("{CONFIG}{extra}")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let t0 = Duration::from_secs(1_767_225_600);
@@ -146,13 +151,42 @@ fn run(extra: &str, inputs: Vec<In>) -> (BTreeMap<String, Vec<Vec<u8>>>, Report)
             w.write(ts, &f).unwrap();
         }
         drop(w.into_inner());
-        files.push(Input {
-            port: port.to_owned(),
-            source: Source::File(path),
-        });
+        files.push((port.to_owned(), path));
     }
-    let out = dir.path().join("out");
-    let report = replay(&cfg, files, &out, false).unwrap();
+    [1, 2, 4]
+        .into_iter()
+        .map(|workers| {
+            replay_on(
+                &cfg,
+                &files,
+                &dir.path().join(format!("out{workers}")),
+                workers,
+            )
+        })
+        .collect()
+}
+
+/// One replay of `files` with `workers` workers into `out`.
+fn replay_on(
+    cfg: &Config,
+    files: &[(String, std::path::PathBuf)],
+    out: &std::path::Path,
+    workers: usize,
+) -> (Sent, Report) {
+    let inputs = files
+        .iter()
+        .map(|(port, path)| Input {
+            port: port.clone(),
+            source: Source::File(path.clone()),
+        })
+        .collect();
+    let opts = Options {
+        workers,
+        ..Options::default()
+    };
+    // A failing assertion's output names the run it was in.
+    eprintln!("-- {workers} worker(s)");
+    let (report, _) = replay_with(cfg, inputs, out, &opts).unwrap();
     let mut sent = BTreeMap::new();
     for p in &cfg.ports {
         let mut r = TraceReader::open(&out.join(format!("{}.pcap", p.name))).unwrap();
@@ -202,34 +236,35 @@ fn drops(r: &Report, reason: &str) -> u64 {
 
 #[test]
 fn rfc4787_req1_eim_one_external_port_for_every_destination() {
-    let (sent, report) = run(
+    for (sent, report) in runs(
         "",
         vec![
             out_udp(VM1, 5000, (R1, 53)),
             at(out_udp(VM1, 5000, (R2, 443)), 1.0),
         ],
-    );
-    let sessions: Vec<(&str, &str, &str)> = report
-        .nat
-        .iter()
-        .map(|n| (n.inside.as_str(), n.external.as_str(), n.remote.as_str()))
-        .collect();
-    assert_eq!(
-        sessions,
-        [
-            ("172.28.0.10:5000", "10.0.2.15:5000", "198.51.100.1:53"),
-            ("172.28.0.10:5000", "10.0.2.15:5000", "198.51.100.2:443")
-        ],
-        "the report's nat section"
-    );
-    let up = &sent["Port2"];
-    assert_eq!(up.len(), 2);
-    assert_eq!(ends(&up[0]), (ep(EXT, 5000), ep(R1, 53)), "port preserved");
-    assert_eq!(
-        ends(&up[1]),
-        (ep(EXT, 5000), ep(R2, 443)),
-        "same mapping for another destination"
-    );
+    ) {
+        let sessions: Vec<(&str, &str, &str)> = report
+            .nat
+            .iter()
+            .map(|n| (n.inside.as_str(), n.external.as_str(), n.remote.as_str()))
+            .collect();
+        assert_eq!(
+            sessions,
+            [
+                ("172.28.0.10:5000", "10.0.2.15:5000", "198.51.100.1:53"),
+                ("172.28.0.10:5000", "10.0.2.15:5000", "198.51.100.2:443")
+            ],
+            "the report's nat section"
+        );
+        let up = &sent["Port2"];
+        assert_eq!(up.len(), 2);
+        assert_eq!(ends(&up[0]), (ep(EXT, 5000), ep(R1, 53)), "port preserved");
+        assert_eq!(
+            ends(&up[1]),
+            (ep(EXT, 5000), ep(R2, 443)),
+            "same mapping for another destination"
+        );
+    }
 }
 
 #[test]
@@ -240,15 +275,16 @@ fn rfc4787_req3_no_port_overloading_and_low_ports_stay_low() {
         at(out_udp(VM1, 123, (R1, 123)), 0.2),
         at(out_udp(VM2, 123, (R1, 123)), 0.3),
     ];
-    let (sent, _) = run("", inputs);
-    let ports: Vec<u16> = sent["Port2"].iter().map(|f| ends(f).0 .1).collect();
-    assert_eq!(ports[0], 5000);
-    assert!(ports[1] != 5000 && ports[1] >= 1024, "{ports:?}");
-    assert_eq!(ports[2], 123);
-    assert!(
-        ports[3] != 123 && (1..1024).contains(&ports[3]),
-        "{ports:?}"
-    );
+    for (sent, _) in runs("", inputs) {
+        let ports: Vec<u16> = sent["Port2"].iter().map(|f| ends(f).0 .1).collect();
+        assert_eq!(ports[0], 5000);
+        assert!(ports[1] != 5000 && ports[1] >= 1024, "{ports:?}");
+        assert_eq!(ports[2], 123);
+        assert!(
+            ports[3] != 123 && (1..1024).contains(&ports[3]),
+            "{ports:?}"
+        );
+    }
 }
 
 #[test]
@@ -259,20 +295,22 @@ fn rfc4787_req8_address_dependent_filtering_by_default() {
         at(in_udp((R1, 9999), 5000), 2.0),
         at(in_udp((R2, 53), 5000), 3.0),
     ];
-    let (sent, report) = run("", inputs);
-    let down = &sent["vm1"];
-    assert_eq!(down.len(), 2, "R1 from any port gets in; R2 does not");
-    assert_eq!(ends(&down[0]), (ep(R1, 53), ep(VM1, 5000)));
-    assert_eq!(&down[0][..6], &VM1_MAC);
-    assert_eq!(drops(&report, "nat_filtered"), 1);
-    assert!(sent["vm2"].is_empty());
+    for (sent, report) in runs("", inputs) {
+        let down = &sent["vm1"];
+        assert_eq!(down.len(), 2, "R1 from any port gets in; R2 does not");
+        assert_eq!(ends(&down[0]), (ep(R1, 53), ep(VM1, 5000)));
+        assert_eq!(&down[0][..6], &VM1_MAC);
+        assert_eq!(drops(&report, "nat_filtered"), 1);
+        assert!(sent["vm2"].is_empty());
+    }
 }
 
 #[test]
 fn rfc4787_req8_endpoint_independent_filtering_on_request() {
     let inputs = vec![out_udp(VM1, 5000, (R1, 53)), at(in_udp((R2, 7), 5000), 1.0)];
-    let (sent, _) = run("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs);
-    assert_eq!(ends(&sent["vm1"][0]), (ep(R2, 7), ep(VM1, 5000)));
+    for (sent, _) in runs("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs) {
+        assert_eq!(ends(&sent["vm1"][0]), (ep(R2, 7), ep(VM1, 5000)));
+    }
 }
 
 #[test]
@@ -287,9 +325,10 @@ fn rfc4787_req5_udp_lives_five_minutes_req6_refreshed_outbound_only() {
         // Outbound at 600 s did: still there at 899 s.
         at(in_udp((R1, 53), 6000), 899.0),
     ];
-    let (sent, report) = run("", inputs);
-    assert_eq!(sent["vm1"].len(), 2);
-    assert_eq!(drops(&report, "nat_no_session"), 1);
+    for (sent, report) in runs("", inputs) {
+        assert_eq!(sent["vm1"].len(), 2);
+        assert_eq!(drops(&report, "nat_no_session"), 1);
+    }
 }
 
 #[test]
@@ -306,25 +345,62 @@ fn rfc4787_req9_hairpinning_shows_the_external_source() {
             1.0,
         ),
     ];
-    let (sent, _) = run("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs);
-    let got = &sent["vm1"];
-    assert_eq!(got.len(), 1);
-    assert_eq!(ends(&got[0]), (ep(EXT, 7000), ep(VM1, 5000)));
+    for (sent, _) in runs("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs) {
+        let got = &sent["vm1"];
+        assert_eq!(got.len(), 1);
+        assert_eq!(ends(&got[0]), (ep(EXT, 7000), ep(VM1, 5000)));
+    }
 }
 
 /// A packet from outside claiming an inside source is no hairpin: it is
 /// dropped, makes no mapping and reaches no VM. Found by the `parse_ipv4`
 /// fuzz target.
 #[test]
+fn rfc4787_req9_hairpinning_between_hosts_that_different_workers_own() {
+    // 172.28.0.12 hashes to another worker than vm1 (with 2 and with 4):
+    // its packet is translated by its own worker, then handed to vm1's.
+    const H12: [u8; 4] = [172, 28, 0, 12];
+    let extra = "\n[nat]\nfiltering = \"endpoint-independent\"\n\n[[neighbor]]\ninterface = \"internal\"\naddress = \"172.28.0.12\"\nmac = \"02:00:00:00:28:11\"\n";
+    let inputs = vec![
+        out_udp(VM1, 5000, (R1, 53)),
+        at(
+            In {
+                at: 0.0,
+                port: "vm2",
+                frame: udp(VM2_MAC, GW_IF_MAC, (H12, 7000), (EXT, 5000)),
+            },
+            1.0,
+        ),
+        // vm1 answers the endpoint it saw, back through the NAT.
+        at(
+            In {
+                at: 0.0,
+                port: "vm1",
+                frame: udp(VM1_MAC, GW_IF_MAC, (VM1, 5000), (EXT, 7000)),
+            },
+            2.0,
+        ),
+    ];
+    for (k, (sent, report)) in runs(extra, inputs).into_iter().enumerate() {
+        assert_eq!(sent["vm1"].len(), 1, "run {k}");
+        assert_eq!(ends(&sent["vm1"][0]), (ep(EXT, 7000), ep(VM1, 5000)));
+        assert_eq!(sent["vm2"].len(), 1, "run {k}");
+        assert_eq!(ends(&sent["vm2"][0]), (ep(EXT, 5000), ep(H12, 7000)));
+        assert_eq!(report.packets.handed_off > 0, k > 0, "run {k}");
+    }
+}
+
+#[test]
 fn an_inside_source_arriving_from_outside_is_spoofed() {
     let inputs = vec![
         out_udp(VM1, 5000, (R1, 53)),
         at(in_udp((VM2, 7000), 5000), 1.0),
     ];
-    let (sent, report) = run("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs);
-    assert!(sent["vm1"].is_empty(), "the spoofed packet got in");
-    assert_eq!(drops(&report, "spoofed_source"), 1);
-    assert_eq!(report.nat.len(), 1, "only vm1's session: {:?}", report.nat);
+    for (sent, report) in runs("\n[nat]\nfiltering = \"endpoint-independent\"\n", inputs) {
+        assert!(sent["vm1"].is_empty(), "the spoofed packet got in");
+        assert_eq!(drops(&report, "spoofed_source"), 1);
+        assert_eq!(report.nat.len(), 1, "only vm1's session: {:?}", report.nat);
+    }
 }
 
 #[test]
@@ -346,17 +422,18 @@ fn rfc5382_req1_tcp_eim_and_unsolicited_syn_gets_nothing_in() {
             1.0,
         ),
     ];
-    let (sent, report) = run("", inputs);
-    let up = &sent["Port2"];
-    assert_eq!(ends(&up[0]).0, ends(&up[1]).0, "one mapping for both");
-    assert_eq!(ends(&up[0]).0, ep(EXT, 40000));
-    assert!(sent["vm1"].is_empty() && sent["vm2"].is_empty());
-    assert_eq!(
-        drops(&report, "nat_no_session"),
-        1,
-        "no RST, no ICMP: just dropped"
-    );
-    assert_eq!(report.packets.generated, 0);
+    for (sent, report) in runs("", inputs) {
+        let up = &sent["Port2"];
+        assert_eq!(ends(&up[0]).0, ends(&up[1]).0, "one mapping for both");
+        assert_eq!(ends(&up[0]).0, ep(EXT, 40000));
+        assert!(sent["vm1"].is_empty() && sent["vm2"].is_empty());
+        assert_eq!(
+            drops(&report, "nat_no_session"),
+            1,
+            "no RST, no ICMP: just dropped"
+        );
+        assert_eq!(report.packets.generated, 0);
+    }
 }
 
 #[test]
@@ -373,8 +450,9 @@ fn rfc5382_req2_simultaneous_open() {
             frame: tcp(GW_MAC, PORT2_MAC, (R1, 6000), (EXT, 40000), true, false),
         },
     ];
-    let (sent, _) = run("", inputs);
-    assert_eq!(ends(&sent["vm1"][0]), (ep(R1, 6000), ep(VM1, 40000)));
+    for (sent, _) in runs("", inputs) {
+        assert_eq!(ends(&sent["vm1"][0]), (ep(R1, 6000), ep(VM1, 40000)));
+    }
 }
 
 #[test]
@@ -409,10 +487,11 @@ fn rfc7857_rst_keeps_the_session_four_minutes_of_silence() {
             tcp(GW_MAC, PORT2_MAC, (R1, 80), (EXT, 40000), false, false),
         ),
     ];
-    let (sent, report) = run("", inputs);
-    assert_eq!(sent["Port2"].len(), 2, "SYN and RST both translated");
-    assert_eq!(sent["vm1"].len(), 2, "the SYN-ACK and the segment at 100 s");
-    assert_eq!(drops(&report, "nat_no_session"), 1, "the one at 341 s");
+    for (sent, report) in runs("", inputs) {
+        assert_eq!(sent["Port2"].len(), 2, "SYN and RST both translated");
+        assert_eq!(sent["vm1"].len(), 2, "the SYN-ACK and the segment at 100 s");
+        assert_eq!(drops(&report, "nat_no_session"), 1, "the one at 341 s");
+    }
 }
 
 fn ping(id: u16) -> In {
@@ -446,11 +525,12 @@ fn pong(id: u16, from: [u8; 4]) -> In {
 #[test]
 fn rfc5508_req1_echo_ids_are_mapped_and_time_out_after_60_s() {
     let late = at(pong(7, R1), 61.0);
-    let (sent, report) = run("", vec![ping(7), pong(7, R1), late]);
-    assert_eq!(ends(&sent["Port2"][0]), (ep(EXT, 7), ep(R1, 7)));
-    assert_eq!(ends(&sent["vm1"][0]), (ep(R1, 7), ep(VM1, 7)));
-    assert_eq!(sent["vm1"].len(), 1);
-    assert_eq!(drops(&report, "nat_no_session"), 1);
+    for (sent, report) in runs("", vec![ping(7), pong(7, R1), late]) {
+        assert_eq!(ends(&sent["Port2"][0]), (ep(EXT, 7), ep(R1, 7)));
+        assert_eq!(ends(&sent["vm1"][0]), (ep(R1, 7), ep(VM1, 7)));
+        assert_eq!(sent["vm1"].len(), 1);
+        assert_eq!(drops(&report, "nat_no_session"), 1);
+    }
 }
 
 /// An ICMP error from `from` to `to`, quoting `quoted` (an IPv4 packet,
@@ -497,7 +577,7 @@ fn rfc5508_req3_inbound_error_reaches_the_inside_host_translated() {
         Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit),
         &left,
     );
-    let (sent, _) = run(
+    for (sent, _) in runs(
         "",
         vec![
             out_udp(VM1, 5000, (R1, 53)),
@@ -507,19 +587,20 @@ fn rfc5508_req3_inbound_error_reaches_the_inside_host_translated() {
                 frame: err,
             },
         ],
-    );
-    let got = &sent["vm1"];
-    assert_eq!(got.len(), 1);
-    assert_eq!(
-        ends(got.last().unwrap()).1 .0,
-        Ipv4Addr::from(VM1),
-        "outer destination"
-    );
-    assert_eq!(
-        quoted_ends(&got[0]),
-        (ep(VM1, 5000), ep(R1, 53)),
-        "quoted as vm1 sent it"
-    );
+    ) {
+        let got = &sent["vm1"];
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            ends(got.last().unwrap()).1 .0,
+            Ipv4Addr::from(VM1),
+            "outer destination"
+        );
+        assert_eq!(
+            quoted_ends(&got[0]),
+            (ep(VM1, 5000), ep(R1, 53)),
+            "quoted as vm1 sent it"
+        );
+    }
 }
 
 #[test]
@@ -538,11 +619,12 @@ fn rfc5508_req4_outbound_error_leaves_with_the_external_address() {
             frame: err,
         },
     ];
-    let (sent, _) = run("", inputs);
-    let up = &sent["Port2"];
-    assert_eq!(up.len(), 2);
-    assert_eq!(ends(&up[1]).0 .0, Ipv4Addr::from(EXT));
-    assert_eq!(quoted_ends(&up[1]), (ep(R1, 53), ep(EXT, 5000)));
+    for (sent, _) in runs("", inputs) {
+        let up = &sent["Port2"];
+        assert_eq!(up.len(), 2);
+        assert_eq!(ends(&up[1]).0 .0, Ipv4Addr::from(EXT));
+        assert_eq!(quoted_ends(&up[1]), (ep(R1, 53), ep(EXT, 5000)));
+    }
 }
 
 #[test]
@@ -551,7 +633,7 @@ fn rfc5508_req4_errors_without_a_session_are_dropped() {
     let unreach =
         Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
     let err = icmp_error(GW_MAC, PORT2_MAC, R1, EXT, unreach, &left);
-    let (sent, report) = run(
+    for (sent, report) in runs(
         "",
         vec![
             out_udp(VM1, 5000, (R1, 53)),
@@ -561,9 +643,10 @@ fn rfc5508_req4_errors_without_a_session_are_dropped() {
                 frame: err,
             },
         ],
-    );
-    assert!(sent["vm1"].is_empty());
-    assert_eq!(drops(&report, "nat_no_session"), 1);
+    ) {
+        assert!(sent["vm1"].is_empty());
+        assert_eq!(drops(&report, "nat_no_session"), 1);
+    }
 }
 
 /// An error whose ICMP checksum is wrong is dropped, both ways: summing
@@ -595,10 +678,11 @@ fn nat_drops_icmp_errors_with_a_damaged_checksum() {
             frame: outbound,
         },
     ];
-    let (sent, report) = run("", inputs);
-    assert_eq!(sent["vm1"].len(), 1, "only the UDP reply reaches vm1");
-    assert_eq!(sent["Port2"].len(), 1, "only the UDP request leaves");
-    assert_eq!(drops(&report, "icmp_malformed"), 2);
+    for (sent, report) in runs("", inputs) {
+        assert_eq!(sent["vm1"].len(), 1, "only the UDP reply reaches vm1");
+        assert_eq!(sent["Port2"].len(), 1, "only the UDP request leaves");
+        assert_eq!(drops(&report, "icmp_malformed"), 2);
+    }
 }
 
 #[test]
@@ -606,21 +690,22 @@ fn rfc5508_req8_exhaustion_is_answered_administratively_prohibited() {
     let inputs = (0..3)
         .map(|i| at(out_udp(VM1, 5000 + i, (R1, 53)), f64::from(i) * 0.1))
         .collect();
-    let (sent, report) = run("\n[nat]\nport_range = \"40000-40001\"\n", inputs);
-    assert_eq!(sent["Port2"].len(), 2);
-    assert_eq!(drops(&report, "nat_ports_exhausted"), 1);
-    let back = &sent["vm1"];
-    assert_eq!(back.len(), 1);
-    let s = SlicedPacket::from_ethernet(&back[0]).unwrap();
-    let Some(TransportSlice::Icmpv4(i)) = s.transport else {
-        panic!("not ICMP")
-    };
-    assert_eq!((i.type_u8(), i.code_u8()), (3, 13));
-    assert_eq!(
-        ends(&back[0]).0 .0,
-        Ipv4Addr::new(172, 28, 0, 1),
-        "from the gateway interface"
-    );
+    for (sent, report) in runs("\n[nat]\nport_range = \"40000-40001\"\n", inputs) {
+        assert_eq!(sent["Port2"].len(), 2);
+        assert_eq!(drops(&report, "nat_ports_exhausted"), 1);
+        let back = &sent["vm1"];
+        assert_eq!(back.len(), 1);
+        let s = SlicedPacket::from_ethernet(&back[0]).unwrap();
+        let Some(TransportSlice::Icmpv4(i)) = s.transport else {
+            panic!("not ICMP")
+        };
+        assert_eq!((i.type_u8(), i.code_u8()), (3, 13));
+        assert_eq!(
+            ends(&back[0]).0 .0,
+            Ipv4Addr::new(172, 28, 0, 1),
+            "from the gateway interface"
+        );
+    }
 }
 
 #[test]
@@ -653,10 +738,11 @@ fn nat_drops_fragments_and_untranslatable_protocols_by_name() {
             frame: gre,
         },
     ];
-    let (sent, report) = run("", inputs);
-    assert!(sent["Port2"].is_empty());
-    assert_eq!(drops(&report, "nat_fragment"), 1);
-    assert_eq!(drops(&report, "nat_unsupported_protocol"), 1);
+    for (sent, report) in runs("", inputs) {
+        assert!(sent["Port2"].is_empty());
+        assert_eq!(drops(&report, "nat_fragment"), 1);
+        assert_eq!(drops(&report, "nat_unsupported_protocol"), 1);
+    }
 }
 
 #[test]
@@ -666,7 +752,169 @@ fn nothing_unsolicited_gets_in_even_when_routed_to_the_inside_subnet() {
         port: "Port2",
         frame: udp(GW_MAC, PORT2_MAC, (R1, 53), (VM1, 5000)),
     };
-    let (sent, report) = run("", vec![out_udp(VM1, 5000, (R1, 53)), at(direct, 1.0)]);
-    assert!(sent["vm1"].is_empty() && sent["vm2"].is_empty());
-    assert_eq!(drops(&report, "nat_filtered"), 1);
+    for (sent, report) in runs("", vec![out_udp(VM1, 5000, (R1, 53)), at(direct, 1.0)]) {
+        assert!(sent["vm1"].is_empty() && sent["vm2"].is_empty());
+        assert_eq!(drops(&report, "nat_filtered"), 1);
+    }
+}
+
+/// Random traffic from six inside hosts (sharing source ports, so ports
+/// collide), replies and unsolicited packets from outside, in `n` events
+/// drawn from `seed`; and the static neighbours the extra hosts need.
+fn random_traffic(seed: u64, n: usize) -> (String, Vec<In>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let host = |i: u8| ([172, 28, 0, 10 + i], [2, 0, 0, 0, 0x28, 0x10 + i]);
+    let mut extra = String::new();
+    for i in 2..6 {
+        let (a, _) = host(i);
+        extra += &format!(
+            "\n[[neighbor]]\ninterface = \"internal\"\naddress = \"{}\"\nmac = \"02:00:00:00:28:{:02x}\"\n",
+            Ipv4Addr::from(a),
+            0x10 + i
+        );
+    }
+    let remotes = [R1, R2, [198, 51, 100, 3]];
+    let mut t = 0.0;
+    let mut inputs = Vec::new();
+    for _ in 0..n {
+        t += rng.gen_range(0.0..0.05);
+        let (addr, mac) = host(rng.gen_range(0..6));
+        let port = if addr[3] % 2 == 0 { "vm1" } else { "vm2" };
+        let remote = (
+            remotes[rng.gen_range(0..3)],
+            [53, 80, 123][rng.gen_range(0..3)],
+        );
+        let sport = 5000 + rng.gen_range(0..8);
+        let frame = match rng.gen_range(0..10) {
+            0..=4 => udp(mac, GW_IF_MAC, (addr, sport), remote),
+            5 | 6 => tcp(mac, GW_IF_MAC, (addr, sport), remote, true, false),
+            _ => {
+                // From outside: a reply to some mapping, or unsolicited.
+                let dport = if rng.gen_bool(0.8) { sport } else { 40000 };
+                let frame = udp(GW_MAC, PORT2_MAC, remote, (EXT, dport));
+                inputs.push(at(
+                    In {
+                        at: 0.0,
+                        port: "Port2",
+                        frame,
+                    },
+                    t,
+                ));
+                continue;
+            }
+        };
+        inputs.push(at(
+            In {
+                at: 0.0,
+                port,
+                frame,
+            },
+            t,
+        ));
+    }
+    (extra, inputs)
+}
+
+#[test]
+fn nat_on_several_workers_maps_filters_and_drops_as_on_one() {
+    for seed in 0..6 {
+        // A burst of one frame: every worker count then handles the frames
+        // in the same order, so even contested ports must come out alike.
+        let (hosts, inputs) = random_traffic(seed, 300);
+        let extra = format!("\n[dataplane]\nburst = 1\n{hosts}");
+        let r = runs(&extra, inputs);
+        let (one, many) = (&r[0], &r[1..]);
+        assert!(
+            one.1.nat.len() > 20,
+            "seed {seed}: {} sessions",
+            one.1.nat.len()
+        );
+        for (k, (sent, report)) in many.iter().enumerate() {
+            let workers = [2, 4][k];
+            let ctx = format!("seed {seed}, {workers} workers");
+            assert_eq!(report.nat, one.1.nat, "{ctx}: the same mappings");
+            assert_eq!(report.drops, one.1.drops, "{ctx}: the same drops");
+            assert_eq!(sent, &one.0, "{ctx}: the same frames out");
+            assert!(report.packets.handed_off > 0, "{ctx}: hand-off exercised");
+        }
+        assert_eq!(one.1.packets.handed_off, 0);
+    }
+}
+
+#[test]
+fn nat_on_several_workers_in_full_bursts_keeps_one_mapping_per_endpoint() {
+    use std::collections::BTreeSet;
+    for seed in 10..14 {
+        let (hosts, inputs) = random_traffic(seed, 300);
+        let r = runs(&hosts, inputs);
+        let inside = |rep: &Report| -> BTreeSet<(String, String)> {
+            rep.nat
+                .iter()
+                .map(|s| (s.protocol.clone(), s.inside.clone()))
+                .collect()
+        };
+        for (sent, report) in &r {
+            // Endpoint-independent: one external port per inside endpoint,
+            // and no external port for two.
+            let mut by_inside = BTreeMap::new();
+            let mut by_ext = BTreeMap::new();
+            for s in &report.nat {
+                let k = (s.protocol.clone(), s.inside.clone());
+                assert_eq!(
+                    by_inside.entry(k.clone()).or_insert(s.external.clone()),
+                    &s.external
+                );
+                assert_eq!(
+                    by_ext
+                        .entry((s.protocol.clone(), s.external.clone()))
+                        .or_insert(k.clone()),
+                    &k
+                );
+            }
+            assert_eq!(
+                inside(report),
+                inside(&r[0].1),
+                "seed {seed}: the same endpoints"
+            );
+            assert_eq!(report.drops, r[0].1.drops, "seed {seed}: the same drops");
+            assert_eq!(sent["Port2"].len(), r[0].0["Port2"].len(), "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn a_switch_on_several_workers_forwards_to_an_address_another_worker_learned() {
+    use edgefwd_control::replay::spread;
+    let learn = udp(VM2_MAC, GW_IF_MAC, (VM2, 6000), (R1, 53));
+    // A flow from vm1 to vm2 that the kernel would give the other worker.
+    let (to_vm2, _) = (1000..)
+        .map(|p| {
+            let f = udp(VM1_MAC, VM2_MAC, (VM1, p), (VM2, 7000));
+            let q = spread::queue(&f, 2);
+            (f, q)
+        })
+        .find(|(_, q)| *q != spread::queue(&learn, 2))
+        .unwrap();
+    let extra = "\n[[port]]\nname = \"vm3\"\nswitch = \"internal\"\n";
+    let inputs = vec![
+        In {
+            at: 0.0,
+            port: "vm2",
+            frame: learn,
+        },
+        at(
+            In {
+                at: 0.0,
+                port: "vm1",
+                frame: to_vm2,
+            },
+            1.0,
+        ),
+    ];
+    for (k, (sent, report)) in runs(extra, inputs).into_iter().enumerate() {
+        assert_eq!(sent["vm2"].len(), 1, "run {k}: to vm2");
+        assert!(sent["vm3"].is_empty(), "run {k}: not flooded");
+        assert_eq!(report.packets.flooded, 0, "run {k}");
+    }
 }

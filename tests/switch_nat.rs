@@ -200,6 +200,36 @@ fn udp_source(
     None
 }
 
+/// Sends one datagram from each of `n` source ports of `from` to the
+/// internet host, and returns the sources its listener saw.
+fn udp_spread(from: &Node, inet: &Node, n: u16) -> Vec<SocketAddr> {
+    let dst: SocketAddr = format!("{INET}:9100").parse().unwrap();
+    let rx = inet.within(|| UdpSocket::bind(dst));
+    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let ip = from.addr.split('/').next().unwrap();
+    let senders: Vec<UdpSocket> = (0..n)
+        .map(|i| {
+            let src: SocketAddr = format!("{ip}:{}", 20000 + i).parse().unwrap();
+            from.within(|| UdpSocket::bind(src))
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    // A few rounds: a datagram may be lost while ARP resolves.
+    for _ in 0..3 {
+        for s in &senders {
+            s.send_to(b"spread", dst).unwrap();
+        }
+        let mut buf = [0; 16];
+        while let Ok((_, peer)) = rx.recv_from(&mut buf) {
+            seen.insert(peer);
+            if seen.len() == usize::from(n) {
+                return seen.into_iter().collect();
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
 #[test]
 fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
     const T: &str = "vms_on_the_internal_switch_reach_the_internet_as_port2";
@@ -230,6 +260,34 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
         assert!(t.intact, "sha256 of what arrived from {}", vm.dev);
         assert_eq!(t.peer.ip().to_string(), EXT, "{} seen as Port2", vm.dev);
     }
+    // Many flows from one VM: the kernel spreads them over both workers'
+    // TAP queues, and the NAT flows each worker does not own are handed to
+    // the one that does; every datagram still arrives, from Port2.
+    let arrived = udp_spread(vm1, inet, 32);
+    assert_eq!(arrived.len(), 32, "every flow arrived: {arrived:?}");
+    assert!(
+        arrived.iter().all(|p| p.ip().to_string() == EXT),
+        "{arrived:?}"
+    );
+    let v = api::call(&app.socket, Command::Stats {}).unwrap();
+    let workers = v["workers"].as_array().expect("per-worker counters");
+    assert_eq!(workers.len(), 2, "{v}");
+    for w in workers {
+        assert!(w["bursts"].as_u64().unwrap() > 0, "both workers busy: {v}");
+        assert!(w["busy_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    let handed: u64 = workers
+        .iter()
+        .map(|w| w["handed_off"].as_u64().unwrap())
+        .sum();
+    let taken: u64 = workers
+        .iter()
+        .map(|w| w["handed_in"].as_u64().unwrap())
+        .sum();
+    assert!(
+        handed > 0 && handed == taken,
+        "hand-off between the workers: {v}"
+    );
     // The daemon shows the sessions.
     let v = api::call(&app.socket, Command::NatSessions {}).unwrap();
     let sessions = v["sessions"].as_array().unwrap();

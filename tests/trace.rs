@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::replay::{replay_traced, Input, Source};
+use edgefwd_control::replay::{replay_with, Input, Options, Source};
 use edgefwd_control::{demo, packet_trace};
 use etherparse::PacketBuilder;
 use serde_json::Value;
@@ -33,7 +33,7 @@ fn ends(traces: &Value) -> Vec<&Value> {
 fn the_demo_traced_matches_the_golden_text_and_the_counters() {
     let cfg = Config::parse(demo::CONFIG).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (report, traces) = replay_traced(&cfg, demo::inputs(), dir.path(), false, 1000).unwrap();
+    let (report, traces) = replay_with(&cfg, demo::inputs(), dir.path(), &traced(1000)).unwrap();
     let text = packet_trace::to_text(&traces);
     if std::env::var_os("EDGEFWD_BLESS").is_some() {
         std::fs::write(GOLDEN, &text).unwrap();
@@ -182,7 +182,7 @@ fn switch_and_nat_decisions_are_traced() {
             },
         },
     ];
-    let (_, traces) = replay_traced(&cfg, inputs, dir.path(), false, 10).unwrap();
+    let (_, traces) = replay_with(&cfg, inputs, dir.path(), &traced(10)).unwrap();
     let text = packet_trace::to_text(&traces);
     let received: Vec<&Value> = traces["packets"]
         .as_array()
@@ -271,4 +271,12 @@ fn switch_and_nat_decisions_are_traced() {
         (&"sent".into(), &"vm2".into()),
         "{text}"
     );
+}
+
+/// Replay options tracing the first `n` packets.
+fn traced(n: u64) -> Options {
+    Options {
+        trace: n,
+        ..Options::default()
+    }
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::demo;
-use crate::replay::{replay_traced, Input, Source};
+use crate::replay::{self, Input, Source};
 use crate::report::NatSessionReport;
 use crate::rib::{LookupRoute, PortsUp, Rib, RouteView};
 use crate::{api, ribfile};
@@ -54,6 +54,10 @@ enum Command {
         /// answer): print what every stage decided, before the report.
         #[arg(long, value_name = "N", default_value_t = 0)]
         trace: u64,
+        /// Worker routers: each frame goes to the one a multi-queue TAP
+        /// would hand it to, and flows another worker owns are handed over.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Validate a config file.
     Check {
@@ -402,14 +406,19 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             out: dir,
             json,
             trace,
+            workers,
         } => {
             let (cfg, inputs) = match config {
                 Some(path) => (Config::load(&path)?, parse_inputs(&inputs)?),
                 None if inputs.is_empty() => (Config::parse(demo::CONFIG)?, demo::inputs()),
                 None => (Config::parse(demo::CONFIG)?, parse_inputs(&inputs)?),
             };
-            let (report, traces) =
-                replay_traced(&cfg, inputs, &dir, std::io::stderr().is_terminal(), trace)?;
+            let opts = replay::Options {
+                progress: std::io::stderr().is_terminal(),
+                trace,
+                workers: usize::from(workers),
+            };
+            let (report, traces) = replay::replay_with(&cfg, inputs, &dir, &opts)?;
             if json && trace > 0 {
                 let mut v: serde_json::Value = serde_json::from_str(&report.to_json())?;
                 v["trace"] = traces;

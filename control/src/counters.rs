@@ -33,6 +33,10 @@ pub struct Totals {
     /// part of `in`: the frame itself ends once).
     #[serde(default)]
     pub flooded: u64,
+    /// Handed by one worker to the one that owns the packet's flow (not
+    /// part of `in`: the packet ends on that worker).
+    #[serde(default)]
+    pub handed_off: u64,
 }
 
 /// Counts by drop reason name (the non-zero ones).
@@ -113,8 +117,25 @@ impl<'de> Deserialize<'de> for Ports {
     }
 }
 
+/// What one worker did, as `stats` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerCounters {
+    /// Seconds spent receiving, forwarding, sending and housekeeping.
+    pub busy_seconds: f64,
+    /// Seconds spent waiting for frames.
+    pub idle_seconds: f64,
+    /// Bursts that brought frames.
+    pub bursts: u64,
+    /// Packets it handed to the worker owning their flow.
+    pub handed_off: u64,
+    /// Packets other workers handed to it.
+    pub handed_in: u64,
+    /// Packets it could not hand over (`handoff_full`).
+    pub handoff_dropped: u64,
+}
+
 /// The counters, as `stats` shows them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Counters {
     /// Totals.
     pub packets: Totals,
@@ -122,6 +143,10 @@ pub struct Counters {
     pub drops: DropCounts,
     /// Per port, in port order.
     pub ports: Ports,
+    /// Per worker, in worker order (the daemon's `stats`; empty in a
+    /// replay's report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerCounters>,
 }
 
 /// The non-zero counts of `counts` (indexed by [`DropReason`]) by name.
@@ -162,10 +187,18 @@ impl Counters {
                 dropped: s.dropped(),
                 generated: s.generated,
                 flooded: s.flooded,
+                handed_off: s.handed_off,
             },
             drops: by_reason(&s.drops_by_reason()),
             ports: Ports(ports),
+            workers: Vec::new(),
         }
+    }
+
+    /// The same with each worker's counters.
+    pub fn with_workers(mut self, workers: Vec<WorkerCounters>) -> Counters {
+        self.workers = workers;
+        self
     }
 
     /// The counters as `stats` prints them: totals, then each port with its
@@ -194,6 +227,18 @@ impl Counters {
         }
         for (reason, n) in &self.drops {
             let _ = writeln!(t, "drop {reason:<26} {n}");
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            let busy = w.busy_seconds / (w.busy_seconds + w.idle_seconds).max(f64::MIN_POSITIVE);
+            let _ = writeln!(
+                t,
+                "worker {i:<3} busy {:>5.1}% bursts {:>10} handed off {:>10} in {:>10} dropped {:>6}",
+                busy * 100.0,
+                w.bursts,
+                w.handed_off,
+                w.handed_in,
+                w.handoff_dropped
+            );
         }
         t
     }

@@ -76,6 +76,10 @@ fn has_custom(cfg: &Config, rib: &Rib, r: &RouteConfig) -> bool {
 pub trait Workers {
     /// The workers' counters, summed.
     fn stats(&self) -> Stats;
+    /// What each worker did, in worker order.
+    fn per_worker(&self) -> Vec<crate::counters::WorkerCounters> {
+        Vec::new()
+    }
     /// Every NAT session of every worker, or why they did not answer.
     fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String>;
     /// Arms every worker to trace its next `count` packets passing `filter`.
@@ -515,7 +519,8 @@ impl Daemon {
                 &self.names(),
                 Some(&self.links),
                 &workers.stats()
-            ))),
+            )
+            .with_workers(workers.per_worker()))),
             Command::Reload {} => self.reload(),
             Command::NatSessions {} => {
                 let sessions = workers.nat_sessions()?;

@@ -55,9 +55,9 @@ impl DeviceParams {
 }
 
 impl DeviceParams {
-    /// The parameters for port `i`: a port whose traffic updates a switch's
-    /// MAC table or a NAT table gets one TAP queue, so only worker 0 reads
-    /// it and those tables have one owner ([`Config::single_worker`]).
+    /// The parameters for port `i`: with services, one TAP queue, so only
+    /// worker 0 reads it and the services' flows have one owner
+    /// ([`Config::single_worker`]).
     pub fn for_port(&self, cfg: &Config, i: usize) -> DeviceParams {
         DeviceParams {
             workers: if cfg.single_worker(i) {

@@ -94,6 +94,7 @@ fn end_json(end: &TraceEnd, port: &dyn Fn(PortId) -> String) -> Value {
         TraceEnd::Sent { port: p } => json!({"kind": "sent", "port": port(*p)}),
         TraceEnd::Held { neighbor } => json!({"kind": "held", "neighbor": neighbor}),
         TraceEnd::Local => json!({"kind": "local"}),
+        TraceEnd::HandedOff { worker } => json!({"kind": "handed_off", "worker": worker}),
         TraceEnd::Dropped { reason, stage } => {
             json!({"kind": "dropped", "reason": reason.name(), "stage": stage.name()})
         }
@@ -185,6 +186,7 @@ pub fn to_text(v: &Value) -> String {
             "sent" => format!("sent on {}", s(&e["port"])),
             "held" => format!("held for next hop {}", s(&e["neighbor"])),
             "dropped" => format!("dropped at {}: {}", s(&e["stage"]), s(&e["reason"])),
+            "handed_off" => format!("handed to worker {}, the owner of its flow", e["worker"]),
             _ => "for the appliance".to_owned(),
         };
         let _ = writeln!(out, "  => {end}\n");

@@ -4,7 +4,7 @@
 use edgefwd_core::fib::Selection;
 use edgefwd_core::nat::SessionView;
 use edgefwd_core::pipeline::Router;
-use edgefwd_core::stats::DropReason;
+use edgefwd_core::stats::{DropReason, Stats};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,14 +49,15 @@ impl From<&SessionView> for NatSessionReport {
 }
 
 impl NatSessionReport {
-    /// The sessions of every NAT instance of `router`, now.
-    pub fn of(router: &Router) -> Vec<NatSessionReport> {
-        router
-            .nat()
+    /// The sessions of every NAT instance of `routers` (one per worker),
+    /// now, in order.
+    pub fn of(routers: &[Router]) -> Vec<NatSessionReport> {
+        let mut all: Vec<_> = routers
             .iter()
-            .flat_map(|n| n.sessions(router.now()))
-            .map(|s| NatSessionReport::from(&s))
-            .collect()
+            .flat_map(|r| r.nat().iter().flat_map(|n| n.sessions(r.now())))
+            .collect();
+        all.sort_by_key(|s| (s.proto, s.inside, s.remote));
+        all.iter().map(NatSessionReport::from).collect()
     }
 
     /// One line for a terminal.
@@ -185,20 +186,31 @@ impl ServiceReport {
 impl Report {
     /// Collects the report from a router after its run.
     pub fn build(
-        router: &Router,
+        routers: &[Router],
         rib: &Rib,
         selection: &Selection,
         outputs: Vec<PathBuf>,
         warnings: Vec<String>,
     ) -> Report {
-        let s = router.stats();
+        // Every worker's counters; the tables as the first worker has them
+        // (neighbours are shared, and services run on that one alone).
+        let router = &routers[0];
+        let mut s = Stats::new(0);
+        let mut hits = vec![0; router.group_hits().len()];
+        for r in routers {
+            s.add(r.stats());
+            for (h, n) in hits.iter_mut().zip(r.group_hits()) {
+                *h += n;
+            }
+        }
+        let s = &s;
         let names: Vec<String> = router.ports().iter().map(|(_, p)| p.name.clone()).collect();
         let counters = Counters::new(&names, None, s);
         let next_hops = router
             .fib()
             .groups()
             .iter()
-            .zip(router.group_hits())
+            .zip(&hits)
             .filter(|(_, n)| **n > 0)
             .map(|(g, n)| NextHopReport {
                 members: g
@@ -231,7 +243,7 @@ impl Report {
             routes: rib.show(&selection.selected, |_| true),
             next_hops,
             neighbors,
-            nat: NatSessionReport::of(router),
+            nat: NatSessionReport::of(routers),
             services: router
                 .services()
                 .counters()

@@ -10,6 +10,7 @@
 //! hands the result to a [`FibWriter`]; nothing costs the size of the table.
 
 use edgefwd_core::fib::{Adjacency, Fib, FibWriter, Route, Selection};
+use edgefwd_core::nat::PortClaims;
 use edgefwd_core::pipeline::{Router, RouterConfig};
 use edgefwd_core::port::{PortId, PortInfo, PortTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -468,6 +469,30 @@ impl Rib {
             }
         }
         router
+    }
+
+    /// One router per worker ([`Rib::router`]), each worker `i` of
+    /// `workers`, their NAT tables sharing one set of port claims per
+    /// instance.
+    pub fn routers(
+        &self,
+        cfg: &Config,
+        fib: Arc<Fib>,
+        rcfg: &RouterConfig,
+        workers: usize,
+    ) -> Vec<Router> {
+        let nat = cfg.nat_configs();
+        let claims: Vec<_> = nat
+            .iter()
+            .map(|c| Arc::new(PortClaims::new(c.policy.port_secret)))
+            .collect();
+        (0..workers.max(1))
+            .map(|i| {
+                let mut r = self.router(cfg, Arc::clone(&fib), rcfg);
+                r.set_worker_nat(nat.clone(), &claims, i, workers);
+                r
+            })
+            .collect()
     }
 
     /// Compiles the FIB from the routes whose port is up.

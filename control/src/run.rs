@@ -36,7 +36,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, Command, Response};
 use crate::config::Config;
-use crate::counters::Counters;
+use crate::counters::{Counters, WorkerCounters};
 use crate::daemon::{Daemon, Workers};
 use crate::devices::{DeviceParams, OpenError};
 use crate::metrics::{Metrics, MetricsServer, View};
@@ -188,9 +188,13 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         busy_poll: Duration::from_micros(cfg.dataplane.busy_poll_us),
         io_uring: cfg.dataplane.io_uring,
     };
-    let mut handles: Vec<_> = (0..workers)
-        .map(|i| {
-            let router = daemon.rib().router(&router_cfg, daemon.fib(), &rcfg);
+    let routers = daemon
+        .rib()
+        .routers(&router_cfg, daemon.fib(), &rcfg, workers);
+    let mut handles: Vec<_> = routers
+        .into_iter()
+        .enumerate()
+        .map(|(i, router)| {
             let worker = Worker::new(i, router, Arc::clone(&shared), wcfg.clone());
             std::thread::Builder::new()
                 .name(format!("edgefwd-w{i}"))
@@ -393,6 +397,30 @@ const ASK_WAIT: Duration = Duration::from_secs(1);
 impl Workers for Running<'_> {
     fn stats(&self) -> Stats {
         sum(self.0)
+    }
+
+    fn per_worker(&self) -> Vec<WorkerCounters> {
+        let secs = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e9;
+        self.0
+            .activity
+            .iter()
+            .zip(&self.0.stats)
+            .map(|(a, s)| {
+                let s = s.lock();
+                WorkerCounters {
+                    busy_seconds: secs(&a.busy_ns),
+                    idle_seconds: secs(&a.idle_ns),
+                    bursts: a.bursts.load(Ordering::Relaxed),
+                    handed_off: s.handed_off,
+                    handed_in: s.handed_in,
+                    handoff_dropped: s
+                        .ports
+                        .iter()
+                        .map(|p| p.drops[DropReason::HandOffFull as usize])
+                        .sum(),
+                }
+            })
+            .collect()
     }
 
     fn nat_sessions(&self) -> Result<Vec<NatSessionReport>, String> {

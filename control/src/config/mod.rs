@@ -392,21 +392,12 @@ impl Config {
         out
     }
 
-    /// True when port `i` must be read by one worker only: a switch member,
-    /// an external switch's uplink, or a NAT outside port, whose traffic
-    /// updates a MAC or NAT table that one worker owns; and every port when
+    /// True when port `i` must be read by one worker only: every port when
     /// there are services, whose flows' two directions must meet in one
-    /// worker's connection table.
+    /// worker's connection table. Switch and NAT traffic runs on every
+    /// worker (MAC tables are shared, NAT flows handed to their owner).
     pub fn single_worker(&self, i: usize) -> bool {
-        let Some(p) = self.ports.get(i) else {
-            return false;
-        };
-        self.services_policy.declared
-            || matches!(p.role, PortRole::Member { .. })
-            || self
-                .switches
-                .iter()
-                .any(|s| s.uplink.as_deref() == Some(&p.name) || s.nat.as_deref() == Some(&p.name))
+        i < self.ports.len() && self.services_policy.declared
     }
 
     /// The port named `name` and its index.

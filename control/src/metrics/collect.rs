@@ -267,6 +267,34 @@ impl Collector for Live {
                 )
             }),
         )?;
+        // Hand-off drops are among the drops by reason (`handoff_full`).
+        let handed: Vec<(u64, u64)> = self
+            .shared
+            .stats
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                (s.handed_off, s.handed_in)
+            })
+            .collect();
+        family(
+            e,
+            "edgefwd_worker_handed_off_packets",
+            "Packets a worker handed to the worker owning their flow",
+            workers
+                .iter()
+                .zip(&handed)
+                .map(|((w, _), h)| ([("worker", w.as_str())], Value::Counter(h.0))),
+        )?;
+        family(
+            e,
+            "edgefwd_worker_handed_in_packets",
+            "Packets other workers handed to a worker",
+            workers
+                .iter()
+                .zip(&handed)
+                .map(|((w, _), h)| ([("worker", w.as_str())], Value::Counter(h.1))),
+        )?;
 
         // Routes and the FIB.
         family(

@@ -6,11 +6,18 @@
 //! bursts (one port, at most `burst` packets, at most 1 ms apart); packet
 //! timestamps drive the router's clock, so the same trace always gives the
 //! same output.
+//!
+//! With several workers there is one router per worker, as in the daemon:
+//! each frame goes to the worker a multi-queue TAP would give it to (see
+//! `spread`), and what a router hands to another's flows, the MAC addresses
+//! and the neighbours it learns are passed on after each burst, in worker
+//! order, until nothing moves: the hand-off is exercised, and the output
+//! stays the same from run to run.
 
 mod pcap_port;
+pub mod spread;
+mod workers;
 
-use edgefwd_core::pipeline::watch::TraceFilter;
-use edgefwd_core::pipeline::Router;
 use edgefwd_core::port::PortId;
 use edgefwd_core::time::Time;
 use edgefwd_io::{Device, QueueIo};
@@ -21,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use pcap_port::PcapPort;
+use workers::Workers;
 
 use crate::config::Config;
 use crate::report::Report;
@@ -37,6 +45,9 @@ const MAX_TIMER_STEPS: u32 = 100;
 /// How long the appliance keeps running after the last packet, so pending
 /// neighbour resolutions finish on their own schedule.
 const END_GRACE: Duration = Duration::from_secs(5);
+/// The NAT's port choice secret in a replay (RFC 6056 algorithm 3): fixed,
+/// since a replay's ports need not be unpredictable, only repeatable.
+const REPLAY_PORT_SECRET: u64 = 0x6564_6765_6677_6400;
 /// Inputs larger than this show a progress bar (when stderr is a terminal).
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
 
@@ -91,6 +102,27 @@ pub enum ReplayError {
 /// A capture being read.
 pub type Reader = TraceReader<io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read + Send>>>;
 
+/// How a replay runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Show a progress bar for large inputs.
+    pub progress: bool,
+    /// Trace the first this many packets of each worker (0: none).
+    pub trace: u64,
+    /// Worker routers (at least 1).
+    pub workers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            progress: false,
+            trace: 0,
+            workers: 1,
+        }
+    }
+}
+
 /// Replays `inputs` through a router configured by `cfg`, writing
 /// `out_dir/PORT.pcap` for every port.
 pub fn replay(
@@ -99,28 +131,37 @@ pub fn replay(
     out_dir: &Path,
     progress: bool,
 ) -> Result<Report, ReplayError> {
-    replay_traced(cfg, inputs, out_dir, progress, 0).map(|(r, _)| r)
+    let opts = Options {
+        progress,
+        ..Options::default()
+    };
+    replay_with(cfg, inputs, out_dir, &opts).map(|(r, _)| r)
 }
 
-/// [`replay`], tracing the first `trace` packets (those received and those
-/// the appliance made in answer): the report, and the traces as `trace
-/// show --json` prints them.
-pub fn replay_traced(
+/// [`replay`] as `opts` say, tracing the first `opts.trace` packets (those
+/// received and those the appliance made in answer): the report, and the
+/// traces as `trace show --json` prints them.
+pub fn replay_with(
     cfg: &Config,
     inputs: Vec<Input>,
     out_dir: &Path,
-    progress: bool,
-    trace: u64,
+    opts: &Options,
 ) -> Result<(Report, serde_json::Value), ReplayError> {
     if inputs.is_empty() {
         return Err(ReplayError::NoInput);
     }
+    // A fixed port choice secret: the same trace gives the same output.
+    let mut cfg = cfg.clone();
+    cfg.nat.port_secret.get_or_insert(REPLAY_PORT_SECRET);
+    let cfg = &cfg;
     let rib = Rib::from_config(cfg, PortsUp::All);
     let (fib, selection) = rib.build_fib();
-    let mut router = rib.router(cfg, Arc::new(fib), &cfg.router_config());
-    if trace > 0 {
-        router.start_trace(trace, TraceFilter::default());
+    let routers = rib.routers(cfg, Arc::new(fib), &cfg.router_config(), opts.workers);
+    let mut workers = Workers::new(routers);
+    if opts.trace > 0 {
+        workers.start_trace(opts.trace);
     }
+    let progress = opts.progress;
 
     // Every input opens before anything is written.
     let mut total_bytes = 0u64;
@@ -167,7 +208,8 @@ pub fn replay_traced(
             path: path.clone(),
             source,
         })?;
-        let mac = router
+        let mac = workers
+            .first()
             .ports()
             .get(i as PortId)
             .map(|p| p.mac)
@@ -194,11 +236,11 @@ pub fn replay_traced(
 
     let mut qio = QueueIo::new(0, None);
     let burst_size = cfg.dataplane.burst;
-    let mut burst = Vec::with_capacity(burst_size);
     let mut received = Vec::with_capacity(1);
     let mut now = Time(0);
     let mut burst_start = Duration::ZERO;
     let mut burst_port = PortId::MAX;
+    let single: Vec<bool> = (0..cfg.ports.len()).map(|i| cfg.single_worker(i)).collect();
     loop {
         let next = ports
             .iter()
@@ -207,30 +249,37 @@ pub fn replay_traced(
             .min();
         let Some((ts, i)) = next else { break };
         let port = i as PortId;
-        if !burst.is_empty()
-            && (port != burst_port || burst.len() >= burst_size || ts > burst_start + BURST_WINDOW)
+        if !workers.is_idle()
+            && (port != burst_port
+                || workers.longest() >= burst_size
+                || ts > burst_start + BURST_WINDOW)
         {
-            router.process(&mut burst, now);
-            drain(&mut router, &ports, &mut qio);
+            workers.process(now);
+            workers.drain(&ports, &mut qio);
         }
-        if burst.is_empty() {
-            run_timers(&mut router, &ports, &mut qio, now, Time::from_duration(ts));
+        if workers.is_idle() {
+            run_timers(&mut workers, &ports, &mut qio, now, Time::from_duration(ts));
             burst_start = ts;
             burst_port = port;
         }
         // One frame at a time, so inputs on several ports merge by time.
-        ports[i].rx_burst(&mut qio, &mut router, 1, &mut received);
+        ports[i].rx_burst(&mut qio, workers.first_mut(), 1, &mut received);
         for r in received.drain(..) {
             now = now.max(r.at.unwrap_or(now));
-            router.receive_buf(&mut burst, port, now, r.buf, r.offload);
+            let to = if single[i] {
+                0
+            } else {
+                spread::queue(r.buf.frame(), workers.len())
+            };
+            workers.receive(to, port, now, r.buf, r.offload);
         }
         bar.inc(ports[i].take_bytes_read());
     }
-    router.process(&mut burst, now);
-    drain(&mut router, &ports, &mut qio);
-    run_timers(&mut router, &ports, &mut qio, now, now.after(END_GRACE));
-    router.finish();
-    drain(&mut router, &ports, &mut qio);
+    workers.process(now);
+    workers.drain(&ports, &mut qio);
+    run_timers(&mut workers, &ports, &mut qio, now, now.after(END_GRACE));
+    workers.finish();
+    workers.drain(&ports, &mut qio);
     bar.finish_and_clear();
 
     let mut warnings = Vec::new();
@@ -249,14 +298,17 @@ pub fn replay_traced(
         return Err(e);
     }
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
-    let shown: Vec<_> = router
-        .traces()
+    let several = workers.len() > 1;
+    let shown: Vec<_> = workers
+        .routers()
         .iter()
-        .map(|t| crate::packet_trace::Shown {
+        .enumerate()
+        .flat_map(|(i, r)| r.traces().iter().map(move |t| (i, r, t)))
+        .map(|(i, r, t)| crate::packet_trace::Shown {
             trace: t,
-            worker: None,
+            worker: several.then_some(i),
             route: crate::packet_trace::routed_destination(t).and_then(|d| {
-                rib.lookup(router.fib(), &selection.selected, d)
+                rib.lookup(r.fib(), &selection.selected, d)
                     .into_iter()
                     .next()
             }),
@@ -264,28 +316,19 @@ pub fn replay_traced(
         .collect();
     let traces = crate::packet_trace::to_json(&shown, &names);
     Ok((
-        Report::build(&router, &rib, &selection, outputs, warnings),
+        Report::build(workers.routers(), &rib, &selection, outputs, warnings),
         traces,
     ))
 }
 
-/// Runs the router's timers at each step from `from` to before `to`.
-fn run_timers(router: &mut Router, ports: &[PcapPort], qio: &mut QueueIo, from: Time, to: Time) {
+/// Runs the routers' timers at each step from `from` to before `to`.
+fn run_timers(w: &mut Workers, ports: &[PcapPort], qio: &mut QueueIo, from: Time, to: Time) {
     let mut t = from.after(TIMER_STEP);
     let mut steps = 0;
     while t < to && steps < MAX_TIMER_STEPS {
-        router.tick(t);
-        drain(router, ports, qio);
+        w.tick(t);
+        w.drain(ports, qio);
         t = t.after(TIMER_STEP);
         steps += 1;
-    }
-}
-
-/// Hands what the router queued for each port to its device.
-fn drain(router: &mut Router, ports: &[PcapPort], qio: &mut QueueIo) {
-    for (port, dev) in ports.iter().enumerate() {
-        router.drain_tx_all(port as PortId, |pkts| {
-            dev.tx_burst(qio, pkts);
-        });
     }
 }

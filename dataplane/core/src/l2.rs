@@ -82,6 +82,19 @@ impl PortSecurity {
 struct Entry {
     port: PortId,
     seen: Time,
+    /// When the other workers last heard of it.
+    told: Time,
+}
+
+/// A MAC address one worker learned, for the others' tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learning {
+    /// The switch.
+    pub switch: SwitchId,
+    /// The address.
+    pub mac: MacAddr,
+    /// The member port it was seen on.
+    pub port: PortId,
 }
 
 struct Switch {
@@ -229,28 +242,56 @@ impl Switching {
     /// Learns that `mac` is behind `port` on switch `sw`. A new address on
     /// a full table, or from a member that holds its share of it already,
     /// is refused.
+    ///
+    /// With several workers each has its own tables, and each tells the
+    /// others what it learns: `Ok(true)` when this is worth telling (a new
+    /// address, a move, or a refresh they have not heard of for a quarter
+    /// of the aging time, so that an address seen by one worker only does
+    /// not age out of the others').
     pub fn learn(
         &mut self,
         sw: SwitchId,
         mac: MacAddr,
         port: PortId,
         now: Time,
-    ) -> Result<(), TableFull> {
+    ) -> Result<bool, TableFull> {
+        self.learn_as(sw, mac, port, now, false)
+    }
+
+    /// Learns what another worker told ([`Switching::learn`]); refused
+    /// quietly when the table is full.
+    pub fn learn_from_peer(&mut self, l: Learning, now: Time) {
+        let _ = self.learn_as(l.switch, l.mac, l.port, now, true);
+    }
+
+    fn learn_as(
+        &mut self,
+        sw: SwitchId,
+        mac: MacAddr,
+        port: PortId,
+        now: Time,
+        told: bool,
+    ) -> Result<bool, TableFull> {
         let i = usize::from(sw);
-        let Some(member) = self.switches[i].member(port) else {
+        let Some(member) = self.switches.get(i).and_then(|s| s.member(port)) else {
             return Err(TableFull);
         };
         let s = &mut self.switches[i];
+        let retell = s.cfg.aging / 4;
         if let Some(e) = s.table.get_mut(&mac) {
             e.seen = now;
             let old = std::mem::replace(&mut e.port, port);
+            let tell = !told && (old != port || now.since(e.told) >= retell);
+            if tell || told {
+                e.told = now;
+            }
             if old != port {
                 if let Some(c) = s.member(old) {
                     s.per_member[c] -= 1;
                 }
                 s.per_member[member] += 1;
             }
-            return Ok(());
+            return Ok(tell);
         }
         let full = |s: &Switch| {
             s.table.len() >= s.cfg.mac_limit || s.per_member[member] >= s.member_share()
@@ -264,9 +305,16 @@ impl Switching {
             }
         }
         let s = &mut self.switches[i];
-        s.table.insert(mac, Entry { port, seen: now });
+        s.table.insert(
+            mac,
+            Entry {
+                port,
+                seen: now,
+                told: now,
+            },
+        );
         s.per_member[member] += 1;
-        Ok(())
+        Ok(!told)
     }
 
     /// Where switch `sw` sends a frame for `dst`.
@@ -357,6 +405,41 @@ mod tests {
         s.sweep(later);
         assert!(s.learned(later).is_empty());
         assert_eq!(s.lookup(0, MacAddr::BROADCAST, t0), L2Dest::Flood);
+    }
+
+    #[test]
+    fn other_workers_hear_of_new_addresses_moves_and_refreshes_only() {
+        let (mut a, mut b) = (one(8), one(8));
+        let t0 = Time(0);
+        assert_eq!(a.learn(0, mac(1), 0, t0), Ok(true), "new: told");
+        b.learn_from_peer(
+            Learning {
+                switch: 0,
+                mac: mac(1),
+                port: 0,
+            },
+            t0,
+        );
+        assert_eq!(
+            b.lookup(0, mac(1), t0),
+            L2Dest::Port(0),
+            "the peer knows it"
+        );
+        let soon = t0.after(Duration::from_secs(1));
+        assert_eq!(a.learn(0, mac(1), 0, soon), Ok(false), "a refresh: not yet");
+        assert_eq!(
+            b.learn(0, mac(1), 0, soon),
+            Ok(false),
+            "heard of: not retold"
+        );
+        assert_eq!(a.learn(0, mac(1), 1, soon), Ok(true), "a move: told");
+        let quarter = soon.after(Duration::from_millis(2500));
+        assert_eq!(
+            a.learn(0, mac(1), 1, quarter),
+            Ok(true),
+            "a quarter of aging: retold"
+        );
+        assert_eq!(a.learn(0, mac(1), 1, quarter), Ok(false));
     }
 
     #[test]

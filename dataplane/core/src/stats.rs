@@ -64,6 +64,8 @@ drop_reasons! {
     ServiceOutsideCluster = "service_outside_cluster",
     /// A TCP segment in mid-connection whose backend was removed (answered with a reset).
     ServiceBackendGone = "service_backend_gone",
+    /// Its flow belongs to another worker, whose hand-off queue from this one was full.
+    HandOffFull = "handoff_full",
     /// The capture cut the frame short (snap length), so it cannot be forwarded whole.
     Truncated = "truncated",
     /// Unicast to another MAC address.
@@ -199,6 +201,11 @@ pub struct Stats {
     pub generated_drops: [u64; DropReason::COUNT],
     /// ICMP errors not sent because of the rate limit.
     pub icmp_rate_limited: u64,
+    /// Packets handed to the worker that owns their flow. Outside the
+    /// identity: the packet ends on that worker.
+    pub handed_off: u64,
+    /// Packets other workers handed to this one.
+    pub handed_in: u64,
 }
 
 impl Default for Stats {
@@ -219,6 +226,8 @@ impl Stats {
             flooded: 0,
             generated_drops: [0; DropReason::COUNT],
             icmp_rate_limited: 0,
+            handed_off: 0,
+            handed_in: 0,
         }
     }
 
@@ -236,6 +245,8 @@ impl Stats {
         self.generated += o.generated;
         self.flooded += o.flooded;
         self.icmp_rate_limited += o.icmp_rate_limited;
+        self.handed_off += o.handed_off;
+        self.handed_in += o.handed_in;
         for (a, b) in self.generated_drops.iter_mut().zip(o.generated_drops) {
             *a += b;
         }

@@ -24,16 +24,18 @@
 //!   timers driven by the injected clock, so a replay is deterministic.
 //!
 //! IPv4 fragments on a NAT path are dropped as `nat_fragment`: edgefwd does
-//! not reassemble or track fragments. The table belongs to one router (one
-//! worker): `run` steers every port on a NAT path to one worker, so no
-//! lock is taken (see `worker`).
+//! not reassemble or track fragments. Each worker has a table of its own
+//! and hands packets of flows another worker owns to it (see `claims`), so
+//! no lock is taken.
 
+mod claims;
 mod heads;
 mod rewrite;
 mod table;
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -41,6 +43,7 @@ use ipnet::Ipv4Net;
 use crate::port::PortId;
 use crate::time::Time;
 
+pub use claims::{inside_owner, PortClaims};
 pub(crate) use rewrite::{
     icmp_checksum_ok, parse, set_endpoint, translate_error, End, Parsed, Sum,
 };
@@ -201,6 +204,26 @@ impl Nat {
         Nat {
             table: Table::new(cfg),
         }
+    }
+
+    /// Worker `worker`'s table of an instance shared by `workers` workers
+    /// through `claims`: it holds a share of `max_sessions`.
+    pub fn of_worker(
+        mut cfg: NatConfig,
+        claims: Arc<PortClaims>,
+        worker: usize,
+        workers: usize,
+    ) -> Self {
+        let max = &mut cfg.policy.max_sessions;
+        *max = max.div_ceil(workers.max(1));
+        Nat {
+            table: Table::of_worker(cfg, claims, worker),
+        }
+    }
+
+    /// The port claims this instance's tables share.
+    pub fn claims(&self) -> &Arc<PortClaims> {
+        self.table.claims()
     }
 
     /// Settings.

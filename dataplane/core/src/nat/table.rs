@@ -20,12 +20,13 @@
 //! few microseconds however many sessions there are.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use foldhash::fast::{FixedState, RandomState};
+use foldhash::fast::RandomState;
 
+use super::claims::PortClaims;
 use super::heads::Heads;
 use super::{Filtering, Flow, NatConfig, Proto, SessionView};
 use crate::stats::DropReason;
@@ -120,14 +121,21 @@ pub struct Table {
     live_by_proto: [u64; 3],
     sweep_at: usize,
     last_sweep: Time,
-    /// RFC 6056 algorithm 3: the secret hash and the counter.
-    secret: FixedState,
-    next: u32,
+    /// Which worker holds each external port (shared by the instance's
+    /// tables, one per worker), and this table's worker.
+    claims: Arc<PortClaims>,
+    worker: usize,
 }
 
 impl Table {
-    /// An empty table.
+    /// An empty table, the instance's only one.
     pub fn new(cfg: NatConfig) -> Self {
+        let claims = Arc::new(PortClaims::new(cfg.policy.port_secret));
+        Table::of_worker(cfg, claims, 0)
+    }
+
+    /// An empty table for `worker`, one of several sharing `claims`.
+    pub fn of_worker(cfg: NatConfig, claims: Arc<PortClaims>, worker: usize) -> Self {
         let prealloc = cfg.policy.max_sessions.min(1 << 16);
         let ports = || vec![0; 1 << 16].into_boxed_slice();
         Table {
@@ -145,14 +153,15 @@ impl Table {
             live_by_proto: [0; 3],
             sweep_at: 0,
             last_sweep: Time(0),
-            secret: FixedState::with_seed(
-                cfg.policy
-                    .port_secret
-                    .unwrap_or_else(|| RandomState::default().hash_one(0u8)),
-            ),
-            next: 0,
+            claims,
+            worker,
             cfg,
         }
+    }
+
+    /// The port claims this table shares with the instance's others.
+    pub fn claims(&self) -> &Arc<PortClaims> {
+        &self.claims
     }
 
     /// The instance's settings.
@@ -572,6 +581,7 @@ impl Table {
         let (proto, ext) = (map.proto, map.ext);
         self.by_inside.remove(&(proto, map.addr, map.port));
         self.by_ext[proto.index()][usize::from(ext)] = 0;
+        self.claims.release(proto, ext);
         if let Some(c) = self.class(proto, ext) {
             self.used[proto.index()][c] -= 1;
         }
@@ -626,21 +636,21 @@ impl Table {
             _ if src.1 < 1024 => (1, 1023),
             _ => (*self.cfg.policy.ports.start(), *self.cfg.policy.ports.end()),
         };
-        let table = &self.by_ext[proto.index()];
+        let (claims, me) = (&self.claims, self.worker);
         let preservable = proto == Proto::Icmp || (src.1 != 0 && (lo..=hi).contains(&src.1));
-        if preservable && table[usize::from(src.1)] == 0 {
+        if preservable && claims.claim(proto, src.1, me) {
             return Some(src.1);
         }
         let n = u32::from(hi - lo) + 1;
-        let class = usize::from(proto == Proto::Icmp || src.1 >= 1024);
-        if self.used[proto.index()][class] >= n {
+        if claims.used(proto, lo) >= n {
             return None;
         }
-        let offset = (self.secret.hash_one((proto, src.0, src.1)) as u32) % n;
+        let offset = claims.offset(proto, src) % n;
+        let next = claims.counter();
         for i in 0..n {
-            let port = lo + ((offset.wrapping_add(self.next).wrapping_add(i)) % n) as u16;
-            if table[usize::from(port)] == 0 {
-                self.next = self.next.wrapping_add(i + 1);
+            let port = lo + ((offset.wrapping_add(next).wrapping_add(i)) % n) as u16;
+            if claims.is_free(proto, port) && claims.claim(proto, port, me) {
+                claims.advance(i + 1);
                 return Some(port);
             }
         }

@@ -190,6 +190,9 @@ pub enum Next {
     /// nat44-in: addressed to a NAT external address: translated back to
     /// the inside, or delivered locally.
     Nat44In,
+    /// nat44-in, second half of a hairpin: the sender's owner gave it its
+    /// external source; the target's owner gives it its inside destination.
+    Nat44Hairpin,
     /// ip6-input: validation, local delivery (NDP, echo), hop limit.
     Ip6Input,
     /// ip-lookup: FIB lookup and MTU check.
@@ -204,6 +207,36 @@ pub enum Next {
     Local,
     /// Dropped under a reason.
     Drop(DropReason),
+    /// Its flow belongs to worker `to`, which goes on with it `at` a stage.
+    HandOff {
+        /// The owning worker.
+        to: u8,
+        /// Where it resumes.
+        at: Resume,
+    },
+}
+
+/// Where a packet handed to another worker resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// nat44-in (an inbound flow's owner holds its port).
+    Nat44In,
+    /// nat44-in's second half of a hairpin.
+    Nat44Hairpin,
+    /// nat44-out (an outbound flow's owner holds its mapping).
+    Nat44Out,
+}
+
+impl Resume {
+    /// The packet's next stage on the worker it was handed to (nat44-out
+    /// picks up what ip-lookup sent to ip-rewrite by an outside port).
+    pub fn next(self) -> Next {
+        match self {
+            Resume::Nat44In => Next::Nat44In,
+            Resume::Nat44Hairpin => Next::Nat44Hairpin,
+            Resume::Nat44Out => Next::IpRewrite,
+        }
+    }
 }
 
 impl Next {
@@ -211,7 +244,10 @@ impl Next {
     /// final disposition).
     #[inline]
     pub fn is_stage(self) -> bool {
-        !matches!(self, Next::Resolve | Next::Tx | Next::Local | Next::Drop(_))
+        !matches!(
+            self,
+            Next::Resolve | Next::Tx | Next::Local | Next::Drop(_) | Next::HandOff { .. }
+        )
     }
 }
 
@@ -248,6 +284,9 @@ pub struct Meta {
     pub ts: Time,
     /// Checksum and segmentation offload state from the receiving device.
     pub offload: Offload,
+    /// Times it was handed from one worker to another (at most two: a
+    /// hairpin's sender's owner, then its target's).
+    pub hops: u8,
 }
 
 impl Meta {
@@ -266,6 +305,7 @@ impl Meta {
             needs_source: false,
             ts,
             offload: Offload::default(),
+            hops: 0,
         }
     }
 }
@@ -343,6 +383,11 @@ impl BufPool {
     #[inline]
     pub fn put(&mut self, buf: PacketBuf) {
         self.free.push(buf);
+    }
+
+    /// A free buffer, if there is one (never allocates).
+    pub fn take_free(&mut self) -> Option<PacketBuf> {
+        self.free.pop()
     }
 
     /// Returns many buffers to the pool.

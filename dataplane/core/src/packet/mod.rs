@@ -15,7 +15,7 @@ pub mod mac;
 pub mod offload;
 pub mod view;
 
-pub use buf::{BufPool, Meta, Next, Origin, Packet, PacketBuf};
+pub use buf::{BufPool, Meta, Next, Origin, Packet, PacketBuf, Resume};
 pub use mac::MacAddr;
 pub use offload::Offload;
 

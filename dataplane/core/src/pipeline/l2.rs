@@ -11,13 +11,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{transmit, Output, Tables};
-use crate::l2::{L2Dest, SwitchId};
+use crate::l2::{L2Dest, Learning, SwitchId};
 use crate::packet::{
     MacAddr, Next, Origin, Packet, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN,
     ETH_HLEN,
 };
 use crate::port::PortId;
 use crate::stats::DropReason;
+
+/// Most addresses a router keeps to tell the other workers between two
+/// takes; beyond it they hear of an address at its next refresh (and flood
+/// to it meanwhile).
+const MACS_TOLD: usize = 1024;
 
 pub(super) fn run(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     if t.l2.is_empty() {
@@ -49,8 +54,16 @@ fn input(t: &mut Tables, out: &mut Output, sw: SwitchId, p: &mut Packet) -> Next
             return Next::Drop(DropReason::SpoofedSource);
         }
     }
-    if t.l2.learn(sw, src, rx, out.now).is_err() {
-        return Next::Drop(DropReason::MacTableFull);
+    match t.l2.learn(sw, src, rx, out.now) {
+        Err(_) => return Next::Drop(DropReason::MacTableFull),
+        Ok(true) if t.workers > 1 && out.macs.len() < MACS_TOLD => {
+            out.macs.push(Learning {
+                switch: sw,
+                mac: src,
+                port: rx,
+            });
+        }
+        Ok(_) => {}
     }
     let router_port = t.l2.router_port(sw);
     let router_mac = t.ports.get(router_port).map(|i| i.mac);

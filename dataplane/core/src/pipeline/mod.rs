@@ -113,6 +113,10 @@ struct Tables {
     l2: Switching,
     nat: Vec<Nat>,
     svc: crate::service::Services,
+    /// This router's worker, and how many there are: a flow another
+    /// worker owns is handed to it (see `nat`).
+    worker: usize,
+    workers: usize,
 }
 
 /// Where packets end, and the counts of it: the buffer pool, the per-port
@@ -138,6 +142,10 @@ struct Output {
     /// Gratuitous ARPs still to send: when, on which port, for which
     /// address.
     announcements: Vec<(Time, PortId, std::net::Ipv4Addr)>,
+    /// Packets whose flows other workers own ([`Next::HandOff`]).
+    handoffs: Vec<Packet>,
+    /// MAC addresses learned that the other workers' switches should know.
+    macs: Vec<crate::l2::Learning>,
 }
 
 /// Space the stages reuse burst after burst, so nothing allocates per
@@ -195,6 +203,8 @@ impl Router {
                 watch: None,
                 stage: Stage::Rx,
                 announcements: Vec::new(),
+                handoffs: Vec::with_capacity(256),
+                macs: Vec::new(),
             },
             s: Scratch {
                 spare: Vec::with_capacity(64),
@@ -221,6 +231,8 @@ impl Router {
                 l2: Switching::default(),
                 nat: Vec::new(),
                 svc: crate::service::Services::new(0),
+                worker: 0,
+                workers: 1,
             },
             traces: Vec::new(),
         }
@@ -235,6 +247,84 @@ impl Router {
     /// The virtual switches.
     pub fn switching(&self) -> &Switching {
         &self.t.l2
+    }
+
+    /// Makes this router worker `worker` of `workers`, whose NAT instances
+    /// share `claims` (one per instance, in order): tables start empty, and
+    /// packets of flows another worker owns are handed to it
+    /// ([`Router::take_handoffs`]).
+    pub fn set_worker_nat(
+        &mut self,
+        cfgs: Vec<NatConfig>,
+        claims: &[Arc<crate::nat::PortClaims>],
+        worker: usize,
+        workers: usize,
+    ) {
+        self.fast.topology += 1;
+        self.t.worker = worker;
+        self.t.workers = workers.max(1);
+        self.t.nat = cfgs
+            .into_iter()
+            .zip(claims)
+            .map(|(c, claims)| Nat::of_worker(c, Arc::clone(claims), worker, workers))
+            .collect();
+    }
+
+    /// This router's worker and the number of workers.
+    pub fn worker(&self) -> (usize, usize) {
+        (self.t.worker, self.t.workers)
+    }
+
+    /// Moves each packet whose flow another worker owns to `send` (its
+    /// [`Meta::next`] says which worker and where it resumes); the caller
+    /// counts those it hands over ([`Router::count_handed`]) and gives back
+    /// those it cannot ([`Router::refuse_handoff`]).
+    pub fn take_handoffs(&mut self, send: impl FnMut(Packet)) {
+        self.out.handoffs.drain(..).for_each(send);
+    }
+
+    /// Counts `n` packets handed to other workers.
+    pub fn count_handed(&mut self, n: u64) {
+        self.out.stats.handed_off += n;
+    }
+
+    /// Drops a packet that could not be handed over (the owner's queue from
+    /// this worker was full) as `handoff_full`.
+    pub fn refuse_handoff(&mut self, p: Packet) {
+        self.out.stage = Stage::HandOff;
+        self.out.drop_packet(p, DropReason::HandOffFull);
+    }
+
+    /// True when packets wait to be handed to other workers.
+    pub fn has_handoffs(&self) -> bool {
+        !self.out.handoffs.is_empty()
+    }
+
+    /// Takes in a packet another worker handed over, to resume where its
+    /// [`Meta::next`] says, with the next [`Router::process`] of `burst`.
+    pub fn receive_handed(&mut self, burst: &mut Vec<Packet>, mut pkt: Packet) {
+        if let Next::HandOff { at, .. } = pkt.meta.next {
+            pkt.meta.next = at.next();
+        }
+        self.out.stats.handed_in += 1;
+        burst.push(pkt);
+    }
+
+    /// A free buffer, if the pool has one (never allocates): to give back
+    /// to a worker that handed this one its buffers.
+    pub fn spare_buf(&mut self) -> Option<PacketBuf> {
+        self.out.pool.take_free()
+    }
+
+    /// Moves the MAC addresses this router learned, for the other workers'
+    /// switches, into `out`.
+    pub fn take_learned_macs(&mut self, out: &mut Vec<crate::l2::Learning>) {
+        out.append(&mut self.out.macs);
+    }
+
+    /// Learns a MAC address another worker's switch learned.
+    pub fn learn_mac(&mut self, l: crate::l2::Learning) {
+        self.t.l2.learn_from_peer(l, self.out.now);
     }
 
     /// Installs NAT instances, with empty tables.
@@ -579,6 +669,7 @@ impl Router {
                         reason,
                         stage: w.stamp(i).unwrap_or(Stage::EthInput),
                     },
+                    Next::HandOff { to, .. } => TraceEnd::HandedOff { worker: to },
                     _ => TraceEnd::Local,
                 };
                 w.end(i, end);
@@ -765,6 +856,7 @@ fn dispose(t: &mut Tables, out: &mut Output, pkt: Packet) {
             out.pool.put(pkt.buf);
         }
         Next::Drop(reason) => out.drop_packet(pkt, reason),
+        Next::HandOff { .. } => out.handoffs.push(pkt),
         // Every stage hands each packet to a later stage or a final
         // disposition; should one not, the packet is still counted.
         other => {

@@ -15,10 +15,11 @@ use std::net::Ipv4Addr;
 use super::icmp::{self, v4};
 use super::{Output, Scratch, Tables};
 use crate::nat::{
-    icmp_checksum_ok, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto, Sum,
+    icmp_checksum_ok, inside_owner, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto,
+    Sum,
 };
 use crate::packet::view::Ipv4View;
-use crate::packet::{Next, Origin, Packet};
+use crate::packet::{Next, Origin, Packet, Resume};
 use crate::port::PortId;
 use crate::stats::DropReason;
 use crate::time::Time;
@@ -31,7 +32,14 @@ pub(super) fn is_external(t: &Tables, dst: Ipv4Addr) -> bool {
 /// nat44-in over a burst: the packets ip4-input found addressed to an
 /// external address (their headers already checked).
 pub(super) fn input_stage(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
-    for p in pkts.iter_mut().filter(|p| p.meta.next == Next::Nat44In) {
+    for p in pkts.iter_mut() {
+        if p.meta.next == Next::Nat44Hairpin {
+            p.meta.next = hairpin_target(t, out.now, p);
+            continue;
+        }
+        if p.meta.next != Next::Nat44In {
+            continue;
+        }
         let Some(h) = Ipv4View::new_checked(p.l3()) else {
             p.meta.next = Next::Drop(DropReason::Ip4Malformed);
             continue;
@@ -79,13 +87,23 @@ fn input(
         Parsed::Error { src: q_src, .. } if q_src.0 != external || hairpin => return None,
         translate => translate,
     };
+    // The flow's owner translates it: for a hairpin the sender's (it holds
+    // the sender's mapping), else the holder of the external port.
+    let owner = match translate {
+        _ if hairpin => Some(inside_owner(src, t.workers)),
+        Parsed::Flow { proto, dst, .. } => t.nat[i].claims().owner(proto, dst.1),
+        Parsed::Error { proto, src, .. } => t.nat[i].claims().owner(proto, src.1),
+        Parsed::Fragment | Parsed::Other => None,
+    };
+    if let Some(next) = hand_off(t, p, owner, Resume::Nat44In) {
+        return Some(next);
+    }
     if ttl <= 1 {
         icmp::error4(out, p, v4::TIME_EXCEEDED, 0, 0);
         return Some(Next::Drop(DropReason::TtlExpired));
     }
     let now = out.now;
     let sum = Sum::of(&p.meta.offload);
-    let table = t.nat[i].table_mut();
     match translate {
         Parsed::Flow {
             proto,
@@ -94,23 +112,29 @@ fn input(
             flags,
             ..
         } => {
-            let frame = p.buf.frame_mut();
             if hairpin {
                 // The sender's own mapping first: the target sees the
                 // external address and port, as from outside (REQ-9).
+                let table = t.nat[i].table_mut();
                 let ext = match table.outbound(proto, src, (external, dst.1), flags, now) {
                     Ok(ext) => ext,
                     Err(reason) => return Some(Next::Drop(reason)),
                 };
+                set_endpoint(p.buf.frame_mut(), ip, End::Src, (external, ext), sum);
+                // The target's mapping may live on another worker.
+                let target = t.nat[i].claims().owner(proto, dst.1);
+                if let Some(next) = hand_off(t, p, target, Resume::Nat44Hairpin) {
+                    return Some(next);
+                }
+                let table = t.nat[i].table_mut();
                 let to = match table.inbound(proto, dst.1, (external, ext), flags, now) {
                     Ok(to) => to,
                     Err(reason) => return Some(Next::Drop(reason)),
                 };
-                set_endpoint(frame, ip, End::Src, (external, ext), sum);
-                set_endpoint(frame, ip, End::Dst, to, sum);
+                set_endpoint(p.buf.frame_mut(), ip, End::Dst, to, sum);
             } else {
-                match table.inbound(proto, dst.1, src, flags, now) {
-                    Ok(to) => set_endpoint(frame, ip, End::Dst, to, sum),
+                match t.nat[i].table_mut().inbound(proto, dst.1, src, flags, now) {
+                    Ok(to) => set_endpoint(p.buf.frame_mut(), ip, End::Dst, to, sum),
                     Err(reason) => return Some(Next::Drop(reason)),
                 }
             }
@@ -125,7 +149,7 @@ fn input(
             if !icmp_checksum_ok(p.l3()) {
                 return Some(Next::Drop(DropReason::IcmpMalformed));
             }
-            let Some(to) = table.peek_inbound(proto, q_src.1, q_dst.0, now) else {
+            let Some(to) = t.nat[i].table().peek_inbound(proto, q_src.1, q_dst.0, now) else {
                 return Some(Next::Drop(DropReason::NatNoSession));
             };
             translate_error(p.l3_mut(), Some((End::Dst, to.0)), inner, End::Src, to);
@@ -134,6 +158,47 @@ fn input(
     }
     p.meta.nat_in = true;
     Some(Next::IpLookup)
+}
+
+/// The second half of a hairpin another worker began (it gave the packet
+/// the sender's external address and port): the target's mapping gives it
+/// its inside destination.
+fn hairpin_target(t: &mut Tables, now: Time, p: &mut Packet) -> Next {
+    let Some(dst) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) else {
+        return Next::Drop(DropReason::Ip4Malformed);
+    };
+    let Some(i) = t.nat.iter().position(|n| n.config().external == dst) else {
+        return Next::Drop(DropReason::NatNoSession);
+    };
+    let Parsed::Flow {
+        proto,
+        src,
+        dst,
+        flags,
+        ..
+    } = parse(p.l3())
+    else {
+        return Next::Drop(DropReason::NatNoSession);
+    };
+    let (ip, sum) = (usize::from(p.meta.l3), Sum::of(&p.meta.offload));
+    match t.nat[i].table_mut().inbound(proto, dst.1, src, flags, now) {
+        Ok(to) => {
+            set_endpoint(p.buf.frame_mut(), ip, End::Dst, to, sum);
+            p.meta.nat_in = true;
+            Next::IpLookup
+        }
+        Err(reason) => Next::Drop(reason),
+    }
+}
+
+/// Where `p` goes when its flow's `owner` is another worker: handed to it,
+/// to resume `at` a stage. `None` when this worker owns it, nobody does
+/// (the packet is dropped or delivered here), or it has been handed on
+/// twice already (a hairpin's two owners), which ends any ping-pong.
+fn hand_off(t: &Tables, p: &mut Packet, owner: Option<usize>, at: Resume) -> Option<Next> {
+    let to = owner.filter(|&o| o != t.worker && t.workers > 1 && p.meta.hops < 2)?;
+    p.meta.hops += 1;
+    Some(Next::HandOff { to: to as u8, at })
 }
 
 /// nat-out over a burst: each instance's translatable flows are looked up
@@ -166,6 +231,11 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, s: &mut Scratch, pkts: &m
                 Out::Leave => {}
                 Out::Next(next) => p.meta.next = next,
                 Out::Translate(flow) => {
+                    let owner = Some(inside_owner(flow.src.0, t.workers));
+                    if let Some(next) = hand_off(t, p, owner, Resume::Nat44Out) {
+                        p.meta.next = next;
+                        continue;
+                    }
                     flows.push(flow);
                     at.push(k);
                 }
@@ -266,6 +336,10 @@ fn out_one(t: &Tables, now: Time, i: usize, p: &mut Packet) -> Out {
             // about a packet it translated).
             if !icmp_checksum_ok(p.l3()) {
                 return Out::Next(Next::Drop(DropReason::IcmpMalformed));
+            }
+            let owner = Some(inside_owner(q_dst.0, t.workers));
+            if let Some(next) = hand_off(t, p, owner, Resume::Nat44Out) {
+                return Out::Next(next);
             }
             let Some(ext) = t.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {
                 return Out::Next(Next::Drop(DropReason::NatNoSession));

@@ -56,6 +56,8 @@ pub enum Stage {
     NeighborHold,
     /// Transmit queue.
     Tx,
+    /// Handing a packet to the worker that owns its flow.
+    HandOff,
 }
 
 impl Stage {
@@ -77,6 +79,7 @@ impl Stage {
             Stage::IpRewrite => "ip-rewrite",
             Stage::NeighborHold => "neighbor-hold",
             Stage::Tx => "tx",
+            Stage::HandOff => "handoff",
         }
     }
 }
@@ -115,6 +118,12 @@ pub enum TraceEnd {
     },
     /// Consumed by the appliance.
     Local,
+    /// Handed to the worker that owns its flow, which traces it on if it
+    /// is tracing too.
+    HandedOff {
+        /// That worker.
+        worker: u8,
+    },
     /// Dropped.
     Dropped {
         /// Why.
@@ -449,7 +458,7 @@ fn next_name(next: Next) -> &'static str {
         Next::EthInput => "eth-input",
         Next::ArpInput => "arp-input",
         Next::Ip4Input => "ip4-input",
-        Next::Nat44In => "nat44-in",
+        Next::Nat44In | Next::Nat44Hairpin => "nat44-in",
         Next::Ip6Input => "ip6-input",
         Next::IpLookup => "ip-lookup",
         Next::IpRewrite => "ip-rewrite",
@@ -457,6 +466,7 @@ fn next_name(next: Next) -> &'static str {
         Next::Tx => "tx",
         Next::Local => "local",
         Next::Drop(_) => "drop",
+        Next::HandOff { .. } => "handoff",
     }
 }
 

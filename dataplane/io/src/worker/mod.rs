@@ -33,13 +33,20 @@
 //! Each worker has its own neighbour table; the ARP or NDP answer to one
 //! worker's request may arrive on another's queue, so workers pass the
 //! answers they see to each other through bounded lock-free inboxes and
-//! wake the receiver.
+//! wake the receiver. Stateful paths run on every worker the same way: a
+//! NAT flow has one owning worker, to which the others hand its packets,
+//! and switches tell each other the addresses they learn (see `handoff`).
+//!
+//! A port gets one burst per round, whatever it has waiting: a VM that
+//! floods its queue takes no more of its worker than any other port does.
 
 mod ask;
+mod handoff;
 mod rx;
 mod tx;
 
 pub use ask::{Answer, Ask, Asks};
+pub use handoff::{Desk, HandOffs, Parcel, HANDOFF_QUEUE};
 
 use std::io;
 use std::net::IpAddr;
@@ -52,7 +59,7 @@ use crossbeam_channel::Sender;
 use crossbeam_queue::ArrayQueue;
 use edgefwd_core::census::Census;
 use edgefwd_core::fib::Fib;
-use edgefwd_core::packet::MacAddr;
+use edgefwd_core::packet::{MacAddr, Packet};
 use edgefwd_core::pipeline::watch::PacketTrace;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::port::PortId;
@@ -151,6 +158,8 @@ pub struct Shared {
     pub activity: Vec<Activity>,
     /// Each worker's table gauges, as last copied out (every second).
     pub census: Vec<Mutex<Census>>,
+    /// Packets, buffers and MAC addresses passed between workers.
+    pub handoffs: HandOffs,
 }
 
 impl Shared {
@@ -175,6 +184,7 @@ impl Shared {
             fail,
             activity: (0..workers).map(|_| Activity::default()).collect(),
             census: (0..workers).map(|_| Mutex::default()).collect(),
+            handoffs: HandOffs::new(workers),
         }
     }
 }
@@ -268,6 +278,8 @@ pub struct Worker {
     io: QueueIo,
     /// Frames a device just received, before the router takes them.
     received: Vec<Received>,
+    /// This worker's side of the hand-off.
+    desk: Desk,
     tally: Tally,
 }
 
@@ -290,9 +302,11 @@ impl Worker {
                 .map_or(0, nanos),
             io: QueueIo::new(id, None),
             received: Vec::with_capacity(cfg.burst),
+            desk: Desk::new(id, 1),
             tally: Tally::default(),
             cfg,
         };
+        w.desk = Desk::new(id, w.shared.wakers.len());
         w.apply(&snapshot, true);
         if id == 0 {
             // Starting: every load balancer on a port that is up is new.
@@ -380,6 +394,44 @@ impl Worker {
             while let Some((port, addr, mac)) = inbox.pop() {
                 self.router.learn_neighbor(port, addr, mac);
             }
+        }
+    }
+
+    /// Hands the packets of flows other workers own to them, waking those
+    /// that got some, and tells the others the MAC addresses learned.
+    fn hand_off(&mut self) {
+        let hand = &self.shared.handoffs;
+        if self.router.has_handoffs() {
+            let woke = hand.send(&mut self.desk, &mut self.router);
+            for (i, w) in self.shared.wakers.iter().enumerate() {
+                if woke & (1 << (i % 64)) != 0 {
+                    if let Some(w) = w.get() {
+                        let _ = w.wake();
+                    }
+                }
+            }
+        }
+        hand.tell_macs(&mut self.desk, &mut self.router);
+    }
+
+    /// Runs a burst of what other workers handed this one, and sends their
+    /// parcels back with buffers; takes in the buffers and MAC addresses
+    /// they passed.
+    fn serve_handed(&mut self, burst: &mut Vec<Packet>) {
+        let hand = &self.shared.handoffs;
+        hand.take_back(&mut self.desk, &mut self.router);
+        hand.learn_macs(&self.desk, &mut self.router);
+        // One burst a round, as from a port.
+        if hand.pending(self.id) {
+            hand.receive(&mut self.desk, &mut self.router, burst, self.cfg.burst);
+            let now = self.now();
+            self.router.process(burst, now);
+            self.hand_off();
+            self.flush();
+        }
+        if self.desk.owes() {
+            let hand = &self.shared.handoffs;
+            hand.give_back(&mut self.desk, &mut self.router);
         }
     }
 
@@ -552,6 +604,7 @@ impl Worker {
                     self.share_neighbors();
                     self.serve();
                     self.flush();
+                    self.serve_handed(&mut burst);
                 } else {
                     io.mark(e.token().0);
                 }
@@ -579,7 +632,9 @@ impl Worker {
                     busy_since = at;
                     self.publish();
                 }
-                if !io.any_ready() || shared.stop.load(Ordering::Relaxed) {
+                self.serve_handed(&mut burst);
+                let handed = shared.handoffs.pending(self.id);
+                if (!io.any_ready() && !handed) || shared.stop.load(Ordering::Relaxed) {
                     self.tally.busy += at - busy_since;
                     break;
                 }
@@ -602,6 +657,7 @@ impl Worker {
                         self.capture_rx(port as PortId, &burst);
                     }
                     self.router.process(&mut burst, now);
+                    self.hand_off();
                     if self.shared.captures.armed() {
                         self.capture_drops();
                     }
