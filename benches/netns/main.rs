@@ -8,18 +8,22 @@
 //! forwarded (the kernel's forwarding runs in softirqs of any thread, so
 //! it has none).
 //!
-//! All five topologies are built first and then measured in interleaved
+//! All the topologies are built first and then measured in interleaved
 //! rounds (every round measures each forwarder once), so a slow spell of
 //! this shared machine hits all of them alike; a figure is the median of
 //! its rounds (RTT: of all its pings at one spacing).
 //!
 //! `sudo cargo bench --bench netns` (root: namespaces, TAPs; needs iperf3
-//! and ping). `EDGEFWD_NETNS_SECS` sets the length of each throughput
+//! ping and nft). `EDGEFWD_NETNS_SECS` sets the length of each throughput
 //! round (default 2 s; three rounds). Traffic stays inside the namespaces
 //! this makes and removes.
 //!
 //! ```text
 //! kernel:  h2 ─veth─ router netns (ip_forward) ─veth─ h3
+//! NAT:     vm ─veth─ router netns (nftables masquerade) ─veth─ inet, and
+//!          vm ─TAP─ edgefwd (internal switch, NAT out of Port2) ─TAP─
+//!          inet with 1 and 2 workers (reported, not targeted: the two
+//!          cores are shared with iperf3 and the hosts' own stacks)
 //! edgefwd: h2 ─TAP─ edgefwd (in this process) ─TAP─ h3, three times: as
 //!          configured by default (a worker per core, sleeping when idle,
 //!          TAP frames through io_uring); one worker with busy_poll_us =
@@ -292,6 +296,85 @@ fn edgefwd(name: &'static str, tag: &str, dataplane: &str) -> Topology {
     }
 }
 
+/// The NAT path: a VM namespace on the internal switch reaching an
+/// internet namespace behind Port2, masqueraded. By the kernel: a router
+/// namespace with nftables masquerade.
+fn kernel_nat() -> Topology {
+    let (vm, r, inet) = (
+        Netns::new("bkn-vm"),
+        Netns::new("bkn-r"),
+        Netns::new("bkn-in"),
+    );
+    for (host, rdev, hdev) in [(&vm, "rv", "eth0"), (&inet, "ri", "eth1")] {
+        r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
+        r.ip(&["link", "set", hdev, "netns", host.name()]);
+    }
+    r.address("rv", "172.28.0.1/24", None);
+    r.address("ri", "10.0.2.1/24", Some("10.0.2.2"));
+    ok(
+        &r.exec(5, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+        "sysctl",
+    );
+    let rules = "table ip nat {
+ chain post {
+  type nat hook postrouting priority srcnat;
+  oifname \"ri\" masquerade
+ }
+}
+";
+    let path = std::env::temp_dir().join("edgefwd-bkn.nft");
+    std::fs::write(&path, rules).unwrap();
+    ok(&r.exec(10, &["nft", "-f", path.to_str().unwrap()]), "nft");
+    vm.address("eth0", "172.28.0.10/24", Some("172.28.0.1"));
+    inet.address("eth1", "10.0.2.2/24", None);
+    vm.wait_for_ping("10.0.2.2", 10);
+    Topology {
+        name: "kernel, NAT",
+        forwarder: Forwarder::Kernel { _router: r },
+        h2: vm,
+        h3: inet,
+        target: "10.0.2.2",
+        h3_dev: "eth1",
+        threads: Vec::new(),
+    }
+}
+
+/// The NAT path through edgefwd with `workers` workers: the VM's TAP a
+/// member of the internal switch, NATed out of Port2.
+fn edgefwd_nat(name: &'static str, tag: &str, workers: usize) -> Topology {
+    let (vm, inet) = (
+        Netns::new(&format!("{tag}-vm")),
+        Netns::new(&format!("{tag}-in")),
+    );
+    let dir = common::temp_dir("netns-bench");
+    let toml = format!(
+        "[dataplane]\nworkers = {workers}\n[control]\nsocket = \"{}\"\n\n\
+         [[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\ngateway = \"10.0.2.2\"\n\n\
+         [[port]]\nname = \"vm1\"\nbind = \"tap:vm1@{}\"\nswitch = \"internal\"\n\n\
+         [[switch]]\nname = \"internal\"\nkind = \"internal\"\naddress = \"172.28.0.1/24\"\nnat = \"Port2\"\n",
+        dir.path().join("control.sock").display(),
+        inet.name(),
+        vm.name()
+    );
+    let before = common::threads_named("edgefwd-w");
+    let daemon = common::Daemon::start(Config::parse(&toml).unwrap());
+    inet.wait_for_device("p2");
+    vm.wait_for_device("vm1");
+    inet.address("p2", "10.0.2.2/24", None);
+    vm.address("vm1", "172.28.0.10/24", Some("172.28.0.1"));
+    vm.wait_for_ping("10.0.2.2", 10);
+    let threads = threads_since("edgefwd-w", &before);
+    Topology {
+        name,
+        forwarder: Forwarder::Edgefwd { daemon, _dir: dir },
+        h2: vm,
+        h3: inet,
+        target: "10.0.2.2",
+        h3_dev: "p2",
+        threads,
+    }
+}
+
 fn plain_relay() -> Topology {
     let (h2, h3) = (Netns::new("bn-h2"), Netns::new("bn-h3"));
     let before = common::threads_named(relay::THREAD);
@@ -316,6 +399,7 @@ fn main() {
     if !common::need_root(NAME)
         || !common::need_tool(NAME, "iperf3", "--version")
         || !common::need_tool(NAME, "ping", "-V")
+        || !common::need_tool(NAME, "nft", "--version")
     {
         std::process::exit(1);
     }
@@ -338,6 +422,9 @@ fn main() {
             "bs",
             &format!("workers = {cores}\nio_uring = false\n"),
         ),
+        kernel_nat(),
+        edgefwd_nat("edgefwd, NAT, 1 worker", "bn1", 1),
+        edgefwd_nat("edgefwd, NAT, 2 workers", "bn2", 2),
         plain_relay(),
     ];
     let mut samples: Vec<Samples> = topologies.iter().map(|_| Samples::default()).collect();
