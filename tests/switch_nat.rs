@@ -393,3 +393,62 @@ fn external_switch_bridges_a_vm_onto_port3_and_the_appliance_keeps_its_address()
     common::assert_identity(&s);
     assert!(s.stats.forwarded > 0);
 }
+
+#[test]
+fn a_flooding_vm_leaves_the_others_their_share() {
+    const T: &str = "a_flooding_vm_leaves_the_others_their_share";
+    if !common::need_root_and_ping(T) {
+        return;
+    }
+    let app = Appliance::start("flood", "");
+    let (vm1, vm2) = (app.node("vm1"), app.node("vm2"));
+    let (ok, out) = vm2.ping(&["-c", "2", "-i", "0.2", "-W", "2", INET]);
+    assert!(ok, "vm2 pings the internet: {out}");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dst: SocketAddr = format!("{INET}:9").parse().unwrap();
+    let (flooded, pings) = std::thread::scope(|s| {
+        // vm1 sends 64-byte frames as fast as it can, for at most 20 s.
+        let flood = s.spawn(|| {
+            vm1.within(|| {
+                let sock = UdpSocket::bind("172.28.0.10:0")?;
+                let until = std::time::Instant::now() + Duration::from_secs(20);
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < until
+                {
+                    if sock.send_to(&[0; 18], dst).is_ok() {
+                        sent += 1;
+                    }
+                }
+                Ok(sent)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Meanwhile vm2's pings: 200, 5 ms apart.
+        let pings = vm2.ping(&["-c", "200", "-i", "0.005", "-W", "2", INET]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (flood.join().unwrap(), pings)
+    });
+    let received: u32 = pings
+        .1
+        .split(" received")
+        .next()
+        .and_then(|l| l.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let vm1_rx = {
+        let v = api::call(&app.socket, Command::Stats {}).unwrap();
+        v["ports"]["vm1"]["rx"].as_u64().unwrap()
+    };
+    assert!(
+        flooded > 50_000 && vm1_rx > 50_000,
+        "a real flood: sent {flooded}, edgefwd took {vm1_rx}"
+    );
+    assert!(
+        received >= 190,
+        "vm2 kept its share: {received} of 200 pings answered\n{}",
+        pings.1
+    );
+    let s = app.stop();
+    common::assert_identity(&s);
+}

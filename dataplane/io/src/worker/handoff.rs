@@ -8,11 +8,15 @@
 //! producer, one consumer), so the queue's atomics are paid once a burst.
 //! A full queue drops the parcel's packets as `handoff_full`.
 //!
-//! A handed packet keeps its buffer, so the receiver owes the sender one
-//! for each: once it has sent them, it fills the same parcel with as many
-//! of its free buffers and sends it back. Both pools stay the size they
-//! were, the parcels go round, and nothing is allocated on the way once
-//! they exist.
+//! The receiver copies a small frame into a buffer of its own and puts the
+//! sender's buffer back in the parcel, which goes straight home: neither
+//! core writes cache lines the other holds, which is most of what a
+//! hand-off costs. A large frame (a TSO super-packet) keeps its buffer, and
+//! the receiver owes one for it: once it has sent the packets, it fills
+//! the parcel with as many free buffers of its own. Either way both pools
+//! stay the size they were, the parcels go round, and nothing is allocated
+//! on the way once they exist. A worker takes up to four bursts of
+//! hand-offs a round, so that one behind on them catches up.
 //!
 //! Each worker's switches keep their own MAC tables; what one learns it
 //! tells the others through a queue of its own, as workers already share
@@ -27,6 +31,10 @@ use edgefwd_core::pipeline::Router;
 pub const HANDOFF_QUEUE: usize = 64;
 /// Packets a parcel carries at most.
 const PARCEL: usize = 256;
+/// Bursts of hand-offs a worker takes in a round at most.
+pub const ROUND_BURSTS: usize = 4;
+/// Frames up to this size are copied into the receiver's own buffer.
+const COPY_MAX: usize = 2048;
 /// MAC addresses a worker's inbox holds (beyond it a peer floods until the
 /// next refresh tells it again).
 const MAC_INBOX: usize = 4096;
@@ -36,7 +44,7 @@ const MAC_INBOX: usize = 4096;
 pub struct Parcel {
     from: usize,
     pkts: Vec<Packet>,
-    /// Packets it carried, so buffers owed.
+    /// Buffers still owed for it.
     carried: usize,
     bufs: Vec<PacketBuf>,
 }
@@ -158,16 +166,20 @@ impl HandOffs {
     }
 
     /// Moves packets handed to `desk`'s worker into `burst`, parcels from
-    /// each sender in turn until `burst` holds `max` or more (a backlog
-    /// drains, since each round takes more than a sender's one parcel),
-    /// for its router's next `process`.
+    /// each sender in turn, until `burst` holds [`ROUND_BURSTS`] bursts of
+    /// `burst_size` or nothing is left, for its router's next `process`.
+    ///
+    /// More than a sender puts in a round: a worker behind on its
+    /// hand-offs has longer rounds than the senders, whose rounds then
+    /// bring more; taking one burst a round, it would never catch up.
     pub fn receive(
         &self,
         desk: &mut Desk,
         router: &mut Router,
         burst: &mut Vec<Packet>,
-        max: usize,
+        burst_size: usize,
     ) {
+        let max = burst_size * ROUND_BURSTS;
         let Some(qs) = self.queues.get(desk.me) else {
             return;
         };
@@ -188,13 +200,38 @@ impl HandOffs {
                         b.map(edgefwd_prefetch::prefetch);
                     }
                 }
-                parcel.carried = parcel.pkts.len();
-                for p in parcel.pkts.drain(..) {
+                // A small frame is copied into a buffer of this worker's
+                // own, and the sender's buffer goes straight back in the
+                // parcel: neither core then writes lines the other holds.
+                // A large one keeps its buffer, and one is owed for it.
+                parcel.carried = 0;
+                for mut p in parcel.pkts.drain(..) {
+                    if p.buf.len() <= COPY_MAX {
+                        let mut mine = router.take_buf();
+                        if mine.set_frame(p.buf.frame()).is_ok() {
+                            parcel.bufs.push(std::mem::replace(&mut p.buf, mine));
+                        } else {
+                            router.recycle(mine);
+                            parcel.carried += 1;
+                        }
+                    } else {
+                        parcel.carried += 1;
+                    }
                     router.receive_handed(burst, p);
                 }
-                desk.owed.push(parcel);
+                if parcel.carried == 0 {
+                    self.send_back(parcel);
+                } else {
+                    desk.owed.push(parcel);
+                }
             }
         }
+    }
+
+    /// Returns a parcel to its sender; a full return queue frees it and
+    /// its buffers (the sender allocates when it runs short).
+    fn send_back(&self, parcel: Parcel) {
+        let _ = self.returns[parcel.from].push(parcel);
     }
 
     /// Sends back the parcels `desk`'s worker took, each with as many free
@@ -202,15 +239,13 @@ impl HandOffs {
     /// the pool has them back).
     pub fn give_back(&self, desk: &mut Desk, router: &mut Router) {
         while let Some(mut parcel) = desk.owed.pop() {
-            while parcel.bufs.len() < parcel.carried {
+            for _ in 0..parcel.carried {
                 match router.spare_buf() {
                     Some(b) => parcel.bufs.push(b),
                     None => break,
                 }
             }
-            // A full return queue frees the parcel and its buffers; the
-            // sender allocates when it runs short.
-            let _ = self.returns[parcel.from].push(parcel);
+            self.send_back(parcel);
         }
     }
 

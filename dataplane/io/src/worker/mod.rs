@@ -666,6 +666,15 @@ impl Worker {
                 }
             }
         }
+        // What peers handed over before they stopped ends here, counted,
+        // rather than in a queue nobody reads (bounded: a peer still
+        // running may hand over more).
+        for _ in 0..HANDOFF_QUEUE {
+            if !self.shared.handoffs.pending(self.id) {
+                break;
+            }
+            self.serve_handed(&mut burst);
+        }
         self.router.finish();
         self.flush();
         self.publish_final();
