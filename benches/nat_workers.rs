@@ -29,7 +29,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use edgefwd_control::config::Config;
 use edgefwd_control::replay::spread;
 use edgefwd_control::rib::{PortsUp, Rib};
-use edgefwd_core::nat::inside_owner;
+use edgefwd_core::pipeline::handoff::address_owner;
 use edgefwd_core::pipeline::Router;
 use edgefwd_core::port::PortId;
 use edgefwd_core::stats::DropReason;
@@ -95,7 +95,7 @@ fn deal(n: usize, by_owner: bool) -> Vec<Vec<Vec<u8>>> {
     for i in 0..FLOWS {
         let (src, f) = frame(i);
         let t = if by_owner {
-            inside_owner(src, n)
+            address_owner(src, n)
         } else {
             spread::queue(&f, n)
         };

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use edgefwd_control::config::Config;
-use edgefwd_control::replay::{replay, Input, Source};
+use edgefwd_control::replay::{replay_with, Input, Options, Source};
 use edgefwd_control::report::Report;
 use edgefwd_control::trace::TraceReader;
 use edgefwd_core::packet::check::check_frame;
@@ -82,7 +82,13 @@ const GW: [u8; 6] = [2, 0, 0, 0, 0x99, 1];
 const PORT2: [u8; 6] = [2, 0, 0, 0, 2, 1];
 const VIP: [u8; 4] = [10, 0, 2, 100];
 
-fn run(inputs: Vec<(&str, &'static [u8])>) -> (BTreeMap<String, Vec<Vec<u8>>>, Report) {
+/// Replays `inputs` with `workers` workers (frames dealt as a multi-queue
+/// TAP would, flows handed to the worker of their client): the frames each
+/// port sent, and the report.
+fn run_on(
+    workers: usize,
+    inputs: Vec<(&str, &'static [u8])>,
+) -> (BTreeMap<String, Vec<Vec<u8>>>, Report) {
     let cfg = Config::parse(CONFIG).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let inputs = inputs
@@ -95,7 +101,11 @@ fn run(inputs: Vec<(&str, &'static [u8])>) -> (BTreeMap<String, Vec<Vec<u8>>>, R
             },
         })
         .collect();
-    let report = replay(&cfg, inputs, dir.path(), false).unwrap();
+    let opts = Options {
+        workers,
+        ..Options::default()
+    };
+    let (report, _) = replay_with(&cfg, inputs, dir.path(), &opts).unwrap();
     let mut sent = BTreeMap::new();
     for p in &cfg.ports {
         let Ok(mut r) = TraceReader::open(&dir.path().join(format!("{}.pcap", p.name))) else {
@@ -160,79 +170,130 @@ fn a_load_balancer_spreads_clients_over_the_pods_which_see_them_and_answer_as_th
             )
         })
         .collect();
-    let (sent, report) = run(vec![("Port2", common::pcap_in_memory(&clients))]);
-    // The pods have not spoken yet, so the switch floods each frame to
-    // every member: vm1's copies show them all.
-    let mut per_pod = BTreeMap::new();
-    for f in &sent["vm1"] {
-        let ((src, _), (dst, dport)) = ends(f);
+    for workers in [1, 2, 4] {
+        let (sent, report) = run_on(workers, vec![("Port2", common::pcap_in_memory(&clients))]);
+        // The pods have not spoken yet, so the switch floods each frame to
+        // every member: vm1's copies show them all.
+        let mut per_pod = BTreeMap::new();
+        for f in &sent["vm1"] {
+            let ((src, _), (dst, dport)) = ends(f);
+            assert_eq!(
+                src[..3],
+                [198, 51, 100],
+                "the pod sees the client's address"
+            );
+            assert_eq!(dport, 8080);
+            *per_pod.entry(dst).or_insert(0) += 1;
+        }
         assert_eq!(
-            src[..3],
-            [198, 51, 100],
-            "the pod sees the client's address"
+            per_pod.values().sum::<i32>(),
+            300,
+            "{per_pod:?} {:?}",
+            report.drops
         );
-        assert_eq!(dport, 8080);
-        *per_pod.entry(dst).or_insert(0) += 1;
-    }
-    assert_eq!(
-        per_pod.values().sum::<i32>(),
-        300,
-        "{per_pod:?} {:?}",
-        report.drops
-    );
-    assert!(per_pod.values().all(|&n| n > 60), "split {per_pod:?}");
+        assert!(per_pod.values().all(|&n| n > 60), "split {per_pod:?}");
 
-    // The pods answer: the client hears the VIP.
-    let first = sent["vm1"]
-        .iter()
-        .find(|f| ends(f).1 .0 == [172, 28, 0, 11])
-        .unwrap();
-    let ((client, cport), (pod, _)) = ends(first);
-    let mut answer = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x11], [2, 0, 0, 0, 0x28, 1])
-        .ipv4(pod, client, 64)
-        .tcp(8080, cport, 7, 1000)
-        .syn()
-        .ack(2)
-        .write(&mut answer, b"")
-        .unwrap();
-    let (sent2, _) = run(vec![
-        ("Port2", common::pcap_in_memory(&clients)),
-        ("vm2", common::pcap_in_memory(&[(1000, answer)])),
-    ]);
-    let out: Vec<_> = sent2["Port2"]
-        .iter()
-        .filter(|f| f.len() > 42 && f[12..14] == [8, 0])
-        .collect();
-    assert_eq!(out.len(), 1, "one answer out of Port2");
-    assert_eq!(
-        ends(out[0]),
-        ((VIP, 80), (client, cport)),
-        "from the VIP, not NATed"
-    );
+        // The pods answer: the client hears the VIP.
+        let first = sent["vm1"]
+            .iter()
+            .find(|f| ends(f).1 .0 == [172, 28, 0, 11])
+            .unwrap();
+        let ((client, cport), (pod, _)) = ends(first);
+        let mut answer = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x11], [2, 0, 0, 0, 0x28, 1])
+            .ipv4(pod, client, 64)
+            .tcp(8080, cport, 7, 1000)
+            .syn()
+            .ack(2)
+            .write(&mut answer, b"")
+            .unwrap();
+        let (sent2, report2) = run_on(
+            workers,
+            vec![
+                ("Port2", common::pcap_in_memory(&clients)),
+                ("vm2", common::pcap_in_memory(&[(1000, answer)])),
+            ],
+        );
+        let out: Vec<_> = sent2["Port2"]
+            .iter()
+            .filter(|f| f.len() > 42 && f[12..14] == [8, 0])
+            .collect();
+        assert_eq!(out.len(), 1, "one answer out of Port2");
+        assert_eq!(
+            ends(out[0]),
+            ((VIP, 80), (client, cport)),
+            "from the VIP, not NATed"
+        );
+        // With several workers, clients' flows were handed to their owners.
+        assert_eq!(
+            report2.packets.handed_off > 0,
+            workers > 1,
+            "{workers} workers"
+        );
+    }
 }
 
 #[test]
 fn clusterip_from_outside_is_dropped() {
-    let mut q = Vec::new();
-    PacketBuilder::ethernet2(GW, PORT2)
-        .ipv4([198, 51, 100, 1], [10, 96, 0, 10], 64)
-        .udp(4000, 53)
-        .write(&mut q, b"q")
-        .unwrap();
-    let (sent, report) = run(vec![("Port2", common::pcap_in_memory(&[(0, q)]))]);
-    assert!(sent["vm1"].is_empty());
-    assert_eq!(report.drops.get("service_outside_cluster"), Some(&1));
-    // From a pod on the internal switch it is answered.
-    let mut q = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x12], [2, 0, 0, 0, 0x28, 1])
-        .ipv4([172, 28, 0, 12], [10, 96, 0, 10], 64)
-        .udp(4000, 53)
-        .write(&mut q, b"q")
-        .unwrap();
-    let (sent, _) = run(vec![("vm3", common::pcap_in_memory(&[(0, q)]))]);
-    assert_eq!(sent["vm1"].len(), 1);
-    assert_eq!(ends(&sent["vm1"][0]).1, ([172, 28, 0, 10], 53));
+    for workers in [1, 2, 4] {
+        let mut q = Vec::new();
+        PacketBuilder::ethernet2(GW, PORT2)
+            .ipv4([198, 51, 100, 1], [10, 96, 0, 10], 64)
+            .udp(4000, 53)
+            .write(&mut q, b"q")
+            .unwrap();
+        let (sent, report) = run_on(workers, vec![("Port2", common::pcap_in_memory(&[(0, q)]))]);
+        assert!(sent["vm1"].is_empty());
+        assert_eq!(report.drops.get("service_outside_cluster"), Some(&1));
+        // From a pod on the internal switch it is answered.
+        let mut q = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x12], [2, 0, 0, 0, 0x28, 1])
+            .ipv4([172, 28, 0, 12], [10, 96, 0, 10], 64)
+            .udp(4000, 53)
+            .write(&mut q, b"q")
+            .unwrap();
+        let (sent, _) = run_on(
+            workers,
+            vec![("vm3", common::pcap_in_memory(&[(0, q.clone())]))],
+        );
+        assert_eq!(sent["vm1"].len(), 1);
+        let (hairpin, backend) = ends(&sent["vm1"][0]);
+        assert_eq!(backend, ([172, 28, 0, 10], 53));
+        // The pod shares the backend's segment: the backend sees the
+        // gateway's address (on a port naming the flow's worker), and its
+        // answer goes back to the pod from the service.
+        assert_eq!(hairpin.0, [172, 28, 0, 1], "hairpinned from the gateway");
+        let mut a = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0x28, 0x10], [2, 0, 0, 0, 0x28, 1])
+            .ipv4(backend.0, hairpin.0, 64)
+            .udp(53, hairpin.1)
+            .write(&mut a, b"a")
+            .unwrap();
+        let (sent, report) = run_on(
+            workers,
+            vec![
+                ("vm3", common::pcap_in_memory(&[(0, q)])),
+                ("vm1", common::pcap_in_memory(&[(1000, a)])),
+            ],
+        );
+        // (vm3 also has the query's flooded copy: the backend's MAC was
+        // not learned yet.)
+        let back: Vec<_> = sent["vm3"]
+            .iter()
+            .filter(|f| f.len() > 42 && f[12..14] == [8, 0] && ends(f).1 .0 == [172, 28, 0, 12])
+            .collect();
+        let seen: Vec<_> = back.iter().map(|f| ends(f)).collect();
+        assert_eq!(
+            back.len(),
+            1,
+            "{workers} workers: {:?} {seen:?}",
+            report.drops
+        );
+        assert_eq!(
+            ends(back[0]),
+            (([10, 96, 0, 10], 53), ([172, 28, 0, 12], 4000))
+        );
+    }
 }
 
 /// On TAPs: a client namespace behind Port2 fetches a page from the load

@@ -275,7 +275,7 @@ impl Daemon {
     pub fn open_devices(&mut self, params: &DeviceParams) -> Result<(), OpenError> {
         for (i, p) in self.cfg.ports.iter().enumerate() {
             let bind = &self.bindings[i];
-            let params = &params.for_port(&self.cfg, i);
+            let params = &params;
             self.devices[i] =
                 devices::open(&p.name, p.mac, bind, params).map_err(|error| OpenError {
                     port: p.name.clone(),
@@ -343,9 +343,6 @@ impl Daemon {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             fib: self.fib.current(),
-            single: (0..self.cfg.ports.len())
-                .map(|i| self.cfg.single_worker(i))
-                .collect(),
             links: self.links.iter().map(|l| l.is_up()).collect(),
             devices: self.devices.clone(),
             services: Arc::clone(&self.services),
@@ -472,7 +469,7 @@ impl Daemon {
             return Ok(json!({"port": port, "bind": bind.to_string(), "changed": false}));
         }
         let params = self.params.as_ref().ok_or("no devices are open")?;
-        let params = &params.for_port(&self.cfg, i);
+        let params = &params;
         let p = &self.cfg.ports[i];
         let dev = devices::open(&p.name, p.mac, &bind, params)
             .map_err(|e| format!("port {port} (bind {bind}): {e}"))?;

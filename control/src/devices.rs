@@ -54,22 +54,6 @@ impl DeviceParams {
     }
 }
 
-impl DeviceParams {
-    /// The parameters for port `i`: with services, one TAP queue, so only
-    /// worker 0 reads it and the services' flows have one owner
-    /// ([`Config::single_worker`]).
-    pub fn for_port(&self, cfg: &Config, i: usize) -> DeviceParams {
-        DeviceParams {
-            workers: if cfg.single_worker(i) {
-                1
-            } else {
-                self.workers
-            },
-            ..self.clone()
-        }
-    }
-}
-
 /// Opens the device `bind` names for port `port_name` (whose MAC is `mac`).
 pub fn open(
     port_name: &str,

@@ -392,14 +392,6 @@ impl Config {
         out
     }
 
-    /// True when port `i` must be read by one worker only: every port when
-    /// there are services, whose flows' two directions must meet in one
-    /// worker's connection table. Switch and NAT traffic runs on every
-    /// worker (MAC tables are shared, NAT flows handed to their owner).
-    pub fn single_worker(&self, i: usize) -> bool {
-        i < self.ports.len() && self.services_policy.declared
-    }
-
     /// The port named `name` and its index.
     pub fn port(&self, name: &str) -> Option<(usize, &PortConfig)> {
         self.ports.iter().enumerate().find(|(_, p)| p.name == name)

@@ -240,7 +240,6 @@ pub fn replay_with(
     let mut now = Time(0);
     let mut burst_start = Duration::ZERO;
     let mut burst_port = PortId::MAX;
-    let single: Vec<bool> = (0..cfg.ports.len()).map(|i| cfg.single_worker(i)).collect();
     loop {
         let next = ports
             .iter()
@@ -266,11 +265,7 @@ pub fn replay_with(
         ports[i].rx_burst(&mut qio, workers.first_mut(), 1, &mut received);
         for r in received.drain(..) {
             now = now.max(r.at.unwrap_or(now));
-            let to = if single[i] {
-                0
-            } else {
-                spread::queue(r.buf.frame(), workers.len())
-            };
+            let to = spread::queue(r.buf.frame(), workers.len());
             workers.receive(to, port, now, r.buf, r.offload);
         }
         bar.inc(ports[i].take_bytes_read());

@@ -2,7 +2,7 @@
 //!
 //! Each worker keeps its own NAT table (no lock on the packet path), and a
 //! flow belongs to one worker: outbound, the worker its inside address
-//! hashes to ([`inside_owner`]), so that one inside endpoint has one
+//! hashes to (`pipeline::handoff`), so that one inside endpoint has one
 //! mapping whatever worker sees its flows (RFC 4787 endpoint-independent
 //! mapping); inbound, the worker that holds the destination port. That
 //! second half is this table: one byte per port and protocol, written when
@@ -107,18 +107,6 @@ fn class(proto: Proto, port: u16) -> usize {
     usize::from(proto == Proto::Icmp || port >= 1024)
 }
 
-/// The worker, of `workers`, that translates the outbound flows of inside
-/// address `a` (and so holds its mappings).
-#[inline]
-pub fn inside_owner(a: Ipv4Addr, workers: usize) -> usize {
-    if workers <= 1 {
-        return 0;
-    }
-    // Fibonacci hashing: the high bits of the product mix every octet.
-    let h = u32::from(a).wrapping_mul(0x9e37_79b1) >> 16;
-    h as usize % workers
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,15 +123,5 @@ mod tests {
         c.release(Proto::Udp, 5000);
         assert!(c.is_free(Proto::Udp, 5000));
         assert!(c.claim(Proto::Udp, 5000, 0));
-    }
-
-    #[test]
-    fn inside_addresses_spread_over_the_workers() {
-        let mut n = [0usize; 4];
-        for i in 0..4096u32 {
-            n[inside_owner(Ipv4Addr::from(0xac1c_0000 + i), 4)] += 1;
-        }
-        assert!(n.iter().all(|&k| k > 900), "{n:?}");
-        assert_eq!(inside_owner(Ipv4Addr::new(10, 0, 0, 1), 1), 0);
     }
 }

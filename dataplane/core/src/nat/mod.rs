@@ -43,7 +43,7 @@ use ipnet::Ipv4Net;
 use crate::port::PortId;
 use crate::time::Time;
 
-pub use claims::{inside_owner, PortClaims};
+pub use claims::PortClaims;
 pub(crate) use rewrite::{
     icmp_checksum_ok, parse, set_endpoint, translate_error, End, Parsed, Sum,
 };

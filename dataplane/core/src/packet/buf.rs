@@ -223,18 +223,23 @@ pub enum Resume {
     Nat44In,
     /// nat44-in's second half of a hairpin.
     Nat44Hairpin,
-    /// nat44-out (an outbound flow's owner holds its mapping).
-    Nat44Out,
+    /// svc-in (a client's owner holds its service flows).
+    SvcIn,
+    /// svc-out and nat44-out, after ip-lookup (the owner holds the reply's
+    /// service flow, or the outbound flow's mapping).
+    Out,
 }
 
 impl Resume {
-    /// The packet's next stage on the worker it was handed to (nat44-out
-    /// picks up what ip-lookup sent to ip-rewrite by an outside port).
+    /// The packet's next stage on the worker it was handed to (svc-in
+    /// takes what ip4-input sent to ip-lookup; svc-out and nat44-out pick
+    /// up what ip-lookup sent to ip-rewrite).
     pub fn next(self) -> Next {
         match self {
             Resume::Nat44In => Next::Nat44In,
             Resume::Nat44Hairpin => Next::Nat44Hairpin,
-            Resume::Nat44Out => Next::IpRewrite,
+            Resume::SvcIn => Next::IpLookup,
+            Resume::Out => Next::IpRewrite,
         }
     }
 }

@@ -33,6 +33,7 @@
 mod arp_input;
 mod eth_input;
 mod flow;
+pub mod handoff;
 pub(crate) mod icmp;
 mod ip4_fast;
 mod ip4_input;

@@ -12,11 +12,11 @@
 
 use std::net::Ipv4Addr;
 
+use super::handoff::{address_owner, hand_off};
 use super::icmp::{self, v4};
 use super::{Output, Scratch, Tables};
 use crate::nat::{
-    icmp_checksum_ok, inside_owner, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto,
-    Sum,
+    icmp_checksum_ok, parse, set_endpoint, translate_error, End, Flow, Parsed, Proto, Sum,
 };
 use crate::packet::view::Ipv4View;
 use crate::packet::{Next, Origin, Packet, Resume};
@@ -90,7 +90,7 @@ fn input(
     // The flow's owner translates it: for a hairpin the sender's (it holds
     // the sender's mapping), else the holder of the external port.
     let owner = match translate {
-        _ if hairpin => Some(inside_owner(src, t.workers)),
+        _ if hairpin => Some(address_owner(src, t.workers)),
         Parsed::Flow { proto, dst, .. } => t.nat[i].claims().owner(proto, dst.1),
         Parsed::Error { proto, src, .. } => t.nat[i].claims().owner(proto, src.1),
         Parsed::Fragment | Parsed::Other => None,
@@ -191,16 +191,6 @@ fn hairpin_target(t: &mut Tables, now: Time, p: &mut Packet) -> Next {
     }
 }
 
-/// Where `p` goes when its flow's `owner` is another worker: handed to it,
-/// to resume `at` a stage. `None` when this worker owns it, nobody does
-/// (the packet is dropped or delivered here), or it has been handed on
-/// twice already (a hairpin's two owners), which ends any ping-pong.
-fn hand_off(t: &Tables, p: &mut Packet, owner: Option<usize>, at: Resume) -> Option<Next> {
-    let to = owner.filter(|&o| o != t.worker && t.workers > 1 && p.meta.hops < 2)?;
-    p.meta.hops += 1;
-    Some(Next::HandOff { to: to as u8, at })
-}
-
 /// nat-out over a burst: each instance's translatable flows are looked up
 /// together ([`Table::outbound_burst`]), then rewritten.
 ///
@@ -231,8 +221,8 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, s: &mut Scratch, pkts: &m
                 Out::Leave => {}
                 Out::Next(next) => p.meta.next = next,
                 Out::Translate(flow) => {
-                    let owner = Some(inside_owner(flow.src.0, t.workers));
-                    if let Some(next) = hand_off(t, p, owner, Resume::Nat44Out) {
+                    let owner = Some(address_owner(flow.src.0, t.workers));
+                    if let Some(next) = hand_off(t, p, owner, Resume::Out) {
                         p.meta.next = next;
                         continue;
                     }
@@ -337,8 +327,8 @@ fn out_one(t: &Tables, now: Time, i: usize, p: &mut Packet) -> Out {
             if !icmp_checksum_ok(p.l3()) {
                 return Out::Next(Next::Drop(DropReason::IcmpMalformed));
             }
-            let owner = Some(inside_owner(q_dst.0, t.workers));
-            if let Some(next) = hand_off(t, p, owner, Resume::Nat44Out) {
+            let owner = Some(address_owner(q_dst.0, t.workers));
+            if let Some(next) = hand_off(t, p, owner, Resume::Out) {
                 return Out::Next(next);
             }
             let Some(ext) = t.nat[i].table().peek_outbound(proto, q_dst, q_src.0, now) else {

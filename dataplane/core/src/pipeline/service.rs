@@ -18,16 +18,24 @@
 //! backend: a reply to a flow of a service gets the service's address and
 //! port back as its source, so the client sees only the service (and NAT
 //! leaves it alone, as it is not an inside source).
+//!
+//! Each worker has its own connection table. A flow belongs to the worker
+//! its client's address names (`handoff::address_owner`), which also holds
+//! the client's affinity; the other workers hand it its packets both ways
+//! (the reply by its destination, the client). A hairpinned flow's
+//! gateway port is one that names its owner (`handoff::port_for`), so the
+//! backend's answer to that port finds it.
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 
 use foldhash::fast::FixedState;
 
+use super::handoff::{address_owner, hand_off, port_for, port_owner};
 use super::{Output, Tables};
 use crate::nat::{parse, set_endpoint, End, Parsed, Proto, Sum};
 use crate::packet::view::Ipv4View;
-use crate::packet::{checksum, Meta, Next, Origin, Packet, ETHERTYPE_IPV4, ETH_HLEN};
+use crate::packet::{checksum, Meta, Next, Origin, Packet, Resume, ETHERTYPE_IPV4, ETH_HLEN};
 use crate::service::{
     affinity_key, hairpin_key, reply_key, BackendState, Flow, FlowKey, ServiceKind,
 };
@@ -52,10 +60,22 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
             continue;
         };
         if t.svc.is_backend(src) && t.ports.is_local_v4(dst) {
-            hairpin_back(t, out, p);
+            // An answer to a hairpinned flow: its port names the owner.
+            let owner = match parse(p.l3()) {
+                Parsed::Flow { dst, .. } => Some(port_owner(dst.1, t.workers)),
+                _ => None,
+            };
+            match hand_off(t, p, owner, Resume::SvcIn) {
+                Some(next) => p.meta.next = next,
+                None => hairpin_back(t, out, p),
+            }
             continue;
         }
         if let Some(i) = t.svc.at(dst) {
+            if let Some(next) = hand_off(t, p, Some(address_owner(src, t.workers)), Resume::SvcIn) {
+                p.meta.next = next;
+                continue;
+            }
             let next = to_service(t, out, p, i);
             let bytes = p.l3().len() as u64;
             let c = t.svc.counters_mut(i);
@@ -204,8 +224,9 @@ fn hairpin_gateway(t: &Tables, iface: crate::port::PortId, backend: Ipv4Addr) ->
     t.ports.get(iface)?.source_v4(backend)
 }
 
-/// A port of `gw` for a hairpinned flow from `client` to `backend`: the
-/// client's own if free, else the next free one (at most 64 tried).
+/// A port of `gw` for a hairpinned flow from `client` to `backend`, one
+/// that names this worker: the client's own if it does and is free, else
+/// the next such free one (at most 64 tried).
 fn hairpin_port(
     t: &Tables,
     proto: u8,
@@ -214,7 +235,12 @@ fn hairpin_port(
     client: (Ipv4Addr, u16),
     now: u32,
 ) -> Option<(Ipv4Addr, u16)> {
-    let mut port = client.1;
+    let step = t.workers.max(1) as u16;
+    let mut port = if t.workers > 1 {
+        port_for(client.1, t.worker, t.workers)
+    } else {
+        client.1
+    };
     for _ in 0..64 {
         match t
             .svc
@@ -225,6 +251,7 @@ fn hairpin_port(
             Some(f) if f.generation == u32::from(client.0) && f.backend as u16 == client.1 => {
                 return Some((gw, port));
             }
+            Some(_) if step > 1 => port = port_for(port.wrapping_add(step), t.worker, t.workers),
             Some(_) => port = port.wrapping_add(1).max(1024),
         }
     }
@@ -244,11 +271,14 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
     else {
         return false;
     };
+    // Another worker's flow: svc-in hands it over, and the owner looks.
+    let theirs = t.workers > 1 && port_owner(dst.1, t.workers) != t.worker;
     t.svc.is_backend(src.0)
-        && t.svc
-            .flows
-            .peek(&hairpin_key(proto.ip_number(), src, dst), now.whole_secs())
-            .is_some()
+        && (theirs
+            || t.svc
+                .flows
+                .peek(&hairpin_key(proto.ip_number(), src, dst), now.whole_secs())
+                .is_some())
 }
 
 /// A backend's reply to a hairpinned flow: back from the service to its
@@ -403,6 +433,14 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
             continue;
         };
         let proto_n = proto.ip_number();
+        // A reply to a client another worker owns goes to it.
+        if t.svc.targets(proto_n, src.1) {
+            let owner = Some(address_owner(dst.0, t.workers));
+            if let Some(next) = hand_off(t, p, owner, Resume::Out) {
+                p.meta.next = next;
+                continue;
+            }
+        }
         let Some(f) = t
             .svc
             .flows

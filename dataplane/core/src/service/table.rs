@@ -280,6 +280,17 @@ impl Services {
         self.backends.contains(&addr)
     }
 
+    /// True when a backend's packet from `port` (`proto` its IP protocol
+    /// number) may answer a service: some service targets that port.
+    pub fn targets(&self, proto: u8, port: u16) -> bool {
+        self.list.iter().any(|s| {
+            s.cfg
+                .ports
+                .iter()
+                .any(|p| p.proto.ip_number() == proto && p.target == port)
+        })
+    }
+
     /// True when ARP requests for `addr` on `port` are to be answered.
     pub fn announces(&self, port: PortId, addr: Ipv4Addr) -> bool {
         self.at(addr).is_some_and(|i| {

@@ -73,14 +73,9 @@ use crate::device::{Device, QueueIo, Received};
 use rx::Polled;
 
 /// The worker that reads a device with I/O threads of its own (its queue
-/// is not per worker, [`crate::Readiness::Waker`]): worker 0 for a port in
-/// [`Snapshot::single`], else one by port.
-pub fn waker_owner(port: PortId, workers: usize, single: bool) -> usize {
-    if single {
-        0
-    } else {
-        usize::from(port) % workers.max(1)
-    }
+/// is not per worker, [`crate::Readiness::Waker`]): one by port.
+pub fn waker_owner(port: PortId, workers: usize) -> usize {
+    usize::from(port) % workers.max(1)
 }
 
 /// The token of a worker's waker.
@@ -92,11 +87,6 @@ pub struct Snapshot {
     pub fib: Arc<Fib>,
     /// Link state of each port, by [`PortId`].
     pub links: Vec<bool>,
-    /// Ports only worker 0 reads, by [`PortId`]: switch members, uplinks
-    /// and NAT outside ports, whose MAC and NAT tables live in worker 0's
-    /// router (their TAPs have one queue; a device with its own I/O threads
-    /// is owned by 0).
-    pub single: Vec<bool>,
     /// Each port's device, by [`PortId`]. A port rebound at run time gets a
     /// new one; workers move their polling to it when they pick up the
     /// snapshot, and the old device closes when the last of them lets go.

@@ -89,9 +89,8 @@ impl Worker {
                     io.ready[port] = true;
                 }
                 Readiness::Waker => {
-                    let single = snap.single.get(port).copied().unwrap_or(false);
                     let workers = self.shared.wakers.len();
-                    if waker_owner(port as PortId, workers, single) == self.id {
+                    if waker_owner(port as PortId, workers) == self.id {
                         dev.set_waker(Arc::clone(&io.waker));
                         io.woken.push(port);
                         io.ready[port] = true;
