@@ -165,6 +165,11 @@ impl HandOffs {
             .is_some_and(|qs| qs.iter().any(|q| !q.is_empty()))
     }
 
+    /// True when packets wait for any worker.
+    pub fn any_pending(&self) -> bool {
+        (0..self.queues.len()).any(|w| self.pending(w))
+    }
+
     /// Moves packets handed to `desk`'s worker into `burst`, parcels from
     /// each sender in turn, until `burst` holds [`ROUND_BURSTS`] bursts of
     /// `burst_size` or nothing is left, for its router's next `process`.

@@ -150,6 +150,8 @@ pub struct Shared {
     pub census: Vec<Mutex<Census>>,
     /// Packets, buffers and MAC addresses passed between workers.
     pub handoffs: HandOffs,
+    /// Workers that have left their loop (see `Worker::drain_handoffs`).
+    pub stopped: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -175,6 +177,7 @@ impl Shared {
             activity: (0..workers).map(|_| Activity::default()).collect(),
             census: (0..workers).map(|_| Mutex::default()).collect(),
             handoffs: HandOffs::new(workers),
+            stopped: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -244,6 +247,8 @@ const TICK: Duration = Duration::from_millis(10);
 /// Operations one io_uring submission holds.
 const RING_DEPTH: usize = 256;
 const PUBLISH: Duration = Duration::from_millis(100);
+/// Longest a stopping worker waits for its peers' last hand-offs.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
 /// The table gauges are copied out every this many publishes.
 const CENSUS_EVERY: u64 = 10;
 
@@ -422,6 +427,31 @@ impl Worker {
         if self.desk.owes() {
             let hand = &self.shared.handoffs;
             hand.give_back(&mut self.desk, &mut self.router);
+        }
+    }
+
+    /// At stop: runs what peers hand over until every worker has stopped
+    /// and no queue holds anything (seen twice, a millisecond apart, so a
+    /// peer in the middle of a burst has handed it on), so that every
+    /// handed packet is counted where it ends. Bounded by [`STOP_DRAIN`].
+    fn drain_handoffs(&mut self, burst: &mut Vec<Packet>) {
+        let shared = Arc::clone(&self.shared);
+        shared.stopped.fetch_add(1, Ordering::AcqRel);
+        let all = shared.wakers.len();
+        let until = Instant::now() + STOP_DRAIN;
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < until {
+            self.serve_handed(burst);
+            let done = shared.stopped.load(Ordering::Acquire) == all;
+            if done && !shared.handoffs.any_pending() {
+                quiet += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            } else {
+                quiet = 0;
+                if !shared.handoffs.pending(self.id) {
+                    std::thread::yield_now();
+                }
+            }
         }
     }
 
@@ -656,15 +686,7 @@ impl Worker {
                 }
             }
         }
-        // What peers handed over before they stopped ends here, counted,
-        // rather than in a queue nobody reads (bounded: a peer still
-        // running may hand over more).
-        for _ in 0..HANDOFF_QUEUE {
-            if !self.shared.handoffs.pending(self.id) {
-                break;
-            }
-            self.serve_handed(&mut burst);
-        }
+        self.drain_handoffs(&mut burst);
         self.router.finish();
         self.flush();
         self.publish_final();
