@@ -458,3 +458,49 @@ fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_
     );
     drop(servers);
 }
+
+/// A backend's own traffic to the appliance is the appliance's, on any
+/// worker: pings to its gateway are answered, and a datagram from a port
+/// a service targets, which answers no hairpinned flow, is delivered
+/// locally (and refused there) rather than taken for a service's.
+#[test]
+fn a_backends_own_traffic_to_the_gateway_stays_local_on_any_worker() {
+    let vm1 = [2, 0, 0, 0, 0x28, 0x10];
+    let gw_if = [2, 0, 0, 0, 0x28, 1];
+    let mut frames = Vec::new();
+    for id in 1..=16u16 {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(vm1, gw_if)
+            .ipv4([172, 28, 0, 10], [172, 28, 0, 1], 64)
+            .icmpv4_echo_request(id, 1)
+            .write(&mut f, b"ping")
+            .unwrap();
+        frames.push((u64::from(id), f));
+        let mut u = Vec::new();
+        PacketBuilder::ethernet2(vm1, gw_if)
+            .ipv4([172, 28, 0, 10], [172, 28, 0, 1], 64)
+            .udp(53, 40000 + id)
+            .write(&mut u, b"not a reply")
+            .unwrap();
+        frames.push((u64::from(id) + 100, u));
+    }
+    let pcap = common::pcap_in_memory(&frames);
+    for workers in [1, 2, 4] {
+        let (sent, report) = run_on(workers, vec![("vm1", pcap)]);
+        let replies = sent["vm1"]
+            .iter()
+            .filter(|f| {
+                SlicedPacket::from_ethernet(f).is_ok_and(
+                    |s| matches!(s.transport, Some(TransportSlice::Icmpv4(i)) if i.type_u8() == 0),
+                )
+            })
+            .count();
+        assert_eq!(replies, 16, "{workers} workers: every ping answered");
+        assert_eq!(
+            report.drops.get("local_unsupported"),
+            Some(&16),
+            "{workers} workers: {:?}",
+            report.drops
+        );
+    }
+}

@@ -67,7 +67,10 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
             };
             match hand_off(t, p, owner, Resume::SvcIn) {
                 Some(next) => p.meta.next = next,
-                None => hairpin_back(t, out, p),
+                // Handed over on its port alone, it may be for the
+                // appliance after all: delivered as ip4-input would.
+                None if !hairpin_back(t, out, p) => p.meta.next = deliver(out, p),
+                None => {}
             }
             continue;
         }
@@ -271,8 +274,13 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
     else {
         return false;
     };
-    // Another worker's flow: svc-in hands it over, and the owner looks.
-    let theirs = t.workers > 1 && port_owner(dst.1, t.workers) != t.worker;
+    // Another worker's flow, from a port services target (not a ping, not
+    // the backend's own connection to the appliance): svc-in hands it
+    // over, and the owner looks.
+    let theirs = t.workers > 1
+        && proto != Proto::Icmp
+        && t.svc.targets(proto.ip_number(), src.1)
+        && port_owner(dst.1, t.workers) != t.worker;
     t.svc.is_backend(src.0)
         && (theirs
             || t.svc
@@ -281,9 +289,19 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
                 .is_some())
 }
 
+/// Local delivery of `p`, addressed to the appliance.
+fn deliver(out: &mut Output, p: &mut Packet) -> Next {
+    let Some(h) = Ipv4View::new_checked(p.l3()) else {
+        return Next::Drop(DropReason::Ip4Malformed);
+    };
+    let (proto, hl) = (h.protocol(), h.header_len());
+    let fragment = h.more_fragments() || h.frag_offset() != 0;
+    super::ip4_input::deliver_local(p, proto, fragment, hl, &mut out.stats.local)
+}
+
 /// A backend's reply to a hairpinned flow: back from the service to its
-/// client.
-fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
+/// client. False when there is no such flow.
+fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) -> bool {
     let Parsed::Flow {
         proto,
         src,
@@ -292,7 +310,7 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
         ..
     } = parse(p.l3())
     else {
-        return;
+        return false;
     };
     let proto_n = proto.ip_number();
     let now = out.now.whole_secs();
@@ -301,7 +319,7 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
         .flows
         .lookup(&hairpin_key(proto_n, src, dst), now, flags)
     else {
-        return;
+        return false;
     };
     let (vport, client) = (
         (f.backend >> 16) as u16,
@@ -316,6 +334,7 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) {
         (proto_n, now, flags),
         true,
     );
+    true
 }
 
 /// A backend's answer (from `backend`) to `client` of service `i` at
