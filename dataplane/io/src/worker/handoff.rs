@@ -1,8 +1,9 @@
 //! Hand-off between workers: packets whose flow another worker owns, the
 //! buffers that carried them, and the MAC addresses switches learn.
 //!
-//! Every NAT flow has one owning worker (see `edgefwd_core::nat::claims`);
-//! packets that arrive on another are handed over a burst at a time, as
+//! Every NAT and service flow has one owning worker (see
+//! `edgefwd_core::pipeline::handoff`); packets that arrive on another are
+//! handed over a burst at a time, as
 //! VPP hands frames of buffers to another thread: a [`Parcel`] of packets
 //! goes through a bounded lock-free queue per pair of workers (one
 //! producer, one consumer), so the queue's atomics are paid once a burst.
@@ -29,7 +30,8 @@ use edgefwd_core::pipeline::Router;
 
 /// Parcels one worker's queue to another holds.
 pub const HANDOFF_QUEUE: usize = 64;
-/// Packets a parcel carries at most.
+/// Packets a new parcel has room for (a burst's hand-offs to one worker;
+/// more, from a burst with generated packets, grow it once).
 const PARCEL: usize = 256;
 /// Bursts of hand-offs a worker takes in a round at most.
 pub const ROUND_BURSTS: usize = 4;

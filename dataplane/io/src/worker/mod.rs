@@ -222,6 +222,16 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Counts its worker among [`Shared::stopped`] when dropped: at the drain
+/// at stop, or when the worker fails.
+struct Stopping(Arc<Shared>);
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        self.0.stopped.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// A neighbour answer passed between workers: port, address, MAC.
 pub type Learned = (PortId, IpAddr, MacAddr);
 
@@ -434,9 +444,9 @@ impl Worker {
     /// and no queue holds anything (seen twice, a millisecond apart, so a
     /// peer in the middle of a burst has handed it on), so that every
     /// handed packet is counted where it ends. Bounded by [`STOP_DRAIN`].
-    fn drain_handoffs(&mut self, burst: &mut Vec<Packet>) {
+    fn drain_handoffs(&mut self, burst: &mut Vec<Packet>, stopping: Stopping) {
         let shared = Arc::clone(&self.shared);
-        shared.stopped.fetch_add(1, Ordering::AcqRel);
+        drop(stopping);
         let all = shared.wakers.len();
         let until = Instant::now() + STOP_DRAIN;
         let mut quiet = 0;
@@ -581,6 +591,9 @@ impl Worker {
     /// Runs until [`Shared::stop`] is set; returns the router (with its
     /// final counters) after dropping what still waits for a neighbour.
     pub fn run(mut self) -> io::Result<Router> {
+        // Counted as stopped however this ends, so that the others' drain
+        // at stop never waits for a worker that failed.
+        let stopping = Stopping(Arc::clone(&self.shared));
         if self.cfg.io_uring {
             self.io = QueueIo::new(self.id, Some(RING_DEPTH));
         }
@@ -686,7 +699,7 @@ impl Worker {
                 }
             }
         }
-        self.drain_handoffs(&mut burst);
+        self.drain_handoffs(&mut burst, stopping);
         self.router.finish();
         self.flush();
         self.publish_final();
