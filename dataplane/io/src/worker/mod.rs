@@ -46,7 +46,7 @@ mod rx;
 mod tx;
 
 pub use ask::{Answer, Ask, Asks};
-pub use handoff::{Desk, HandOffs, Parcel, HANDOFF_QUEUE};
+pub use handoff::{Desk, HandOffs, Parcel, HANDOFF_QUEUE, ROUND_BURSTS};
 
 use std::io;
 use std::net::IpAddr;
@@ -419,14 +419,13 @@ impl Worker {
         hand.tell_macs(&mut self.desk, &mut self.router);
     }
 
-    /// Runs a burst of what other workers handed this one, and sends their
-    /// parcels back with buffers; takes in the buffers and MAC addresses
-    /// they passed.
+    /// Runs what other workers handed this one (up to [`ROUND_BURSTS`]
+    /// bursts), and sends their parcels back with buffers; takes in the
+    /// buffers and MAC addresses they passed.
     fn serve_handed(&mut self, burst: &mut Vec<Packet>) {
         let hand = &self.shared.handoffs;
         hand.take_back(&mut self.desk, &mut self.router);
         hand.learn_macs(&self.desk, &mut self.router);
-        // One burst a round, as from a port.
         if hand.pending(self.id) {
             hand.receive(&mut self.desk, &mut self.router, burst, self.cfg.burst);
             let now = self.now();
