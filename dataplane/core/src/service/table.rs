@@ -173,6 +173,9 @@ pub struct Services {
     list: Vec<Service>,
     by_vip: HashMap<Ipv4Addr, usize>,
     backends: HashSet<Ipv4Addr>,
+    /// The (IP protocol, target port) pairs of every service's ports: a
+    /// backend's packet from one of them may answer a service.
+    targets: HashSet<(u8, u16)>,
     /// By port: the interfaces cluster IPs answer (internal switches').
     internal: Vec<bool>,
     /// Flows both ways: client to service, and (protocol marked) backend
@@ -214,6 +217,7 @@ impl Services {
             list: Vec::new(),
             by_vip: HashMap::new(),
             backends: HashSet::new(),
+            targets: HashSet::new(),
             internal: Vec::new(),
             // The table is allocated when the first service comes.
             flows: FlowTable::with_capacity(flows.min(1), Timeouts::default()),
@@ -265,6 +269,11 @@ impl Services {
             .iter()
             .flat_map(|s| s.cfg.backends.iter().map(|b| b.addr))
             .collect();
+        self.targets = self
+            .list
+            .iter()
+            .flat_map(|s| s.cfg.ports.iter().map(|p| (p.proto.ip_number(), p.target)))
+            .collect();
         self.internal = internal;
     }
 
@@ -283,12 +292,7 @@ impl Services {
     /// True when a backend's packet from `port` (`proto` its IP protocol
     /// number) may answer a service: some service targets that port.
     pub fn targets(&self, proto: u8, port: u16) -> bool {
-        self.list.iter().any(|s| {
-            s.cfg
-                .ports
-                .iter()
-                .any(|p| p.proto.ip_number() == proto && p.target == port)
-        })
+        self.targets.contains(&(proto, port))
     }
 
     /// True when ARP requests for `addr` on `port` are to be answered.
