@@ -400,7 +400,6 @@ impl Workers for Running<'_> {
     }
 
     fn per_worker(&self) -> Vec<WorkerCounters> {
-        let secs = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e9;
         self.0
             .activity
             .iter()
@@ -408,8 +407,8 @@ impl Workers for Running<'_> {
             .map(|(a, s)| {
                 let s = s.lock();
                 WorkerCounters {
-                    busy_seconds: secs(&a.busy_ns),
-                    idle_seconds: secs(&a.idle_ns),
+                    busy_seconds: a.busy_seconds(),
+                    idle_seconds: a.idle_seconds(),
                     bursts: a.bursts.load(Ordering::Relaxed),
                     handed_off: s.handed_off,
                     handed_in: s.handed_in,

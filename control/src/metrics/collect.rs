@@ -239,14 +239,13 @@ impl Collector for Live {
             .enumerate()
             .map(|(i, a)| (i.to_string(), a))
             .collect();
-        let secs = |ns: &std::sync::atomic::AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e9;
         family(
             e,
             "edgefwd_worker_busy_seconds",
             "Time a worker spent receiving, forwarding and sending",
             workers
                 .iter()
-                .map(|(w, a)| ([("worker", w.as_str())], Value::Seconds(secs(&a.busy_ns)))),
+                .map(|(w, a)| ([("worker", w.as_str())], Value::Seconds(a.busy_seconds()))),
         )?;
         family(
             e,
@@ -254,7 +253,7 @@ impl Collector for Live {
             "Time a worker spent waiting for frames",
             workers
                 .iter()
-                .map(|(w, a)| ([("worker", w.as_str())], Value::Seconds(secs(&a.idle_ns)))),
+                .map(|(w, a)| ([("worker", w.as_str())], Value::Seconds(a.idle_seconds()))),
         )?;
         family(
             e,

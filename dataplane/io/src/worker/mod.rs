@@ -198,6 +198,18 @@ pub struct Activity {
     pub bursts: AtomicU64,
 }
 
+impl Activity {
+    /// Seconds spent outside `epoll_wait`.
+    pub fn busy_seconds(&self) -> f64 {
+        self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Seconds spent waiting in `epoll_wait`.
+    pub fn idle_seconds(&self) -> f64 {
+        self.idle_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
 /// A worker's own running totals of [`Activity`].
 #[derive(Default)]
 struct Tally {
@@ -292,6 +304,7 @@ impl Worker {
     /// Worker `id` (which picks its TAP queues) running `router`.
     pub fn new(id: usize, router: Router, shared: Arc<Shared>, cfg: WorkerConfig) -> Self {
         let snapshot = shared.snapshot.load_full();
+        let desk = Desk::new(id, shared.wakers.len());
         let mut w = Worker {
             id,
             router,
@@ -307,11 +320,10 @@ impl Worker {
                 .map_or(0, nanos),
             io: QueueIo::new(id, None),
             received: Vec::with_capacity(cfg.burst),
-            desk: Desk::new(id, 1),
+            desk,
             tally: Tally::default(),
             cfg,
         };
-        w.desk = Desk::new(id, w.shared.wakers.len());
         w.apply(&snapshot, true);
         if id == 0 {
             // Starting: every load balancer on a port that is up is new.
