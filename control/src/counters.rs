@@ -37,6 +37,14 @@ pub struct Totals {
     /// part of `in`: the packet ends on that worker).
     #[serde(default)]
     pub handed_off: u64,
+    /// Received for the host and sent to its port's mirror (part of
+    /// `forwarded`).
+    #[serde(default)]
+    pub punted: u64,
+    /// Sent by the host on a mirror and out of its port (part of
+    /// `forwarded`).
+    #[serde(default)]
+    pub injected: u64,
 }
 
 /// Counts by drop reason name (the non-zero ones).
@@ -188,6 +196,8 @@ impl Counters {
                 generated: s.generated,
                 flooded: s.flooded,
                 handed_off: s.handed_off,
+                punted: s.punted,
+                injected: s.injected,
             },
             drops: by_reason(&s.drops_by_reason()),
             ports: Ports(ports),

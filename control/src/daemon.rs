@@ -20,7 +20,7 @@ use edgefwd_core::port::{LinkState, PortId};
 use edgefwd_core::service::{ServiceConfig, ServiceKind};
 use edgefwd_core::stats::Stats;
 use edgefwd_io::worker::{ServiceSet, Shared, Snapshot};
-use edgefwd_io::{Binding, Device, LinkEvents, NoDevice};
+use edgefwd_io::{Binding, Device, LinkEvents, NoDevice, Tap};
 use foldhash::fast::RandomState;
 use ipnet::IpNet;
 use prometheus_client::metrics::histogram::Histogram;
@@ -134,6 +134,9 @@ pub struct Daemon {
     /// The kernel's link notifications for the ports' namespaces, and
     /// whether every port with a kernel link is watched.
     link_events: Option<(LinkEvents, bool)>,
+    /// By port: its host mirror's TAP, whose carrier follows the port's
+    /// link, and the mirror's interface index.
+    mirrors: Vec<Option<(usize, Arc<Tap>, u32)>>,
 }
 
 impl Daemon {
@@ -214,6 +217,7 @@ impl Daemon {
             store,
             publish_latency: Histogram::new(crate::metrics::PUBLISH_BUCKETS),
             link_events: None,
+            mirrors: vec![None; n],
             services: Arc::new(ServiceSet {
                 list: services,
                 internal: cfg.internal_interfaces(),
@@ -276,12 +280,22 @@ impl Daemon {
         for (i, p) in self.cfg.ports.iter().enumerate() {
             let bind = &self.bindings[i];
             let params = &params;
-            self.devices[i] =
-                devices::open(&p.name, p.mac, bind, params).map_err(|error| OpenError {
-                    port: p.name.clone(),
-                    bind: bind.clone(),
-                    error,
-                })?;
+            let failed = |error| OpenError {
+                port: p.name.clone(),
+                bind: bind.clone(),
+                error,
+            };
+            if let PortRole::Mirror { of } = &p.role {
+                let Some((port, mirrored)) = self.cfg.port(of) else {
+                    continue;
+                };
+                let (tap, index) = devices::open_mirror(mirrored, bind, params).map_err(failed)?;
+                self.devices[i] = Arc::clone(&tap) as Arc<dyn Device>;
+                let _ = tap.set_carrier(self.links[port].is_up());
+                self.mirrors[port] = Some((i, tap, index));
+                continue;
+            }
+            self.devices[i] = devices::open(&p.name, p.mac, bind, params).map_err(failed)?;
         }
         self.params = Some(params.clone());
         self.probe_links();
@@ -369,6 +383,11 @@ impl Daemon {
         let was_up = self.links[port].is_up();
         self.links[port] = state;
         let changed = was_up != state.is_up();
+        if let (true, Some((_, tap, _))) = (changed, &self.mirrors[port]) {
+            if let Err(e) = tap.set_carrier(state.is_up()) {
+                tracing::warn!(port = %self.cfg.ports[port].name, "host mirror carrier: {e}");
+            }
+        }
         if changed {
             self.rib
                 .set_link_live(port as PortId, state.is_up(), &mut self.fib);
@@ -463,6 +482,11 @@ impl Daemon {
         if let PortRole::Gateway { switch } = &self.cfg.ports[i].role {
             return Err(format!(
                 "{port} is switch {switch:?}'s gateway interface; it has no device"
+            ));
+        }
+        if let PortRole::Mirror { of } = &self.cfg.ports[i].role {
+            return Err(format!(
+                "{port} is the host mirror of {of}; its device is {of}'s `host`"
             ));
         }
         if bind == self.bindings[i] {
@@ -933,14 +957,18 @@ impl Daemon {
             .zip(&self.links)
             .zip(&self.bindings)
             .map(|((p, l), b)| {
-                json!({
+                let mut v = json!({
                     "name": p.name,
                     "bind": b.to_string(),
                     "link": l.to_string(),
                     "mac": p.mac.to_string(),
                     "addresses": p.addresses,
                     "mtu": p.mtu,
-                })
+                });
+                if let PortRole::Mirror { of } = &p.role {
+                    v["mirror_of"] = json!(of);
+                }
+                v
             })
             .collect();
         json!({ "ports": ports })

@@ -9,7 +9,7 @@ use edgefwd_io::tap::GSO_MAX_FRAME;
 use edgefwd_io::{AfPacket, Binding, Device, NoDevice, Tap};
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, PortConfig};
 
 /// A port whose device could not be opened, with its binding.
 #[derive(Debug, thiserror::Error)]
@@ -90,4 +90,27 @@ pub fn open(
             "pcap is for replay; run needs tap:, afpacket: or none",
         )),
     }
+}
+
+/// Opens the host mirror `bind` (a TAP) of `port` and gives its kernel
+/// side the port's MAC, MTU and addresses. Returns the TAP (its carrier
+/// follows the port) and its interface index.
+pub fn open_mirror(
+    port: &PortConfig,
+    bind: &Binding,
+    params: &DeviceParams,
+) -> io::Result<(Arc<Tap>, u32)> {
+    let Binding::Tap { name, netns } = bind else {
+        return Err(io::Error::other("a host mirror is a TAP"));
+    };
+    let tap = Tap::open(
+        name,
+        netns.as_deref(),
+        params.workers,
+        params.offload,
+        params.depth,
+    )?;
+    let index = edgefwd_io::mirror::configure(&tap, port.mac, port.mtu, &port.addresses)?;
+    info!(port = %port.name, %bind, index, "host mirror opened");
+    Ok((Arc::new(tap), index))
 }

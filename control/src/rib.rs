@@ -456,6 +456,7 @@ impl Rib {
         let mut router = Router::new(self.ports.clone(), fib, rcfg);
         router.set_switching(cfg.switching());
         router.set_nat(cfg.nat_configs());
+        router.set_mirrors(&cfg.mirrors());
         if !cfg.services.is_empty() {
             router.set_services(
                 cfg.services.clone(),

@@ -83,6 +83,8 @@ pub struct DataplaneConfig {
     pub icmp_rate: u32,
     /// ICMP error burst per port.
     pub icmp_burst: u32,
+    /// Packets per second each worker punts to host mirrors.
+    pub punt_rate: u32,
 }
 
 /// `[control]`.
@@ -171,7 +173,19 @@ pub enum PortRole {
         /// The switch.
         switch: String,
     },
+    /// A routed port's host mirror, made from its `host` (named
+    /// `PORT/host`, after the switches' interfaces): a TAP in the host
+    /// kernel with the port's MAC, MTU and addresses, for the host's own
+    /// traffic.
+    Mirror {
+        /// The port it mirrors.
+        of: String,
+    },
 }
+
+/// Suffix of a host mirror's port name (`Port2/host`); a `/` is in no
+/// configured port's name.
+pub const MIRROR_SUFFIX: &str = "/host";
 
 /// `[[switch]]` `kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +302,7 @@ impl Config {
         RouterConfig {
             icmp_rate: self.dataplane.icmp_rate,
             icmp_burst: self.dataplane.icmp_burst,
+            punt_rate: self.dataplane.punt_rate,
             tx_queue_depth: self.dataplane.queue_depth,
             ..RouterConfig::default()
         }
@@ -390,6 +405,18 @@ impl Config {
             });
         }
         out
+    }
+
+    /// `(port, mirror)` pairs of port ids: the host mirrors.
+    pub fn mirrors(&self) -> Vec<(PortId, PortId)> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(m, p)| match &p.role {
+                PortRole::Mirror { of } => self.port(of).map(|(i, _)| (i as PortId, m as PortId)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The port named `name` and its index.

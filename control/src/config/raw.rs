@@ -19,6 +19,7 @@ pub(super) struct RawDataplane {
     pub(super) io_uring: Option<bool>,
     pub(super) icmp_rate: Option<u32>,
     pub(super) icmp_burst: Option<u32>,
+    pub(super) punt_rate: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +47,7 @@ pub(super) struct RawPort {
     pub(super) allowed_mac: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) allowed_addresses: Vec<Spanned<String>>,
+    pub(super) host: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -474,3 +474,57 @@ fn bad_services_are_refused_by_field() {
     assert_eq!(e.field, "services.load_balancer_pool", "{e}");
     assert!(e.message.contains("\"c\""), "{e}");
 }
+
+#[test]
+fn a_host_mirror_is_a_port_after_the_others_with_the_ports_mac_and_mtu() {
+    let c = Config::parse(&with(
+        "gateway = \"10.0.2.1\"",
+        "gateway = \"10.0.2.1\"\nhost = \"eth2@appliance\"",
+    ))
+    .unwrap();
+    assert_eq!(c.ports.len(), 3);
+    let m = &c.ports[2];
+    assert_eq!(m.name, "Port2/host");
+    assert_eq!(m.mac, c.ports[0].mac);
+    assert_eq!(m.mtu, c.ports[0].mtu);
+    assert!(m.addresses.is_empty());
+    assert_eq!(
+        m.bind,
+        Binding::Tap {
+            name: "eth2".into(),
+            netns: Some("appliance".into())
+        }
+    );
+    assert_eq!(c.mirrors(), vec![(0, 2)]);
+}
+
+#[test]
+fn host_mirror_refusals_name_the_field() {
+    for (host, says) in [
+        ("\"\"", "expected NAME or NAME@NETNS"),
+        ("\"sixteen-chars-xx\"", "expected NAME or NAME@NETNS"),
+        ("\"a/b\"", "expected NAME or NAME@NETNS"),
+        ("\"edge-port2\"", "already the device of Port2"),
+    ] {
+        let e = refused(&with(
+            "gateway = \"10.0.2.1\"",
+            &format!("gateway = \"10.0.2.1\"\nhost = {host}"),
+        ));
+        assert_eq!(e.field, "port[0].host", "{host}: {e}");
+        assert!(e.message.contains(says), "{host}: {e}");
+    }
+    // A route through a mirror is refused: the host's routes go through
+    // the port.
+    let e = refused(
+        &with(
+            "gateway = \"10.0.2.1\"",
+            "gateway = \"10.0.2.1\"\nhost = \"eth2\"",
+        )
+        .replace(
+            "interface = \"Port3\"\ndestination",
+            "interface = \"Port2/host\"\ndestination",
+        ),
+    );
+    assert_eq!(e.field, "route[0].interface", "{e}");
+    assert!(e.message.contains("host mirror of Port2"), "{e}");
+}

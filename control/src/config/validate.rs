@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use toml::Spanned;
 
 use super::fields::{ip_address, unicast_mac, valid_name};
-use super::raw::{Lines, RawConfig};
+use super::raw::{Lines, RawConfig, RawPort};
 use super::switch;
 use super::{
     on_link, parse_prefix, Binding, Config, ConfigError, ControlConfig, DataplaneConfig,
     MetricsAddr, NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC,
-    DEFAULT_MTU, DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS,
+    DEFAULT_MTU, DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS, MIRROR_SUFFIX,
 };
 
 pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError> {
@@ -60,6 +60,9 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         io_uring: dp.io_uring.unwrap_or(true),
         icmp_rate: dp.icmp_rate.unwrap_or(10),
         icmp_burst: dp.icmp_burst.unwrap_or(10),
+        punt_rate: dp
+            .punt_rate
+            .unwrap_or(edgefwd_core::pipeline::punt::PUNT_RATE),
     };
     let mut ports: Vec<PortConfig> = Vec::new();
     let mut macs = HashSet::new();
@@ -195,6 +198,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         });
     }
     let switches = switch::switches(l, &raw.switch, &mut ports, &mut macs, &mut addrs)?;
+    mirrors(l, &raw.port, &mut ports)?;
     let nat = switch::nat(l, &raw.nat)?;
 
     let find_port = |s: &Spanned<String>, field: String| -> Result<&PortConfig, ConfigError> {
@@ -354,6 +358,12 @@ pub fn check_route(
             format!("{interface} is a member of switch {switch:?}; route through the switch's interface"),
         ));
     }
+    if let PortRole::Mirror { of } = &port.role {
+        return Err(err(
+            RouteField::Interface,
+            format!("{interface} is the host mirror of {of}; route through {of}"),
+        ));
+    }
     let destination = parse_prefix(destination).map_err(|m| err(RouteField::Destination, m))?;
     let next_hop = match next_hop {
         Some(n) => {
@@ -409,4 +419,56 @@ pub fn check_route(
         ));
     }
     Ok(route)
+}
+
+/// Appends a host mirror port for every routed port with a `host`.
+fn mirrors(l: &Lines, raw: &[RawPort], ports: &mut Vec<PortConfig>) -> Result<(), ConfigError> {
+    for (i, p) in raw.iter().enumerate() {
+        let Some(h) = &p.host else {
+            continue;
+        };
+        let field = format!("port[{i}].host");
+        let port = ports
+            .iter()
+            .find(|q| &q.name == p.name.get_ref() && q.role == PortRole::Routed)
+            .ok_or_else(|| {
+                l.at(
+                    h,
+                    &field,
+                    "only a routed port has addresses of its own for the host",
+                )
+            })?;
+        let Some(bind @ Binding::Tap { .. }) = Binding::parse(&format!("tap:{}", h.get_ref()))
+        else {
+            return Err(l.at(
+                h,
+                &field,
+                format!(
+                    "{:?}: expected NAME or NAME@NETNS (an interface name of 1-15 bytes)",
+                    h.get_ref()
+                ),
+            ));
+        };
+        if let Some(q) = ports.iter().find(|q| q.bind == bind) {
+            return Err(l.at(
+                h,
+                &field,
+                format!("{:?} is already the device of {}", h.get_ref(), q.name),
+            ));
+        }
+        let mirror = PortConfig {
+            name: format!("{}{MIRROR_SUFFIX}", port.name),
+            bind,
+            mac: port.mac,
+            addresses: Vec::new(),
+            gateway: None,
+            gateway_metric: 0,
+            mtu: port.mtu,
+            role: PortRole::Mirror {
+                of: port.name.clone(),
+            },
+        };
+        ports.push(mirror);
+    }
+    Ok(())
 }

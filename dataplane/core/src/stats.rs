@@ -105,8 +105,10 @@ drop_reasons! {
     NeighborQueueFull = "neighbor_queue_full",
     /// Too many next hops resolving at once.
     NeighborTableFull = "neighbor_table_full",
-    /// Addressed to the appliance, for a protocol it does not serve.
+    /// Addressed to the appliance, for a protocol it does not serve (and its port has no host mirror).
     LocalUnsupported = "local_unsupported",
+    /// For the host, over its mirror's punt rate or with the mirror's queue full.
+    PuntDropped = "punt_dropped",
     /// ICMP/ICMPv6 message too short or with a bad checksum.
     IcmpMalformed = "icmp_malformed",
     /// Egress port is down.
@@ -206,6 +208,12 @@ pub struct Stats {
     pub handed_off: u64,
     /// Packets other workers handed to this one.
     pub handed_in: u64,
+    /// Received packets for the appliance that edgefwd does not answer
+    /// itself, sent to their port's host mirror (counted in `forwarded`).
+    pub punted: u64,
+    /// Frames the host sent on a mirror, sent out of its port as they
+    /// were (counted in `forwarded`).
+    pub injected: u64,
 }
 
 impl Default for Stats {
@@ -228,6 +236,8 @@ impl Stats {
             icmp_rate_limited: 0,
             handed_off: 0,
             handed_in: 0,
+            punted: 0,
+            injected: 0,
         }
     }
 
@@ -247,6 +257,8 @@ impl Stats {
         self.icmp_rate_limited += o.icmp_rate_limited;
         self.handed_off += o.handed_off;
         self.handed_in += o.handed_in;
+        self.punted += o.punted;
+        self.injected += o.injected;
         for (a, b) in self.generated_drops.iter_mut().zip(o.generated_drops) {
             *a += b;
         }

@@ -112,6 +112,11 @@ impl Tap {
         self.netns.as_deref()
     }
 
+    /// Turns the carrier of its kernel side on or off.
+    pub fn set_carrier(&self, on: bool) -> io::Result<()> {
+        sys::set_carrier(&self.queues[0], on)
+    }
+
     /// Number of queues.
     pub fn queues(&self) -> usize {
         self.queues.len()

@@ -205,6 +205,9 @@ pub enum Next {
     Tx,
     /// Consumed by the appliance (counted as `local`).
     Local,
+    /// For the host: sent to its interface's host mirror (counted as
+    /// `punted`), or dropped as `local_unsupported` without one.
+    Punt,
     /// Dropped under a reason.
     Drop(DropReason),
     /// Its flow belongs to worker `to`, which goes on with it `at` a stage.
@@ -251,7 +254,12 @@ impl Next {
     pub fn is_stage(self) -> bool {
         !matches!(
             self,
-            Next::Resolve | Next::Tx | Next::Local | Next::Drop(_) | Next::HandOff { .. }
+            Next::Resolve
+                | Next::Tx
+                | Next::Local
+                | Next::Punt
+                | Next::Drop(_)
+                | Next::HandOff { .. }
         )
     }
 }

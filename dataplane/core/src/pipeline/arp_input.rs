@@ -83,6 +83,8 @@ fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
             p.meta.tx_port = port_id;
             Next::Tx
         }
+        // An answer to the host's own request, once learned from.
+        ArpOperation::REPLY if for_us && t.mirrors.has(port_id) => Next::Punt,
         ArpOperation::REPLY if for_us => Next::Local,
         ArpOperation::REQUEST | ArpOperation::REPLY if refreshed => Next::Local,
         ArpOperation::REQUEST | ArpOperation::REPLY => Next::Drop(DropReason::ArpNotForUs),

@@ -105,10 +105,23 @@ fn handle(t: &Tables, out: &mut Output, p: &mut Packet) -> Next {
     // Drop Ethernet padding: the packet is what its total length says.
     p.buf.set_len(usize::from(p.meta.l3) + h.total);
     match addressed(&t.ports, h.src, h.dst) {
+        // Broadcasts and multicasts are the host's (DHCP, routing
+        // protocols), when it has a mirror here.
+        Err(DropReason::NotRoutable)
+            if (h.dst.is_broadcast()
+                || h.dst.is_multicast()
+                || t.ports.is_subnet_broadcast(h.dst))
+                && t.mirrors.has(p.meta.iface) =>
+        {
+            Next::Punt
+        }
         Err(reason) => Next::Drop(reason),
         Ok(Addressed::Local) if nat::is_external(t, h.dst) => Next::Nat44In,
         Ok(Addressed::Local) if super::service::is_hairpin_reply(t, p, out.now) => Next::IpLookup,
-        Ok(Addressed::Local) => deliver_local(p, h.proto, h.fragment, h.hl, &mut out.stats.local),
+        Ok(Addressed::Local) => {
+            let mirrored = t.mirrors.has(p.meta.iface);
+            deliver_local(p, h.proto, h.fragment, h.hl, mirrored, &mut out.stats.local)
+        }
         Ok(Addressed::Onward) if h.ttl <= 1 => {
             icmp::error4(out, p, v4::TIME_EXCEEDED, 0, 0);
             Next::Drop(DropReason::TtlExpired)
@@ -117,24 +130,30 @@ fn handle(t: &Tables, out: &mut Output, p: &mut Packet) -> Next {
     }
 }
 
-/// Echo requests are answered; other ICMP is consumed; anything else
-/// addressed to the appliance has no service behind it.
+/// Echo requests are answered. The rest goes to the host when the
+/// interface has a mirror (`mirrored`); without one, other ICMP is
+/// consumed and anything else has no service behind it.
 pub(super) fn deliver_local(
     p: &mut Packet,
     proto: u8,
     fragment: bool,
     hl: usize,
+    mirrored: bool,
     local: &mut u64,
 ) -> Next {
     if proto != 1 || fragment {
-        return Next::Drop(DropReason::LocalUnsupported);
+        return if mirrored {
+            Next::Punt
+        } else {
+            Next::Drop(DropReason::LocalUnsupported)
+        };
     }
     let msg = &p.l3()[hl..];
     if msg.len() < 8 || !checksum::verify(msg) {
         return Next::Drop(DropReason::IcmpMalformed);
     }
     if msg[0] != v4::ECHO_REQUEST {
-        return Next::Local;
+        return if mirrored { Next::Punt } else { Next::Local };
     }
     icmp::echo_reply4(p, hl);
     *local += 1;

@@ -41,6 +41,15 @@ fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
     if listens_to(t, p.meta.iface, dst) {
         return deliver_local(t, out, p, src, dst, hop);
     }
+    // Link-local multicast and link-local unicast that are not edgefwd's
+    // are the host's (its link-local address, its routing protocols).
+    if t.mirrors.has(p.meta.iface)
+        && !src.is_multicast()
+        && ((dst.is_multicast() && dst.segments()[0] & 0xff0f == 0xff02)
+            || dst.is_unicast_link_local())
+    {
+        return Next::Punt;
+    }
     if src.is_multicast()
         || src.is_unspecified()
         || src.is_loopback()
@@ -80,11 +89,17 @@ fn deliver_local(
     dst: Ipv6Addr,
     hop: u8,
 ) -> Next {
+    let mirrored = t.mirrors.has(p.meta.iface);
+    let unsupported = if mirrored {
+        Next::Punt
+    } else {
+        Next::Drop(DropReason::LocalUnsupported)
+    };
     let Some((proto, at)) = icmp::upper_layer6(p.l3()) else {
-        return Next::Drop(DropReason::LocalUnsupported);
+        return unsupported;
     };
     if proto != NH_ICMPV6 {
-        return Next::Drop(DropReason::LocalUnsupported);
+        return unsupported;
     }
     let msg = &p.l3()[at..];
     if msg.len() < 8 || icmp::checksum6(src, dst, msg) != 0 {
@@ -92,14 +107,24 @@ fn deliver_local(
     }
     match msg[0] {
         NS | NA if hop != ND_HOP_LIMIT || msg.len() < 24 => Next::Drop(DropReason::IcmpMalformed),
-        NS => solicitation(t, out, p, src, at),
-        NA => advertisement(t, out, p, at),
+        // A solicitation for another target (the host's link-local
+        // address shares its solicited-node group), and advertisements
+        // once learned from (answers to the host's own solicitations).
+        NS => match solicitation(t, out, p, src, at) {
+            Next::Drop(DropReason::ArpNotForUs) if mirrored => Next::Punt,
+            next => next,
+        },
+        NA => match advertisement(t, out, p, at) {
+            Next::Local if mirrored => Next::Punt,
+            next => next,
+        },
         v6::ECHO_REQUEST if !dst.is_multicast() => {
             icmp::echo_reply6(p, at);
             out.stats.local += 1;
             p.meta.origin = Origin::Generated;
             Next::IpLookup
         }
+        _ if mirrored => Next::Punt,
         _ => Next::Local,
     }
 }

@@ -43,6 +43,7 @@ mod ip_rewrite;
 mod l2;
 mod nat;
 mod nd;
+pub mod punt;
 mod ratelimit;
 mod service;
 pub mod watch;
@@ -82,6 +83,10 @@ pub struct RouterConfig {
     /// Plain IPv4 unicast takes ip4-fast, one pass instead of the stages
     /// (same result; off only to compare the two).
     pub fast_path: bool,
+    /// Packets per second a worker punts to host mirrors.
+    pub punt_rate: u32,
+    /// Packets a worker punts in a burst.
+    pub punt_burst: u32,
 }
 
 /// Default [`RouterConfig::hold_bytes`].
@@ -97,6 +102,8 @@ impl Default for RouterConfig {
             max_frame: crate::packet::buf::MAX_FRAME,
             hold_bytes: HOLD_BYTES,
             fast_path: true,
+            punt_rate: punt::PUNT_RATE,
+            punt_burst: punt::PUNT_BURST,
         }
     }
 }
@@ -114,6 +121,8 @@ struct Tables {
     l2: Switching,
     nat: Vec<Nat>,
     svc: crate::service::Services,
+    /// Host mirrors: which ports punt to one, which ports are one.
+    mirrors: punt::Mirrors,
     /// This router's worker, and how many there are: a flow another
     /// worker owns is handed to it (see `nat`).
     worker: usize,
@@ -147,6 +156,8 @@ struct Output {
     handoffs: Vec<Packet>,
     /// MAC addresses learned that the other workers' switches should know.
     macs: Vec<crate::l2::Learning>,
+    /// The punt policer.
+    punt_limit: TokenBucket,
 }
 
 /// Space the stages reuse burst after burst, so nothing allocates per
@@ -206,6 +217,7 @@ impl Router {
                 announcements: Vec::new(),
                 handoffs: Vec::with_capacity(256),
                 macs: Vec::new(),
+                punt_limit: punt::limiter(cfg.punt_rate, cfg.punt_burst),
             },
             s: Scratch {
                 spare: Vec::with_capacity(64),
@@ -232,6 +244,7 @@ impl Router {
                 l2: Switching::default(),
                 nat: Vec::new(),
                 svc: crate::service::Services::new(0),
+                mirrors: punt::Mirrors::default(),
                 worker: 0,
                 workers: 1,
             },
@@ -243,6 +256,11 @@ impl Router {
     pub fn set_switching(&mut self, l2: Switching) {
         self.fast.topology += 1;
         self.t.l2 = l2;
+    }
+
+    /// Installs the host mirrors: `(port, mirror)` pairs.
+    pub fn set_mirrors(&mut self, pairs: &[(PortId, PortId)]) {
+        self.t.mirrors = punt::Mirrors::new(self.t.ports.len(), pairs);
     }
 
     /// The virtual switches.
@@ -617,6 +635,7 @@ impl Router {
                 }
             }
         };
+        punt::inject(t, out, pkts);
         l2::run(t, out, pkts);
         look(out, Stage::L2, pkts, t);
         // Service traffic needs svc-in and svc-out: with services, every
@@ -671,6 +690,13 @@ impl Router {
                         stage: w.stamp(i).unwrap_or(Stage::EthInput),
                     },
                     Next::HandOff { to, .. } => TraceEnd::HandedOff { worker: to },
+                    Next::Punt => match t.mirrors.mirror(pkt.meta.iface) {
+                        Some(port) => TraceEnd::Sent { port },
+                        None => TraceEnd::Dropped {
+                            reason: DropReason::LocalUnsupported,
+                            stage: w.stamp(i).unwrap_or(Stage::EthInput),
+                        },
+                    },
                     _ => TraceEnd::Local,
                 };
                 w.end(i, end);
@@ -857,6 +883,7 @@ fn dispose(t: &mut Tables, out: &mut Output, pkt: Packet) {
             out.pool.put(pkt.buf);
         }
         Next::Drop(reason) => out.drop_packet(pkt, reason),
+        Next::Punt => punt::send(t, out, pkt),
         Next::HandOff { .. } => out.handoffs.push(pkt),
         // Every stage hands each packet to a later stage or a final
         // disposition; should one not, the packet is still counted.

@@ -48,7 +48,17 @@ pub(super) fn input_stage(t: &mut Tables, out: &mut Output, pkts: &mut [Packet])
         let fragment = h.more_fragments() || h.frag_offset() != 0;
         p.meta.next = match input(t, out, p, (src, dst), ttl) {
             Some(next) => next,
-            None => super::ip4_input::deliver_local(p, proto, fragment, hl, &mut out.stats.local),
+            None => {
+                let mirrored = t.mirrors.has(p.meta.iface);
+                super::ip4_input::deliver_local(
+                    p,
+                    proto,
+                    fragment,
+                    hl,
+                    mirrored,
+                    &mut out.stats.local,
+                )
+            }
         };
     }
 }
@@ -95,6 +105,11 @@ fn input(
         Parsed::Error { proto, src, .. } => t.nat[i].claims().owner(proto, src.1),
         Parsed::Fragment | Parsed::Other => None,
     };
+    // A port no mapping holds, on an outside port with a host mirror, is
+    // the host's own traffic (its sockets, its routing daemons).
+    if owner.is_none() && !hairpin && t.mirrors.has(outside) {
+        return None;
+    }
     if let Some(next) = hand_off(t, p, owner, Resume::Nat44In) {
         return Some(next);
     }

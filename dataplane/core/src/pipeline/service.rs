@@ -69,7 +69,7 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
                 Some(next) => p.meta.next = next,
                 // Handed over on its port alone, it may be for the
                 // appliance after all: delivered as ip4-input would.
-                None if !hairpin_back(t, out, p) => p.meta.next = deliver(out, p),
+                None if !hairpin_back(t, out, p) => p.meta.next = deliver(t, out, p),
                 None => {}
             }
             continue;
@@ -290,13 +290,14 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
 }
 
 /// Local delivery of `p`, addressed to the appliance.
-fn deliver(out: &mut Output, p: &mut Packet) -> Next {
+fn deliver(t: &Tables, out: &mut Output, p: &mut Packet) -> Next {
     let Some(h) = Ipv4View::new_checked(p.l3()) else {
         return Next::Drop(DropReason::Ip4Malformed);
     };
     let (proto, hl) = (h.protocol(), h.header_len());
     let fragment = h.more_fragments() || h.frag_offset() != 0;
-    super::ip4_input::deliver_local(p, proto, fragment, hl, &mut out.stats.local)
+    let mirrored = t.mirrors.has(p.meta.iface);
+    super::ip4_input::deliver_local(p, proto, fragment, hl, mirrored, &mut out.stats.local)
 }
 
 /// A backend's reply to a hairpinned flow: back from the service to its

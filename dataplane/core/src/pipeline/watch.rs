@@ -408,6 +408,7 @@ fn describe(before: &Seen, after: &Seen, ports: &PortTable) -> String {
             let _ = write!(note, "drop: {}", r.name());
         }
         Next::Local => note.push_str("local: for the appliance"),
+        Next::Punt => note.push_str("punt: for the host, to the port's mirror"),
         Next::Resolve => {
             let _ = write!(
                 note,
@@ -465,6 +466,7 @@ fn next_name(next: Next) -> &'static str {
         Next::Resolve => "neighbor-hold",
         Next::Tx => "tx",
         Next::Local => "local",
+        Next::Punt => "punt",
         Next::Drop(_) => "drop",
         Next::HandOff { .. } => "handoff",
     }

@@ -111,6 +111,19 @@ pub fn tap_netns(tap: &File) -> io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// `TUNSETCARRIER` from `linux/if_tun.h` (`_IOW('T', 226, int)`; not in
+/// libc yet).
+const TUNSETCARRIER: libc::c_ulong = 0x4004_54e2;
+
+/// Turns a TAP's carrier on or off (its kernel side sees the link as a
+/// NIC's with or without a cable).
+pub fn set_carrier(tap: &File, on: bool) -> io::Result<()> {
+    let value: libc::c_int = on.into();
+    // SAFETY: TUNSETCARRIER reads one int through the pointer, which
+    // points at `value` for the call's duration.
+    check(unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETCARRIER, &value) }).map(drop)
+}
+
 /// The TAP offload flags this build asks for: checksum, and TCP
 /// segmentation over IPv4 and IPv6 (with ECN).
 pub const TAP_OFFLOADS: libc::c_uint =
