@@ -12,76 +12,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
-use common::{Daemon, Netns};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use common::host_rig::{wait_for, Rig};
 use edgefwd_control::api::{call, Command};
-use edgefwd_control::config::Config;
 use serde_json::Value;
 
 const TEST: &str = "host_mirror";
-
-struct Rig {
-    daemon: Daemon,
-    app: Netns,
-    h2: Netns,
-    socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Rig {
-    fn start(tag: &str) -> Rig {
-        let app = Netns::new(&format!("{tag}-app"));
-        let h2 = Netns::new(&format!("{tag}-h2"));
-        let dir = common::temp_dir(tag);
-        let socket = dir.path().join("control.sock");
-        let toml = format!(
-            r#"
-[dataplane]
-workers = 2
-[control]
-socket = "{sock}"
-
-[[port]]
-name = "Port2"
-bind = "tap:p2@{h2}"
-mac = "02:00:00:00:02:01"
-addresses = ["10.0.2.1/24", "fd00:2::1/64"]
-host = "m2@{app}"
-"#,
-            sock = socket.display(),
-            h2 = h2.name(),
-            app = app.name(),
-        );
-        let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let daemon = Daemon::start(cfg);
-        h2.wait_for_device("p2");
-        app.wait_for_device("m2");
-        h2.ip(&["link", "set", "lo", "up"]);
-        app.ip(&["link", "set", "lo", "up"]);
-        h2.ip(&["addr", "add", "10.0.2.2/24", "dev", "p2"]);
-        h2.ip(&["addr", "add", "fd00:2::2/64", "dev", "p2", "nodad"]);
-        h2.ip(&["link", "set", "p2", "up"]);
-        h2.wait_for_ping("10.0.2.1", 5);
-        Rig {
-            daemon,
-            app,
-            h2,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn stats(&self) -> Value {
-        call(&self.socket, Command::Stats {}).expect("stats")
-    }
-
-    fn link(&self) -> Value {
-        let out = self.app.ip(&["-j", "link", "show", "m2"]);
-        serde_json::from_str::<Value>(&out).expect("ip -j link")[0].clone()
-    }
-}
 
 #[test]
 fn host_mirror_carries_the_hosts_own_traffic() {
@@ -139,7 +81,14 @@ fn host_mirror_carries_the_hosts_own_traffic() {
     assert!(punted > 100 && injected > 100, "{}", s["packets"]);
     let mirror = &s["ports"]["Port2/host"];
     assert_eq!(mirror["tx"].as_u64(), Some(punted), "{s}");
-    assert_eq!(mirror["rx"].as_u64(), Some(injected), "{s}");
+    // What the host sent before Port2 was up was dropped as port_down.
+    let early = mirror["drops"].as_u64().unwrap();
+    assert_eq!(mirror["rx"].as_u64(), Some(injected + early), "{s}");
+    assert_eq!(
+        mirror["drop_reasons"]["port_down"].as_u64().unwrap_or(0),
+        early,
+        "{s}"
+    );
     assert_eq!(s["drops"]["local_unsupported"].as_u64(), None, "{s}");
 
     // The mirror's carrier follows the port: Port2 unbound, the host sees
@@ -189,10 +138,176 @@ fn flags(link: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}: not within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
+/// Installs `routes` (`ip route` argument lists) in the host's namespace
+/// with one `ip -batch`.
+fn install(rig: &Rig, verb: &str, routes: &[String]) {
+    let script: String = routes
+        .iter()
+        .map(|r| format!("route {verb} {r}\n"))
+        .collect();
+    rig.app.batch(false, &script);
+}
+
+/// Random routes through the mirror: IPv4 in 198.18.0.0/15 and IPv6 in
+/// 2001:db8::/32, several metrics per prefix now and then, some ECMP,
+/// under the protocols routing daemons use. Returns the routes and
+/// addresses to ask about (inside them and around them).
+fn random_routes(rng: &mut StdRng, n: usize) -> (Vec<String>, Vec<IpAddr>) {
+    let protos = ["static", "bird", "zebra", "boot", "bgp"];
+    let (mut routes, mut addrs) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    while routes.len() < n {
+        let v6 = rng.gen_bool(0.25);
+        let prefix: IpNet = if v6 {
+            let a = Ipv6Addr::from((0x2001_0db8u128 << 96) | (rng.gen::<u128>() >> 32));
+            IpNet::V6(Ipv6Net::new(a, rng.gen_range(40..=64)).unwrap().trunc())
+        } else {
+            let a = Ipv4Addr::from(0xc612_0000 | (rng.gen::<u32>() & 0x0001_ffff));
+            IpNet::V4(Ipv4Net::new(a, rng.gen_range(16..=28)).unwrap().trunc())
+        };
+        let metric = [1u32, 10, 20][rng.gen_range(0..3)];
+        if !seen.insert((prefix, metric)) {
+            continue;
+        }
+        let gw = |i: u8| {
+            if v6 {
+                format!("fd00:2::{i}")
+            } else {
+                format!("10.0.2.{i}")
+            }
+        };
+        let via = if rng.gen_bool(0.1) {
+            format!("nexthop via {} dev m2 nexthop via {} dev m2", gw(2), gw(3))
+        } else {
+            format!("via {} dev m2", gw(rng.gen_range(2..5)))
+        };
+        let proto = protos[rng.gen_range(0..protos.len())];
+        routes.push(format!("{prefix} proto {proto} metric {metric} {via}"));
+        for _ in 0..4 {
+            addrs.push(inside(rng, prefix));
+        }
     }
+    for _ in 0..n {
+        addrs.push(IpAddr::V4(Ipv4Addr::from(
+            0xc612_0000 | (rng.gen::<u32>() & 0x0001_ffff),
+        )));
+    }
+    (routes, addrs)
+}
+
+fn inside(rng: &mut StdRng, p: IpNet) -> IpAddr {
+    match p {
+        IpNet::V4(n) => {
+            let host = rng.gen::<u32>() & !u32::from(n.netmask());
+            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | host))
+        }
+        IpNet::V6(n) => {
+            let host = rng.gen::<u128>() & !u128::from(n.netmask());
+            IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | host))
+        }
+    }
+}
+
+/// A default route of the host's through another interface (`other`),
+/// so every address has an answer; edgefwd mirrors none of it.
+fn other_defaults(rig: &Rig) {
+    let app = &rig.app;
+    app.ip(&[
+        "link", "add", "other", "type", "veth", "peer", "name", "otherp",
+    ]);
+    app.ip(&["link", "set", "other", "up"]);
+    app.ip(&["link", "set", "otherp", "up"]);
+    app.ip(&["addr", "add", "192.0.2.1/24", "dev", "other"]);
+    app.ip(&["addr", "add", "fd00:ff::1/64", "dev", "other", "nodad"]);
+    app.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.2",
+        "dev",
+        "other",
+    ]);
+    app.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fd00:ff::2",
+        "dev",
+        "other",
+    ]);
+}
+
+#[test]
+fn kernel_routes_through_the_mirror_follow_the_kernel() {
+    if !common::need_root(TEST) {
+        return;
+    }
+    let rig = Rig::start("hk");
+    other_defaults(&rig);
+    let mut rng = StdRng::seed_from_u64(27);
+    let (routes, addrs) = random_routes(&mut rng, 1500);
+    install(&rig, "add", &routes);
+    let took = rig.agree_with_kernel(&addrs, 10);
+    eprintln!("1,500 routes mirrored and agreeing within {took:?}");
+    let h = rig.host();
+    assert_eq!(h["netlink"]["routes"].as_u64(), Some(1500), "{h}");
+
+    // Churn: a third deleted, a third replaced with other next hops.
+    let (gone, kept) = routes.split_at(500);
+    install(&rig, "del", gone);
+    let replaced: Vec<String> = kept[..500]
+        .iter()
+        .map(|r| {
+            r.replace("via 10.0.2.", "via 10.0.2.1")
+                .replace("via fd00:2::", "via fd00:2::1")
+        })
+        .collect();
+    install(&rig, "replace", &replaced);
+    rig.agree_with_kernel(&addrs, 10);
+
+    // Deletions the kernel makes without a message: the mirror set down
+    // (its routes go), then up again and refilled; its addresses flushed
+    // (routes through them go).
+    rig.app.ip(&["link", "set", "m2", "down"]);
+    rig.agree_with_kernel(&addrs, 5);
+    rig.app.ip(&["link", "set", "m2", "up"]);
+    let v4: Vec<String> = routes
+        .iter()
+        .filter(|r| !r.contains("fd00"))
+        .cloned()
+        .collect();
+    install(&rig, "replace", &v4);
+    rig.agree_with_kernel(&addrs, 10);
+    rig.app
+        .ip(&["addr", "flush", "dev", "m2", "scope", "global"]);
+    rig.agree_with_kernel(&addrs, 5);
+    let h = rig.host();
+    assert!(h["netlink"]["resyncs"].as_u64().unwrap() >= 3, "{h}");
+}
+
+#[test]
+fn an_overrun_netlink_socket_is_repaired_by_a_dump() {
+    if !common::need_root(TEST) {
+        return;
+    }
+    // A 4 KiB buffer holds a few dozen messages: a batch of thousands
+    // overruns it.
+    let rig = Rig::start_with("ho", "netlink_buffer = 4096", "");
+    other_defaults(&rig);
+    let mut rng = StdRng::seed_from_u64(28);
+    let (routes, addrs) = random_routes(&mut rng, 5000);
+    install(&rig, "add", &routes);
+    let took = rig.agree_with_kernel(&addrs, 10);
+    let (gone, _) = routes.split_at(2500);
+    install(&rig, "del", gone);
+    rig.agree_with_kernel(&addrs, 10);
+    let h = rig.host();
+    assert!(
+        h["netlink"]["overruns"].as_u64().unwrap() >= 1,
+        "no overrun: {h}"
+    );
+    eprintln!("5,000 routes through overruns agreeing within {took:?}: {h}");
 }

@@ -18,7 +18,7 @@
 //! `route_remove` (`interface`, `destination`, optional `next_hop`),
 //! `route_show` (optional `interface`, `all`, `after`), `route_lookup`
 //! (`addresses`), `port_show`, `port_bind` (`port`, `binding`),
-//! `port_unbind` (`port`), `stats`, `reload`, `nat_sessions`,
+//! `port_unbind` (`port`), `stats`, `reload`, `nat_sessions`, `host_show`,
 //! `trace_start` (`count`, optional `port`, `filter`), `trace_show`, and
 //! `capture` (`port`, optional `direction`, `drops`, `count`, `snaplen`),
 //! whose answer line is followed by the capture itself, pcapng, until
@@ -124,6 +124,8 @@ pub enum Command {
     Reload {},
     /// NAT sessions.
     NatSessions {},
+    /// Host mirrors, punt counters and the route mirror's netlink state.
+    HostShow {},
     /// Arm every worker to trace its next `count` packets (those passing
     /// `filter`, arriving on `port`).
     TraceStart {
@@ -438,7 +440,7 @@ impl Wire {
             "service_add" => &["entry"],
             "service_flows" => &["name", "cursor"],
             "service_backend" => &["name", "action", "address", "weight"],
-            "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" => &[],
+            "port_show" | "stats" | "reload" | "nat_sessions" | "trace_show" | "host_show" => &[],
             other => return Err(format!("bad request: unknown command {other:?}")),
         };
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes.contains(f)) {
@@ -472,6 +474,7 @@ impl Wire {
                 port: port.ok_or_else(|| need("port"))?,
             },
             "port_show" => Command::PortShow {},
+            "host_show" => Command::HostShow {},
             "stats" => Command::Stats {},
             "reload" => Command::Reload {},
             "trace_start" => Command::TraceStart {
@@ -526,6 +529,7 @@ impl Command {
             Command::Stats {} => "stats",
             Command::Reload {} => "reload",
             Command::NatSessions {} => "nat sessions",
+            Command::HostShow {} => "host show",
             Command::TraceStart { .. } => "trace start",
             Command::TraceShow {} => "trace show",
             Command::Capture { .. } => "capture",

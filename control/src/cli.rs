@@ -88,6 +88,12 @@ enum Command {
         #[command(subcommand)]
         command: NatCommand,
     },
+    /// The host's own traffic: mirrors, punt counters, routes mirrored
+    /// from the kernel (against the running daemon).
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
     /// Make the running daemon re-read its config file (as SIGHUP does).
     Reload {
         #[command(flatten)]
@@ -278,6 +284,18 @@ enum PortCommand {
         port: String,
     },
     /// Ports with their binding and link state.
+    Show {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HostCommand {
+    /// Host mirrors, punt counters and the route mirror's netlink state.
     Show {
         #[command(flatten)]
         daemon: Daemon,
@@ -603,6 +621,10 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         .flatten()
                         .filter_map(|a| a.as_str())
                         .collect();
+                    let addrs = match p["mirror_of"].as_str() {
+                        Some(of) => format!("(host mirror of {of})"),
+                        None => addrs.join(" "),
+                    };
                     writeln!(
                         out,
                         "{:<12} {:<28} {:<10} {:<17} {}",
@@ -610,7 +632,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         p["bind"].as_str().unwrap_or("?"),
                         p["link"].as_str().unwrap_or("?"),
                         p["mac"].as_str().unwrap_or("?"),
-                        addrs.join(" ")
+                        addrs
                     )?;
                 }
             }
@@ -818,6 +840,43 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 for s in &sessions {
                     writeln!(out, "{}", s.line())?;
                 }
+            }
+        }
+        Command::Host {
+            command: HostCommand::Show { daemon, json },
+        } => {
+            let data = daemon.call(api::Command::HostShow {})?;
+            if json {
+                writeln!(out, "{data}")?;
+            } else {
+                for m in data["mirrors"].as_array().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "{} mirror {} ({}) link {}",
+                        m["port"].as_str().unwrap_or("?"),
+                        m["device"].as_str().unwrap_or("?"),
+                        m["bind"].as_str().unwrap_or("?"),
+                        m["link"].as_str().unwrap_or("?"),
+                    )?;
+                }
+                let p = &data["punt"];
+                writeln!(
+                    out,
+                    "punted {} injected {} punt_dropped {}",
+                    p["punted"], p["injected"], p["punt_dropped"]
+                )?;
+                let n = &data["netlink"];
+                writeln!(
+                    out,
+                    "kernel routes {} (not mirrored, next-hop objects: {}); netlink events {} overruns {} resyncs {} batches {} last sync lag {} ms",
+                    n["routes"],
+                    n["nexthop_objects"],
+                    n["events"],
+                    n["overruns"],
+                    n["resyncs"],
+                    n["batches"],
+                    n["last_sync_lag_ms"]
+                )?;
             }
         }
         Command::Reload { daemon } => {

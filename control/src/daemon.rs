@@ -10,15 +10,16 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgefwd_core::fib::{Fib, FibWriter};
+use edgefwd_core::fib::{Fib, FibWriter, Route};
 use edgefwd_core::pipeline::watch::{PacketTrace, TraceFilter};
 use edgefwd_core::port::{LinkState, PortId};
 use edgefwd_core::service::{ServiceConfig, ServiceKind};
-use edgefwd_core::stats::Stats;
+use edgefwd_core::stats::{DropReason, Stats};
 use edgefwd_io::worker::{ServiceSet, Shared, Snapshot};
 use edgefwd_io::{Binding, Device, LinkEvents, NoDevice, Tap};
 use foldhash::fast::RandomState;
@@ -35,6 +36,7 @@ use crate::counters::Counters;
 use crate::devices::{self, DeviceParams, OpenError};
 use crate::report::NatSessionReport;
 use crate::rib::{PortsUp, Rib, RibRoute, RouteKind};
+use crate::route_mirror::{Batch, MirrorCounts, MirrorSpec};
 use crate::store::{Change, ServiceChanges, State, Store, StoredRoute};
 
 /// Workers that are not running (tests, benches): no counters, no NAT
@@ -137,7 +139,13 @@ pub struct Daemon {
     /// By port: its host mirror's TAP, whose carrier follows the port's
     /// link, and the mirror's interface index.
     mirrors: Vec<Option<(usize, Arc<Tap>, u32)>>,
+    /// What the route mirror has seen, once it runs.
+    route_mirror: Option<Arc<MirrorCounts>>,
 }
+
+/// A batch of kernel route changes larger than this is applied to the RIB
+/// as a whole and the FIB compiled anew (a full table's first dump).
+const KERNEL_BULK: usize = 20_000;
 
 impl Daemon {
     /// The daemon for `cfg` (read from `config_path`), with the persisted
@@ -218,6 +226,7 @@ impl Daemon {
             publish_latency: Histogram::new(crate::metrics::PUBLISH_BUCKETS),
             link_events: None,
             mirrors: vec![None; n],
+            route_mirror: None,
             services: Arc::new(ServiceSet {
                 list: services,
                 internal: cfg.internal_interfaces(),
@@ -348,6 +357,93 @@ impl Daemon {
         }
     }
 
+    /// The host mirrors whose kernel routes are to be mirrored.
+    pub fn mirror_specs(&self) -> Vec<MirrorSpec> {
+        self.mirrors
+            .iter()
+            .enumerate()
+            .filter_map(|(port, m)| {
+                let (_, tap, _) = m.as_ref()?;
+                Some(MirrorSpec {
+                    port: port as PortId,
+                    name: tap.name().to_owned(),
+                    netns: tap.netns().map(Path::to_path_buf),
+                })
+            })
+            .collect()
+    }
+
+    /// Shows what the route mirror sees in `host show`.
+    pub fn watch_kernel_routes(&mut self, counts: Arc<MirrorCounts>) {
+        self.route_mirror = Some(counts);
+    }
+
+    /// Puts a batch of kernel route changes in force, with one FIB
+    /// publish.
+    pub fn apply_kernel(&mut self, batch: &Batch) {
+        if batch.changes.len() > KERNEL_BULK {
+            for (key, hops) in &batch.changes {
+                self.rib.set_kernel(&batch.ports, *key, hops, None);
+            }
+            self.fib = self.rib.compile();
+        } else {
+            for (key, hops) in &batch.changes {
+                self.rib
+                    .set_kernel(&batch.ports, *key, hops, Some(&mut self.fib));
+            }
+        }
+        self.publish();
+        if let Some(c) = &self.route_mirror {
+            let lag = u64::try_from(batch.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            c.last_lag_us.store(lag, Ordering::Relaxed);
+        }
+    }
+
+    fn host_show(&self, stats: &Stats) -> Value {
+        let mirrors: Vec<Value> = self
+            .mirrors
+            .iter()
+            .enumerate()
+            .filter_map(|(port, m)| {
+                let (i, tap, index) = m.as_ref()?;
+                Some(json!({
+                    "port": self.cfg.ports[port].name,
+                    "mirror": self.cfg.ports[*i].name,
+                    "device": tap.name(),
+                    "bind": self.bindings[*i].to_string(),
+                    "index": index,
+                    "link": self.links[*i].to_string(),
+                    "carrier": self.links[port].is_up(),
+                }))
+            })
+            .collect();
+        let get = |f: fn(&MirrorCounts) -> &AtomicU64| {
+            self.route_mirror
+                .as_ref()
+                .map_or(0, |c| f(c).load(Ordering::Relaxed))
+        };
+        let dropped = stats.drops_by_reason()[DropReason::PuntDropped as usize];
+        json!({
+            "mirrors": mirrors,
+            "punt": {
+                "punted": stats.punted,
+                "injected": stats.injected,
+                "punt_dropped": dropped,
+            },
+            "netlink": {
+                "watching": self.route_mirror.is_some(),
+                "routes": get(|c| &c.routes),
+                "kernel_routes_in_rib": self.rib.kernel_routes().count(),
+                "nexthop_objects": get(|c| &c.nexthop_objects),
+                "events": get(|c| &c.events),
+                "overruns": get(|c| &c.overruns),
+                "resyncs": get(|c| &c.resyncs),
+                "batches": get(|c| &c.batches),
+                "last_sync_lag_ms": get(|c| &c.last_lag_us) as f64 / 1000.0,
+            },
+        })
+    }
+
     /// Connects the daemon to the workers it publishes to.
     pub fn attach(&mut self, shared: Arc<Shared>) {
         self.shared = Some(shared);
@@ -418,9 +514,11 @@ impl Daemon {
     /// the new RIB and FIB are put in force only once the snapshot is safe.
     fn commit(&mut self, custom: Vec<RouteConfig>) -> Result<(), String> {
         let (cfg, links, bindings) = (&self.cfg, &self.links, &self.bindings);
+        let kernel: Vec<Route> = self.rib.kernel_routes().cloned().collect();
         let (saved, built) = std::thread::scope(|s| {
             let build = s.spawn(|| {
                 let mut rib = build_rib(cfg, &custom, links);
+                rib.extend(kernel, RouteKind::Kernel);
                 let fib = rib.compile();
                 (rib, fib)
             });
@@ -547,6 +645,7 @@ impl Daemon {
                 let sessions = workers.nat_sessions()?;
                 Ok(json!({ "sessions": sessions }))
             }
+            Command::HostShow {} => Ok(self.host_show(&workers.stats())),
             Command::TraceStart {
                 port,
                 count,

@@ -21,6 +21,7 @@ pub mod replay;
 pub mod report;
 pub mod rib;
 pub mod ribfile;
+pub mod route_mirror;
 pub mod run;
 pub mod server;
 pub mod services;

@@ -32,6 +32,9 @@ pub enum RouteKind {
     Connected,
     /// From a port's `gateway`.
     Default,
+    /// Mirrored from the host kernel's routes through a port's host
+    /// mirror (a routing daemon's, `ip route`'s); never journaled.
+    Kernel,
 }
 
 impl RouteKind {
@@ -41,6 +44,7 @@ impl RouteKind {
             RouteKind::Static => "static",
             RouteKind::Connected => "connected",
             RouteKind::Default => "default",
+            RouteKind::Kernel => "kernel",
         }
     }
 }
@@ -389,6 +393,54 @@ impl Rib {
         }
         self.reselect(*prefix, fib);
         gone.len()
+    }
+
+    /// Replaces the kernel routes to `prefix` at `metric` through `ports`
+    /// with `hops` (none: removes them), selecting again (`fib`: now) or
+    /// not (`None`: a bulk change, [`Rib::compile`] next).
+    pub fn set_kernel(
+        &mut self,
+        ports: &[PortId],
+        (prefix, metric): (IpNet, u32),
+        hops: &[(PortId, Option<IpAddr>)],
+        fib: Option<&mut FibWriter>,
+    ) {
+        let mut gone: Vec<u32> = self
+            .chain(&prefix)
+            .filter(|&i| {
+                let r = &self.routes[i as usize];
+                r.kind == RouteKind::Kernel
+                    && r.route.metric == metric
+                    && ports.contains(&r.route.port)
+            })
+            .collect();
+        // Highest first, so no index still to remove is the one moved.
+        gone.sort_unstable_by(|a, b| b.cmp(a));
+        for i in gone {
+            self.swap_remove(i);
+        }
+        for &(port, next_hop) in hops {
+            self.push(RibRoute {
+                route: Route {
+                    prefix,
+                    port,
+                    next_hop,
+                    metric,
+                },
+                kind: RouteKind::Kernel,
+            });
+        }
+        if let Some(fib) = fib {
+            self.reselect(prefix, fib);
+        }
+    }
+
+    /// The kernel routes (to carry them into a RIB built anew).
+    pub fn kernel_routes(&self) -> impl Iterator<Item = &Route> + '_ {
+        self.routes
+            .iter()
+            .filter(|r| r.kind == RouteKind::Kernel)
+            .map(|r| &r.route)
     }
 
     /// Marks a port's link up or down and selects again the prefixes with

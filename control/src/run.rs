@@ -42,6 +42,7 @@ use crate::devices::{DeviceParams, OpenError};
 use crate::metrics::{Metrics, MetricsServer, View};
 use crate::notify::{Health, Notifier};
 use crate::report::NatSessionReport;
+use crate::route_mirror::RouteMirror;
 use crate::server::{refusal, Server};
 
 /// How often the daemon looks at its workers, signals and health (and
@@ -217,6 +218,16 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             }
         }
     };
+    // Routes the host's daemons install through the mirrors.
+    let specs = daemon.mirror_specs();
+    let (_route_mirror, kernel_routes) = if specs.is_empty() {
+        (None, crossbeam_channel::never())
+    } else {
+        let (m, rx) = RouteMirror::start(&specs, cfg.control.netlink_buffer)
+            .map_err(|e| RunError::Config(format!("route mirror: {e}")))?;
+        daemon.watch_kernel_routes(Arc::clone(m.counts()));
+        (Some(m), rx)
+    };
     // With every link's changes pushed by the kernel, the poll is only a
     // safety net.
     let poll_every = if daemon.links_watched() {
@@ -259,6 +270,10 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             },
             recv(nudged) -> _ => {
                 daemon.probe_links();
+            },
+            recv(kernel_routes) -> batch => if let Ok(batch) = batch {
+                daemon.apply_kernel(&batch);
+                view_stale = true;
             },
             default(wait) => {},
         }

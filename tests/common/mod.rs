@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod host_rig;
 
 use std::io::Write;
 use std::path::PathBuf;

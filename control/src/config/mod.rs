@@ -31,6 +31,11 @@ pub const DEFAULT_MTU: u16 = 1500;
 pub const DEFAULT_METRIC: u32 = 256;
 /// Largest metric accepted.
 pub const MAX_METRIC: u32 = 65535;
+/// Smallest netlink receive buffer accepted (a tiny one overruns often,
+/// which the route mirror repairs; tests use it to force overruns).
+pub const NETLINK_BUFFER_MIN: usize = 4096;
+/// Largest netlink receive buffer accepted.
+pub const NETLINK_BUFFER_MAX: usize = 1 << 30;
 
 /// A config refused, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +93,7 @@ pub struct DataplaneConfig {
 }
 
 /// `[control]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlConfig {
     /// Control socket path.
     pub socket: Option<PathBuf>,
@@ -98,6 +103,8 @@ pub struct ControlConfig {
     pub state: Option<PathBuf>,
     /// Where Prometheus metrics are served (off when `None`).
     pub metrics: Option<MetricsAddr>,
+    /// Receive buffer of the route mirror's netlink sockets, in bytes.
+    pub netlink_buffer: usize,
 }
 
 /// `[control] metrics`: a TCP address (`127.0.0.1:9469`, `[::1]:9469`) or

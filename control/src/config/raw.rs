@@ -29,6 +29,7 @@ pub(super) struct RawControl {
     pub(super) group: Option<String>,
     pub(super) state: Option<PathBuf>,
     pub(super) metrics: Option<Spanned<String>>,
+    pub(super) netlink_buffer: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ use super::{
     on_link, parse_prefix, Binding, Config, ConfigError, ControlConfig, DataplaneConfig,
     MetricsAddr, NeighborConfig, PortConfig, PortRole, RouteConfig, DEFAULT_BURST, DEFAULT_METRIC,
     DEFAULT_MTU, DEFAULT_QUEUE_DEPTH, MAX_BUSY_POLL_US, MAX_METRIC, MAX_WORKERS, MIRROR_SUFFIX,
+    NETLINK_BUFFER_MAX, NETLINK_BUFFER_MIN,
 };
 
 pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError> {
@@ -277,6 +278,17 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         }
         None => None,
     };
+    let netlink_buffer = match &raw.control.netlink_buffer {
+        Some(b) if !(NETLINK_BUFFER_MIN..=NETLINK_BUFFER_MAX).contains(b.get_ref()) => {
+            return Err(l.at(
+                b,
+                "control.netlink_buffer",
+                format!("must be between {NETLINK_BUFFER_MIN} and {NETLINK_BUFFER_MAX} bytes"),
+            ))
+        }
+        Some(b) => *b.get_ref(),
+        None => crate::route_mirror::RCVBUF,
+    };
     Ok(Config {
         dataplane,
         control: ControlConfig {
@@ -284,6 +296,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
             group: raw.control.group,
             state: raw.control.state,
             metrics,
+            netlink_buffer,
         },
         ports,
         switches,

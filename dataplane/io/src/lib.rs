@@ -39,5 +39,5 @@ pub use mem::MemPort;
 pub use none::NoDevice;
 pub use recorder::Recorder;
 pub use rtnl::Rtnl;
-pub use sys::{in_netns, Ring};
+pub use sys::{in_netns, set_socket_option, Ring};
 pub use tap::Tap;

@@ -124,6 +124,28 @@ pub fn set_carrier(tap: &File, on: bool) -> io::Result<()> {
     check(unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETCARRIER, &value) }).map(drop)
 }
 
+/// Sets a socket option of type int that the socket types at hand do not
+/// offer (`SO_RCVBUFFORCE`).
+pub fn set_socket_option(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value points at `value`, an int, with its size;
+    // a bad fd is an error, not undefined behaviour.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// The TAP offload flags this build asks for: checksum, and TCP
 /// segmentation over IPv4 and IPv6 (with ECN).
 pub const TAP_OFFLOADS: libc::c_uint =
