@@ -19,7 +19,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use common::host_rig::{wait_for, Rig};
+use common::host_rig::{other_defaults, wait_for, Rig};
 use edgefwd_control::api::{call, Command};
 use serde_json::Value;
 
@@ -208,45 +208,13 @@ fn inside(rng: &mut StdRng, p: IpNet) -> IpAddr {
     }
 }
 
-/// A default route of the host's through another interface (`other`),
-/// so every address has an answer; edgefwd mirrors none of it.
-fn other_defaults(rig: &Rig) {
-    let app = &rig.app;
-    app.ip(&[
-        "link", "add", "other", "type", "veth", "peer", "name", "otherp",
-    ]);
-    app.ip(&["link", "set", "other", "up"]);
-    app.ip(&["link", "set", "otherp", "up"]);
-    app.ip(&["addr", "add", "192.0.2.1/24", "dev", "other"]);
-    app.ip(&["addr", "add", "fd00:ff::1/64", "dev", "other", "nodad"]);
-    app.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "192.0.2.2",
-        "dev",
-        "other",
-    ]);
-    app.ip(&[
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        "fd00:ff::2",
-        "dev",
-        "other",
-    ]);
-}
-
 #[test]
 fn kernel_routes_through_the_mirror_follow_the_kernel() {
     if !common::need_root(TEST) {
         return;
     }
     let rig = Rig::start("hk");
-    other_defaults(&rig);
+    other_defaults(&rig.app);
     let mut rng = StdRng::seed_from_u64(27);
     let (routes, addrs) = random_routes(&mut rng, 1500);
     install(&rig, "add", &routes);
@@ -296,7 +264,7 @@ fn an_overrun_netlink_socket_is_repaired_by_a_dump() {
     // A 4 KiB buffer holds a few dozen messages: a batch of thousands
     // overruns it.
     let rig = Rig::start_with("ho", "netlink_buffer = 4096", "");
-    other_defaults(&rig);
+    other_defaults(&rig.app);
     let mut rng = StdRng::seed_from_u64(28);
     let (routes, addrs) = random_routes(&mut rng, 5000);
     install(&rig, "add", &routes);

@@ -118,9 +118,20 @@ impl Rig {
     /// kernel's for every one of `addrs` ([`Rig::compare`]); returns how
     /// long that took.
     pub fn agree_with_kernel(&self, addrs: &[IpAddr], secs: u64) -> Duration {
+        self.agree_with_kernel_or(addrs, &[], secs)
+    }
+
+    /// [`Rig::agree_with_kernel`], where what the kernel routes elsewhere
+    /// than the mirror takes `otherwise` in edgefwd (a configured route).
+    pub fn agree_with_kernel_or(
+        &self,
+        addrs: &[IpAddr],
+        otherwise: &[(String, Option<IpAddr>)],
+        secs: u64,
+    ) -> Duration {
         let started = Instant::now();
         loop {
-            match self.compare(addrs) {
+            match self.compare(addrs, otherwise) {
                 Ok(n) => {
                     assert_eq!(n, addrs.len());
                     return started.elapsed();
@@ -136,8 +147,12 @@ impl Rig {
     /// Compares edgefwd's selection with `ip route get fibmatch` in the
     /// host's namespace for `addrs`: how many agree, or the first that does
     /// not. Routes through the mirror are Port2's; addresses the kernel
-    /// routes elsewhere must have no route in edgefwd.
-    pub fn compare(&self, addrs: &[IpAddr]) -> Result<usize, String> {
+    /// routes elsewhere take `otherwise`.
+    pub fn compare(
+        &self,
+        addrs: &[IpAddr],
+        otherwise: &[(String, Option<IpAddr>)],
+    ) -> Result<usize, String> {
         let script: String = addrs
             .iter()
             .map(|a| format!("route get fibmatch {a}\n"))
@@ -190,6 +205,9 @@ impl Rig {
                     None => hop(k).into_iter().collect(),
                 };
                 theirs.sort();
+                if theirs.is_empty() {
+                    theirs = otherwise.to_vec();
+                }
                 if mine != theirs {
                     return Err(format!("{a}: edgefwd and the kernel differ ({k} / {o})"));
                 }
@@ -198,6 +216,37 @@ impl Rig {
         }
         Ok(agree)
     }
+}
+
+/// A default route of the host's through another interface (`other`),
+/// so every address has an answer; edgefwd mirrors none of it.
+pub fn other_defaults(app: &Netns) {
+    app.ip(&[
+        "link", "add", "other", "type", "veth", "peer", "name", "otherp",
+    ]);
+    app.ip(&["link", "set", "other", "up"]);
+    app.ip(&["link", "set", "otherp", "up"]);
+    app.ip(&["addr", "add", "192.0.2.1/24", "dev", "other"]);
+    app.ip(&["addr", "add", "fd00:ff::1/64", "dev", "other", "nodad"]);
+    app.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.2",
+        "dev",
+        "other",
+    ]);
+    app.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fd00:ff::2",
+        "dev",
+        "other",
+    ]);
 }
 
 /// Waits (at most 5 s) until `ok`.
