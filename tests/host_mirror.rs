@@ -279,3 +279,86 @@ fn an_overrun_netlink_socket_is_repaired_by_a_dump() {
     );
     eprintln!("5,000 routes through overruns agreeing within {took:?}: {h}");
 }
+
+/// Runs `script` through `ip -force -batch` in `ns`, errors allowed (a
+/// churned route may be gone already, a gateway off-link for a moment).
+fn batch_lenient(ns: &common::Netns, script: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("timeout")
+        .args(["60", "ip", "-n", ns.name(), "-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
+    let _ = child.wait();
+}
+
+#[test]
+fn chaos_leaves_no_difference_with_the_kernel() {
+    if !common::need_root(TEST) {
+        return;
+    }
+    // An 8 KiB buffer overruns under this churn.
+    let rig = Rig::start_with("hc", "netlink_buffer = 8192", "");
+    other_defaults(&rig.app);
+    let mut rng = StdRng::seed_from_u64(29);
+    let (routes, addrs) = random_routes(&mut rng, 4000);
+    install(&rig, "add", &routes);
+    let addrs: Vec<IpAddr> = addrs.into_iter().take(10_000).collect();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, app, routes) = (stop.clone(), rig.app.name().to_owned(), routes.clone());
+        std::thread::spawn(move || {
+            let ns = common::Netns(app);
+            let mut rng = StdRng::seed_from_u64(30);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut script = String::new();
+                for _ in 0..500 {
+                    let r = &routes[rng.gen_range(0..routes.len())];
+                    let verb = ["del", "replace", "replace"][rng.gen_range(0..3)];
+                    let r = if rng.gen_bool(0.5) {
+                        r.replace("via 10.0.2.", "via 10.0.2.1")
+                            .replace("via fd00:2::", "via fd00:2::1")
+                    } else {
+                        r.clone()
+                    };
+                    script += &format!("route {verb} {r}\n");
+                }
+                batch_lenient(&ns, &script);
+            }
+            // The namespace belongs to the rig: not deleted here.
+            std::mem::forget(ns);
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut round = 0;
+    while std::time::Instant::now() < deadline {
+        if round % 2 == 0 {
+            rig.app.ip(&["link", "set", "m2", "down"]);
+            std::thread::sleep(Duration::from_millis(50));
+            rig.app.ip(&["link", "set", "m2", "up"]);
+        } else {
+            rig.app
+                .ip(&["addr", "flush", "dev", "m2", "scope", "global"]);
+            std::thread::sleep(Duration::from_millis(50));
+            rig.app.ip(&["addr", "add", "10.0.2.1/24", "dev", "m2"]);
+            rig.app
+                .ip(&["addr", "add", "fd00:2::1/64", "dev", "m2", "nodad"]);
+        }
+        round += 1;
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    let took = rig.agree_with_kernel(&addrs, 15);
+    let h = rig.host();
+    eprintln!("after {round} flaps and flushes under churn, agreeing within {took:?}: {h}");
+    assert!(
+        h["netlink"]["overruns"].as_u64().unwrap() >= 1,
+        "no overrun: {h}"
+    );
+    assert!(h["netlink"]["resyncs"].as_u64().unwrap() >= 3, "{h}");
+}
