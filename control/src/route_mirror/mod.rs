@@ -16,7 +16,9 @@
 //! thread dump again. The kernel also deletes routes without a message
 //! (a mirror set down drops its IPv4 routes; an address removed drops the
 //! routes through it): a mirror going down or losing an address makes the
-//! thread dump again too.
+//! thread dump again too, and so does a deleted next-hop object (route
+//! messages carry their objects' next hops, but the routes through a
+//! deleted object go silently).
 //!
 //! Changes leave in batches, coalesced by key: one per 2,048 messages or
 //! 10 ms after the first, whichever comes first; the control thread applies
@@ -57,6 +59,12 @@ pub const RCVBUF: usize = 64 << 20;
 /// `RTMGRP_LINK`, `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV4_ROUTE`,
 /// `RTMGRP_IPV6_IFADDR`, `RTMGRP_IPV6_ROUTE` (`linux/rtnetlink.h`).
 const GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
+/// `RTNLGRP_NEXTHOP`: next-hop objects (a group past 31, joined by
+/// membership).
+const RTNLGRP_NEXTHOP: u32 = 32;
+/// `RTM_DELNEXTHOP`: a next-hop object deleted, and with it, silently,
+/// the routes through it (or a member of a group whose routes change).
+const RTM_DELNEXTHOP: u16 = 105;
 const WAKE: Token = Token(usize::MAX);
 
 /// A mirror to watch: the port it mirrors, its device name and namespace.
@@ -100,7 +108,8 @@ pub struct MirrorCounts {
     pub batches: AtomicU64,
     /// Kernel route keys mirrored now.
     pub routes: AtomicU64,
-    /// Routes through a mirror that name a next-hop object, not mirrored.
+    /// Routes that name a next-hop object without carrying its next hops
+    /// (`net.ipv4.nexthop_compat_mode` off), not mirrored.
     pub nexthop_objects: AtomicU64,
     /// Microseconds from a batch's first message to its FIB publish (set
     /// by whoever applies it).
@@ -207,6 +216,8 @@ impl Watch {
         let subscribe = || -> io::Result<(Socket, Rtnl)> {
             let mut s = Socket::new(NETLINK_ROUTE)?;
             s.bind(&SocketAddr::new(0, GROUPS))?;
+            // Kernels without next-hop objects refuse: nothing to follow.
+            let _ = s.add_membership(RTNLGRP_NEXTHOP);
             s.set_non_blocking(true)?;
             let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
             if edgefwd_io::set_socket_option(
@@ -428,6 +439,13 @@ impl Watch {
                 }
                 at += len.next_multiple_of(4);
                 counts.events.fetch_add(1, Ordering::Relaxed);
+                // Route messages carry their next-hop objects' next hops
+                // and follow a replaced object; a deleted one takes its
+                // routes without a word, so its deletion means a dump.
+                if u16::from_ne_bytes([b[4], b[5]]) == RTM_DELNEXTHOP {
+                    self.resync = true;
+                    continue;
+                }
                 let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&b[..len]) else {
                     continue;
                 };
