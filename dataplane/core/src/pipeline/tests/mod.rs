@@ -506,5 +506,6 @@ fn the_pool_stops_allocating_after_warm_up() {
 
 mod fast;
 mod l2;
+mod punt;
 mod svc;
 mod watch;
