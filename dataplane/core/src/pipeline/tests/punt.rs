@@ -87,7 +87,7 @@ fn the_hosts_frames_leave_by_the_port_as_they_are() {
     let mut r = mirrored(RouterConfig::default());
     // Even one the pipeline would route elsewhere or drop: the host chose.
     let frame = udp4(P2_MAC, GW_MAC, [10, 0, 2, 15], [192, 168, 21, 7], 1);
-    feed(&mut r, MIRROR, t(0), &[frame.clone()]);
+    feed(&mut r, MIRROR, t(0), std::slice::from_ref(&frame));
     assert_eq!(sent(&mut r, P2), vec![frame]);
     assert_eq!(r.stats().injected, 1);
     assert_eq!(r.stats().forwarded, 1);
