@@ -226,6 +226,18 @@ impl Collector for Live {
         )?;
         single(
             e,
+            "edgefwd_packets_punted",
+            "Received packets for the host, sent to its port's host mirror",
+            Value::Counter(stats.punted),
+        )?;
+        single(
+            e,
+            "edgefwd_packets_injected",
+            "Frames the host sent on a host mirror, sent out of its port",
+            Value::Counter(stats.injected),
+        )?;
+        single(
+            e,
             "edgefwd_icmp_rate_limited",
             "ICMP errors not sent because of the rate limit",
             Value::Counter(stats.icmp_rate_limited),

@@ -26,7 +26,7 @@
 
 mod kernel;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -53,6 +53,8 @@ pub use kernel::RouteKey;
 pub const BATCH_MESSAGES: usize = 2048;
 /// Time after its first message after which a batch leaves.
 pub const BATCH_DELAY: Duration = Duration::from_millis(10);
+/// How long the thread lets messages gather while they stream in.
+const GATHER: Duration = Duration::from_millis(1);
 /// Receive buffer each event socket forces.
 pub const RCVBUF: usize = 64 << 20;
 
@@ -541,10 +543,12 @@ fn run(
             tracing::warn!("route mirror stopped: {e}");
             return;
         }
+        let mut streaming = false;
         for ev in events.iter() {
             let Some(w) = watches.get_mut(ev.token().0) else {
                 continue;
             };
+            streaming |= w.since.is_some();
             // Readiness is edge-triggered: read until the socket is empty,
             // a batch leaving every BATCH_MESSAGES messages.
             loop {
@@ -563,6 +567,12 @@ fn run(
             if let Some(b) = w.take_batch(false) {
                 send(tx, b, counts);
             }
+        }
+        // While messages stream in (an installer adding a table one route
+        // at a time), let them gather for a moment: waking for each one
+        // costs this thread and the installer a context switch a message.
+        if streaming {
+            std::thread::sleep(GATHER);
         }
     }
 }
