@@ -575,7 +575,7 @@ impl Daemon {
             .position(|p| p.name == port)
             .ok_or_else(|| format!("unknown port {port:?}"))?;
         let bind = Binding::parse(binding).ok_or_else(|| {
-            format!("{binding:?}: expected tap:NAME[@NETNS], afpacket:IFNAME[@NETNS] or none")
+            format!("{binding:?}: expected tap:NAME[@NETNS], afpacket:IFNAME[@NETNS], afxdp:IFNAME[@NETNS] or none")
         })?;
         if let PortRole::Gateway { switch } = &self.cfg.ports[i].role {
             return Err(format!(

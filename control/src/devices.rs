@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use edgefwd_core::packet::buf::MAX_FRAME;
 use edgefwd_io::tap::GSO_MAX_FRAME;
-use edgefwd_io::{AfPacket, Binding, Device, NoDevice, Tap};
+use edgefwd_io::{AfPacket, AfXdp, Binding, Device, NoDevice, Tap};
 use tracing::info;
 
 use crate::config::{Config, PortConfig};
@@ -83,6 +83,11 @@ pub fn open(
                 params.buf_frame,
             )?;
             info!(port = port_name, %bind, "opened");
+            Ok(Arc::new(nic))
+        }
+        Binding::AfXdp { name, netns } => {
+            let nic = AfXdp::open(name, netns.as_deref(), params.workers)?;
+            info!(port = port_name, %bind, sockets = nic.queues(), copy_mode = nic.copy_mode(), "opened");
             Ok(Arc::new(nic))
         }
         Binding::None => Ok(Arc::new(NoDevice)),

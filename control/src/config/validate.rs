@@ -87,7 +87,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
                     b,
                     f("bind"),
                     format!(
-                        "{:?}: expected tap:NAME, tap:NAME@NETNS, afpacket:IFNAME, pcap or none",
+                        "{:?}: expected tap:NAME, tap:NAME@NETNS, afpacket:IFNAME, afxdp:IFNAME, pcap or none",
                         b.get_ref()
                     ),
                 )

@@ -25,6 +25,14 @@ pub enum Binding {
         /// Network namespace the interface lives in.
         netns: Option<String>,
     },
+    /// `afxdp:IFNAME` or `afxdp:IFNAME@NETNS`: a NIC or veth through AF_XDP
+    /// sockets and an XDP program.
+    AfXdp {
+        /// Interface name.
+        name: String,
+        /// Network namespace the interface lives in.
+        netns: Option<String>,
+    },
     /// `pcap`: fed and drained by `replay`.
     Pcap,
     /// `none`: administratively down.
@@ -62,6 +70,7 @@ impl Binding {
         match kind {
             "tap" => Some(Binding::Tap { name, netns }),
             "afpacket" => Some(Binding::AfPacket { name, netns }),
+            "afxdp" => Some(Binding::AfXdp { name, netns }),
             _ => None,
         }
     }
@@ -73,9 +82,9 @@ impl Binding {
     /// another, `None` for bindings without a kernel link.
     pub fn link_namespace(&self) -> Option<Option<PathBuf>> {
         match self {
-            Binding::Tap { netns, .. } | Binding::AfPacket { netns, .. } => {
-                Some(netns.as_deref().map(netns_path))
-            }
+            Binding::Tap { netns, .. }
+            | Binding::AfPacket { netns, .. }
+            | Binding::AfXdp { netns, .. } => Some(netns.as_deref().map(netns_path)),
             Binding::Pcap | Binding::None => None,
         }
     }
@@ -104,6 +113,11 @@ impl fmt::Display for Binding {
                 name,
                 netns: Some(ns),
             } => write!(f, "afpacket:{name}@{ns}"),
+            Binding::AfXdp { name, netns: None } => write!(f, "afxdp:{name}"),
+            Binding::AfXdp {
+                name,
+                netns: Some(ns),
+            } => write!(f, "afxdp:{name}@{ns}"),
             Binding::Pcap => f.write_str("pcap"),
             Binding::None => f.write_str("none"),
         }
@@ -122,6 +136,8 @@ mod tests {
             "tap:p@/proc/1/ns/net",
             "afpacket:eth0",
             "afpacket:veth1@r",
+            "afxdp:eth1",
+            "afxdp:veth1@r",
             "pcap",
             "none",
         ] {

@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod binding;
 pub mod capture;
 pub mod device;
@@ -28,6 +29,7 @@ pub mod tap;
 pub mod worker;
 
 pub use afpacket::AfPacket;
+pub use afxdp::AfXdp;
 pub use binding::Binding;
 pub use device::{
     BufSource, Capabilities, Device, DeviceCounts, QueueIo, Readiness, Received, RxStatus,

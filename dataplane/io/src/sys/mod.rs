@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 mod ring;
+pub mod xdp;
 pub use ring::Ring;
 
 use std::fs::{File, OpenOptions};
