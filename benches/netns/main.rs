@@ -28,6 +28,9 @@
 //!          configured by default (a worker per core, sleeping when idle,
 //!          TAP frames through io_uring); one worker with busy_poll_us =
 //!          BUSY_POLL_US; and the default with io_uring = false
+//! veths:   h2 ─veth─ edgefwd on afxdp: (and on afpacket:) ports ─veth─
+//!          h3, the hosts sending plain frames (neither socket kind
+//!          carries offload state)
 //! relay:   h2 ─TAP─ read()/write() loop, 1 thread ─TAP─ h3 (one subnet)
 //! ```
 
@@ -82,6 +85,8 @@ enum Forwarder {
     Edgefwd {
         daemon: common::Daemon,
         _dir: tempfile::TempDir,
+        /// The namespace its ports bind in, when not the hosts'.
+        _edge: Option<Netns>,
     },
     Relay(relay::Relay),
 }
@@ -287,11 +292,93 @@ fn edgefwd(name: &'static str, tag: &str, dataplane: &str) -> Topology {
     let threads = threads_since("edgefwd-w", &before);
     Topology {
         name,
-        forwarder: Forwarder::Edgefwd { daemon, _dir: dir },
+        forwarder: Forwarder::Edgefwd {
+            daemon,
+            _dir: dir,
+            _edge: None,
+        },
         h2,
         h3,
         target: "10.0.3.2",
         h3_dev: "p3",
+        threads,
+    }
+}
+
+/// edgefwd on veths bound by `kind` (`afxdp` or `afpacket`): each host's
+/// veth peer sits in an edge namespace the ports bind in. Neither socket
+/// kind carries offload state, so the hosts send plain frames (no TSO, no
+/// checksum offload), which costs their TCP what the kernel's own veths
+/// do not pay.
+fn edgefwd_veth(name: &'static str, tag: &str, kind: &str) -> Topology {
+    let edge = Netns::new(&format!("{tag}-edge"));
+    let (h2, h3) = (
+        Netns::new(&format!("{tag}-h2")),
+        Netns::new(&format!("{tag}-h3")),
+    );
+    let dir = common::temp_dir("netns-bench");
+    let mut ports = String::new();
+    for (i, h) in [(2, &h2), (3, &h3)] {
+        let x = format!("x{i}");
+        edge.ip(&[
+            "link",
+            "add",
+            &x,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "netns",
+            h.name(),
+        ]);
+        edge.ip(&["link", "set", &x, "up"]);
+        ok(
+            &h.exec(
+                5,
+                &[
+                    "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+                ],
+            ),
+            "ethtool",
+        );
+        let link: serde_json::Value =
+            serde_json::from_str(&edge.ip(&["-j", "link", "show", &x])).unwrap();
+        let mac = link[0]["address"].as_str().unwrap().to_owned();
+        ports += &format!(
+            "[[port]]\nname = \"Port{i}\"\nbind = \"{kind}:{x}@{}\"\nmac = \"{mac}\"\naddresses = [\"10.0.{i}.1/24\"]\n\n",
+            edge.name()
+        );
+    }
+    let toml = format!(
+        "[dataplane]\nworkers = 2\n[control]\nsocket = \"{}\"\n\n{ports}",
+        dir.path().join("control.sock").display(),
+    );
+    h2.address("eth0", "10.0.2.2/24", Some("10.0.2.1"));
+    h3.address("eth0", "10.0.3.2/24", Some("10.0.3.1"));
+    let before = common::threads_named("edgefwd-w");
+    let daemon = common::Daemon::start(Config::parse(&toml).unwrap());
+    h2.wait_for_ping("10.0.3.2", 10);
+    let threads = threads_since("edgefwd-w", &before);
+    Topology {
+        name,
+        forwarder: Forwarder::Edgefwd {
+            daemon,
+            _dir: dir,
+            _edge: Some(edge),
+        },
+        h2,
+        h3,
+        target: "10.0.3.2",
+        h3_dev: "eth0",
         threads,
     }
 }
@@ -366,7 +453,11 @@ fn edgefwd_nat(name: &'static str, tag: &str, workers: usize) -> Topology {
     let threads = threads_since("edgefwd-w", &before);
     Topology {
         name,
-        forwarder: Forwarder::Edgefwd { daemon, _dir: dir },
+        forwarder: Forwarder::Edgefwd {
+            daemon,
+            _dir: dir,
+            _edge: None,
+        },
         h2: vm,
         h3: inet,
         target: "10.0.2.2",
@@ -400,6 +491,7 @@ fn main() {
         || !common::need_tool(NAME, "iperf3", "--version")
         || !common::need_tool(NAME, "ping", "-V")
         || !common::need_tool(NAME, "nft", "--version")
+        || !common::need_tool(NAME, "ethtool", "--version")
     {
         std::process::exit(1);
     }
@@ -422,6 +514,8 @@ fn main() {
             "bs",
             &format!("workers = {cores}\nio_uring = false\n"),
         ),
+        edgefwd_veth("edgefwd, afxdp: veths", "bx", "afxdp"),
+        edgefwd_veth("edgefwd, afpacket: veths", "bp", "afpacket"),
         kernel_nat(),
         edgefwd_nat("edgefwd, NAT, 1 worker", "bn1", 1),
         edgefwd_nat("edgefwd, NAT, 2 workers", "bn2", 2),

@@ -36,6 +36,10 @@ use crate::sys::IfSocket;
 pub const FRAMES: usize = 4096;
 /// Entries of each ring.
 const RING: u32 = 2048;
+/// Frames the kernel sends per kick in copy mode (at most).
+const KICK_BATCH: u32 = 32;
+/// Kicks per burst at most.
+const MAX_KICKS: u32 = 16;
 
 /// One socket and its free transmit frames.
 struct Queue {
@@ -225,7 +229,16 @@ impl Device for AfXdp {
             q.tx_free.push(d.addr);
             failed += 1;
         }
-        if n > 0 && (self.copy_mode || q.xsk.tx.needs_wakeup()) {
+        if n > 0 && self.copy_mode {
+            // In copy mode each kick sends at most a small batch (the
+            // kernel's per-call budget): kick until the ring is taken.
+            for _ in 0..n.div_ceil(KICK_BATCH).min(MAX_KICKS) {
+                q.xsk.kick_tx();
+                if q.xsk.tx.pending() == 0 {
+                    break;
+                }
+            }
+        } else if n > 0 && q.xsk.tx.needs_wakeup() {
             q.xsk.kick_tx();
         }
         self.tx_failed.fetch_add(failed, Ordering::Relaxed);

@@ -223,6 +223,13 @@ impl<T: Copy> Ring<T> {
         self.at(self.flags).load(Ordering::Acquire) & libc::XDP_RING_NEED_WAKEUP != 0
     }
 
+    /// Producer side: entries published that the consumer has not taken.
+    pub fn pending(&self) -> u32 {
+        let prod = self.at(self.producer).load(Ordering::Relaxed);
+        let cons = self.at(self.consumer).load(Ordering::Acquire);
+        prod.wrapping_sub(cons)
+    }
+
     /// Producer side: room for how many entries.
     pub fn free(&self) -> u32 {
         let prod = self.at(self.producer).load(Ordering::Relaxed);
