@@ -377,3 +377,45 @@ fn chaos_leaves_no_difference_with_the_kernel() {
     );
     assert!(h["netlink"]["resyncs"].as_u64().unwrap() >= 3, "{h}");
 }
+
+/// Replay with a host mirror: what edgefwd does not answer for Port2's
+/// address goes to `Port2~host.pcap` unchanged; without the mirror the
+/// same is `local_unsupported`.
+#[test]
+fn replay_punts_to_the_mirror_port() {
+    use edgefwd_control::replay::{file_stem, replay_with, Input, Options, Source};
+    use edgefwd_control::trace::TraceReader;
+    let mut syn = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0x99, 1], [2, 0, 0, 0, 2, 1])
+        .ipv4([10, 0, 2, 9], [10, 0, 2, 1], 64)
+        .tcp(40000, 22, 1, 64240)
+        .syn()
+        .write(&mut syn, &[])
+        .unwrap();
+    let pcap = common::pcap_in_memory(&[(1_000_000_000, syn.clone())]);
+    for host in ["host = \"m2\"", ""] {
+        let toml = format!(
+            "[[port]]\nname = \"Port2\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n{host}\n"
+        );
+        let cfg = edgefwd_control::config::Config::parse(&toml).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = vec![Input {
+            port: "Port2".into(),
+            source: Source::Bytes {
+                name: "Port2".into(),
+                data: pcap,
+            },
+        }];
+        let (report, _) = replay_with(&cfg, inputs, dir.path(), &Options::default()).unwrap();
+        let path = dir.path().join(format!("{}.pcap", file_stem("Port2/host")));
+        if host.is_empty() {
+            assert_eq!(report.drops.get("local_unsupported"), Some(&1));
+            assert!(!path.exists());
+            continue;
+        }
+        let mut r = TraceReader::open(&path).expect("the mirror's output");
+        let rec = r.next_record().unwrap().expect("one frame");
+        assert_eq!(rec.data, syn, "punted unchanged");
+        assert_eq!(report.packets.punted, 1);
+    }
+}

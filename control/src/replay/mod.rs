@@ -199,7 +199,7 @@ pub fn replay_with(
     let mut ports = Vec::new();
     let mut outputs = Vec::new();
     for (i, p) in cfg.ports.iter().enumerate() {
-        let path = out_dir.join(format!("{}.pcap", p.name));
+        let path = out_dir.join(format!("{}.pcap", file_stem(&p.name)));
         let file = std::fs::File::create(&path).map_err(|source| ReplayError::Output {
             path: path.clone(),
             source,
@@ -326,4 +326,11 @@ fn run_timers(w: &mut Workers, ports: &[PcapPort], qio: &mut QueueIo, from: Time
         t = t.after(TIMER_STEP);
         steps += 1;
     }
+}
+
+/// The file name (without `.pcap`) of a port's replay output: its name,
+/// with the `/` of a host mirror's (`Port2/host`) as `~`, which no
+/// configured name has.
+pub fn file_stem(port: &str) -> String {
+    port.replace('/', "~")
 }
