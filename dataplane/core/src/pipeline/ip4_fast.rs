@@ -69,7 +69,7 @@ pub(super) fn run(
 /// The destination and total length of a packet ip4-fast may take: an
 /// untagged IPv4 frame to the receiving interface's own MAC, on an
 /// interface without NAT, with a valid header, TTL to spare and addresses
-/// that route onward.
+/// that route onward, neither to a service nor from a backend.
 #[inline]
 fn admit(t: &Tables, p: &Packet) -> Option<(Ipv4Addr, u16)> {
     let iface = p.meta.iface;
@@ -92,6 +92,8 @@ fn admit(t: &Tables, p: &Packet) -> Option<(Ipv4Addr, u16)> {
     }
     let total = u16::try_from(h.total).ok()?;
     match addressed(&t.ports, h.src, h.dst) {
+        // Service traffic takes the stages (svc-in, svc-out).
+        Ok(Addressed::Onward) if !t.svc.is_empty() && t.svc.concerns(h.src, h.dst) => None,
         Ok(Addressed::Onward) => Some((h.dst, total)),
         _ => None,
     }

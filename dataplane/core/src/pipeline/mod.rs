@@ -638,9 +638,9 @@ impl Router {
         punt::inject(t, out, pkts);
         l2::run(t, out, pkts);
         look(out, Stage::L2, pkts, t);
-        // Service traffic needs svc-in and svc-out: with services, every
-        // packet takes the stages.
-        if self.fast.enabled && t.svc.is_empty() {
+        // Service traffic needs svc-in and svc-out: ip4-fast leaves it to
+        // the stages.
+        if self.fast.enabled {
             ip4_fast::run(t, out, s, &mut self.fast, pkts);
             look(out, Stage::Ip4Fast, pkts, t);
         }

@@ -1,7 +1,7 @@
 //! A router's services: their configuration, each one's Maglev table over
 //! its active backends, and the connection table of their flows.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::Ipv4Addr;
 
 use super::flows::{FlowKey, FlowTable, Timeouts};
@@ -173,6 +173,9 @@ pub struct Services {
     list: Vec<Service>,
     by_vip: HashMap<Ipv4Addr, usize>,
     backends: HashSet<Ipv4Addr>,
+    /// A bit per hash of every service and backend address: most packets
+    /// learn from one bit that services are not theirs.
+    filter: Vec<u64>,
     /// The (IP protocol, target port) pairs of every service's ports: a
     /// backend's packet from one of them may answer a service.
     targets: HashSet<(u8, u16)>,
@@ -181,6 +184,15 @@ pub struct Services {
     /// Flows both ways: client to service, and (protocol marked) backend
     /// to client for the replies.
     pub(crate) flows: FlowTable,
+}
+
+/// Bits of [`Services::concerns`]' filter.
+const FILTER_BITS: usize = 1 << 16;
+
+/// An address's bit in the filter (a multiplicative hash).
+#[inline]
+fn filter_bit(a: Ipv4Addr) -> usize {
+    (u32::from(a).wrapping_mul(0x9e37_79b9) >> 16) as usize
 }
 
 /// Ways of the connection table one page of `service flows` looks at.
@@ -217,6 +229,7 @@ impl Services {
             list: Vec::new(),
             by_vip: HashMap::new(),
             backends: HashSet::new(),
+            filter: vec![0; FILTER_BITS / 64],
             targets: HashSet::new(),
             internal: Vec::new(),
             // The table is allocated when the first service comes.
@@ -269,12 +282,30 @@ impl Services {
             .iter()
             .flat_map(|s| s.cfg.backends.iter().map(|b| b.addr))
             .collect();
+        self.filter.fill(0);
+        let addrs: Vec<Ipv4Addr> = self.by_vip.keys().chain(&self.backends).copied().collect();
+        for a in addrs {
+            let b = filter_bit(a);
+            self.filter[b / 64] |= 1 << (b % 64);
+        }
         self.targets = self
             .list
             .iter()
             .flat_map(|s| s.cfg.ports.iter().map(|p| (p.proto.ip_number(), p.target)))
             .collect();
         self.internal = internal;
+    }
+
+    /// True when services may have to see a packet from `src` to `dst`
+    /// (to a service's address, or from a backend); false for the rest,
+    /// which ip4-fast may take.
+    #[inline]
+    pub fn concerns(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        let maybe = |a: Ipv4Addr| {
+            let b = filter_bit(a);
+            self.filter[b / 64] & (1 << (b % 64)) != 0
+        };
+        (maybe(dst) && self.at(dst).is_some()) || (maybe(src) && self.is_backend(src))
     }
 
     /// The service at `vip`.

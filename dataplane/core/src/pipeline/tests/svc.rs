@@ -444,3 +444,31 @@ fn client_ip_affinity_keeps_a_clients_new_flows_on_one_backend() {
     feed(&mut r, P2, t(20_000_000), &[to_vip(7, 40_001, None)]);
     assert_eq!(backends_hit(&mut r).len(), 1);
 }
+
+#[test]
+fn with_services_plain_traffic_still_takes_ip4_fast_and_service_traffic_the_stages() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    // Plain forwarding (not to the VIP, not from a backend).
+    let plain = udp4(GW_MAC, P2_MAC, [8, 8, 8, 8], [192, 168, 21, 7], 64);
+    feed(&mut r, P2, t(0), &[plain]);
+    assert_eq!(sent(&mut r, P3).len(), 1);
+    assert_eq!(r.stats().fast_path, 1, "plain traffic took ip4-fast");
+    // To the VIP: balanced by svc-in, through the stages.
+    feed(&mut r, P2, t(1), &[to_vip(1, 4000, None)]);
+    let hit = backends_hit(&mut r);
+    assert_eq!(hit.len(), 1);
+    assert!(BACKENDS.contains(&hit[0].0.octets()) && hit[0].1 == 5353);
+    // From a backend: svc-out gives it the VIP back.
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0x51, 0], P3_MAC.0)
+        .ipv4(hit[0].0.octets(), [198, 51, 100, 1], 64)
+        .udp(5353, 4000)
+        .write(&mut reply, b"a")
+        .unwrap();
+    feed(&mut r, P3, t(2), &[reply]);
+    let out = sent(&mut r, P2);
+    assert_eq!(out.len(), 1);
+    assert_eq!(ipv4_of(&out[0]).0, Ipv4Addr::from(VIP));
+    assert_eq!(r.stats().fast_path, 1, "service traffic took the stages");
+    assert_identity(&r);
+}
