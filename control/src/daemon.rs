@@ -378,6 +378,13 @@ impl Daemon {
         self.route_mirror = Some(counts);
     }
 
+    /// The route mirror's netlink messages, overruns and dumps so far,
+    /// when it runs.
+    pub fn route_mirror_counts(&self) -> Option<[u64; 3]> {
+        let c = self.route_mirror.as_ref()?;
+        Some([&c.events, &c.overruns, &c.resyncs].map(|a| a.load(Ordering::Relaxed)))
+    }
+
     /// Puts a batch of kernel route changes in force, with one FIB
     /// publish.
     pub fn apply_kernel(&mut self, batch: &Batch) {

@@ -334,6 +334,28 @@ impl Collector for Live {
             Value::Counter(view.fib_copies),
         )?;
 
+        if let Some([events, overruns, resyncs]) = view.route_mirror {
+            for (name, help, v) in [
+                (
+                    "edgefwd_route_mirror_events",
+                    "Netlink messages the route mirror read",
+                    events,
+                ),
+                (
+                    "edgefwd_route_mirror_overruns",
+                    "Times a route mirror netlink socket overran (ENOBUFS)",
+                    overruns,
+                ),
+                (
+                    "edgefwd_route_mirror_resyncs",
+                    "Dumps the route mirror took (at start, after overruns and silent deletions)",
+                    resyncs,
+                ),
+            ] {
+                single(e, name, help, Value::Counter(v))?;
+            }
+        }
+
         // Tables.
         let mut census = Census::default();
         for c in &self.shared.census {

@@ -57,6 +57,9 @@ pub struct View {
     pub fib_bytes: u64,
     /// FIB copies made because a worker still held the one to edit.
     pub fib_copies: u64,
+    /// The route mirror's netlink messages, overruns and dumps, when it
+    /// runs.
+    pub route_mirror: Option<[u64; 3]>,
 }
 
 impl View {
@@ -67,6 +70,7 @@ impl View {
             (RouteKind::Static, 0u64),
             (RouteKind::Connected, 0),
             (RouteKind::Default, 0),
+            (RouteKind::Kernel, 0),
         ];
         for r in daemon.rib().routes() {
             if let Some(k) = by_kind.iter_mut().find(|(k, _)| *k == r.kind) {
@@ -84,6 +88,7 @@ impl View {
             prefixes: (v4 as u64, v6 as u64),
             fib_bytes: daemon.fib_memory() as u64,
             fib_copies: daemon.fib_copies(),
+            route_mirror: daemon.route_mirror_counts(),
         }
     }
 }
