@@ -222,6 +222,7 @@ fn kernel_routes_through_the_mirror_follow_the_kernel() {
     eprintln!("1,500 routes mirrored and agreeing within {took:?}");
     let h = rig.host();
     assert_eq!(h["netlink"]["routes"].as_u64(), Some(1500), "{h}");
+    assert_eq!(h["netlink"]["watching"], true, "{h}");
 
     // Churn: a third deleted, a third replaced with other next hops.
     let (gone, kept) = routes.split_at(500);

@@ -438,7 +438,10 @@ impl Daemon {
                 "punt_dropped": dropped,
             },
             "netlink": {
-                "watching": self.route_mirror.is_some(),
+                "watching": self
+                    .route_mirror
+                    .as_ref()
+                    .is_some_and(|c| !c.stopped.load(Ordering::Relaxed)),
                 "routes": get(|c| &c.routes),
                 "kernel_routes_in_rib": self.rib.kernel_routes().count(),
                 "nexthop_objects": get(|c| &c.nexthop_objects),

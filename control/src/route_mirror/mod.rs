@@ -109,6 +109,9 @@ pub struct MirrorCounts {
     /// Microseconds from a batch's first message to its FIB publish (set
     /// by whoever applies it).
     pub last_lag_us: AtomicU64,
+    /// The thread has stopped (a socket or its poll failed: logged); the
+    /// kernel routes mirrored stay as they were.
+    pub stopped: AtomicBool,
 }
 
 /// The watching thread; stopped on drop.
@@ -146,7 +149,10 @@ impl RouteMirror {
             let (stop, counts) = (Arc::clone(&stop), Arc::clone(&counts));
             std::thread::Builder::new()
                 .name("edgefwd-routes".to_owned())
-                .spawn(move || run(poll, by_ns, &tx, &stop, &counts))?
+                .spawn(move || {
+                    run(poll, by_ns, &tx, &stop, &counts);
+                    counts.stopped.store(true, Ordering::Relaxed);
+                })?
         };
         Ok((
             RouteMirror {
@@ -239,7 +245,10 @@ fn run(
                             send(tx, b, counts);
                         }
                     }
-                    Read::Failed => return,
+                    Read::Failed => {
+                        tracing::warn!("route mirror stopped: its netlink socket failed");
+                        return;
+                    }
                 }
             }
         }
