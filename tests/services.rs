@@ -384,14 +384,17 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
 /// A small HTTP server answering every request with `name`.
 const SERVER: &str = "import http.server as s, sys\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=sys.argv[2].encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\ns.ThreadingHTTPServer((sys.argv[1],8080),H).serve_forever()";
 
-/// `n` sequential fetches of the VIP, each a new TCP connection: the
-/// names that answered, as `name count` lines.
-const CLIENT: &str = "import urllib.request as u, collections, sys\nc=collections.Counter()\nfor i in range(int(sys.argv[1])):\n c[u.urlopen('http://10.0.2.100/',timeout=5).read().decode()]+=1\nfor k,v in c.items(): print(k,v)";
+/// `n` sequential fetches of the VIP, each a new TCP connection from
+/// source port `first + i` (so the flows, and Maglev's split of them, are
+/// the same every run): the names that answered, as `name count` lines.
+const CLIENT: &str = "import http.client as h, collections, sys\nc=collections.Counter()\nn,first=int(sys.argv[1]),int(sys.argv[2])\nfor i in range(n):\n k=h.HTTPConnection('10.0.2.100',80,timeout=5,source_address=('10.0.2.2',first+i))\n k.request('GET','/')\n c[k.getresponse().read().decode()]+=1\n k.close()\nfor k,v in c.items(): print(k,v)";
 
 /// On TAPs, three backends (behind Port3, Port4 and vm1) serve a load
 /// balancer that a client behind Port2 connects to again and again: every
-/// connection succeeds, the split is even (chi-square at p >= 0.01), and
-/// once one backend is drained it takes no new connection.
+/// connection succeeds, the split is even (chi-square at p >= 0.01; the
+/// client's ports are fixed, so the flows and their split are the same
+/// every run, and the test cannot fail by chance), and once one backend
+/// is drained it takes no new connection.
 #[test]
 fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_new_ones() {
     const T: &str =
@@ -409,10 +412,11 @@ fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_
         servers.push(h.ns.spawn(&["python3", "-c", SERVER, &h.addr(), port]));
         h.ns.wait_for_listener(8080);
     }
-    let fetch = |n: usize| -> BTreeMap<String, usize> {
-        let out = client
-            .ns
-            .exec(120, &["python3", "-c", CLIENT, &n.to_string()]);
+    let fetch = |n: usize, first: u16| -> BTreeMap<String, usize> {
+        let out = client.ns.exec(
+            120,
+            &["python3", "-c", CLIENT, &n.to_string(), &first.to_string()],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -424,7 +428,7 @@ fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_
             .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
             .collect()
     };
-    let split = fetch(600);
+    let split = fetch(600, 20_000);
     assert_eq!(split.values().sum::<usize>(), 600, "{split:?}");
     let e = 200.0;
     let chi2: f64 = ["Port3", "Port4", "vm1"]
@@ -449,7 +453,7 @@ fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_
         },
     )
     .unwrap();
-    let after = fetch(300);
+    let after = fetch(300, 21_000);
     assert_eq!(after.values().sum::<usize>(), 300, "{after:?}");
     assert_eq!(
         after.get("Port4"),
