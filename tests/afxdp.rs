@@ -41,39 +41,7 @@ impl Rig {
         for &i in ports {
             let h = Netns::new(&format!("{tag}-h{i}"));
             let x = format!("x{i}");
-            edge.ip(&[
-                "link",
-                "add",
-                &x,
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-                "netns",
-                h.name(),
-            ]);
-            edge.ip(&["link", "set", &x, "up"]);
-            // AF_XDP carries no offload state: the hosts send plain frames.
-            let out = h.exec(
-                5,
-                &[
-                    "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-                ],
-            );
-            assert!(
-                out.status.success(),
-                "ethtool: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            common::veth_to_host(&edge, &h, &x);
             h.address(
                 "eth0",
                 &format!("10.0.{i}.2/24"),

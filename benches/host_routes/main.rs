@@ -25,11 +25,8 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,28 +56,6 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The shared full IPv4 table, without the bench's own ranges.
-fn table() -> Vec<Ipv4Net> {
-    let path = common::need_data(NAME, "rib/ipv4-fullview-2023.txt")
-        .unwrap_or_else(|| std::process::exit(1));
-    let ours: [Ipv4Net; 4] = [
-        "10.0.0.0/8".parse().unwrap(),
-        "192.0.2.0/24".parse().unwrap(),
-        "0.0.0.0/8".parse().unwrap(),
-        "127.0.0.0/8".parse().unwrap(),
-    ];
-    let mut seen = HashSet::new();
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse::<Ipv4Net>().ok())
-        .map(|n| n.trunc())
-        .filter(|n| n.prefix_len() > 0)
-        .filter(|n| !ours.iter().any(|o| o.contains(n) || n.contains(o)))
-        .filter(|n| seen.insert(*n))
-        .collect()
-}
-
 /// `route VERB P via GW dev m2 proto static` for every prefix.
 fn script(verb: &str, prefixes: &[Ipv4Net], gw: &str) -> String {
     let mut s = String::with_capacity(prefixes.len() * 56);
@@ -98,24 +73,8 @@ fn batch(ns: &Netns, script: &str) -> Duration {
 /// Runs `ip -batch` of `script` in the namespace named `ns` (which it does
 /// not own); its wall time. Any error fails the bench.
 fn batch_in(ns: &str, script: &str) -> Duration {
-    use std::io::Write;
     let started = Instant::now();
-    let mut child = Command::new("timeout")
-        .args(["600", "ip", "-n", ns, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(script.as_bytes()).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip -n {ns} -batch: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ip_batch(ns, false, 600, script);
     started.elapsed()
 }
 
@@ -201,28 +160,6 @@ fn udp_rtt_us(from: &Netns, to: &Netns, server: SocketAddr, client: SocketAddr) 
     );
     median(&mut rtts)
 }
-
-fn birdc(sock: &Path, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("30")
-        .arg("birdc")
-        .arg("-s")
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The line of `show protocols` for `proto` (state and since when).
-fn session(sock: &Path, proto: &str) -> String {
-    birdc(sock, &["show", "protocols", proto])
-        .lines()
-        .find(|l| l.starts_with(proto))
-        .unwrap_or("")
-        .to_owned()
-}
-
 /// Lines of the host kernel's IPv4 main table in `ns`.
 fn kernel_routes(ns: &Netns) -> u64 {
     let out = ns.exec(30, &["wc", "-l", "/proc/net/route"]);
@@ -246,28 +183,6 @@ fn iperf3_gbps(rig_h2: &Netns, h3: &Netns) -> f64 {
         / 1e9
 }
 
-/// The kernel forwarding between two hosts (`h2 ─ r ─ h3`, ip_forward),
-/// the baseline of what full-table churn costs forwarding on this machine.
-fn kernel_forwarder() -> [Netns; 3] {
-    let (h2, r, h3) = (
-        Netns::new("hr-kh2"),
-        Netns::new("hr-kr"),
-        Netns::new("hr-kh3"),
-    );
-    for (host, rdev, hdev) in [(&h2, "r2", "eth2"), (&h3, "r3", "eth3")] {
-        r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
-        r.ip(&["link", "set", hdev, "netns", host.name()]);
-    }
-    r.address("r2", "10.0.2.1/24", None);
-    r.address("r3", "10.0.3.1/24", None);
-    let out = r.exec(5, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    assert!(out.status.success(), "sysctl ip_forward");
-    h2.address("eth2", "10.0.2.2/24", Some("10.0.2.1"));
-    h3.address("eth3", "10.0.3.2/24", Some("10.0.3.1"));
-    h2.wait_for_ping("10.0.3.2", 10);
-    [h2, r, h3]
-}
-
 fn main() {
     if !common::need_root(NAME)
         || !common::need_tool(NAME, "bird", "--version")
@@ -275,7 +190,7 @@ fn main() {
     {
         std::process::exit(1);
     }
-    let full = table();
+    let full = common::bird::shared_table(NAME).unwrap_or_else(|| std::process::exit(1));
     let n = full.len() as u64;
     let small: Vec<Ipv4Net> = full
         .iter()
@@ -379,36 +294,11 @@ fn main() {
     drop(tiny);
 
     // BIRD: the full table over eBGP into the host's kernel and the FIB.
-    let dir = common::temp_dir("hr-bird");
-    let (up_sock, app_sock) = (dir.path().join("up.ctl"), dir.path().join("app.ctl"));
-    let (up_conf, app_conf) = (dir.path().join("up.conf"), dir.path().join("app.conf"));
-    let upstream = |prefixes: &[Ipv4Net]| {
-        let mut s = String::from(
-            "router id 10.0.2.2;\nprotocol device { }\nprotocol bgp peer_app {\n  local 10.0.2.2 as 65002;\n  neighbor 10.0.2.1 as 65001;\n  hold time 9;\n  ipv4 { import none; export all; next hop self; };\n}\nprotocol static upstream_routes {\n  ipv4;\n",
-        );
-        for p in prefixes {
-            let _ = writeln!(s, "  route {p} blackhole;");
-        }
-        s.push_str("}\n");
-        s
-    };
-    std::fs::write(&up_conf, upstream(&small)).unwrap();
-    std::fs::write(
-        &app_conf,
-        "router id 10.0.2.1;\nprotocol device { }\nprotocol kernel { ipv4 { import none; export all; }; }\nprotocol bgp peer_up {\n  local 10.0.2.1 as 65001;\n  neighbor 10.0.2.2 as 65002;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
-    )
-    .unwrap();
-    let bird = |ns: &Netns, conf: &Path, sock: &Path| {
-        let (c, s) = (conf.display().to_string(), sock.display().to_string());
-        ns.spawn(&["bird", "-f", "-c", &c, "-s", &s, "-P", &format!("{s}.pid")])
-    };
-    let _up = bird(&rig.h2, &up_conf, &up_sock);
-    let _app = bird(&rig.app, &app_conf, &app_sock);
+    let peers = common::bird::Peers::start(&rig.h2, &rig.app, &small);
     until_routes(&rig, 1000, Instant::now(), Duration::from_secs(60));
     let base = kernel_routes(&rig.app);
-    std::fs::write(&up_conf, upstream(&full)).unwrap();
     let started = Instant::now();
-    assert!(birdc(&up_sock, &["configure"]).contains("Reconfigured"));
+    peers.announce(&full);
     let mut bird_kernel = None;
     loop {
         if bird_kernel.is_none() && kernel_routes(&rig.app) >= base - 1000 + n {
@@ -463,8 +353,10 @@ fn main() {
     }
 
     // Forwarding with and without full-table churn in the host's kernel.
-    let before = session(&app_sock, "peer_up");
-    let [kh2, _kr, kh3] = kernel_forwarder();
+    let before = peers.session();
+    // The kernel forwarding between two hosts: the baseline of what
+    // full-table churn costs forwarding on this machine.
+    let [kh2, _kr, kh3] = common::kernel_router("hr-k");
     let (mut quiet, mut churned) = (Vec::new(), Vec::new());
     let (mut k_quiet, mut k_churned) = (Vec::new(), Vec::new());
     let flip = [
@@ -491,7 +383,7 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         churn.join().unwrap();
     }
-    let after = session(&app_sock, "peer_up");
+    let after = peers.session();
 
     let (k, m) = (median(&mut kernel_s), median(&mut mirror_s));
     let (sk, sm) = (median(&mut small_k), median(&mut small_m));

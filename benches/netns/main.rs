@@ -242,20 +242,7 @@ impl Topology {
 }
 
 fn kernel() -> Topology {
-    let (h2, r, h3) = (Netns::new("bk-h2"), Netns::new("bk-r"), Netns::new("bk-h3"));
-    for (host, rdev, hdev) in [(&h2, "r2", "eth2"), (&h3, "r3", "eth3")] {
-        r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
-        r.ip(&["link", "set", hdev, "netns", host.name()]);
-    }
-    r.address("r2", "10.0.2.1/24", None);
-    r.address("r3", "10.0.3.1/24", None);
-    ok(
-        &r.exec(5, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
-        "sysctl",
-    );
-    h2.address("eth2", "10.0.2.2/24", Some("10.0.2.1"));
-    h3.address("eth3", "10.0.3.2/24", Some("10.0.3.1"));
-    h2.wait_for_ping("10.0.3.2", 10);
+    let [h2, r, h3] = common::kernel_router("bk");
     Topology {
         name: "kernel",
         forwarder: Forwarder::Kernel { _router: r },
@@ -320,36 +307,7 @@ fn edgefwd_veth(name: &'static str, tag: &str, kind: &str) -> Topology {
     let mut ports = String::new();
     for (i, h) in [(2, &h2), (3, &h3)] {
         let x = format!("x{i}");
-        edge.ip(&[
-            "link",
-            "add",
-            &x,
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "numtxqueues",
-            "2",
-            "numrxqueues",
-            "2",
-            "netns",
-            h.name(),
-        ]);
-        edge.ip(&["link", "set", &x, "up"]);
-        ok(
-            &h.exec(
-                5,
-                &[
-                    "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-                ],
-            ),
-            "ethtool",
-        );
+        common::veth_to_host(&edge, h, &x);
         let link: serde_json::Value =
             serde_json::from_str(&edge.ip(&["-j", "link", "show", &x])).unwrap();
         let mac = link[0]["address"].as_str().unwrap().to_owned();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod bird;
 pub mod host_rig;
 
 use std::io::Write;
@@ -93,36 +94,45 @@ impl Netns {
         Netns(name)
     }
 
-    /// Runs `ip -n NS [-j] -force -batch -` on `script`; returns stdout.
+    /// Runs `ip -n NS [-j] -force -batch -` on `script` ([`ip_batch`],
+    /// within 60 s); returns stdout.
     pub fn batch(&self, json: bool, script: &str) -> String {
-        // Bounded in time: a wedged `ip` fails the test instead of hanging it.
-        let mut args = vec!["60", "ip", "-n", &self.0];
-        if json {
-            args.push("-j");
-        }
-        args.extend(["-force", "-batch", "-"]);
-        let mut child = Command::new("timeout")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Feed stdin from a thread: the answers fill stdout's pipe long
-        // before the script is written.
-        let mut stdin = child.stdin.take().unwrap();
-        let script = script.to_owned();
-        let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && err.trim().is_empty(),
-            "ip batch failed ({}): {err}",
-            out.status
-        );
-        String::from_utf8(out.stdout).unwrap()
+        ip_batch(&self.0, json, 60, script)
     }
+}
+
+/// Runs `ip -n NS [-j] -force -batch -` on `script` in the namespace named
+/// `ns` (which the caller need not own), within `secs` seconds: a wedged
+/// `ip` fails the test instead of hanging it; so does any error. Returns
+/// stdout.
+pub fn ip_batch(ns: &str, json: bool, secs: u32, script: &str) -> String {
+    let secs = secs.to_string();
+    let mut args = vec![secs.as_str(), "ip", "-n", ns];
+    if json {
+        args.push("-j");
+    }
+    args.extend(["-force", "-batch", "-"]);
+    let mut child = Command::new("timeout")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Feed stdin from a thread: the answers fill stdout's pipe long
+    // before the script is written.
+    let mut stdin = child.stdin.take().unwrap();
+    let script = script.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "ip -n {ns} batch failed ({}): {err}",
+        out.status
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 impl Netns {
@@ -495,4 +505,67 @@ pub fn pcap_in_memory(frames: &[(u64, Vec<u8>)]) -> &'static [u8] {
         drop(w.into_inner());
     }
     out.leak()
+}
+
+/// A veth pair with two queues each side: `dev` in `edge` (up), its peer
+/// `eth0` in `host`, which sends plain frames (no checksum offload, TSO or
+/// GSO: AF_XDP and AF_PACKET carry no offload state). The host side is
+/// left for the caller to address.
+pub fn veth_to_host(edge: &Netns, host: &Netns, dev: &str) {
+    edge.ip(&[
+        "link",
+        "add",
+        dev,
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "netns",
+        host.name(),
+    ]);
+    edge.ip(&["link", "set", dev, "up"]);
+    let out = host.exec(
+        5,
+        &[
+            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "ethtool in {}: {}",
+        host.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The kernel forwarding between two hosts: `TAG-h2` (10.0.2.2) ─veth─
+/// `TAG-r` (ip_forward) ─veth─ `TAG-h3` (10.0.3.2), h2 already reaching
+/// h3. Returns the three namespaces, h2, r, h3.
+pub fn kernel_router(tag: &str) -> [Netns; 3] {
+    let (h2, r, h3) = (
+        Netns::new(&format!("{tag}-h2")),
+        Netns::new(&format!("{tag}-r")),
+        Netns::new(&format!("{tag}-h3")),
+    );
+    for (host, rdev, hdev) in [(&h2, "r2", "eth2"), (&h3, "r3", "eth3")] {
+        r.ip(&["link", "add", rdev, "type", "veth", "peer", "name", hdev]);
+        r.ip(&["link", "set", hdev, "netns", host.name()]);
+    }
+    r.address("r2", "10.0.2.1/24", None);
+    r.address("r3", "10.0.3.1/24", None);
+    let out = r.exec(5, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    assert!(out.status.success(), "sysctl ip_forward in {}", r.name());
+    h2.address("eth2", "10.0.2.2/24", Some("10.0.2.1"));
+    h3.address("eth3", "10.0.3.2/24", Some("10.0.3.1"));
+    h2.wait_for_ping("10.0.3.2", 10);
+    [h2, r, h3]
 }
