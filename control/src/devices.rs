@@ -63,13 +63,7 @@ pub fn open(
 ) -> io::Result<Arc<dyn Device>> {
     match bind {
         Binding::Tap { name, netns } => {
-            let tap = Tap::open(
-                name,
-                netns.as_deref(),
-                params.workers,
-                params.offload,
-                params.depth,
-            )?;
+            let tap = open_tap(name, netns.as_deref(), params)?;
             info!(port = port_name, %bind, queues = tap.queues(), offload = params.offload, "opened");
             Ok(Arc::new(tap))
         }
@@ -108,14 +102,13 @@ pub fn open_mirror(
     let Binding::Tap { name, netns } = bind else {
         return Err(io::Error::other("a host mirror is a TAP"));
     };
-    let tap = Tap::open(
-        name,
-        netns.as_deref(),
-        params.workers,
-        params.offload,
-        params.depth,
-    )?;
+    let tap = open_tap(name, netns.as_deref(), params)?;
     let index = edgefwd_io::mirror::configure(&tap, port.mac, port.mtu, &port.addresses)?;
     info!(port = %port.name, %bind, index, "host mirror opened");
     Ok((Arc::new(tap), index))
+}
+
+/// TAP `name` in `netns` with a queue per worker, as `params` ask.
+fn open_tap(name: &str, netns: Option<&str>, params: &DeviceParams) -> io::Result<Tap> {
+    Tap::open(name, netns, params.workers, params.offload, params.depth)
 }

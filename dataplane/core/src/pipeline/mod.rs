@@ -217,7 +217,7 @@ impl Router {
                 announcements: Vec::new(),
                 handoffs: Vec::with_capacity(256),
                 macs: Vec::new(),
-                punt_limit: punt::limiter(cfg.punt_rate, cfg.punt_burst),
+                punt_limit: TokenBucket::new(cfg.punt_rate, cfg.punt_burst),
             },
             s: Scratch {
                 spare: Vec::with_capacity(64),

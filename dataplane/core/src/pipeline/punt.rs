@@ -14,7 +14,6 @@
 //! transmit queue bounds it: a flood at the appliance's address costs the
 //! host what the policer lets through, counted as `punt_dropped` beyond.
 
-use super::ratelimit::TokenBucket;
 use super::{transmit, Output, Tables};
 use crate::packet::buf::Next;
 use crate::packet::Packet;
@@ -77,11 +76,6 @@ impl Mirrors {
     pub fn of(&self, mirror: PortId) -> Option<PortId> {
         self.of.get(usize::from(mirror)).copied().flatten()
     }
-}
-
-/// The punt policer of one worker.
-pub(super) fn limiter(rate: u32, burst: u32) -> TokenBucket {
-    TokenBucket::new(rate, burst)
 }
 
 /// inject: frames received on a mirror go out of its port as they are.
