@@ -327,6 +327,10 @@ impl Daemon {
     }
 
     fn watch_binding(&mut self, b: &Binding) {
+        // A VM's frontend coming and going is no kernel event: polled.
+        if let (Some((_, all)), Binding::VhostUser { .. }) = (&mut self.link_events, b) {
+            *all = false;
+        }
         let (Some((events, all)), Some(ns)) = (&mut self.link_events, b.link_namespace()) else {
             return;
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use edgefwd_core::packet::buf::MAX_FRAME;
 use edgefwd_io::tap::GSO_MAX_FRAME;
-use edgefwd_io::{AfPacket, AfXdp, Binding, Device, NoDevice, Tap};
+use edgefwd_io::{AfPacket, AfXdp, Binding, Device, NoDevice, Tap, VhostUser};
 use tracing::info;
 
 use crate::config::{Config, PortConfig};
@@ -84,9 +84,14 @@ pub fn open(
             info!(port = port_name, %bind, sockets = nic.queues(), copy_mode = nic.copy_mode(), "opened");
             Ok(Arc::new(nic))
         }
+        Binding::VhostUser { path, client } => {
+            let vm = VhostUser::open(path, *client, params.workers, params.offload)?;
+            info!(port = port_name, %bind, "listening for its VM's frontend");
+            Ok(Arc::new(vm))
+        }
         Binding::None => Ok(Arc::new(NoDevice)),
         Binding::Pcap => Err(io::Error::other(
-            "pcap is for replay; run needs tap:, afpacket: or none",
+            "pcap is for replay; run needs tap:, afpacket:, afxdp:, vhost-user: or none",
         )),
     }
 }

@@ -119,6 +119,8 @@ drop_reasons! {
     RxQueueFull = "rx_queue_full",
     /// A device's offload header does not fit the packet it came with.
     OffloadInvalid = "offload_invalid",
+    /// A VM's descriptor chain (vhost-user) that points outside its memory, loops, is empty, or is write-only where the frame is to be read.
+    VirtioBadDescriptor = "virtio_bad_descriptor",
 }
 
 impl DropReason {

@@ -33,6 +33,15 @@ pub enum Binding {
         /// Network namespace the interface lives in.
         netns: Option<String>,
     },
+    /// `vhost-user:PATH`: a VM's virtio-net device over vhost-user, edgefwd
+    /// listening at the Unix socket `PATH`; `vhost-user:PATH?client`:
+    /// edgefwd connects to a frontend listening there.
+    VhostUser {
+        /// The socket's path.
+        path: PathBuf,
+        /// edgefwd connects (the frontend listens).
+        client: bool,
+    },
     /// `pcap`: fed and drained by `replay`.
     Pcap,
     /// `none`: administratively down.
@@ -51,6 +60,17 @@ pub fn valid_ifname(n: &str) -> bool {
 impl Binding {
     /// Parses a `bind` value; `None` when it is not one of the forms above.
     pub fn parse(s: &str) -> Option<Binding> {
+        if let Some(rest) = s.strip_prefix("vhost-user:") {
+            let (path, client) = match rest.strip_suffix("?client") {
+                Some(p) => (p, true),
+                None => (rest, false),
+            };
+            let ok = !path.is_empty() && !path.contains('\0') && path.len() < 108;
+            return ok.then(|| Binding::VhostUser {
+                path: PathBuf::from(path),
+                client,
+            });
+        }
         let Some((kind, rest)) = s.split_once(':') else {
             return match s {
                 "pcap" => Some(Binding::Pcap),
@@ -85,7 +105,7 @@ impl Binding {
             Binding::Tap { netns, .. }
             | Binding::AfPacket { netns, .. }
             | Binding::AfXdp { netns, .. } => Some(netns.as_deref().map(netns_path)),
-            Binding::Pcap | Binding::None => None,
+            Binding::VhostUser { .. } | Binding::Pcap | Binding::None => None,
         }
     }
 }
@@ -118,6 +138,13 @@ impl fmt::Display for Binding {
                 name,
                 netns: Some(ns),
             } => write!(f, "afxdp:{name}@{ns}"),
+            Binding::VhostUser { path, client } => {
+                write!(f, "vhost-user:{}", path.display())?;
+                if *client {
+                    f.write_str("?client")?;
+                }
+                Ok(())
+            }
             Binding::Pcap => f.write_str("pcap"),
             Binding::None => f.write_str("none"),
         }
@@ -138,6 +165,8 @@ mod tests {
             "afpacket:veth1@r",
             "afxdp:eth1",
             "afxdp:veth1@r",
+            "vhost-user:/run/vm1.sock",
+            "vhost-user:vm@2.sock?client",
             "pcap",
             "none",
         ] {
@@ -151,6 +180,8 @@ mod tests {
             "tap:sixteen-chars-xx",
             "tun:x",
             "afpacket:a/b",
+            "vhost-user:",
+            "vhost-user:?client",
             "PCAP",
             "",
         ] {

@@ -26,6 +26,7 @@ pub mod recorder;
 pub mod rtnl;
 mod sys;
 pub mod tap;
+pub mod vhost;
 pub mod worker;
 
 pub use afpacket::AfPacket;
@@ -43,3 +44,4 @@ pub use recorder::Recorder;
 pub use rtnl::Rtnl;
 pub use sys::{in_netns, set_socket_option, Ring};
 pub use tap::Tap;
+pub use vhost::VhostUser;
