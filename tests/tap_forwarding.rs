@@ -190,7 +190,7 @@ fn a_vanished_tap_takes_its_port_down_and_the_others_keep_forwarding() {
     vm.ns.ip(&["link", "del", vm.dev]);
     let (ok, out) = h2.ping(&["-c", "3", "-i", "0.2", "-W", "2", &h3.addr()]);
     assert!(ok, "Port2 to Port3 still forwards: {out}");
-    wait_for_link(&app, "vm1", "gone");
+    common::wait_for_link(&app.socket, "vm1", "gone");
     let (ok, _) = h2.ping(&["-c", "1", "-W", "1", &vm.addr()]);
     assert!(!ok, "nothing answers for the vanished VM");
     let s = app.stop();
@@ -445,35 +445,6 @@ fn an_afpacket_port_forwards_to_a_tap_and_back() {
     drop(r);
 }
 
-/// The link state the daemon reports for `port` (`port show --json`).
-fn link_of(app: &Appliance, port: &str) -> String {
-    let v = edgefwd_control::api::call(&app.socket, edgefwd_control::api::Command::PortShow {})
-        .expect("port show");
-    v["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == port)
-        .map(|p| p["link"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
-
-/// Waits (at most 5 s) until the daemon reports `port`'s link as `want`.
-fn wait_for_link(app: &Appliance, port: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let link = link_of(app, port);
-        if link == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{port} stayed {link}, not {want}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A TAP opened in one namespace and then moved (and renamed) into
 /// another, as CNI plugins and orchestrators hand devices to pods and VMs:
 /// the port follows it, reports its link there, and forwards.
@@ -491,10 +462,10 @@ fn a_tap_moved_to_another_namespace_keeps_forwarding() {
     let app = Appliance::start("mv", &["Port3"], &port2);
     stage.wait_for_device("p2");
     stage.ip(&["link", "set", "p2", "up"]);
-    wait_for_link(&app, "Port2", "up");
+    common::wait_for_link(&app.socket, "Port2", "up");
     // Moving a device takes it down; the daemon sees that in its new home.
     stage.ip(&["link", "set", "p2", "netns", h2.name(), "name", "eth9"]);
-    wait_for_link(&app, "Port2", "admin-down");
+    common::wait_for_link(&app.socket, "Port2", "admin-down");
     let host2 = Host {
         ns: h2,
         dev: "eth9",
@@ -502,7 +473,7 @@ fn a_tap_moved_to_another_namespace_keeps_forwarding() {
         subnet: "10.0.2",
     };
     host2.configure();
-    wait_for_link(&app, "Port2", "up");
+    common::wait_for_link(&app.socket, "Port2", "up");
     host2.ns.wait_for_ping(&host2.gateway(), 5);
     let h3 = app.host("Port3");
     let (ok, out) = host2.ping(&["-c", "3", "-i", "0.2", "-W", "2", &h3.addr()]);

@@ -86,7 +86,7 @@ pub fn open(
         }
         Binding::VhostUser { path, client } => {
             let vm = VhostUser::open(path, *client, params.workers, params.offload)?;
-            info!(port = port_name, %bind, "listening for its VM's frontend");
+            info!(port = port_name, %bind, "waiting for its VM's frontend");
             Ok(Arc::new(vm))
         }
         Binding::None => Ok(Arc::new(NoDevice)),

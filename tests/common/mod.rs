@@ -5,6 +5,8 @@
 pub mod appliance;
 pub mod bird;
 pub mod host_rig;
+pub mod testpmd;
+pub mod virtio;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -568,4 +570,34 @@ pub fn kernel_router(tag: &str) -> [Netns; 3] {
     h3.address("eth3", "10.0.3.2/24", Some("10.0.3.1"));
     h2.wait_for_ping("10.0.3.2", 10);
     [h2, r, h3]
+}
+
+/// The link state the daemon on `socket` reports for `port` (`port show`).
+pub fn link_of(socket: &std::path::Path, port: &str) -> String {
+    let v = edgefwd_control::api::call(socket, edgefwd_control::api::Command::PortShow {})
+        .expect("port show");
+    v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .map(|p| p["link"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+/// Waits (at most 5 s) until the daemon on `socket` reports `port`'s link
+/// as `want`.
+pub fn wait_for_link(socket: &std::path::Path, port: &str, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let link = link_of(socket, port);
+        if link == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{port} stayed {link}, not {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

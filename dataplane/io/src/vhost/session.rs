@@ -142,6 +142,10 @@ impl VhostUserBackendReqHandlerMut for Session {
         }
         self.shared.features.store(features, Ordering::Release);
         self.shared.count_pairs();
+        tracing::info!(
+            features = format_args!("{features:#x}"),
+            "vhost-user features agreed"
+        );
         Ok(())
     }
 

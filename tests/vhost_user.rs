@@ -1,0 +1,327 @@
+//! `vhost-user:` ports end to end.
+//!
+//! - A hostile test frontend (`common::virtio`, a virtio-net driver of its
+//!   own over the `vhost` crate's frontend) posts chains outside guest
+//!   memory, loops, oversize chains and chains of the wrong direction:
+//!   each is counted, given back, and the port keeps answering. It then
+//!   leaves and a new one connects: the link follows.
+//! - DPDK's `dpdk-testpmd` with a `net_virtio_user` port plays the VM: it
+//!   forwards (io mode) between that port and a TAP of its own (`net_tap`)
+//!   in a namespace, whose kernel then talks through edgefwd like a VM's
+//!   would. Ping, a 50 MB TCP transfer checked by sha256 to a host on a
+//!   TAP port, two such VMs talking to each other, and a VM that goes away
+//!   mid-stream and comes back. The hosts' kernels are the oracle.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::testpmd::{need_testpmd, Testpmd, VmSpec};
+use common::virtio::{TestVm, F_VERSION_1, NEXT, TX_AT, WRITE};
+use common::{Daemon, Netns};
+use edgefwd_control::config::Config;
+use edgefwd_core::stats::DropReason;
+
+const TEST: &str = "vhost_user";
+const VM_MAC: [u8; 6] = [0x02, 0, 0, 0, 3, 2];
+const EDGE_MAC: [u8; 6] = [0x02, 0, 0, 0, 3, 1];
+
+/// An ARP request from the test VM (10.0.3.2) for 10.0.3.1, behind a
+/// zero virtio-net header of `hdr` bytes.
+fn arp_request(hdr: usize) -> Vec<u8> {
+    let mut f = vec![0u8; hdr];
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&VM_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&VM_MAC);
+    f.extend_from_slice(&[10, 0, 3, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 3, 1]);
+    f
+}
+
+/// Sends an ARP request from `vm` (as chain head `head` of its transmit
+/// ring, descriptor `head` too) and checks edgefwd's answer in its next
+/// receive buffer, with another parser (etherparse).
+fn arp_round_trip(vm: &mut TestVm, head: u16, tx_used: u16, rx_used: u16) {
+    let req = arp_request(12);
+    let at = TX_AT + 0x1000 * u64::from(head);
+    vm.write(at, &req);
+    vm.desc(1, head, at, req.len() as u32, 0, 0);
+    vm.post(1, head);
+    vm.kick(1);
+    vm.wait_used(1, tx_used);
+    vm.wait_used(0, rx_used);
+    let (id, len) = vm.used(0, rx_used - 1);
+    let buf = vm.rx_buffer(id, len);
+    assert!(buf.len() > 12, "a frame behind the header: {len} bytes");
+    let eth = etherparse::SlicedPacket::from_ethernet(&buf[12..]).expect("an Ethernet frame");
+    let Some(etherparse::NetSlice::Arp(arp)) = eth.net else {
+        panic!("not ARP: {:02x?}", &buf[12..]);
+    };
+    assert_eq!(arp.operation(), etherparse::ArpOperation::REPLY);
+    assert_eq!(arp.sender_protocol_addr(), &[10, 0, 3, 1]);
+    assert_eq!(arp.sender_hw_addr(), &EDGE_MAC);
+    assert_eq!(arp.target_protocol_addr(), &[10, 0, 3, 2]);
+    assert_eq!(arp.target_hw_addr(), &VM_MAC);
+}
+
+fn vm_port_config(dir: &Path, sock: &Path) -> Config {
+    let toml = format!(
+        "[dataplane]\nworkers = 2\n[control]\nsocket = \"{}\"\n\n\
+         [[port]]\nname = \"Port3\"\nbind = \"vhost-user:{}\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n",
+        dir.join("control.sock").display(),
+        sock.display()
+    );
+    Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+#[test]
+fn hostile_descriptors_are_counted_given_back_and_the_port_keeps_working() {
+    let dir = common::temp_dir("vhost-hostile");
+    let sock = dir.path().join("vm.sock");
+    let control = dir.path().join("control.sock");
+    let mut daemon = Daemon::start(vm_port_config(dir.path(), &sock));
+    let mut vm = TestVm::connect(&sock, F_VERSION_1);
+    common::wait_for_link(&control, "Port3", "up");
+    vm.post_rx(8);
+
+    // Each chain below is one the guest may not post.
+    // 0: a buffer far outside guest memory.
+    vm.desc(1, 0, 1 << 40, 64, 0, 0);
+    // 1: a loop, 1 -> 2 -> 1.
+    vm.desc(1, 1, TX_AT, 64, NEXT, 2);
+    vm.desc(1, 2, TX_AT + 64, 64, NEXT, 1);
+    // 3: larger than any frame (128 KiB).
+    vm.desc(1, 3, TX_AT, 0x20000, 0, 0);
+    // 4: `next` outside the descriptor table.
+    vm.desc(1, 4, TX_AT, 64, NEXT, 200);
+    // 5: write-only, in a transmit chain.
+    vm.desc(1, 5, TX_AT, 64, WRITE, 0);
+    // 6: an indirect table whose length is not a whole descriptor.
+    vm.desc(1, 6, TX_AT, 15, 4, 0);
+    for head in [0, 1, 3, 4, 5, 6] {
+        vm.post(1, head);
+    }
+    vm.kick(1);
+    vm.wait_used(1, 6);
+    for n in 0..6 {
+        assert_eq!(vm.used(1, n).1, 0, "a transmit chain is given back empty");
+    }
+    // The port still answers: an ARP request gets its reply.
+    arp_round_trip(&mut vm, 7, 7, 1);
+
+    // The VM goes away: the link goes down; a new one brings it up.
+    drop(vm);
+    common::wait_for_link(&control, "Port3", "no-carrier");
+    let mut vm = TestVm::connect(&sock, F_VERSION_1);
+    common::wait_for_link(&control, "Port3", "up");
+    vm.post_rx(4);
+    arp_round_trip(&mut vm, 0, 1, 1);
+
+    let s = daemon.stop().expect("daemon");
+    common::assert_identity(&s);
+    let port = &s.stats.ports[0];
+    assert_eq!(port.drops[DropReason::VirtioBadDescriptor as usize], 5);
+    assert_eq!(port.drops[DropReason::Oversize as usize], 1);
+    assert_eq!(port.rx, 8, "six bad chains and two ARP requests received");
+    drop(dir);
+}
+
+/// edgefwd with a host on a TAP (`Port2`, h2 10.0.2.2) and two VMs on
+/// vhost-user (`Port3`: edgefwd listens, VM 10.0.3.2; `Port4`: edgefwd
+/// connects to testpmd's socket, VM 10.0.4.2), both VMs in one testpmd.
+/// Fields drop in order: testpmd, then the daemon, then the namespaces.
+struct Rig {
+    testpmd: Option<Testpmd>,
+    daemon: Daemon,
+    h2: Netns,
+    vm3: Netns,
+    vm4: Netns,
+    dir: tempfile::TempDir,
+    tag: String,
+}
+
+impl Rig {
+    fn start(tag: &str) -> Rig {
+        let dir = common::temp_dir(tag);
+        let (h2, vm3, vm4) = (
+            Netns::new(&format!("{tag}-h2")),
+            Netns::new(&format!("{tag}-vm3")),
+            Netns::new(&format!("{tag}-vm4")),
+        );
+        let toml = format!(
+            "[dataplane]\nworkers = 2\n[control]\nsocket = \"{}\"\n\n\
+             [[port]]\nname = \"Port2\"\nbind = \"tap:p2@{}\"\nmac = \"02:00:00:00:02:01\"\naddresses = [\"10.0.2.1/24\"]\n\n\
+             [[port]]\nname = \"Port3\"\nbind = \"vhost-user:{}\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n\n\
+             [[port]]\nname = \"Port4\"\nbind = \"vhost-user:{}?client\"\nmac = \"02:00:00:00:04:01\"\naddresses = [\"10.0.4.1/24\"]\n",
+            dir.path().join("control.sock").display(),
+            h2.name(),
+            dir.path().join("vm3.sock").display(),
+            dir.path().join("vm4.sock").display(),
+        );
+        let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let daemon = Daemon::start(cfg);
+        h2.wait_for_device("p2");
+        h2.address("p2", "10.0.2.2/24", Some("10.0.2.1"));
+        let mut rig = Rig {
+            testpmd: None,
+            daemon,
+            h2,
+            vm3,
+            vm4,
+            dir,
+            tag: tag.to_owned(),
+        };
+        rig.boot_vms();
+        rig
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Starts testpmd (the two VMs) and gives their TAPs their addresses.
+    fn boot_vms(&mut self) {
+        let (s3, s4) = (
+            self.dir.path().join("vm3.sock"),
+            self.dir.path().join("vm4.sock"),
+        );
+        let vms = [
+            VmSpec {
+                iface: "vmeth3",
+                socket: &s3,
+                server: false,
+            },
+            VmSpec {
+                iface: "vmeth4",
+                socket: &s4,
+                server: true,
+            },
+        ];
+        // A VM that listens leaves its socket behind when killed, and
+        // testpmd will not bind over it (nor would its orchestrator leave
+        // it).
+        let _ = std::fs::remove_file(&s4);
+        let log = self.dir.path().join("testpmd.log");
+        let t = Testpmd::start(&self.vm3, &self.tag, &vms, &log);
+        // The second VM's TAP moves to its own namespace; testpmd's fd
+        // follows it.
+        self.vm3
+            .ip(&["link", "set", "vmeth4", "netns", self.vm4.name()]);
+        self.vm3.address("vmeth3", "10.0.3.2/24", Some("10.0.3.1"));
+        self.vm4.wait_for_device("vmeth4");
+        self.vm4.address("vmeth4", "10.0.4.2/24", Some("10.0.4.1"));
+        self.testpmd = Some(t);
+        for port in ["Port3", "Port4"] {
+            common::wait_for_link(&self.socket(), port, "up");
+        }
+        self.vm3.wait_for_ping("10.0.3.1", 5);
+        self.vm4.wait_for_ping("10.0.4.1", 5);
+    }
+
+    fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
+        let mut cmd = vec!["ping", "-n"];
+        cmd.extend_from_slice(args);
+        let out = ns.exec(20, &cmd);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+fn need(test: &str) -> bool {
+    common::need_root_and_ping(test) && need_testpmd(test)
+}
+
+#[test]
+fn a_vm_on_vhost_user_pings_and_moves_50_mb_intact_both_ways() {
+    if !need(TEST) {
+        return;
+    }
+    const LEN: usize = 50 << 20;
+    let mut rig = Rig::start("vu-tcp");
+    for (ns, to) in [(&rig.vm3, "10.0.2.2"), (&rig.h2, "10.0.3.2")] {
+        let (ok, out) = Rig::ping(ns, &["-c", "3", "-W", "2", to]);
+        assert!(ok, "ping {to}: {out}");
+    }
+    for (from, to, dst) in [
+        (&rig.vm3, &rig.h2, "10.0.2.2:5001"),
+        (&rig.h2, &rig.vm3, "10.0.3.2:5002"),
+    ] {
+        let dst: SocketAddr = dst.parse().unwrap();
+        let started = Instant::now();
+        let t = common::tcp_transfer(from, to, dst, LEN);
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("to {dst}: {} bytes in {secs:.2} s", t.bytes);
+        assert_eq!(t.bytes, LEN);
+        assert!(t.intact, "sha256 of what arrived at {dst}");
+    }
+    rig.testpmd = None;
+    let s = rig.daemon.stop().expect("daemon");
+    common::assert_identity(&s);
+}
+
+#[test]
+fn two_vms_on_vhost_user_reach_each_other() {
+    if !need(TEST) {
+        return;
+    }
+    let mut rig = Rig::start("vu-vm2vm");
+    for (ns, to) in [(&rig.vm3, "10.0.4.2"), (&rig.vm4, "10.0.3.2")] {
+        let (ok, out) = Rig::ping(ns, &["-c", "3", "-W", "2", to]);
+        assert!(ok, "ping {to}: {out}");
+    }
+    let dst: SocketAddr = "10.0.4.2:5003".parse().unwrap();
+    let t = common::tcp_transfer(&rig.vm3, &rig.vm4, dst, 8 << 20);
+    assert_eq!(t.bytes, 8 << 20);
+    assert!(t.intact, "sha256 of what arrived");
+    assert_eq!(
+        t.peer.ip().to_string(),
+        "10.0.3.2",
+        "routed, not translated"
+    );
+    rig.testpmd = None;
+    let s = rig.daemon.stop().expect("daemon");
+    common::assert_identity(&s);
+}
+
+#[test]
+fn a_vm_that_goes_away_mid_stream_takes_its_link_down_and_comes_back() {
+    if !need(TEST) {
+        return;
+    }
+    let mut rig = Rig::start("vu-back");
+    // A stream of pings to the VM, which stops halfway through it.
+    let stream = rig
+        .h2
+        .spawn(&["ping", "-n", "-i", "0.01", "-c", "400", "10.0.3.2"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    rig.testpmd.as_mut().unwrap().kill();
+    for port in ["Port3", "Port4"] {
+        common::wait_for_link(&rig.socket(), port, "no-carrier");
+    }
+    drop(stream);
+    // Nothing else stopped: the host still reaches edgefwd.
+    let (ok, out) = Rig::ping(&rig.h2, &["-c", "2", "-W", "1", "10.0.2.1"]);
+    assert!(ok, "{out}");
+    let (ok, _) = Rig::ping(&rig.h2, &["-c", "1", "-W", "1", "10.0.3.2"]);
+    assert!(!ok, "the stopped VM answered");
+
+    // The VMs come back (new TAPs, new sockets' sessions) and work.
+    rig.testpmd = None;
+    rig.boot_vms();
+    let (ok, out) = Rig::ping(&rig.h2, &["-c", "3", "-W", "2", "10.0.3.2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = Rig::ping(&rig.vm3, &["-c", "3", "-W", "2", "10.0.4.2"]);
+    assert!(ok, "{out}");
+    let dst: SocketAddr = "10.0.3.2:5004".parse().unwrap();
+    let t = common::tcp_transfer(&rig.h2, &rig.vm3, dst, 8 << 20);
+    assert!(t.intact && t.bytes == 8 << 20, "transfer after the return");
+    rig.testpmd = None;
+    let s = rig.daemon.stop().expect("daemon");
+    common::assert_identity(&s);
+}
