@@ -65,12 +65,17 @@ use crate::device::{
 };
 use crate::tap::GSO_MAX_FRAME;
 use session::Session;
-use virtq::{PutError, Vq, NET_HDR_LEN};
+use virtq::{Guest, PutError, Vq, NET_HDR_LEN};
 
 /// Entries a ring may have.
 const MAX_QUEUE_SIZE: u16 = 1024;
 /// How often the protocol thread looks for a frontend (or the stop flag).
 const POLL_EVERY: Duration = Duration::from_millis(50);
+/// Polls of an empty transmit ring before its kicks are asked for again:
+/// a guest that sends in bursts finds the worker still polling instead of
+/// paying a kick (a syscall each side) for every burst, as a ring the
+/// worker has just emptied is likely to fill again within microseconds.
+const EMPTY_POLLS: u32 = 64;
 /// Protocol errors in a row after which a frontend is dropped.
 const MAX_ERRORS: u32 = 16;
 
@@ -444,7 +449,8 @@ impl Device for VhostUser {
             return RxStatus::Drained;
         };
         let features = s.features.load(Ordering::Acquire);
-        let mem = s.mem.memory();
+        let map = s.mem.memory();
+        let mem = Guest::new(&map);
         let mut vq = vq.lock();
         if !vq.live() {
             drop(vq);
@@ -455,8 +461,14 @@ impl Device for VhostUser {
         let taken = vq.take_frames(&mem, Shared::hdr_len(features), pool, max, out);
         vq.publish(&mem);
         if taken >= max {
+            vq.empty_polls = 0;
             return RxStatus::More;
         }
+        if taken > 0 || vq.empty_polls < EMPTY_POLLS {
+            vq.empty_polls = if taken > 0 { 0 } else { vq.empty_polls + 1 };
+            return RxStatus::More;
+        }
+        vq.empty_polls = 0;
         s.rearm(io.queue);
         if vq.listen(&mem) {
             RxStatus::More
@@ -469,13 +481,15 @@ impl Device for VhostUser {
         let s = &*self.shared;
         let features = s.features.load(Ordering::Acquire);
         let pair = io.queue % s.pairs.load(Ordering::Acquire).max(1);
-        let mem = s.mem.memory();
+        let map = s.mem.memory();
+        let mem = Guest::new(&map);
         let mut vq = s.vqs[2 * pair].lock();
         if !vq.live() {
             s.tx_failed.fetch_add(pkts.len() as u64, Ordering::Relaxed);
             return pkts.len() as u64;
         }
         let (hdr_len, mergeable) = (Shared::hdr_len(features), features & F_MRG_RXBUF != 0);
+        let mut put = vq.putter(&mem);
         let mut failed = 0u64;
         let mut starved = false;
         for p in pkts.iter_mut() {
@@ -484,19 +498,19 @@ impl Device for VhostUser {
                 continue;
             }
             let off = p.meta.offload;
-            let put = if guest_takes(features, &off) {
+            let result = if guest_takes(features, &off) {
                 let mut hdr = [0u8; NET_HDR_LEN];
                 let mut h = off;
                 if features & F_GUEST_CSUM == 0 {
                     h.flags = 0;
                 }
                 h.encode((&mut hdr[..10]).try_into().expect("ten bytes"));
-                vq.put_frame(&mem, &mut hdr, hdr_len, p.buf.frame(), mergeable)
+                put.put(&mut hdr, hdr_len, p.buf.frame(), mergeable)
             } else {
                 let mut last = Ok(());
                 let cut = plain_frames(p, &mut io.scratch, |f| {
                     let mut hdr = [0u8; NET_HDR_LEN];
-                    last = vq.put_frame(&mem, &mut hdr, hdr_len, f, mergeable);
+                    last = put.put(&mut hdr, hdr_len, f, mergeable);
                     last.map_err(|e| io::Error::other(format!("{e:?}")))
                 });
                 match (cut, last) {
@@ -505,7 +519,7 @@ impl Device for VhostUser {
                     (Err(_), Ok(())) => Err(PutError::TooLarge),
                 }
             };
-            match put {
+            match result {
                 Ok(()) => {}
                 Err(PutError::NoBuffers) => {
                     s.tx_no_buffers.fetch_add(1, Ordering::Relaxed);

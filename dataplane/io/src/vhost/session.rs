@@ -168,6 +168,8 @@ impl VhostUserBackendReqHandlerMut for Session {
                 guest: r.guest_phys_addr,
             });
         }
+        let bytes: u64 = ctx.iter().map(|r| r.memory_size).sum();
+        tracing::info!(regions = ctx.len(), bytes, "vhost-user guest memory mapped");
         let mem = GuestMemoryMmap::from_regions(regions).map_err(internal)?;
         self.replace_memory(mem)?;
         self.mappings = mappings;

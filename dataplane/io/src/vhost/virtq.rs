@@ -9,17 +9,62 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::num::Wrapping;
+use std::sync::atomic::{fence, Ordering};
 
 use edgefwd_core::packet::offload::{Offload, VNET_HDR_LEN};
 use edgefwd_core::stats::DropReason;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use virtio_queue::{AvailIter, DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
 
 use crate::device::{BufSource, Received};
+
+/// The avail ring's flag by which a guest asks for no interrupts.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// The virtio-net header with `num_buffers` (virtio 1.0, or mergeable
 /// receive buffers).
 pub const NET_HDR_LEN: usize = 12;
+
+/// Guest memory as the data path reads it: `vm-memory`'s own map and its
+/// checked accessors, with the region found last asked first (a guest's
+/// rings and buffers mostly lie in one region; the map's own lookup is a
+/// binary search behind an `Arc` for every ring and buffer access).
+pub(crate) struct Guest<'m> {
+    map: &'m GuestMemoryMmap,
+    first: Option<&'m GuestRegionMmap>,
+}
+
+impl<'m> Guest<'m> {
+    pub fn new(map: &'m GuestMemoryMmap) -> Guest<'m> {
+        let first = map.iter().max_by_key(|r| r.len());
+        Guest { map, first }
+    }
+}
+
+impl GuestMemoryBackend for Guest<'_> {
+    type R = GuestRegionMmap;
+
+    #[inline]
+    fn num_regions(&self) -> usize {
+        self.map.num_regions()
+    }
+
+    #[inline]
+    fn find_region(&self, addr: GuestAddress) -> Option<&GuestRegionMmap> {
+        match self.first {
+            Some(r) if addr >= r.start_addr() && addr <= r.last_addr() => Some(r),
+            _ => self.map.find_region(addr),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &GuestRegionMmap> {
+        self.map.iter()
+    }
+}
 
 /// One virtqueue and what the frontend told about it.
 pub(crate) struct Vq {
@@ -31,6 +76,10 @@ pub(crate) struct Vq {
     pub call: Option<File>,
     /// `SET_VRING_ENABLE` (or no protocol features: enabled with features).
     pub enabled: bool,
+    /// Polls in a row that found the ring empty (transmit rings).
+    pub empty_polls: u32,
+    /// The guest's kicks are asked for.
+    listening: bool,
     /// Chains used and not yet published, with their lengths.
     used: Vec<(u16, u32)>,
     /// Writable pieces of the chains one frame goes into.
@@ -55,6 +104,8 @@ impl Vq {
             kick: None,
             call: None,
             enabled: false,
+            empty_polls: 0,
+            listening: true,
             used: Vec::with_capacity(usize::from(max_size)),
             pieces: Vec::with_capacity(usize::from(max_size)),
         }
@@ -71,6 +122,8 @@ impl Vq {
         self.kick = None;
         self.call = None;
         self.enabled = false;
+        self.empty_polls = 0;
+        self.listening = true;
         self.used.clear();
     }
 
@@ -80,17 +133,18 @@ impl Vq {
     /// in front of it.
     pub fn take_frames(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &Guest<'_>,
         hdr_len: usize,
         pool: &mut dyn BufSource,
         max: usize,
         out: &mut Vec<Received>,
     ) -> usize {
         let mut taken = 0;
-        while taken < max {
-            let Some(chain) = self.queue.pop_descriptor_chain(mem) else {
-                break;
-            };
+        // One read of the avail index for the burst.
+        let Ok(chains) = self.queue.iter(mem) else {
+            return 0;
+        };
+        for chain in chains.take(max) {
             taken += 1;
             let head = chain.head_index();
             let mut buf = pool.take();
@@ -122,78 +176,64 @@ impl Vq {
         taken
     }
 
-    /// Puts one frame (`hdr` then `frame`) in the guest's receive queue:
-    /// in one chain, or with `mergeable` buffers over as many as it needs
-    /// (their number in the header's `num_buffers`). Nothing is taken from
-    /// the ring when it fails for want of buffers.
-    pub fn put_frame(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        hdr: &mut [u8; NET_HDR_LEN],
-        hdr_len: usize,
-        frame: &[u8],
-        mergeable: bool,
-    ) -> Result<(), PutError> {
-        let total = hdr_len + frame.len();
-        let start = self.queue.next_avail();
-        let used_from = self.used.len();
+    /// Starts putting a burst of frames in the guest's receive queue
+    /// (reading its avail index once).
+    pub fn putter<'a>(&'a mut self, mem: &'a Guest<'a>) -> Putter<'a> {
         self.pieces.clear();
-        let mut room = 0;
-        while room < total {
-            if !mergeable && self.used.len() > used_from {
-                self.rewind(start, used_from);
-                return Err(PutError::TooLarge);
-            }
-            let Some(chain) = self.queue.pop_descriptor_chain(mem) else {
-                self.rewind(start, used_from);
-                return Err(PutError::NoBuffers);
-            };
-            let head = chain.head_index();
-            match writable_pieces(chain, mem, total - room, &mut self.pieces) {
-                Some(n) => {
-                    room += n;
-                    self.used.push((head, n as u32));
-                }
-                None => {
-                    // Given back empty; the frame is not put.
-                    self.used.truncate(used_from);
-                    self.used.push((head, 0));
-                    return Err(PutError::BadChain);
-                }
-            }
+        Putter {
+            chains: self.queue.iter(mem).ok(),
+            used: &mut self.used,
+            pieces: &mut self.pieces,
+            mem,
         }
-        let buffers = (self.used.len() - used_from) as u16;
-        hdr[10..12].copy_from_slice(&buffers.to_le_bytes());
-        let mut at = 0;
-        for &(addr, len) in &self.pieces {
-            let end = (at + len).min(total);
-            let ok = write_span(mem, addr, hdr, hdr_len, frame, at, end);
-            if !ok {
-                // Checked when the chain was walked; memory that went away
-                // since: the chains go back empty.
-                for u in &mut self.used[used_from..] {
-                    u.1 = 0;
-                }
-                return Err(PutError::BadChain);
-            }
-            at = end;
-        }
-        Ok(())
     }
 
-    /// Publishes the chains used since the last call and interrupts the
-    /// guest if it asked to be. Returns false when the used ring could not
-    /// be written (memory gone).
-    pub fn publish(&mut self, mem: &GuestMemoryMmap) -> bool {
+    /// Publishes the chains used since the last call (their entries, then
+    /// the used index once, as the guest polls that index: one store a
+    /// burst, not one a frame) and interrupts the guest if it asked to be
+    /// (virtio 1.0 2.6.7.2: `used_event` with `EVENT_IDX`, else the
+    /// avail ring's `NO_INTERRUPT` flag). Returns false when the used ring
+    /// could not be written (memory gone).
+    pub fn publish(&mut self, mem: &Guest<'_>) -> bool {
         if self.used.is_empty() {
             return true;
         }
+        let q = &mut self.queue;
+        let (size, ring) = (q.size(), GuestAddress(q.used_ring()));
+        let old = Wrapping(q.next_used());
+        let mut new = old;
         let mut ok = true;
         for &(head, len) in &self.used {
-            ok &= self.queue.add_used(mem, head, len).is_ok();
+            let slot = u64::from(new.0 % size.max(1));
+            let mut elem = [0u8; 8];
+            elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            elem[4..].copy_from_slice(&len.to_le_bytes());
+            ok &= head < size && write_guest(mem, ring.unchecked_add(4 + 8 * slot), &elem);
+            new += Wrapping(1);
         }
         self.used.clear();
-        if self.queue.needs_notification(mem).unwrap_or(true) {
+        q.set_next_used(new.0);
+        ok &= mem
+            .store(new.0.to_le(), ring.unchecked_add(2), Ordering::Release)
+            .is_ok();
+        // The guest's wish is read after the index is out (a full fence:
+        // its reads and this store may not pass each other).
+        fence(Ordering::SeqCst);
+        let avail = GuestAddress(q.avail_ring());
+        let notify = if q.event_idx_enabled() {
+            let at = avail.unchecked_add(4 + 2 * u64::from(size));
+            match mem.load::<u16>(at, Ordering::Acquire) {
+                // vring_need_event: the index passed used_event.
+                Ok(ev) => new - Wrapping(u16::from_le(ev)) - Wrapping(1) < new - old,
+                Err(_) => true,
+            }
+        } else {
+            mem.load::<u16>(avail, Ordering::Acquire)
+                .map_or(true, |flags| {
+                    u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT == 0
+                })
+        };
+        if notify {
             if let Some(call) = &mut self.call {
                 let _ = call.write(&1u64.to_ne_bytes());
             }
@@ -202,27 +242,109 @@ impl Vq {
     }
 
     /// Stops the guest's kicks while a worker is taking its frames.
-    pub fn quiet(&mut self, mem: &GuestMemoryMmap) {
-        let _ = self.queue.disable_notification(mem);
+    pub fn quiet(&mut self, mem: &Guest<'_>) {
+        if self.listening {
+            self.listening = false;
+            let _ = self.queue.disable_notification(mem);
+        }
     }
 
     /// Asks the guest to kick again; true when frames came in meanwhile
     /// (take them now: no kick will say so).
-    pub fn listen(&mut self, mem: &GuestMemoryMmap) -> bool {
+    pub fn listen(&mut self, mem: &Guest<'_>) -> bool {
+        self.listening = true;
         self.queue.enable_notification(mem).unwrap_or(false)
     }
+}
 
-    fn rewind(&mut self, start: u16, used_from: usize) {
-        self.queue.set_next_avail(start);
-        self.used.truncate(used_from);
+/// A burst of frames going into the guest's receive queue.
+pub(crate) struct Putter<'a> {
+    chains: Option<AvailIter<'a, &'a Guest<'a>>>,
+    used: &'a mut Vec<(u16, u32)>,
+    pieces: &'a mut Vec<(GuestAddress, usize)>,
+    mem: &'a Guest<'a>,
+}
+
+impl Putter<'_> {
+    /// Puts one frame (`hdr` then `frame`): in one chain, or with
+    /// `mergeable` buffers over as many as it needs (their number in the
+    /// header's `num_buffers`). Nothing is taken from the ring when it
+    /// fails for want of buffers.
+    pub fn put(
+        &mut self,
+        hdr: &mut [u8; NET_HDR_LEN],
+        hdr_len: usize,
+        frame: &[u8],
+        mergeable: bool,
+    ) -> Result<(), PutError> {
+        let Some(chains) = self.chains.as_mut() else {
+            return Err(PutError::NoBuffers);
+        };
+        let total = hdr_len + frame.len();
+        let used_from = self.used.len();
+        self.pieces.clear();
+        let mut room = 0;
+        while room < total {
+            let taken = self.used.len() - used_from;
+            if !mergeable && taken > 0 {
+                rewind(chains, self.used, used_from);
+                return Err(PutError::TooLarge);
+            }
+            let Some(chain) = chains.next() else {
+                rewind(chains, self.used, used_from);
+                return Err(PutError::NoBuffers);
+            };
+            let head = chain.head_index();
+            match writable_pieces(chain, total - room, self.pieces) {
+                Some(n) => {
+                    room += n;
+                    self.used.push((head, n as u32));
+                }
+                None => {
+                    // This chain and any taken before it for the frame go
+                    // back empty; the frame is not put.
+                    give_back_empty(&mut self.used[used_from..]);
+                    self.used.push((head, 0));
+                    return Err(PutError::BadChain);
+                }
+            }
+        }
+        let buffers = (self.used.len() - used_from) as u16;
+        hdr[10..12].copy_from_slice(&buffers.to_le_bytes());
+        let mut at = 0;
+        for &(addr, len) in self.pieces.iter() {
+            let end = (at + len).min(total);
+            if !write_span(self.mem, addr, hdr, hdr_len, frame, at, end) {
+                // A buffer outside guest memory.
+                give_back_empty(&mut self.used[used_from..]);
+                return Err(PutError::BadChain);
+            }
+            at = end;
+        }
+        Ok(())
+    }
+}
+
+/// Puts back the chains taken for a frame that did not fit.
+fn rewind(chains: &mut AvailIter<'_, &Guest<'_>>, used: &mut Vec<(u16, u32)>, from: usize) {
+    for _ in from..used.len() {
+        chains.go_to_previous_position();
+    }
+    used.truncate(from);
+}
+
+/// Marks chains as given back with nothing written.
+fn give_back_empty(used: &mut [(u16, u32)]) {
+    for u in used {
+        u.1 = 0;
     }
 }
 
 /// Copies a transmit chain's readable descriptors into `space`; how many
 /// bytes, or why the chain is refused.
 fn read_chain(
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&Guest<'_>>,
+    mem: &Guest<'_>,
     space: &mut [u8],
 ) -> Result<usize, DropReason> {
     let (mut n, mut count, mut open) = (0usize, 0usize, false);
@@ -236,7 +358,7 @@ fn read_chain(
         let Some(to) = space.get_mut(n..n + len) else {
             return Err(DropReason::Oversize);
         };
-        if mem.read_slice(to, d.addr()).is_err() {
+        if !read_guest(mem, d.addr(), to) {
             return Err(DropReason::VirtioBadDescriptor);
         }
         n += len;
@@ -252,10 +374,9 @@ fn read_chain(
 
 /// Appends a receive chain's writable pieces to `pieces`, up to `want`
 /// bytes; how many bytes it holds (up to `want`), or `None` for a bad
-/// chain (readable descriptors, a loop, outside guest memory).
+/// chain (readable descriptors, a loop, a descriptor it cannot read).
 fn writable_pieces(
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&Guest<'_>>,
     want: usize,
     pieces: &mut Vec<(GuestAddress, usize)>,
 ) -> Option<usize> {
@@ -265,7 +386,9 @@ fn writable_pieces(
         count += 1;
         open = d.has_next();
         let len = d.len() as usize;
-        if !d.is_write_only() || !mem.check_range(d.addr(), len, Permissions::Write) {
+        // Where it points is checked by the write (a failed one gives
+        // the chains back empty).
+        if !d.is_write_only() {
             pieces.truncate(from);
             return None;
         }
@@ -287,7 +410,7 @@ fn writable_pieces(
 
 /// Writes bytes `at..end` of (header, frame) to `addr`.
 fn write_span(
-    mem: &GuestMemoryMmap,
+    mem: &Guest<'_>,
     addr: GuestAddress,
     hdr: &[u8; NET_HDR_LEN],
     hdr_len: usize,
@@ -299,12 +422,33 @@ fn write_span(
     let mut addr = addr;
     if at < hdr_len {
         let h = &hdr[at..end.min(hdr_len)];
-        ok &= mem.write_slice(h, addr).is_ok();
+        ok &= write_guest(mem, addr, h);
         addr = addr.unchecked_add(h.len() as u64);
     }
     if end > hdr_len {
         let f = &frame[at.max(hdr_len) - hdr_len..end - hdr_len];
-        ok &= mem.write_slice(f, addr).is_ok();
+        ok &= write_guest(mem, addr, f);
     }
     ok
+}
+
+/// Copies guest memory at `addr` into `to`: one checked slice when the
+/// range lies in one region, else piece by piece; false when any of it is
+/// outside guest memory.
+fn read_guest(mem: &Guest<'_>, addr: GuestAddress, to: &mut [u8]) -> bool {
+    match mem.get_slice(addr, to.len()) {
+        Ok(s) => s.copy_to(to) == to.len(),
+        Err(_) => mem.read_slice(to, addr).is_ok(),
+    }
+}
+
+/// Copies `from` into guest memory at `addr`, as [`read_guest`] reads.
+fn write_guest(mem: &Guest<'_>, addr: GuestAddress, from: &[u8]) -> bool {
+    match mem.get_slice(addr, from.len()) {
+        Ok(s) => {
+            s.copy_from(from);
+            true
+        }
+        Err(_) => mem.write_slice(from, addr).is_ok(),
+    }
 }
