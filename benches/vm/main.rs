@@ -42,11 +42,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Netns;
 use edgefwd_control::config::Config;
+use parking_lot::Mutex;
 
 /// Frames each VM port sends before it starts forwarding: bursts of 32.
 const SEED_BURSTS: u32 = 16;
@@ -169,7 +170,7 @@ impl Testpmd {
             let sink = Arc::clone(&out);
             std::thread::spawn(move || {
                 for line in reader.lines().map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
+                    let mut s = sink.lock();
                     s.push_str(&line);
                     s.push('\n');
                 }
@@ -194,7 +195,7 @@ impl Testpmd {
     }
 
     fn text(&self) -> String {
-        self.out.lock().unwrap().clone()
+        self.out.lock().clone()
     }
 
     fn wait_for(&self, what: &str, limit: Duration) {

@@ -4,6 +4,7 @@
 
 pub mod appliance;
 pub mod bird;
+pub mod guest;
 pub mod host_rig;
 pub mod testpmd;
 pub mod virtio;

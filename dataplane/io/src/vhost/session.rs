@@ -233,11 +233,20 @@ impl VhostUserBackendReqHandlerMut for Session {
         let mut vq = self.vq(u32::from(index))?.lock();
         self.shared.unwatch(&mut vq);
         vq.kick = fd;
-        // The ring starts with its kick.
+        // The ring starts with its kick, enabled: QEMU restores a ring's
+        // enable state before it sets the features, and the `vhost` crate
+        // refuses SET_VRING_ENABLE until PROTOCOL_FEATURES is agreed, so
+        // the enable QEMU sends would be lost. A later SET_VRING_ENABLE
+        // (QEMU disabling the pairs its guest does not use) still counts.
         vq.queue.set_ready(true);
-        self.shared
+        vq.enabled = true;
+        let watched = self
+            .shared
             .watch(usize::from(index), &mut vq)
-            .map_err(Error::ReqHandlerError)
+            .map_err(Error::ReqHandlerError);
+        drop(vq);
+        self.shared.count_pairs();
+        watched
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> Result<()> {
