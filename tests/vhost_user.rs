@@ -142,10 +142,17 @@ struct Rig {
     vm4: Netns,
     dir: tempfile::TempDir,
     tag: String,
+    /// Queue pairs of each VM's device.
+    queues: u16,
 }
 
 impl Rig {
     fn start(tag: &str) -> Rig {
+        Rig::start_with(tag, 1)
+    }
+
+    /// The rig with `queues` queue pairs on each VM.
+    fn start_with(tag: &str, queues: u16) -> Rig {
         let dir = common::temp_dir(tag);
         let (h2, vm3, vm4) = (
             Netns::new(&format!("{tag}-h2")),
@@ -174,6 +181,7 @@ impl Rig {
             vm4,
             dir,
             tag: tag.to_owned(),
+            queues,
         };
         rig.boot_vms();
         rig
@@ -194,11 +202,13 @@ impl Rig {
                 iface: "vmeth3",
                 socket: &s3,
                 server: false,
+                queues: self.queues,
             },
             VmSpec {
                 iface: "vmeth4",
                 socket: &s4,
                 server: true,
+                queues: self.queues,
             },
         ];
         // A VM that listens leaves its socket behind when killed, and
@@ -321,6 +331,45 @@ fn a_vm_that_goes_away_mid_stream_takes_its_link_down_and_comes_back() {
     let dst: SocketAddr = "10.0.3.2:5004".parse().unwrap();
     let t = common::tcp_transfer(&rig.h2, &rig.vm3, dst, 8 << 20);
     assert!(t.intact && t.bytes == 8 << 20, "transfer after the return");
+    rig.testpmd = None;
+    let s = rig.daemon.stop().expect("daemon");
+    common::assert_identity(&s);
+}
+
+#[test]
+fn a_vm_with_two_queue_pairs_is_served_by_both_workers() {
+    if !need(TEST) {
+        return;
+    }
+    let mut rig = Rig::start_with("vu-mq", 2);
+    // Sixteen connections: the VM's kernel spreads them over its TAP's
+    // two queues, which testpmd forwards to the device's two pairs.
+    let transfers: Vec<_> = (0..16u16)
+        .map(|i| {
+            let (vm3, h2) = (Netns(rig.vm3.0.clone()), Netns(rig.h2.0.clone()));
+            std::thread::spawn(move || {
+                let dst: SocketAddr = format!("10.0.2.2:{}", 6000 + i).parse().unwrap();
+                let t = common::tcp_transfer(&vm3, &h2, dst, 1 << 20);
+                // Borrowed names: the rig removes the namespaces.
+                std::mem::forget(vm3);
+                std::mem::forget(h2);
+                t
+            })
+        })
+        .collect();
+    for t in transfers {
+        let t = t.join().expect("transfer");
+        assert!(t.intact && t.bytes == 1 << 20, "a transfer arrived broken");
+    }
+    let ports =
+        edgefwd_control::api::call(&rig.socket(), edgefwd_control::api::Command::PortShow {})
+            .expect("port show");
+    let dev = &ports["ports"][1]["device"];
+    assert_eq!(dev["queue_pairs"], 2, "{dev}");
+    for pair in ["rx_pair0", "rx_pair1"] {
+        let n = dev[pair].as_u64().unwrap_or(0);
+        assert!(n > 100, "{pair} took {n} frames: {dev}");
+    }
     rig.testpmd = None;
     let s = rig.daemon.stop().expect("daemon");
     common::assert_identity(&s);

@@ -634,6 +634,10 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         p["mac"].as_str().unwrap_or("?"),
                         addrs
                     )?;
+                    if let Some(d) = p["device"].as_object() {
+                        let kv: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                        writeln!(out, "{:<12} {}", "", kv.join(", "))?;
+                    }
                 }
             }
         }

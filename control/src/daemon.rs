@@ -1084,6 +1084,13 @@ impl Daemon {
                 v
             })
             .collect();
+        let mut ports = ports;
+        for (v, dev) in ports.iter_mut().zip(&self.devices) {
+            let details = dev.details();
+            if !details.is_empty() {
+                v["device"] = details.into_iter().map(|(k, n)| (k, json!(n))).collect();
+            }
+        }
         json!({ "ports": ports })
     }
 

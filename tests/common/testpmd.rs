@@ -17,6 +17,8 @@ pub struct VmSpec<'a> {
     pub socket: &'a Path,
     /// testpmd listens (`server=1`; edgefwd binds `vhost-user:PATH?client`).
     pub server: bool,
+    /// Queue pairs of its virtio-net device (its TAP gets as many queues).
+    pub queues: u16,
 }
 
 /// A running testpmd, killed (and its runtime directory removed) on drop.
@@ -71,11 +73,13 @@ impl Testpmd {
         for (i, vm) in vms.iter().enumerate() {
             args.push(format!("--vdev=net_tap{i},iface={}", vm.iface));
             args.push(format!(
-                "--vdev=net_virtio_user{i},path={},queues=1{}",
+                "--vdev=net_virtio_user{i},path={},queues={}{}",
                 vm.socket.display(),
+                vm.queues,
                 if vm.server { ",server=1" } else { "" }
             ));
         }
+        let queues = vms.iter().map(|v| v.queues).max().unwrap_or(1);
         args.extend(
             [
                 "--",
@@ -86,6 +90,8 @@ impl Testpmd {
             ]
             .map(String::from),
         );
+        args.push(format!("--rxq={queues}"));
+        args.push(format!("--txq={queues}"));
         let out = std::fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args(&args)
@@ -118,7 +124,7 @@ impl Testpmd {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        while !t.log_text().contains("io packet forwarding") {
+        while !t.log_text().contains("io packet forwarding - ports=") {
             if let Ok(Some(status)) = t.child.try_wait() {
                 panic!("testpmd ended ({status}):\n{}", t.log_text());
             }

@@ -203,6 +203,12 @@ pub trait Device: Send + Sync {
     fn counts(&self) -> DeviceCounts {
         DeviceCounts::default()
     }
+
+    /// What only this kind of device knows, named, for `port show` (a VM
+    /// port's sessions and frames per queue pair, say); none by default.
+    fn details(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// The [`Device`] methods a wrapper (a device around `self.inner`) passes
@@ -228,6 +234,10 @@ macro_rules! delegate_to_inner {
 
         fn counts(&self) -> $crate::device::DeviceCounts {
             self.inner.counts()
+        }
+
+        fn details(&self) -> Vec<(String, u64)> {
+            self.inner.details()
         }
     };
 }

@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     tx_no_buffers: AtomicU64,
     tx_bad_chain: AtomicU64,
     connections: AtomicU64,
+    /// Frames taken from each pair's transmit ring.
+    rx_frames: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -163,6 +165,7 @@ impl Shared {
             tx_no_buffers: AtomicU64::new(0),
             tx_bad_chain: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            rx_frames: (0..pairs).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -460,6 +463,7 @@ impl Device for VhostUser {
         vq.quiet(&mem);
         let taken = vq.take_frames(&mem, Shared::hdr_len(features), pool, max, out);
         vq.publish(&mem);
+        s.rx_frames[io.queue].fetch_add(taken as u64, Ordering::Relaxed);
         if taken >= max {
             vq.empty_polls = 0;
             return RxStatus::More;
@@ -554,5 +558,25 @@ impl Device for VhostUser {
             tx_failed: self.shared.tx_failed.load(Ordering::Relaxed),
             ..DeviceCounts::default()
         }
+    }
+
+    fn details(&self) -> Vec<(String, u64)> {
+        let s = &*self.shared;
+        let c = self.vhost_counts();
+        let mut d = vec![
+            ("connected".to_owned(), u64::from(self.connected())),
+            ("connections".to_owned(), c.connections),
+            ("features".to_owned(), s.features.load(Ordering::Relaxed)),
+            (
+                "queue_pairs".to_owned(),
+                s.pairs.load(Ordering::Relaxed) as u64,
+            ),
+            ("tx_no_buffers".to_owned(), c.tx_no_buffers),
+            ("tx_bad_chain".to_owned(), c.tx_bad_chain),
+        ];
+        for (i, n) in s.rx_frames.iter().enumerate() {
+            d.push((format!("rx_pair{i}"), n.load(Ordering::Relaxed)));
+        }
+        d
     }
 }
