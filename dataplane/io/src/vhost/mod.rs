@@ -515,7 +515,7 @@ impl Device for VhostUser {
                 let cut = plain_frames(p, &mut io.scratch, |f| {
                     let mut hdr = [0u8; NET_HDR_LEN];
                     last = put.put(&mut hdr, hdr_len, f, mergeable);
-                    last.map_err(|e| io::Error::other(format!("{e:?}")))
+                    last.map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))
                 });
                 match (cut, last) {
                     (Ok(()), _) => Ok(()),
