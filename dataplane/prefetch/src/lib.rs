@@ -48,3 +48,20 @@ pub fn prefetch_addr(p: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Starts loading the cache line at `p` for writing (PREFETCHW: the line
+/// comes exclusive, so a store to it need not ask the other cores again);
+/// any address will do, as for [`prefetch`].
+#[inline(always)]
+pub fn prefetch_write_addr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW, like PREFETCHT0, takes any address, never faults
+    // and changes no architectural state; where the CPU lacks it, it is a
+    // NOP.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        _mm_prefetch::<_MM_HINT_ET0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

@@ -496,20 +496,30 @@ impl Device for VhostUser {
         let mut put = vq.putter(&mem);
         let mut failed = 0u64;
         let mut starved = false;
-        for p in pkts.iter_mut() {
+        let count = |e: PutError, starved: &mut bool| {
+            match e {
+                PutError::NoBuffers => {
+                    s.tx_no_buffers.fetch_add(1, Ordering::Relaxed);
+                    *starved = true;
+                }
+                PutError::BadChain => {
+                    s.tx_bad_chain.fetch_add(1, Ordering::Relaxed);
+                }
+                PutError::TooLarge => {}
+            }
+            1
+        };
+        // The burst's frames get their chains first, and are written once
+        // all have them (see `Putter::reserve`); frames a guest without
+        // offloads needs cut or finished go in at once.
+        for (i, p) in pkts.iter_mut().enumerate() {
             if starved {
                 failed += 1;
                 continue;
             }
             let off = p.meta.offload;
             let result = if guest_takes(features, &off) {
-                let mut hdr = [0u8; NET_HDR_LEN];
-                let mut h = off;
-                if features & F_GUEST_CSUM == 0 {
-                    h.flags = 0;
-                }
-                h.encode((&mut hdr[..10]).try_into().expect("ten bytes"));
-                put.put(&mut hdr, hdr_len, p.buf.frame(), mergeable)
+                put.reserve_for(i, hdr_len + p.buf.len(), mergeable)
             } else {
                 let mut last = Ok(());
                 let cut = plain_frames(p, &mut io.scratch, |f| {
@@ -523,18 +533,22 @@ impl Device for VhostUser {
                     (Err(_), Ok(())) => Err(PutError::TooLarge),
                 }
             };
-            match result {
-                Ok(()) => {}
-                Err(PutError::NoBuffers) => {
-                    s.tx_no_buffers.fetch_add(1, Ordering::Relaxed);
-                    failed += 1;
-                    starved = true;
-                }
-                Err(PutError::BadChain) => {
-                    s.tx_bad_chain.fetch_add(1, Ordering::Relaxed);
-                    failed += 1;
-                }
-                Err(PutError::TooLarge) => failed += 1,
+            if let Err(e) = result {
+                failed += count(e, &mut starved);
+            }
+        }
+        let mut k = 0;
+        while let Some((i, slot)) = put.reserved(k) {
+            k += 1;
+            let p = &pkts[i];
+            let mut hdr = [0u8; NET_HDR_LEN];
+            let mut h = p.meta.offload;
+            if features & F_GUEST_CSUM == 0 {
+                h.flags = 0;
+            }
+            h.encode((&mut hdr[..10]).try_into().expect("ten bytes"));
+            if let Err(e) = put.write(&slot, &mut hdr, hdr_len, p.buf.frame()) {
+                failed += count(e, &mut starved);
             }
         }
         vq.publish(&mem);

@@ -14,6 +14,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use edgefwd_core::packet::offload::{Offload, VNET_HDR_LEN};
 use edgefwd_core::stats::DropReason;
+use edgefwd_prefetch::{prefetch_addr, prefetch_write_addr};
 use virtio_queue::{AvailIter, DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
@@ -21,6 +22,11 @@ use vm_memory::{
 };
 
 use crate::device::{BufSource, Received};
+
+/// Bytes of a guest's buffer prefetched before a frame is copied out of
+/// or into it (the headers and the start of the payload; the copy streams
+/// the rest).
+const PREFETCH_BYTES: usize = 256;
 
 /// The avail ring's flag by which a guest asks for no interrupts.
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
@@ -84,6 +90,14 @@ pub(crate) struct Vq {
     used: Vec<(u16, u32)>,
     /// Writable pieces of the chains one frame goes into.
     pieces: Vec<(GuestAddress, usize)>,
+    /// A burst of transmit chains walked: head, its span of `descs`, and
+    /// whether it is sound.
+    walked: Vec<(u16, usize, usize, Result<(), DropReason>)>,
+    /// Their readable descriptors.
+    descs: Vec<(GuestAddress, usize)>,
+    /// A burst's frames reserved for the guest's receive ring, by their
+    /// index in the burst.
+    slots: Vec<(usize, Slot)>,
 }
 
 /// Why a frame could not be put in the guest's receive queue.
@@ -108,6 +122,9 @@ impl Vq {
             listening: true,
             used: Vec::with_capacity(usize::from(max_size)),
             pieces: Vec::with_capacity(usize::from(max_size)),
+            walked: Vec::with_capacity(usize::from(max_size)),
+            descs: Vec::with_capacity(usize::from(max_size)),
+            slots: Vec::with_capacity(usize::from(max_size)),
         }
     }
 
@@ -139,17 +156,25 @@ impl Vq {
         max: usize,
         out: &mut Vec<Received>,
     ) -> usize {
-        let mut taken = 0;
-        // One read of the avail index for the burst.
+        // One read of the avail index for the burst. The chains are walked
+        // first and their data prefetched, so the copies then find in
+        // cache what the guest's core wrote last, the misses of the whole
+        // burst in flight together rather than one frame's at a time.
         let Ok(chains) = self.queue.iter(mem) else {
             return 0;
         };
+        self.walked.clear();
+        self.descs.clear();
         for chain in chains.take(max) {
-            taken += 1;
             let head = chain.head_index();
+            let from = self.descs.len();
+            let walk = walk_chain(chain, mem, &mut self.descs);
+            self.walked.push((head, from, self.descs.len(), walk));
+        }
+        for &(head, from, to, walk) in &self.walked {
             let mut buf = pool.take();
             let space = buf.read_space(hdr_len);
-            let got = read_chain(chain, mem, space);
+            let got = walk.and_then(|()| copy_chain(mem, &self.descs[from..to], space));
             let offload = match got {
                 Ok(n) if n < hdr_len => {
                     buf.set_read(hdr_len, hdr_len);
@@ -173,17 +198,19 @@ impl Vq {
             });
             self.used.push((head, 0));
         }
-        taken
+        self.walked.len()
     }
 
     /// Starts putting a burst of frames in the guest's receive queue
     /// (reading its avail index once).
     pub fn putter<'a>(&'a mut self, mem: &'a Guest<'a>) -> Putter<'a> {
         self.pieces.clear();
+        self.slots.clear();
         Putter {
             chains: self.queue.iter(mem).ok(),
             used: &mut self.used,
             pieces: &mut self.pieces,
+            slots: &mut self.slots,
             mem,
         }
     }
@@ -262,36 +289,33 @@ pub(crate) struct Putter<'a> {
     chains: Option<AvailIter<'a, &'a Guest<'a>>>,
     used: &'a mut Vec<(u16, u32)>,
     pieces: &'a mut Vec<(GuestAddress, usize)>,
+    slots: &'a mut Vec<(usize, Slot)>,
     mem: &'a Guest<'a>,
 }
 
 impl Putter<'_> {
-    /// Puts one frame (`hdr` then `frame`): in one chain, or with
-    /// `mergeable` buffers over as many as it needs (their number in the
-    /// header's `num_buffers`). Nothing is taken from the ring when it
-    /// fails for want of buffers.
-    pub fn put(
-        &mut self,
-        hdr: &mut [u8; NET_HDR_LEN],
-        hdr_len: usize,
-        frame: &[u8],
-        mergeable: bool,
-    ) -> Result<(), PutError> {
+    /// Takes the chains for a frame of `total` bytes (header included): one
+    /// chain, or with `mergeable` buffers as many as it needs. The first
+    /// lines of its buffers are prefetched for writing, so that a burst's
+    /// frames are reserved first and written after, their lines (last
+    /// touched by the guest's core) on their way meanwhile. Nothing is
+    /// taken from the ring when it fails for want of buffers.
+    pub fn reserve(&mut self, total: usize, mergeable: bool) -> Result<Slot, PutError> {
         let Some(chains) = self.chains.as_mut() else {
             return Err(PutError::NoBuffers);
         };
-        let total = hdr_len + frame.len();
-        let used_from = self.used.len();
-        self.pieces.clear();
+        let (used_from, pieces_from) = (self.used.len(), self.pieces.len());
         let mut room = 0;
         while room < total {
             let taken = self.used.len() - used_from;
             if !mergeable && taken > 0 {
                 rewind(chains, self.used, used_from);
+                self.pieces.truncate(pieces_from);
                 return Err(PutError::TooLarge);
             }
             let Some(chain) = chains.next() else {
                 rewind(chains, self.used, used_from);
+                self.pieces.truncate(pieces_from);
                 return Err(PutError::NoBuffers);
             };
             let head = chain.head_index();
@@ -305,24 +329,84 @@ impl Putter<'_> {
                     // back empty; the frame is not put.
                     give_back_empty(&mut self.used[used_from..]);
                     self.used.push((head, 0));
+                    self.pieces.truncate(pieces_from);
                     return Err(PutError::BadChain);
                 }
             }
         }
-        let buffers = (self.used.len() - used_from) as u16;
+        for &(addr, len) in &self.pieces[pieces_from..] {
+            if let Ok(s) = self.mem.get_slice(addr, len.min(PREFETCH_BYTES)) {
+                let p = s.ptr_guard_mut().as_ptr();
+                for off in (0..s.len()).step_by(64) {
+                    prefetch_write_addr(p.wrapping_add(off));
+                }
+            }
+        }
+        Ok(Slot {
+            used: used_from..self.used.len(),
+            pieces: pieces_from..self.pieces.len(),
+        })
+    }
+
+    /// Writes a frame (`hdr` then `frame`) into the chains `slot` holds,
+    /// with their number in the header's `num_buffers`.
+    pub fn write(
+        &mut self,
+        slot: &Slot,
+        hdr: &mut [u8; NET_HDR_LEN],
+        hdr_len: usize,
+        frame: &[u8],
+    ) -> Result<(), PutError> {
+        let total = hdr_len + frame.len();
+        let buffers = slot.used.len() as u16;
         hdr[10..12].copy_from_slice(&buffers.to_le_bytes());
         let mut at = 0;
-        for &(addr, len) in self.pieces.iter() {
+        for &(addr, len) in &self.pieces[slot.pieces.clone()] {
             let end = (at + len).min(total);
             if !write_span(self.mem, addr, hdr, hdr_len, frame, at, end) {
                 // A buffer outside guest memory.
-                give_back_empty(&mut self.used[used_from..]);
+                give_back_empty(&mut self.used[slot.used.clone()]);
                 return Err(PutError::BadChain);
             }
             at = end;
         }
         Ok(())
     }
+
+    /// Reserves chains for frame `i` of the burst, to be written by
+    /// [`Putter::reserved`] and [`Putter::write`] once the burst's frames
+    /// all have theirs.
+    pub fn reserve_for(&mut self, i: usize, total: usize, mergeable: bool) -> Result<(), PutError> {
+        let slot = self.reserve(total, mergeable)?;
+        self.slots.push((i, slot));
+        Ok(())
+    }
+
+    /// Reservation `k` of [`Putter::reserve_for`]: the frame's index and its
+    /// chains; `None` past the last.
+    pub fn reserved(&self, k: usize) -> Option<(usize, Slot)> {
+        self.slots.get(k).cloned()
+    }
+
+    /// Puts one frame at once: [`Putter::reserve`] and [`Putter::write`].
+    pub fn put(
+        &mut self,
+        hdr: &mut [u8; NET_HDR_LEN],
+        hdr_len: usize,
+        frame: &[u8],
+        mergeable: bool,
+    ) -> Result<(), PutError> {
+        let slot = self.reserve(hdr_len + frame.len(), mergeable)?;
+        self.write(&slot, hdr, hdr_len, frame)
+    }
+}
+
+/// The chains a frame was given, by their spans of the burst's used
+/// entries and writable pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    used: std::ops::Range<usize>,
+    pieces: std::ops::Range<usize>,
 }
 
 /// Puts back the chains taken for a frame that did not fit.
@@ -342,12 +426,12 @@ fn give_back_empty(used: &mut [(u16, u32)]) {
 
 /// Copies a transmit chain's readable descriptors into `space`; how many
 /// bytes, or why the chain is refused.
-fn read_chain(
+fn walk_chain(
     chain: DescriptorChain<&Guest<'_>>,
     mem: &Guest<'_>,
-    space: &mut [u8],
-) -> Result<usize, DropReason> {
-    let (mut n, mut count, mut open) = (0usize, 0usize, false);
+    descs: &mut Vec<(GuestAddress, usize)>,
+) -> Result<(), DropReason> {
+    let (mut count, mut open) = (0usize, false);
     for d in chain {
         count += 1;
         open = d.has_next();
@@ -355,19 +439,38 @@ fn read_chain(
             return Err(DropReason::VirtioBadDescriptor);
         }
         let len = d.len() as usize;
-        let Some(to) = space.get_mut(n..n + len) else {
-            return Err(DropReason::Oversize);
-        };
-        if !read_guest(mem, d.addr(), to) {
-            return Err(DropReason::VirtioBadDescriptor);
+        if let Ok(s) = mem.get_slice(d.addr(), len.min(PREFETCH_BYTES)) {
+            let p = s.ptr_guard().as_ptr();
+            for off in (0..s.len()).step_by(64) {
+                prefetch_addr(p.wrapping_add(off));
+            }
         }
-        n += len;
+        descs.push((d.addr(), len));
     }
     // The iterator stops at a loop (after as many descriptors as the
     // queue holds), at a `next` outside the table, and at a descriptor it
     // cannot read: each leaves the last one it gave with `next` set.
     if count == 0 || open {
         return Err(DropReason::VirtioBadDescriptor);
+    }
+    Ok(())
+}
+
+/// Copies a walked transmit chain's data into `space`; how many bytes.
+fn copy_chain(
+    mem: &Guest<'_>,
+    descs: &[(GuestAddress, usize)],
+    space: &mut [u8],
+) -> Result<usize, DropReason> {
+    let mut n = 0;
+    for &(addr, len) in descs {
+        let Some(to) = space.get_mut(n..n + len) else {
+            return Err(DropReason::Oversize);
+        };
+        if !read_guest(mem, addr, to) {
+            return Err(DropReason::VirtioBadDescriptor);
+        }
+        n += len;
     }
     Ok(n)
 }
