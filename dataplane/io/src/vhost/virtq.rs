@@ -28,6 +28,12 @@ use crate::device::{BufSource, Received};
 /// the rest).
 const PREFETCH_BYTES: usize = 256;
 
+/// Descriptors a chain may have. Guests use a few (Linux at most
+/// `MAX_SKB_FRAGS + 2`), but an indirect table may hold 65,535: a longer
+/// chain is refused (`oversize` on transmit, a bad chain on receive), so
+/// that walking one is bounded and so are the burst's lists of them.
+const MAX_CHAIN_DESCS: usize = 256;
+
 /// The avail ring's flag by which a guest asks for no interrupts.
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
@@ -36,9 +42,9 @@ const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 pub const NET_HDR_LEN: usize = 12;
 
 /// Guest memory as the data path reads it: `vm-memory`'s own map and its
-/// checked accessors, with the region found last asked first (a guest's
-/// rings and buffers mostly lie in one region; the map's own lookup is a
-/// binary search behind an `Arc` for every ring and buffer access).
+/// checked accessors, with its largest region asked first (a guest's
+/// rings and buffers mostly lie in it; the map's own lookup is a binary
+/// search behind an `Arc` for every ring and buffer access).
 pub(crate) struct Guest<'m> {
     map: &'m GuestMemoryMmap,
     first: Option<&'m GuestRegionMmap>,
@@ -80,7 +86,8 @@ pub(crate) struct Vq {
     pub kick: Option<File>,
     /// The guest's interrupt (edgefwd to guest).
     pub call: Option<File>,
-    /// `SET_VRING_ENABLE` (or no protocol features: enabled with features).
+    /// Set with the ring's kick and by `SET_VRING_ENABLE` (see
+    /// `Session::set_vring_kick`).
     pub enabled: bool,
     /// Polls in a row that found the ring empty (transmit rings).
     pub empty_polls: u32,
@@ -424,8 +431,9 @@ fn give_back_empty(used: &mut [(u16, u32)]) {
     }
 }
 
-/// Copies a transmit chain's readable descriptors into `space`; how many
-/// bytes, or why the chain is refused.
+/// Appends a transmit chain's readable descriptors to `descs`,
+/// prefetching the start of each buffer; why the chain is refused, if it
+/// is.
 fn walk_chain(
     chain: DescriptorChain<&Guest<'_>>,
     mem: &Guest<'_>,
@@ -437,6 +445,9 @@ fn walk_chain(
         open = d.has_next();
         if d.is_write_only() {
             return Err(DropReason::VirtioBadDescriptor);
+        }
+        if count > MAX_CHAIN_DESCS {
+            return Err(DropReason::Oversize);
         }
         let len = d.len() as usize;
         if let Ok(s) = mem.get_slice(d.addr(), len.min(PREFETCH_BYTES)) {
@@ -491,7 +502,7 @@ fn writable_pieces(
         let len = d.len() as usize;
         // Where it points is checked by the write (a failed one gives
         // the chains back empty).
-        if !d.is_write_only() {
+        if !d.is_write_only() || count > MAX_CHAIN_DESCS {
             pieces.truncate(from);
             return None;
         }
