@@ -230,13 +230,18 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
     };
     // With every link's changes pushed by the kernel, the poll is only a
     // safety net.
-    let poll_every = if daemon.links_watched() {
-        LINK_POLL
-    } else {
-        PROBE_EVERY
+    // Asked again at each poll: a port bound later to a device whose link
+    // no kernel notification covers (a VM's vhost-user socket) is polled
+    // as often as one given in the config.
+    let poll_every = |d: &Daemon| {
+        if d.links_watched() {
+            LINK_POLL
+        } else {
+            PROBE_EVERY
+        }
     };
     let mut next_probe = Instant::now() + PROBE_EVERY;
-    let mut next_poll = Instant::now() + poll_every;
+    let mut next_poll = Instant::now() + poll_every(&daemon);
     let mut failed = None;
     let mut health = control.notify.clone().map(Health::new);
     let (mut view_stale, mut view_at) = (false, Instant::now());
@@ -291,7 +296,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
             break;
         }
         if Instant::now() >= next_poll {
-            next_poll = Instant::now() + poll_every;
+            next_poll = Instant::now() + poll_every(&daemon);
             daemon.probe_links();
         }
         if let Some((m, _)) = &metrics {
