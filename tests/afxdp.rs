@@ -72,13 +72,7 @@ impl Rig {
     }
 
     fn ping(&self, from: usize, args: &[&str]) -> (bool, String) {
-        let mut cmd = vec!["ping", "-n"];
-        cmd.extend_from_slice(args);
-        let out = self.host(from).exec(15, &cmd);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        self.host(from).ping(args)
     }
 
     fn rx_packets(&self, i: usize) -> u64 {

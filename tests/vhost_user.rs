@@ -245,14 +245,11 @@ impl Rig {
         self.vm4.wait_for_ping("10.0.4.1", 5);
     }
 
-    fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
-        let mut cmd = vec!["ping", "-n"];
-        cmd.extend_from_slice(args);
-        let out = ns.exec(20, &cmd);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+    /// Stops the VMs, then the daemon, whose counters must add up.
+    fn stop(mut self) {
+        self.testpmd = None;
+        let s = self.daemon.stop().expect("daemon");
+        common::assert_identity(&s);
     }
 }
 
@@ -266,9 +263,9 @@ fn a_vm_on_vhost_user_pings_and_moves_50_mb_intact_both_ways() {
         return;
     }
     const LEN: usize = 50 << 20;
-    let mut rig = Rig::start("vu-tcp");
+    let rig = Rig::start("vu-tcp");
     for (ns, to) in [(&rig.vm3, "10.0.2.2"), (&rig.h2, "10.0.3.2")] {
-        let (ok, out) = Rig::ping(ns, &["-c", "3", "-W", "2", to]);
+        let (ok, out) = ns.ping(&["-c", "3", "-W", "2", to]);
         assert!(ok, "ping {to}: {out}");
     }
     for (from, to, dst) in [
@@ -283,9 +280,7 @@ fn a_vm_on_vhost_user_pings_and_moves_50_mb_intact_both_ways() {
         assert_eq!(t.bytes, LEN);
         assert!(t.intact, "sha256 of what arrived at {dst}");
     }
-    rig.testpmd = None;
-    let s = rig.daemon.stop().expect("daemon");
-    common::assert_identity(&s);
+    rig.stop();
 }
 
 #[test]
@@ -293,9 +288,9 @@ fn two_vms_on_vhost_user_reach_each_other() {
     if !need(TEST) {
         return;
     }
-    let mut rig = Rig::start("vu-vm2vm");
+    let rig = Rig::start("vu-vm2vm");
     for (ns, to) in [(&rig.vm3, "10.0.4.2"), (&rig.vm4, "10.0.3.2")] {
-        let (ok, out) = Rig::ping(ns, &["-c", "3", "-W", "2", to]);
+        let (ok, out) = ns.ping(&["-c", "3", "-W", "2", to]);
         assert!(ok, "ping {to}: {out}");
     }
     let dst: SocketAddr = "10.0.4.2:5003".parse().unwrap();
@@ -307,9 +302,7 @@ fn two_vms_on_vhost_user_reach_each_other() {
         "10.0.3.2",
         "routed, not translated"
     );
-    rig.testpmd = None;
-    let s = rig.daemon.stop().expect("daemon");
-    common::assert_identity(&s);
+    rig.stop();
 }
 
 #[test]
@@ -329,24 +322,22 @@ fn a_vm_that_goes_away_mid_stream_takes_its_link_down_and_comes_back() {
     }
     drop(stream);
     // Nothing else stopped: the host still reaches edgefwd.
-    let (ok, out) = Rig::ping(&rig.h2, &["-c", "2", "-W", "1", "10.0.2.1"]);
+    let (ok, out) = rig.h2.ping(&["-c", "2", "-W", "1", "10.0.2.1"]);
     assert!(ok, "{out}");
-    let (ok, _) = Rig::ping(&rig.h2, &["-c", "1", "-W", "1", "10.0.3.2"]);
+    let (ok, _) = rig.h2.ping(&["-c", "1", "-W", "1", "10.0.3.2"]);
     assert!(!ok, "the stopped VM answered");
 
     // The VMs come back (new TAPs, new sockets' sessions) and work.
     rig.testpmd = None;
     rig.boot_vms();
-    let (ok, out) = Rig::ping(&rig.h2, &["-c", "3", "-W", "2", "10.0.3.2"]);
+    let (ok, out) = rig.h2.ping(&["-c", "3", "-W", "2", "10.0.3.2"]);
     assert!(ok, "{out}");
-    let (ok, out) = Rig::ping(&rig.vm3, &["-c", "3", "-W", "2", "10.0.4.2"]);
+    let (ok, out) = rig.vm3.ping(&["-c", "3", "-W", "2", "10.0.4.2"]);
     assert!(ok, "{out}");
     let dst: SocketAddr = "10.0.3.2:5004".parse().unwrap();
     let t = common::tcp_transfer(&rig.h2, &rig.vm3, dst, 8 << 20);
     assert!(t.intact && t.bytes == 8 << 20, "transfer after the return");
-    rig.testpmd = None;
-    let s = rig.daemon.stop().expect("daemon");
-    common::assert_identity(&s);
+    rig.stop();
 }
 
 #[test]
@@ -354,7 +345,7 @@ fn a_vm_with_two_queue_pairs_is_served_by_both_workers() {
     if !need(TEST) {
         return;
     }
-    let mut rig = Rig::start_with("vu-mq", 2);
+    let rig = Rig::start_with("vu-mq", 2);
     // Sixteen connections: the VM's kernel spreads them over its TAP's
     // two queues, which testpmd forwards to the device's two pairs.
     let transfers: Vec<_> = (0..16u16)
@@ -383,7 +374,5 @@ fn a_vm_with_two_queue_pairs_is_served_by_both_workers() {
         let n = dev[pair].as_u64().unwrap_or(0);
         assert!(n > 100, "{pair} took {n} frames: {dev}");
     }
-    rig.testpmd = None;
-    let s = rig.daemon.stop().expect("daemon");
-    common::assert_identity(&s);
+    rig.stop();
 }

@@ -118,12 +118,6 @@ fn cpu_us(threads: &[u32]) -> f64 {
     ticks as f64 * 10_000.0
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn secs() -> u32 {
     std::env::var("EDGEFWD_NETNS_SECS")
         .ok()
@@ -523,11 +517,11 @@ fn main() {
         .iter()
         .map(|s| {
             [
-                median(&s.tcp_gbps),
-                median(&s.udp_pps),
-                median(&s.udp_cpu_us),
-                median(&s.rtt_us[0]),
-                median(&s.rtt_us[1]),
+                common::median(&s.tcp_gbps),
+                common::median(&s.udp_pps),
+                common::median(&s.udp_cpu_us),
+                common::median(&s.rtt_us[0]),
+                common::median(&s.rtt_us[1]),
             ]
         })
         .collect();

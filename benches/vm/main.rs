@@ -75,12 +75,6 @@ fn secs() -> u64 {
         .unwrap_or(3)
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// Busy time of the whole machine so far, in clock ticks (10 ms).
 fn machine_busy() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
@@ -94,17 +88,6 @@ fn machine_busy() -> u64 {
         .collect();
     // user nice system idle iowait irq softirq steal
     f.iter().sum::<u64>() - f[3] - f[4]
-}
-
-/// User and system ticks of process `pid`.
-fn process_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }
 
 /// Pins thread `tid` to `cpu`.
@@ -359,10 +342,10 @@ fn measure(vm_pid: u32, mut frames: impl FnMut() -> u64) -> Sample {
         Instant::now(),
         frames(),
         machine_busy(),
-        process_ticks(vm_pid),
+        common::process_cpu_ticks(vm_pid),
     );
     std::thread::sleep(Duration::from_secs(secs()));
-    let (f1, b1, v1) = (frames(), machine_busy(), process_ticks(vm_pid));
+    let (f1, b1, v1) = (frames(), machine_busy(), common::process_cpu_ticks(vm_pid));
     let dt = t0.elapsed().as_secs_f64();
     let n = (f1 - f0).max(1) as f64;
     Sample {
@@ -596,9 +579,9 @@ fn vm_to_host(r: Router, size: usize, round: usize) -> Sample {
 }
 
 fn row(name: &str, s: &[Sample], base: &[(&str, f64)]) {
-    let pps = median(&s.iter().map(|x| x.pps).collect::<Vec<_>>());
-    let m = median(&s.iter().map(|x| x.machine_us).collect::<Vec<_>>());
-    let w = median(&s.iter().map(|x| x.switch_us).collect::<Vec<_>>());
+    let pps = common::median(&s.iter().map(|x| x.pps).collect::<Vec<_>>());
+    let m = common::median(&s.iter().map(|x| x.machine_us).collect::<Vec<_>>());
+    let w = common::median(&s.iter().map(|x| x.switch_us).collect::<Vec<_>>());
     let ratios: Vec<String> = base
         .iter()
         .map(|(n, b)| format!("{:.2}× {n}", pps / b))
@@ -657,7 +640,8 @@ fn main() {
         }
     }
     for (si, size) in sizes.iter().enumerate() {
-        let med = |i: usize| median(&loops[si][i].iter().map(|x| x.pps).collect::<Vec<_>>());
+        let med =
+            |i: usize| common::median(&loops[si][i].iter().map(|x| x.pps).collect::<Vec<_>>());
         let (bridge, dpdk) = (med(1), med(2));
         println!("\nVM to VM, {size}-byte frames (frames switched per second; CPU per frame: machine, switch)\n");
         println!("| Switch | Rate | Machine CPU/frame | Switch CPU/frame | Ratios |");
@@ -669,7 +653,7 @@ fn main() {
                 &[("bridge", bridge), ("DPDK", dpdk)],
             );
         }
-        let kernel = median(&routed[si][1].iter().map(|x| x.pps).collect::<Vec<_>>());
+        let kernel = common::median(&routed[si][1].iter().map(|x| x.pps).collect::<Vec<_>>());
         println!("\nVM to host, routed, {size}-byte frames (delivered to the host per second)\n");
         println!("| Router | Rate | Machine CPU/frame | Router CPU/frame | Ratio |");
         println!("|---|---|---|---|---|");

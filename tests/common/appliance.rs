@@ -101,11 +101,7 @@ impl Host {
 
     /// `ping` from this host; true when every echo was answered.
     pub fn ping(&self, args: &[&str]) -> (bool, String) {
-        let mut cmd = vec!["ping", "-n"];
-        cmd.extend_from_slice(args);
-        let out = self.ns.exec(15, &cmd);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.success(), text)
+        self.ns.ping(args)
     }
 }
 

@@ -235,6 +235,16 @@ impl Netns {
         }
     }
 
+    /// `ping -n ARGS` from the namespace (within 15 s): whether every echo
+    /// was answered, and what it printed.
+    pub fn ping(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = vec!["ping", "-n"];
+        cmd.extend_from_slice(args);
+        let out = self.exec(15, &cmd);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text)
+    }
+
     /// Runs a command inside the namespace, bounded to `secs` seconds.
     pub fn exec(&self, secs: u32, cmd: &[&str]) -> std::process::Output {
         let secs = secs.to_string();
@@ -453,9 +463,20 @@ pub fn threads_named(prefix: &str) -> Vec<u32> {
 /// clock ticks of 10 ms (the kernel's ABI fixes USER_HZ at 100); 0 once the
 /// thread is gone.
 pub fn thread_cpu_ticks(id: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{id}/stat")).unwrap_or_default();
-    // Fields 14 and 15; the name (field 2) may hold spaces, so count from
-    // the ")" that ends it.
+    stat_cpu_ticks(&format!("/proc/self/task/{id}/stat"))
+}
+
+/// User plus system CPU time process `pid` has used, in clock ticks of
+/// 10 ms; 0 once it is gone.
+pub fn process_cpu_ticks(pid: u32) -> u64 {
+    stat_cpu_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// Fields 14 and 15 (utime, stime) of a `/proc/…/stat` file.
+fn stat_cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The name (field 2) may hold spaces, so count from the ")" that ends
+    // it.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest
         .split_whitespace()
@@ -601,4 +622,11 @@ pub fn wait_for_link(socket: &std::path::Path, port: &str, want: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The median of `v` (the upper one of an even count); NaN when empty.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
