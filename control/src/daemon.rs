@@ -1069,7 +1069,8 @@ impl Daemon {
             .iter()
             .zip(&self.links)
             .zip(&self.bindings)
-            .map(|((p, l), b)| {
+            .enumerate()
+            .map(|(i, ((p, l), b))| {
                 let mut v = json!({
                     "name": p.name,
                     "bind": b.to_string(),
@@ -1081,16 +1082,13 @@ impl Daemon {
                 if let PortRole::Mirror { of } = &p.role {
                     v["mirror_of"] = json!(of);
                 }
+                let details = self.devices.get(i).map(|d| d.details()).unwrap_or_default();
+                if !details.is_empty() {
+                    v["device"] = details.into_iter().map(|(k, n)| (k, json!(n))).collect();
+                }
                 v
             })
             .collect();
-        let mut ports = ports;
-        for (v, dev) in ports.iter_mut().zip(&self.devices) {
-            let details = dev.details();
-            if !details.is_empty() {
-                v["device"] = details.into_iter().map(|(k, n)| (k, json!(n))).collect();
-            }
-        }
         json!({ "ports": ports })
     }
 
