@@ -70,7 +70,12 @@ fn main() {
         let t = Instant::now();
         for k in &keys {
             let backend = maglev.pick(flow_hash.hash_one(k)).unwrap_or(0);
-            table.insert(*k, Flow::to(0, backend, 0), 1, 0x02);
+            table.insert(
+                *k,
+                Flow::to(0, std::net::IpAddr::from(backend.to_be_bytes()), 0),
+                1,
+                0x02,
+            );
         }
         ours_new.push(rate(FLOWS, t.elapsed()));
         // In bursts of 64, as a service stage would look them up.
@@ -85,7 +90,7 @@ fn main() {
             table.lookup_burst(b, 2, &mut found);
             sum += found
                 .iter()
-                .map(|f| f.map_or(0, |f| u64::from(f.backend)))
+                .map(|f| f.map_or(0, |f| f.aux as u64 + f.addr as u64))
                 .sum::<u64>();
         }
         ours_hit.push(rate(FLOWS, t.elapsed()));
@@ -96,13 +101,16 @@ fn main() {
         let t = Instant::now();
         for k in &keys {
             let backend = maglev.pick(flow_hash.hash_one(k)).unwrap_or(0);
-            map.insert(*k, Flow::to(0, backend, 0));
+            map.insert(
+                *k,
+                Flow::to(0, std::net::IpAddr::from(backend.to_be_bytes()), 0),
+            );
         }
         map_new.push(rate(FLOWS, t.elapsed()));
         let t = Instant::now();
         let mut sum = 0u64;
         for &i in &order {
-            sum += u64::from(map.get(&keys[i]).map_or(0, |f| f.backend));
+            sum += u64::from(map.get(&keys[i]).map_or(0, |f| f.addr as u32));
         }
         map_hit.push(rate(FLOWS, t.elapsed()));
         std::hint::black_box(sum);
@@ -188,7 +196,7 @@ fn main() {
         .map(|i| ServiceConfig {
             name: format!("svc-{i}"),
             kind: ServiceKind::ClusterIp,
-            vip: std::net::Ipv4Addr::from(0x0a60_0000 + i),
+            vips: vec![std::net::Ipv4Addr::from(0x0a60_0000 + i).into()],
             announce: None,
             ports: vec![ServicePort {
                 proto: Proto::Tcp,
@@ -197,7 +205,7 @@ fn main() {
             }],
             backends: (0..3u32)
                 .map(|b| Backend {
-                    addr: std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + b),
+                    addr: std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + b).into(),
                     weight: 1,
                     state: BackendState::Active,
                 })

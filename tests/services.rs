@@ -332,20 +332,26 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
         "the backend saw the client's address"
     );
 
+    let (v, seen) = announce_under_tcpdump(&app, h2, "web", "arp");
+    assert_eq!(v["addresses"], serde_json::json!(["10.0.2.100"]));
+    let garps = seen
+        .lines()
+        .filter(|l| l.contains("Request who-has 10.0.2.100 tell 10.0.2.100"))
+        .count();
+    assert!(garps >= 3, "{garps} gratuitous ARPs seen:\n{seen}");
+}
+
+/// `service announce NAME` while tcpdump (`filter`) listens on `host`'s
+/// side for 5 s: the daemon's answer, and what tcpdump printed.
+fn announce_under_tcpdump(
+    app: &common::appliance::Appliance,
+    host: &common::appliance::Host,
+    name: &str,
+    filter: &str,
+) -> (serde_json::Value, String) {
     let mut dump = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            h2.ns.name(),
-            "timeout",
-            "5",
-            "tcpdump",
-            "-l",
-            "-nn",
-            "-i",
-            h2.dev,
-            "arp",
-        ])
+        .args(["netns", "exec", host.ns.name(), "timeout", "5", "tcpdump"])
+        .args(["-l", "-nn", "-i", host.dev, filter])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -369,16 +375,93 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
         .expect("tcpdump did not start listening within 5 s");
     let v = edgefwd_control::api::call(
         &app.socket,
-        edgefwd_control::api::Command::ServiceAnnounce { name: "web".into() },
+        edgefwd_control::api::Command::ServiceAnnounce { name: name.into() },
     )
     .unwrap();
-    assert_eq!(v["address"], "10.0.2.100");
     let seen = String::from_utf8_lossy(&dump.wait_with_output().unwrap().stdout).into_owned();
-    let garps = seen
+    (v, seen)
+}
+
+/// On TAPs, a dual-stack load balancer (one address of each family from
+/// the pool): a client behind Port2 fetches a page over IPv6 and over
+/// IPv4 from a backend behind Port3 that answers with the client's own
+/// address (so it saw the client, not the appliance), the client's
+/// kernel having found the IPv6 address by neighbour discovery; and
+/// `service announce` sends three unsolicited neighbour advertisements
+/// for it, seen by tcpdump on the client's side.
+#[test]
+fn an_ipv6_client_reaches_a_dual_stack_service_on_taps_and_hears_it_announced() {
+    const T: &str = "an_ipv6_client_reaches_a_dual_stack_service_on_taps_and_hears_it_announced";
+    if !common::need_root_and_ping(T)
+        || !common::need_tool(T, "python3", "--version")
+        || !common::need_tool(T, "tcpdump", "--version")
+    {
+        return;
+    }
+    let services = "[services]\nflows = 1024\nload_balancer_pool = [\"10.0.2.100-10.0.2.110\", \"fd00:2::100/120\"]\n\n[[service]]\nname = \"web\"\nkind = \"load-balancer\"\nports = [{ protocol = \"tcp\", port = 80, target_port = 8080 }]\nbackends = [\"10.0.3.2\", \"fd00:3::2\"]\n";
+    let app = common::appliance::Appliance::start("svc6", &["Port2", "Port3"], services);
+    let (h2, h3) = (app.host("Port2"), app.host("Port3"));
+    h2.configure_v6();
+    h3.configure_v6();
+    let _server = h3.ns.spawn(&[
+        "python3", "-c",
+        "import http.server as s, socket\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].removeprefix('::ffff:').encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\nclass S(s.HTTPServer):\n address_family=socket.AF_INET6\nS(('::',8080),H).serve_forever()",
+    ]);
+    h3.ns.wait_for_listener(8080);
+    let shown = edgefwd_control::api::call(
+        &app.socket,
+        edgefwd_control::api::Command::ServiceShow {
+            name: Some("web".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        shown["services"][0]["addresses"],
+        serde_json::json!(["10.0.2.100", "fd00:2::100"]),
+        "one address of each backend family, the lowest free"
+    );
+    for (url, client) in [
+        ("http://[fd00:2::100]/", h2.addr6()),
+        ("http://10.0.2.100/", h2.addr()),
+    ] {
+        let fetch = format!(
+            "import urllib.request as u;print(u.urlopen('{url}',timeout=5).read().decode())"
+        );
+        let out = h2.ns.exec(10, &["python3", "-c", &fetch]);
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            client,
+            "{url}: the backend saw the client's address"
+        );
+    }
+    let neigh = h2.ns.ip(&["-6", "neigh", "show", "fd00:2::100"]);
+    assert!(
+        neigh.contains("02:00:00:00:02:01"),
+        "the VIP's neighbour entry: {neigh}"
+    );
+
+    let (v, seen) = announce_under_tcpdump(&app, h2, "web", "icmp6 and ip6[40] == 136");
+    assert_eq!(
+        v["addresses"],
+        serde_json::json!(["10.0.2.100", "fd00:2::100"])
+    );
+    let nas = seen
         .lines()
-        .filter(|l| l.contains("Request who-has 10.0.2.100 tell 10.0.2.100"))
+        .filter(|l| {
+            l.contains("fd00:2::100 > ff02::1")
+                && l.contains("neighbor advertisement")
+                && l.contains("tgt is fd00:2::100")
+        })
         .count();
-    assert!(garps >= 3, "{garps} gratuitous ARPs seen:\n{seen}");
+    assert!(
+        nas >= 3,
+        "{nas} unsolicited neighbour advertisements seen:\n{seen}"
+    );
 }
 
 /// A small HTTP server answering every request with `name`.

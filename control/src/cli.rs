@@ -157,11 +157,12 @@ enum ServiceCommand {
         /// `load-balancer` or `cluster-ip`.
         #[arg(long)]
         kind: String,
-        /// Its address (a load balancer's default: the lowest free one of
-        /// `[services] load_balancer_pool`).
-        #[arg(long)]
-        address: Option<String>,
-        /// The port that answers ARP for it (load balancers).
+        /// Its address; repeat for a dual-stack service's second (a load
+        /// balancer's default: the lowest free one of each family its
+        /// backends have in `[services] load_balancer_pool`).
+        #[arg(long = "address", value_name = "ADDR")]
+        addresses: Vec<String>,
+        /// The port that answers ARP and NDP for it (load balancers).
         #[arg(long)]
         announce: Option<String>,
         /// `PROTOCOL:PORT[:TARGET_PORT]`, e.g. `tcp:80:8080`; repeat.
@@ -194,8 +195,8 @@ enum ServiceCommand {
         /// Its name.
         name: String,
     },
-    /// Announce a load balancer's address again: three gratuitous ARPs on
-    /// its port.
+    /// Announce a load balancer's addresses again: three gratuitous ARPs
+    /// or unsolicited neighbour advertisements on its port.
     Announce {
         #[command(flatten)]
         daemon: Daemon,
@@ -690,7 +691,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     daemon,
                     name,
                     kind,
-                    address,
+                    addresses,
                     announce,
                     ports,
                     backends,
@@ -701,7 +702,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             let mut entry = crate::services::entry_from_flags(
                 &name,
                 &kind,
-                address.as_deref(),
+                &addresses,
                 announce.as_deref(),
                 &ports,
                 &backends,
@@ -748,7 +749,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 out,
                 "removed {} ({})",
                 data["removed"].as_str().unwrap_or_default(),
-                data["address"].as_str().unwrap_or_default()
+                addresses(&data)
             )?;
         }
         Command::Service {
@@ -758,7 +759,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             writeln!(
                 out,
                 "announcing {} on {}",
-                data["address"].as_str().unwrap_or_default(),
+                addresses(&data),
                 data["port"].as_str().unwrap_or_default()
             )?;
         }
@@ -943,4 +944,13 @@ fn print_lookup(
         )?;
     }
     Ok(())
+}
+
+/// A reply's `addresses`, joined by commas.
+fn addresses(data: &serde_json::Value) -> String {
+    let list = data["addresses"].as_array().map(Vec::as_slice);
+    (list.unwrap_or_default().iter())
+        .filter_map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -719,6 +719,10 @@ impl Daemon {
         if let (Some(n), true) = (name, list.is_empty()) {
             return Err(format!("no service {n:?}"));
         }
+        // By name: the order services were added in is not kept across a
+        // restart, which replays those added at run time by name.
+        let mut list = list;
+        list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         Ok(json!({ "services": list }))
     }
 
@@ -771,7 +775,7 @@ impl Daemon {
         let gone = list.remove(i);
         self.set_services(list);
         self.publish();
-        Ok(json!({"removed": gone.name, "address": gone.vip}))
+        Ok(json!({"removed": gone.name, "addresses": gone.vips}))
     }
 
     fn set_services(&mut self, list: Vec<ServiceConfig>) {
@@ -785,8 +789,9 @@ impl Daemon {
         self.services = Arc::new(next);
     }
 
-    /// `service announce NAME`: three gratuitous ARPs for a load
-    /// balancer's address on its port, sent by worker 0.
+    /// `service announce NAME`: three gratuitous ARPs or unsolicited
+    /// neighbour advertisements for each of a load balancer's addresses on
+    /// its port, sent by worker 0.
     fn service_announce(&mut self, name: &str) -> Result<Value, String> {
         let s = self
             .services
@@ -799,11 +804,14 @@ impl Daemon {
                 "{name} is a cluster-ip service: it is not announced"
             ));
         };
-        let (address, port) = (s.vip, self.cfg.ports[usize::from(port)].name.clone());
+        let (addresses, port) = (
+            s.vips.clone(),
+            self.cfg.ports[usize::from(port)].name.clone(),
+        );
         let seq = self.services.announce.0 + 1;
         self.change_services(|s| s.announce = (seq, name.to_owned()));
         self.publish();
-        Ok(json!({"service": name, "address": address, "port": port}))
+        Ok(json!({"service": name, "addresses": addresses, "port": port}))
     }
 
     /// `service backend ACTION NAME ADDRESS`: journaled, then published to

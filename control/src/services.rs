@@ -2,7 +2,7 @@
 //! prints, and backend changes (`service backend add|remove|drain`), which
 //! are journaled as the service's whole backend list.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use edgefwd_core::service::{Backend, BackendState, ServiceConfig, ServiceKind};
 use serde_json::{json, Value};
@@ -41,8 +41,8 @@ pub fn current(cfg: &Config, changes: &ServiceChanges) -> Result<Vec<ServiceConf
 
 /// True when `a` and `b` are one service, whatever their backends.
 fn same_service(a: &ServiceConfig, b: &ServiceConfig) -> bool {
-    (&a.name, a.kind, a.vip, a.announce, &a.ports, a.affinity)
-        == (&b.name, b.kind, b.vip, b.announce, &b.ports, b.affinity)
+    (&a.name, a.kind, &a.vips, a.announce, &a.ports, a.affinity)
+        == (&b.name, b.kind, &b.vips, b.announce, &b.ports, b.affinity)
 }
 
 /// What turns the config's services into `current` ones (a config service
@@ -79,6 +79,7 @@ pub fn flag_of(e: &crate::config::ConfigError, existing: usize) -> String {
         "name" => "NAME".to_owned(),
         "ports" => "--port".to_owned(),
         "backends" => "--backend".to_owned(),
+        "address" | "addresses" => "--address".to_owned(),
         "" => String::new(),
         other if other.starts_with("services") => field.to_owned(),
         other => format!("--{other}"),
@@ -144,9 +145,16 @@ pub fn change(
     action: Action,
     weight: Option<u32>,
 ) -> Result<Vec<Backend>, String> {
-    let addr: Ipv4Addr = address
+    let addr: IpAddr = address
         .parse()
-        .map_err(|_| format!("{address:?} is not an IPv4 address"))?;
+        .map_err(|_| format!("{address:?} is not an address"))?;
+    if !s.vips.iter().any(|v| v.is_ipv4() == addr.is_ipv4()) {
+        let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+        return Err(format!(
+            "{addr} is {family} and {} has no {family} address",
+            s.name
+        ));
+    }
     if let Some(w) = weight {
         if !(1..=255).contains(&w) {
             return Err(format!("--weight: {w} is not between 1 and 255"));
@@ -180,7 +188,8 @@ pub fn to_json(s: &ServiceConfig, port_names: &[String]) -> Value {
     json!({
         "name": s.name,
         "kind": match s.kind { ServiceKind::LoadBalancer => "load-balancer", ServiceKind::ClusterIp => "cluster-ip" },
-        "address": s.vip,
+        "address": s.vips.first(),
+        "addresses": s.vips,
         "announce": s.announce.and_then(|p| port_names.get(usize::from(p))),
         "affinity": if s.affinity.is_some() { "client-ip" } else { "none" },
         "affinity_timeout": s.affinity,
@@ -222,7 +231,14 @@ pub fn to_text(services: &[Value]) -> String {
             "{} ({}) {} {}",
             s(&svc["name"]),
             s(&svc["kind"]),
-            s(&svc["address"]),
+            svc["addresses"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(s)
+                .collect::<Vec<_>>()
+                .join(","),
             ports.join(" ")
         );
         if let Some(a) = svc["announce"].as_str() {
@@ -252,15 +268,20 @@ pub fn to_text(services: &[Value]) -> String {
 pub fn entry_from_flags(
     name: &str,
     kind: &str,
-    address: Option<&str>,
+    addresses: &[String],
     announce: Option<&str>,
     ports: &[String],
     backends: &[String],
 ) -> Result<String, String> {
     let q = |v: &str| toml::Value::String(v.to_owned()).to_string();
     let mut e = format!("[[service]]\nname = {}\nkind = {}\n", q(name), q(kind));
-    if let Some(a) = address {
-        e += &format!("address = {}\n", q(a));
+    match addresses {
+        [] => {}
+        [one] => e += &format!("address = {}\n", q(one)),
+        many => {
+            let all: Vec<String> = many.iter().map(|a| q(a)).collect();
+            e += &format!("addresses = [{}]\n", all.join(", "));
+        }
     }
     if let Some(a) = announce {
         e += &format!("announce = {}\n", q(a));
@@ -288,11 +309,15 @@ pub fn entry_from_flags(
         ps.push(t + " }");
     }
     e += &format!("ports = [{}]\n", ps.join(", "));
+    // An IPv6 backend's weight follows its bracketed address: [ADDR]:W.
     let bs: Vec<String> = backends
         .iter()
-        .map(|b| match b.split_once(':') {
-            Some((addr, w)) => q(&format!("{addr} weight={w}")),
-            None => q(b),
+        .map(|b| match b.rsplit_once(':') {
+            Some((addr, w)) if b.parse::<std::net::IpAddr>().is_err() => {
+                let addr = addr.trim_start_matches('[').trim_end_matches(']');
+                q(&format!("{addr} weight={w}"))
+            }
+            _ => q(b.trim_start_matches('[').trim_end_matches(']')),
         })
         .collect();
     e += &format!("backends = [{}]\n", bs.join(", "));

@@ -113,7 +113,7 @@ pub struct ServiceChanges {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBackend {
     /// Its address.
-    pub address: std::net::Ipv4Addr,
+    pub address: std::net::IpAddr,
     /// Its weight.
     pub weight: u32,
     /// Draining (no new flows) rather than active.

@@ -909,7 +909,11 @@ backends = ["192.168.20.51", "192.168.20.52"]
         ),
         (
             vec!["service", "backend", "add", "web", "ten"],
-            "not an IPv4 address",
+            "\"ten\" is not an address",
+        ),
+        (
+            vec!["service", "backend", "add", "web", "fd00:244::5"],
+            "IPv6 and web has no IPv6 address",
         ),
         (
             vec!["service", "backend", "evict", "web", "192.168.20.51"],
@@ -1041,6 +1045,10 @@ backends = ["192.168.20.51", "192.168.20.52"]
             ],
             "services.load_balancer_pool",
         ),
+        (
+            add(&["--address", "10.96.0.12"]),
+            "--address: at most one address of each family",
+        ),
         (vec!["service", "remove", "nope"], "no service \"nope\""),
     ] {
         let e = d.refused(&args);
@@ -1073,6 +1081,40 @@ backends = ["192.168.20.51", "192.168.20.52"]
         "--port",
         "tcp:81",
     ]);
+    // Dual stack: an address of each family, IPv6 backends (a weight
+    // after the bracketed address).
+    d.ok(&[
+        "service",
+        "add",
+        "six",
+        "--kind",
+        "cluster-ip",
+        "--address",
+        "10.96.0.30",
+        "--address",
+        "fd00:96::30",
+        "--port",
+        "tcp:80",
+        "--backend",
+        "[fd00:244::5]:3",
+        "--backend",
+        "fd00:244::6",
+        "--backend",
+        "10.244.1.5",
+    ]);
+    let six = |d: &Daemon| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["service", "show", "six", "--json"])).unwrap();
+        v["services"][0].clone()
+    };
+    let before = six(&d);
+    assert_eq!(
+        before["addresses"],
+        serde_json::json!(["10.96.0.30", "fd00:96::30"])
+    );
+    assert_eq!(before["backends"][0]["address"], "fd00:244::5");
+    assert_eq!(before["backends"][0]["weight"], 3);
+    d.ok(&["service", "backend", "drain", "six", "fd00:244::6"]);
     let names = |d: &Daemon| -> Vec<String> {
         let v: serde_json::Value =
             serde_json::from_str(&d.ok(&["service", "show", "--json"])).unwrap();
@@ -1083,14 +1125,17 @@ backends = ["192.168.20.51", "192.168.20.52"]
             .map(|s| s["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(names(&d), ["dns", "web"]);
+    assert_eq!(names(&d), ["dns", "six", "web"], "by name");
+    let six_before = six(&d);
+    assert_eq!(six_before["backends"][1]["state"], "draining");
     let dns: serde_json::Value =
         serde_json::from_str(&d.ok(&["service", "show", "dns", "--json"])).unwrap();
     let dns_backends = dns["services"][0]["backends"].clone();
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     let d = Daemon::start(dir.path(), &cfg);
-    assert_eq!(names(&d), ["dns", "web"], "kept across a restart");
+    assert_eq!(names(&d), ["dns", "six", "web"], "kept across a restart");
+    assert_eq!(six(&d), six_before, "the dual-stack service too");
     let web: serde_json::Value =
         serde_json::from_str(&d.ok(&["service", "show", "web", "--json"])).unwrap();
     assert_eq!(web["services"][0]["kind"], "cluster-ip", "{web}");

@@ -36,6 +36,22 @@ impl Host {
         format!("{}.{last}", self.subnet)
     }
 
+    /// The IPv6 prefix of the host's segment (`fd00:N::/64`, N from its
+    /// IPv4 subnet's third byte).
+    fn prefix6(&self) -> String {
+        format!("fd00:{}:", self.subnet.rsplit('.').next().unwrap_or("0"))
+    }
+
+    /// The appliance's IPv6 address on the host's segment.
+    pub fn gateway6(&self) -> String {
+        format!("{}:1", self.prefix6())
+    }
+
+    /// The host's IPv6 address, once [`Host::configure_v6`] gave it.
+    pub fn addr6(&self) -> String {
+        format!("{}:2", self.prefix6())
+    }
+
     pub fn port_toml(&self) -> String {
         let i = match self.port {
             "Port2" => 2,
@@ -44,12 +60,25 @@ impl Host {
             _ => 5,
         };
         format!(
-            "[[port]]\nname = \"{}\"\nbind = \"tap:{}@{}\"\nmac = \"02:00:00:00:0{i}:01\"\naddresses = [\"{}/24\"]\n\n",
+            "[[port]]\nname = \"{}\"\nbind = \"tap:{}@{}\"\nmac = \"02:00:00:00:0{i}:01\"\naddresses = [\"{}/24\", \"{}/64\"]\n\n",
             self.port,
             self.dev,
             self.ns.name(),
             self.gateway(),
+            self.gateway6(),
         )
+    }
+
+    /// Gives the host its IPv6 address (no duplicate detection, so it is
+    /// usable at once) and a default route through the appliance.
+    pub fn configure_v6(&self) {
+        let cidr = format!("{}/64", self.addr6());
+        self.ns
+            .ip(&["addr", "add", &cidr, "dev", self.dev, "nodad"]);
+        let gw = self.gateway6();
+        self.ns
+            .ip(&["-6", "route", "replace", "default", "via", &gw]);
+        self.ns.wait_for_ping(&gw, 5);
     }
 
     /// Addresses the host side of the TAP once the daemon has made it.

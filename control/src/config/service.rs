@@ -2,7 +2,7 @@
 //! refusal names the field (`service[0].backends[2]`) and its line.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use edgefwd_core::nat::Proto;
 use edgefwd_core::service::{Backend, BackendState, ServiceConfig, ServiceKind, ServicePort};
@@ -34,6 +34,8 @@ pub(super) struct RawService {
     name: Spanned<String>,
     kind: Spanned<String>,
     address: Option<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
     announce: Option<Spanned<String>>,
     #[serde(default)]
     ports: Vec<RawServicePort>,
@@ -164,13 +166,12 @@ fn checked(
         .flat_map(|p| p.addresses.iter().map(|a| a.addr()))
         .collect();
     let mut names = HashSet::new();
-    let mut taken: HashSet<Ipv4Addr> = HashSet::new();
+    let mut taken: HashSet<IpAddr> = HashSet::new();
     // Addresses given explicitly are taken before the pool hands any out.
     for (i, s) in list.iter().enumerate() {
-        if let Some(a) = &s.address {
-            let f = format!("service[{i}].address");
-            let addr = v4(l, a, &f)?;
-            if ours.contains(&IpAddr::V4(addr)) {
+        for (a, f) in given(s, i) {
+            let addr = address(l, a, &f)?;
+            if ours.contains(&addr) {
                 return Err(l.at(a, f, format!("{addr} is an address of a port")));
             }
             if !taken.insert(addr) {
@@ -229,35 +230,72 @@ fn checked(
                 "only with affinity = \"client-ip\"",
             ));
         }
-        let vip = match (&s.address, kind) {
-            (Some(a), _) => v4(l, a, &f("address"))?,
-            (None, ServiceKind::ClusterIp) => {
+        let mut backends: Vec<Backend> = Vec::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            let fb = format!("service[{i}].backends[{j}]");
+            let backend = backend(b.get_ref()).map_err(|e| l.at(b, fb.clone(), e))?;
+            if backends.iter().any(|o| o.addr == backend.addr) {
+                return Err(l.at(b, fb, format!("{} is listed twice", backend.addr)));
+            }
+            backends.push(backend);
+        }
+        if s.address.is_some() && !s.addresses.is_empty() {
+            return Err(l.at(
+                &s.addresses[0],
+                f("addresses"),
+                "give address or addresses, not both",
+            ));
+        }
+        let mut vips: Vec<IpAddr> = Vec::new();
+        for (a, field) in given(s, i) {
+            let addr = address(l, a, &field)?;
+            if vips.iter().any(|v| v.is_ipv4() == addr.is_ipv4()) {
+                return Err(l.at(a, field, "at most one address of each family"));
+            }
+            vips.push(addr);
+        }
+        if vips.is_empty() {
+            if kind == ServiceKind::ClusterIp {
                 return Err(l.err(
                     Some(s.name.span()),
                     f("address"),
                     "a cluster-ip service needs an address",
-                ))
+                ));
             }
-            (None, ServiceKind::LoadBalancer) => {
-                let free = pool.iter().find_map(|&(lo, hi)| {
-                    let (IpAddr::V4(lo), IpAddr::V4(hi)) = (lo, hi) else {
-                        return None;
-                    };
-                    (u32::from(lo)..=u32::from(hi))
-                        .map(Ipv4Addr::from)
-                        .find(|a| !taken.contains(a) && !ours.contains(&IpAddr::V4(*a)))
-                });
-                let Some(a) = free else {
+            // One of each family its backends have (IPv4 without any).
+            let mut families: Vec<bool> = [true, false]
+                .into_iter()
+                .filter(|&v4| backends.iter().any(|b| b.addr.is_ipv4() == v4))
+                .collect();
+            if families.is_empty() {
+                families.push(true);
+            }
+            for v4 in families {
+                let Some(a) = free_address(pool, v4, &taken, &ours) else {
+                    let family = if v4 { "IPv4" } else { "IPv6" };
                     return Err(l.err(
                         Some(s.name.span()),
                         "services.load_balancer_pool",
-                        format!("no free address left for service {name:?}"),
+                        format!("no free {family} address left for service {name:?}"),
                     ));
                 };
                 taken.insert(a);
-                a
+                vips.push(a);
             }
-        };
+        }
+        for (j, b) in backends.iter().enumerate() {
+            if !vips.iter().any(|v| v.is_ipv4() == b.addr.is_ipv4()) {
+                let family = if b.addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(l.at(
+                    &s.backends[j],
+                    format!("service[{i}].backends[{j}]"),
+                    format!(
+                        "{} is {family} and the service has no {family} address",
+                        b.addr
+                    ),
+                ));
+            }
+        }
         let announce = match (&s.announce, kind) {
             (Some(a), ServiceKind::ClusterIp) => {
                 return Err(l.at(a, f("announce"), "a cluster-ip service is not announced"))
@@ -279,13 +317,18 @@ fn checked(
             (None, ServiceKind::LoadBalancer) => {
                 let holder = ports.iter().position(|p| {
                     p.role == PortRole::Routed
-                        && p.addresses.iter().any(|n| n.contains(&IpAddr::V4(vip)))
+                        && p.addresses
+                            .iter()
+                            .any(|n| vips.iter().any(|v| n.contains(v)))
                 });
                 let Some(p) = holder else {
                     return Err(l.err(
                         Some(s.name.span()),
                         f("announce"),
-                        format!("no port's subnet holds {vip}: name the port to announce it on"),
+                        format!(
+                            "no port's subnet holds {}: name the port to announce it on",
+                            vips[0]
+                        ),
                     ));
                 };
                 Some(p as u16)
@@ -333,19 +376,10 @@ fn checked(
                 target,
             });
         }
-        let mut backends: Vec<Backend> = Vec::new();
-        for (j, b) in s.backends.iter().enumerate() {
-            let fb = format!("service[{i}].backends[{j}]");
-            let backend = backend(b.get_ref()).map_err(|e| l.at(b, fb.clone(), e))?;
-            if backends.iter().any(|o| o.addr == backend.addr) {
-                return Err(l.at(b, fb, format!("{} is listed twice", backend.addr)));
-            }
-            backends.push(backend);
-        }
         out.push(ServiceConfig {
             name: name.clone(),
             kind,
-            vip,
+            vips,
             announce,
             ports: sports,
             backends,
@@ -369,14 +403,20 @@ pub fn to_toml(services: &[ServiceConfig], ports: &[PortConfig]) -> String {
 pub fn entry_toml(s: &ServiceConfig, ports: &[PortConfig]) -> String {
     let q = |v: &str| toml::Value::String(v.to_owned()).to_string();
     let mut out = format!(
-        "[[service]]\nname = {}\nkind = {}\naddress = {}\n",
+        "[[service]]\nname = {}\nkind = {}\n",
         q(&s.name),
         q(match s.kind {
             ServiceKind::LoadBalancer => "load-balancer",
             ServiceKind::ClusterIp => "cluster-ip",
         }),
-        q(&s.vip.to_string())
     );
+    match s.vips.as_slice() {
+        [one] => out += &format!("address = {}\n", q(&one.to_string())),
+        many => {
+            let all: Vec<String> = many.iter().map(|v| q(&v.to_string())).collect();
+            out += &format!("addresses = [{}]\n", all.join(", "));
+        }
+    }
     if let Some(p) = s.announce.and_then(|p| ports.get(usize::from(p))) {
         out += &format!("announce = {}\n", q(&p.name));
     }
@@ -406,12 +446,41 @@ pub fn entry_toml(s: &ServiceConfig, ports: &[PortConfig]) -> String {
     out
 }
 
-fn v4(l: &Lines, a: &Spanned<String>, field: &str) -> Result<Ipv4Addr, ConfigError> {
-    match a.get_ref().parse::<IpAddr>() {
-        Ok(IpAddr::V4(v)) => Ok(v),
-        Ok(IpAddr::V6(_)) => Err(l.at(a, field, "IPv6 services are not supported yet")),
-        Err(_) => Err(l.at(a, field, format!("{:?} is not an address", a.get_ref()))),
-    }
+/// The addresses `s` (entry `i`) gives, each with its field's name.
+fn given(s: &RawService, i: usize) -> Vec<(&Spanned<String>, String)> {
+    let one = s
+        .address
+        .iter()
+        .map(|a| (a, format!("service[{i}].address")));
+    let many =
+        (s.addresses.iter().enumerate()).map(|(j, a)| (a, format!("service[{i}].addresses[{j}]")));
+    one.chain(many).collect()
+}
+
+fn address(l: &Lines, a: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {
+    a.get_ref()
+        .parse::<IpAddr>()
+        .map_err(|_| l.at(a, field, format!("{:?} is not an address", a.get_ref())))
+}
+
+/// The lowest address of the family `v4` says in `pool`, neither `taken`
+/// nor `ours`.
+fn free_address(
+    pool: &[(IpAddr, IpAddr)],
+    v4: bool,
+    taken: &HashSet<IpAddr>,
+    ours: &HashSet<IpAddr>,
+) -> Option<IpAddr> {
+    let free = |a: &IpAddr| !taken.contains(a) && !ours.contains(a);
+    pool.iter().find_map(|&(lo, hi)| match (lo, hi) {
+        (IpAddr::V4(lo), IpAddr::V4(hi)) if v4 => (u32::from(lo)..=u32::from(hi))
+            .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+            .find(free),
+        (IpAddr::V6(lo), IpAddr::V6(hi)) if !v4 => (u128::from(lo)..=u128::from(hi))
+            .map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+            .find(free),
+        _ => None,
+    })
 }
 
 fn port_number(l: &Lines, p: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
@@ -425,9 +494,9 @@ fn port_number(l: &Lines, p: &Spanned<i64>, field: &str) -> Result<u16, ConfigEr
 fn backend(s: &str) -> Result<Backend, String> {
     let mut words = s.split_whitespace();
     let addr = words.next().ok_or("an empty backend")?;
-    let addr: Ipv4Addr = addr
+    let addr: IpAddr = addr
         .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        .map_err(|_| format!("{addr:?} is not an address"))?;
     let mut weight = 1;
     for w in words {
         let n = w

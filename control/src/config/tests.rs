@@ -344,7 +344,10 @@ fn services_parse_with_addresses_from_the_pool() {
     let c = Config::parse(&format!("{GOOD}{SERVICES}")).unwrap();
     assert_eq!(c.services.len(), 2);
     let web = &c.services[0];
-    assert_eq!(web.vip, "10.0.2.100".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(
+        web.vips,
+        ["10.0.2.100".parse::<std::net::IpAddr>().unwrap()]
+    );
     assert_eq!(web.announce, Some(0), "Port2's subnet holds the address");
     assert_eq!((web.ports[1].port, web.ports[1].target), (53, 53));
     assert_eq!(web.backends[1].weight, 2);
@@ -361,6 +364,41 @@ fn services_parse_with_addresses_from_the_pool() {
     ))
     .unwrap();
     assert_eq!(sticky.services[0].affinity, Some(10_800));
+}
+
+#[test]
+fn dual_stack_services_take_an_address_of_each_backend_family_from_the_pool() {
+    let text = SERVICES
+        .replace(
+            "\"192.168.20.52 weight=2\"]",
+            "\"192.168.20.52 weight=2\", \"2001:db8:20::51\"]",
+        )
+        .replace(
+            "address = \"10.96.0.10\"",
+            "addresses = [\"10.96.0.10\", \"fd00::10\"]\nbackends = [\"10.244.1.5\", \"fd00:244::5\"]",
+        );
+    let six_only = "\n[[service]]\nname = \"six\"\nkind = \"load-balancer\"\nports = [{ protocol = \"tcp\", port = 80 }]\nbackends = [\"2001:db8:20::52\"]\n";
+    let c = Config::parse(&format!("{GOOD}{text}{six_only}")).unwrap();
+    let ip = |a: &str| a.parse::<std::net::IpAddr>().unwrap();
+    assert_eq!(
+        c.services[0].vips,
+        [ip("10.0.2.100"), ip("2001:db8:2::100")]
+    );
+    assert_eq!(c.services[1].vips, [ip("10.96.0.10"), ip("fd00::10")]);
+    assert_eq!(c.services[2].vips, [ip("2001:db8:2::101")], "IPv6 only");
+    assert_eq!(
+        c.services[2].announce,
+        Some(0),
+        "Port2's IPv6 subnet holds it"
+    );
+    // Written out and read back (what a restart reads), nothing changes.
+    let again = super::check_services(
+        &super::services_toml(&c.services, &c.ports),
+        &c.ports,
+        &c.services_policy.pool,
+    )
+    .unwrap();
+    assert_eq!(again, c.services);
 }
 
 #[test]
@@ -391,9 +429,33 @@ fn bad_services_are_refused_by_field() {
             "address of a port",
         ),
         (
-            with("address = \"10.96.0.10\"", "address = \"2001:db8::1\""),
+            with(
+                "address = \"10.96.0.10\"",
+                "addresses = [\"10.96.0.10\", \"10.96.0.11\"]",
+            ),
+            "service[1].addresses[1]",
+            "one address of each family",
+        ),
+        (
+            with(
+                "address = \"10.96.0.10\"",
+                "address = \"10.96.0.10\"\naddresses = [\"fd00::10\"]",
+            ),
+            "service[1].addresses",
+            "not both",
+        ),
+        (
+            with(
+                "address = \"10.96.0.10\"\n",
+                "address = \"10.96.0.10\"\nbackends = [\"fd00:244::5\"]\n",
+            ),
+            "service[1].backends[0]",
+            "no IPv6 address",
+        ),
+        (
+            with("address = \"10.96.0.10\"", "address = \"2001:db8:2::15\""),
             "service[1].address",
-            "IPv6",
+            "address of a port",
         ),
         (
             with(

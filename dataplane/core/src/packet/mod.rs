@@ -29,3 +29,18 @@ pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// Length of an Ethernet II header.
 pub const ETH_HLEN: usize = 14;
+
+/// The solicited-node multicast address of `a` (ff02::1:ffXX:XXXX).
+pub fn solicited_node(a: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+    let o = a.octets();
+    std::net::Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}

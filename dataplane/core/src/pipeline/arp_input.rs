@@ -62,7 +62,8 @@ fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::PortDown);
     };
     let port_mac = port.mac;
-    let for_us = port.has_address(IpAddr::V4(arp.tpa)) || t.svc.announces(port_id, arp.tpa);
+    let for_us =
+        port.has_address(IpAddr::V4(arp.tpa)) || t.svc.announces(port_id, IpAddr::V4(arp.tpa));
     let on_link = port.v4.iter().any(|n| n.contains(&arp.spa));
     let mut refreshed = false;
     if on_link && !arp.spa.is_unspecified() && !port.has_address(IpAddr::V4(arp.spa)) {

@@ -8,7 +8,7 @@
 //! claims (see `nat::claims`), or by a port a worker chose so that it names
 //! the worker ([`port_owner`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::Tables;
 use crate::packet::{Next, Packet, Resume};
@@ -23,6 +23,20 @@ pub fn address_owner(a: Ipv4Addr, workers: usize) -> usize {
     // Fibonacci hashing: the high bits of the product mix every octet.
     let h = u32::from(a).wrapping_mul(0x9e37_79b1) >> 16;
     h as usize % workers
+}
+
+/// [`address_owner`] of either family: an IPv6 address by its four words
+/// folded into one.
+#[inline]
+pub fn owner_of(a: IpAddr, workers: usize) -> usize {
+    match a {
+        IpAddr::V4(v) => address_owner(v, workers),
+        IpAddr::V6(v) => {
+            let w = u128::from(v);
+            let folded = (w ^ w >> 64) as u64;
+            address_owner(Ipv4Addr::from((folded ^ folded >> 32) as u32), workers)
+        }
+    }
 }
 
 /// The worker, of `workers`, that a port chosen by [`port_for`] names.

@@ -39,6 +39,18 @@ fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
     p.buf.set_len(usize::from(p.meta.l3) + total);
 
     if listens_to(t, p.meta.iface, dst) {
+        if super::service::is_hairpin_reply(t, p, out.now) {
+            return Next::IpLookup;
+        }
+        return deliver_local(t, out, p, src, dst, hop);
+    }
+    // Solicitations for a load balancer's address on its port are the
+    // appliance's to answer, whether to its group or (unreachability
+    // detection) to the address itself.
+    if !t.svc.is_empty()
+        && (t.svc.announces_group(p.meta.iface, dst)
+            || (is_solicitation(p.l3()) && t.svc.announces(p.meta.iface, IpAddr::V6(dst))))
+    {
         return deliver_local(t, out, p, src, dst, hop);
     }
     // Link-local multicast and link-local unicast that are not edgefwd's
@@ -68,6 +80,25 @@ fn handle(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
         return Next::Drop(DropReason::TtlExpired);
     }
     Next::IpLookup
+}
+
+/// True when `l3` is a neighbour solicitation (ICMPv6 right after the
+/// header).
+fn is_solicitation(l3: &[u8]) -> bool {
+    l3.get(6) == Some(&NH_ICMPV6) && l3.get(40) == Some(&NS)
+}
+
+/// Local delivery of `p` (its header already checked), as ip6-input
+/// delivers: what svc-in gives back when a packet it was handed is the
+/// appliance's after all.
+pub(super) fn deliver_to_appliance(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
+    match Ipv6HeaderSlice::from_slice(p.l3()) {
+        Ok(h) => {
+            let (src, dst, hop) = (h.source_addr(), h.destination_addr(), h.hop_limit());
+            deliver_local(t, out, p, src, dst, hop)
+        }
+        Err(_) => Next::Drop(DropReason::Ip6Malformed),
+    }
 }
 
 fn listens_to(t: &Tables, port: u16, dst: Ipv6Addr) -> bool {
@@ -147,7 +178,7 @@ fn solicitation(
     let Some(port) = t.ports.get(port_id) else {
         return Next::Drop(DropReason::PortDown);
     };
-    if !port.has_address(IpAddr::V6(target)) {
+    if !port.has_address(IpAddr::V6(target)) && !t.svc.announces(port_id, IpAddr::V6(target)) {
         return Next::Drop(DropReason::ArpNotForUs);
     }
     if src.is_unspecified() {

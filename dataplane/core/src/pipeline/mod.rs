@@ -151,7 +151,7 @@ struct Output {
     stage: Stage,
     /// Gratuitous ARPs still to send: when, on which port, for which
     /// address.
-    announcements: Vec<(Time, PortId, std::net::Ipv4Addr)>,
+    announcements: Vec<(Time, PortId, IpAddr)>,
     /// Packets whose flows other workers own ([`Next::HandOff`]).
     handoffs: Vec<Packet>,
     /// MAC addresses learned that the other workers' switches should know.
@@ -365,21 +365,22 @@ impl Router {
         self.t.svc.set(services, internal, flows);
     }
 
-    /// Announces the address of load-balancer service `name` on its port:
-    /// three gratuitous ARPs, a second apart, from the next tick. False
-    /// when there is no such load balancer.
+    /// Announces the addresses of load-balancer service `name` on its
+    /// port: three gratuitous ARPs or unsolicited neighbour advertisements
+    /// each, a second apart, from the next tick. False when there is no
+    /// such load balancer.
     pub fn announce_service(&mut self, name: &str) -> bool {
-        let Some((vip, port)) = self
+        let due: Vec<_> = self
             .t
             .svc
             .announced()
-            .find(|(n, _, _)| *n == name)
+            .filter(|(n, _, _)| *n == name)
             .map(|(_, v, p)| (v, p))
-        else {
-            return false;
-        };
-        self.schedule_announcements(port, vip);
-        true
+            .collect();
+        for &(vip, port) in &due {
+            self.schedule_announcements(port, vip);
+        }
+        !due.is_empty()
     }
 
     /// Announces every load balancer announced on `port` (it came up).
@@ -396,7 +397,7 @@ impl Router {
         }
     }
 
-    fn schedule_announcements(&mut self, port: PortId, vip: std::net::Ipv4Addr) {
+    fn schedule_announcements(&mut self, port: PortId, vip: IpAddr) {
         let now = self.out.now;
         self.out
             .announcements
@@ -654,10 +655,10 @@ impl Router {
             look(out, Stage::Ip4Input, pkts, t);
             nat::input_stage(t, out, pkts);
             look(out, Stage::Nat44In, pkts, t);
-            service::input(t, out, pkts);
-            look(out, Stage::SvcIn, pkts, t);
             ip6_input::run(t, out, pkts);
             look(out, Stage::Ip6Input, pkts, t);
+            service::input(t, out, pkts);
+            look(out, Stage::SvcIn, pkts, t);
             ip_lookup::run(t, out, s, pkts);
             look(out, Stage::IpLookup, pkts, t);
             service::output(t, out, pkts);
@@ -922,12 +923,12 @@ fn transmit(t: &Tables, out: &mut Output, mut pkt: Packet) {
 }
 
 /// Sends an ARP request or neighbour solicitation for `addr` out of `port`.
-/// Gratuitous ARPs for a service address: as many, as far apart, as
-/// keepalived sends by default.
+/// Gratuitous ARPs or unsolicited neighbour advertisements for a service
+/// address: as many, as far apart, as keepalived sends by default.
 const ANNOUNCEMENTS: u32 = 3;
 const ANNOUNCE_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sends the gratuitous ARPs that are due.
+/// Sends the gratuitous ARPs and unsolicited advertisements that are due.
 fn send_announcements(t: &Tables, out: &mut Output) {
     let now = out.now;
     let mut due = Vec::new();
@@ -944,7 +945,10 @@ fn send_announcements(t: &Tables, out: &mut Output) {
             continue;
         };
         let mut buf = out.pool.get();
-        nd::build_gratuitous(&mut buf, info.mac, vip);
+        match vip {
+            IpAddr::V4(a) => nd::build_gratuitous(&mut buf, info.mac, a),
+            IpAddr::V6(a) => nd::build_unsolicited_advert(&mut buf, info.mac, a),
+        }
         let mut meta = Meta::received(port, now);
         meta.origin = Origin::Generated;
         meta.tx_port = port;

@@ -1,9 +1,11 @@
 //! Neighbour discovery messages the appliance sends: ARP requests (RFC 826)
-//! and IPv6 neighbour solicitations and advertisements (RFC 4861 §4.3, §4.4).
+//! and IPv6 neighbour solicitations and advertisements (RFC 4861 §4.3, §4.4),
+//! gratuitous and unsolicited ones included.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::icmp::{checksum6, write_ipv6};
+pub(super) use crate::packet::solicited_node;
 use crate::packet::view::set_eth_addrs;
 use crate::packet::{MacAddr, PacketBuf, ETHERTYPE_ARP, ETHERTYPE_IPV6, ETH_HLEN};
 use crate::port::PortInfo;
@@ -55,6 +57,26 @@ pub(super) fn build_solicit(buf: &mut PacketBuf, port: &PortInfo, addr: IpAddr) 
 /// the neighbours' caches learn it is at `mac`.
 pub(super) fn build_gratuitous(buf: &mut PacketBuf, mac: MacAddr, addr: Ipv4Addr) {
     arp_request(buf, mac, addr, addr);
+}
+
+/// An unsolicited neighbour advertisement for `addr` (RFC 4861 7.2.6:
+/// to all nodes, Override set, Solicited clear; Router set, as the
+/// appliance routes): the neighbours' caches learn it is at `mac`.
+pub(super) fn build_unsolicited_advert(buf: &mut PacketBuf, mac: MacAddr, addr: Ipv6Addr) {
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    // Router, Override.
+    let flags = 0xa000_0000;
+    ndp(
+        buf,
+        MacAddr::ipv6_multicast(all_nodes),
+        mac,
+        addr,
+        all_nodes,
+        NA,
+        flags,
+        addr,
+        OPT_TARGET_LL,
+    );
 }
 
 fn arp_request(buf: &mut PacketBuf, mac: MacAddr, src: Ipv4Addr, target: Ipv4Addr) {
@@ -129,21 +151,6 @@ fn ndp(
     m[26..32].copy_from_slice(&src_mac.0);
     let c = checksum6(src, dst, m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
-}
-
-/// The solicited-node multicast address of `a` (ff02::1:ffXX:XXXX).
-pub(super) fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
-    let o = a.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(o[13]),
-        u16::from_be_bytes([o[14], o[15]]),
-    )
 }
 
 /// The link-layer address in an NDP option of type `want` (options start at

@@ -40,10 +40,10 @@ pub enum Stage {
     Ip4Input,
     /// NAT, outside to inside.
     Nat44In,
-    /// Services: to a backend.
-    SvcIn,
     /// IPv6 validation, local delivery, hop limit.
     Ip6Input,
+    /// Services: to a backend.
+    SvcIn,
     /// FIB lookup and MTU.
     IpLookup,
     /// Services: a backend's reply from the service's address.

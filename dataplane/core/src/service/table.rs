@@ -2,11 +2,12 @@
 //! its active backends, and the connection table of their flows.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::flows::{FlowKey, FlowTable, Timeouts};
+use super::flows::{narrow, FlowKey, FlowTable, Timeouts};
 use super::maglev::{size_for, Maglev};
 use crate::nat::Proto;
+use crate::packet::solicited_node;
 use crate::port::PortId;
 
 /// Reached from where.
@@ -34,8 +35,10 @@ pub enum BackendState {
 /// One backend (a pod).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    /// Its address, reached through the FIB.
-    pub addr: Ipv4Addr,
+    /// Its address, reached through the FIB: a flow to a service's IPv4
+    /// address goes to an IPv4 backend, one to its IPv6 address to an
+    /// IPv6 one.
+    pub addr: IpAddr,
     /// Its weight (1–255).
     pub weight: u32,
     /// Its lifecycle.
@@ -60,10 +63,10 @@ pub struct ServiceConfig {
     pub name: String,
     /// Cluster IP or load balancer.
     pub kind: ServiceKind,
-    /// Its address.
-    pub vip: Ipv4Addr,
-    /// The port whose ARP requests for the address are answered (load
-    /// balancers).
+    /// Its addresses: one, or one of each family (dual stack).
+    pub vips: Vec<IpAddr>,
+    /// The port whose ARP requests and neighbour solicitations for the
+    /// addresses are answered (load balancers).
     pub announce: Option<PortId>,
     /// Its ports.
     pub ports: Vec<ServicePort>,
@@ -88,7 +91,7 @@ pub struct ServiceCounters {
     /// backend gone (TCP mid-flow), in that order.
     pub drops: [u64; 4],
     /// By backend: new flows, packets, bytes.
-    pub backends: Vec<(Ipv4Addr, [u64; 3])>,
+    pub backends: Vec<(IpAddr, [u64; 3])>,
 }
 
 impl ServiceCounters {
@@ -120,7 +123,7 @@ impl ServiceCounters {
         }
     }
 
-    pub(crate) fn backend(&mut self, addr: Ipv4Addr) -> &mut [u64; 3] {
+    pub(crate) fn backend(&mut self, addr: IpAddr) -> &mut [u64; 3] {
         let i = match self.backends.iter().position(|(a, _)| *a == addr) {
             Some(i) => i,
             None => {
@@ -132,34 +135,56 @@ impl ServiceCounters {
     }
 }
 
-/// A service with its table.
-struct Service {
-    cfg: ServiceConfig,
+/// A Maglev table over one family's active backends.
+struct Balancer {
     maglev: Maglev,
     /// The active backends' addresses, by Maglev index.
-    active: Vec<Ipv4Addr>,
+    active: Vec<IpAddr>,
+}
+
+impl Balancer {
+    fn new(backends: &[Backend], v4: bool) -> Balancer {
+        let live: Vec<&Backend> = backends
+            .iter()
+            .filter(|b| b.state == BackendState::Active && b.addr.is_ipv4() == v4)
+            .collect();
+        let keys: Vec<Vec<u8>> = live
+            .iter()
+            .map(|b| match b.addr {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            })
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let weights: Vec<u32> = live.iter().map(|b| b.weight).collect();
+        Balancer {
+            maglev: Maglev::build(&refs, &weights, size_for(refs.len())),
+            active: live.iter().map(|b| b.addr).collect(),
+        }
+    }
+}
+
+/// A service with its tables.
+struct Service {
+    cfg: ServiceConfig,
+    /// IPv4's and IPv6's.
+    balancers: [Balancer; 2],
     counters: ServiceCounters,
 }
 
 impl Service {
     fn new(cfg: ServiceConfig) -> Service {
-        let live: Vec<&Backend> = cfg
-            .backends
-            .iter()
-            .filter(|b| b.state == BackendState::Active)
-            .collect();
-        let keys: Vec<[u8; 4]> = live.iter().map(|b| b.addr.octets()).collect();
-        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        let weights: Vec<u32> = live.iter().map(|b| b.weight).collect();
         Service {
-            maglev: Maglev::build(&refs, &weights, size_for(refs.len())),
-            active: live.iter().map(|b| b.addr).collect(),
+            balancers: [
+                Balancer::new(&cfg.backends, true),
+                Balancer::new(&cfg.backends, false),
+            ],
             counters: ServiceCounters::default(),
             cfg,
         }
     }
 
-    fn state_of(&self, addr: Ipv4Addr) -> BackendState {
+    fn state_of(&self, addr: IpAddr) -> BackendState {
         self.cfg
             .backends
             .iter()
@@ -171,10 +196,13 @@ impl Service {
 /// A router's services and their flows.
 pub struct Services {
     list: Vec<Service>,
-    by_vip: HashMap<Ipv4Addr, usize>,
-    backends: HashSet<Ipv4Addr>,
-    /// A bit per hash of every service and backend address: most packets
-    /// learn from one bit that services are not theirs.
+    by_vip: HashMap<IpAddr, usize>,
+    backends: HashSet<IpAddr>,
+    /// The solicited-node groups of IPv6 load balancers' addresses, by
+    /// the port that announces them.
+    groups: HashSet<(PortId, Ipv6Addr)>,
+    /// A bit per hash of every IPv4 service and backend address: most
+    /// packets learn from one bit that services are not theirs.
     filter: Vec<u64>,
     /// The (IP protocol, target port) pairs of every service's ports: a
     /// backend's packet from one of them may answer a service.
@@ -204,11 +232,11 @@ pub struct FlowView {
     /// IP protocol.
     pub proto: u8,
     /// The client's address and port.
-    pub client: (Ipv4Addr, u16),
+    pub client: (IpAddr, u16),
     /// The service port it came to.
     pub port: u16,
     /// Its backend.
-    pub backend: Ipv4Addr,
+    pub backend: IpAddr,
     /// Seconds it has left.
     pub expires_in: u32,
 }
@@ -229,6 +257,7 @@ impl Services {
             list: Vec::new(),
             by_vip: HashMap::new(),
             backends: HashSet::new(),
+            groups: HashSet::new(),
             filter: vec![0; FILTER_BITS / 64],
             targets: HashSet::new(),
             internal: Vec::new(),
@@ -275,7 +304,7 @@ impl Services {
             .list
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.cfg.vip, i))
+            .flat_map(|(i, s)| s.cfg.vips.iter().map(move |&v| (v, i)))
             .collect();
         self.backends = self
             .list
@@ -283,7 +312,12 @@ impl Services {
             .flat_map(|s| s.cfg.backends.iter().map(|b| b.addr))
             .collect();
         self.filter.fill(0);
-        let addrs: Vec<Ipv4Addr> = self.by_vip.keys().chain(&self.backends).copied().collect();
+        let addrs: Vec<Ipv4Addr> = (self.by_vip.keys().chain(&self.backends))
+            .filter_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         for a in addrs {
             let b = filter_bit(a);
             self.filter[b / 64] |= 1 << (b % 64);
@@ -292,6 +326,13 @@ impl Services {
             .list
             .iter()
             .flat_map(|s| s.cfg.ports.iter().map(|p| (p.proto.ip_number(), p.target)))
+            .collect();
+        self.groups = self
+            .announced()
+            .filter_map(|(_, vip, port)| match vip {
+                IpAddr::V6(v) => Some((port, solicited_node(v))),
+                IpAddr::V4(_) => None,
+            })
             .collect();
         self.internal = internal;
     }
@@ -305,18 +346,18 @@ impl Services {
             let b = filter_bit(a);
             self.filter[b / 64] & (1 << (b % 64)) != 0
         };
-        (maybe(dst) && self.at(dst).is_some()) || (maybe(src) && self.is_backend(src))
+        (maybe(dst) && self.at(dst.into()).is_some()) || (maybe(src) && self.is_backend(src.into()))
     }
 
     /// The service at `vip`.
     #[inline]
-    pub fn at(&self, vip: Ipv4Addr) -> Option<usize> {
+    pub fn at(&self, vip: IpAddr) -> Option<usize> {
         self.by_vip.get(&vip).copied()
     }
 
     /// True when `addr` is some service's backend.
     #[inline]
-    pub fn is_backend(&self, addr: Ipv4Addr) -> bool {
+    pub fn is_backend(&self, addr: IpAddr) -> bool {
         self.backends.contains(&addr)
     }
 
@@ -326,22 +367,31 @@ impl Services {
         self.targets.contains(&(proto, port))
     }
 
-    /// True when ARP requests for `addr` on `port` are to be answered.
-    pub fn announces(&self, port: PortId, addr: Ipv4Addr) -> bool {
+    /// True when ARP requests or neighbour solicitations for `addr` on
+    /// `port` are to be answered.
+    pub fn announces(&self, port: PortId, addr: IpAddr) -> bool {
         self.at(addr).is_some_and(|i| {
             let s = &self.list[i].cfg;
             s.kind == ServiceKind::LoadBalancer && s.announce == Some(port)
         })
     }
 
-    /// Each load balancer's name, address and announcing port.
-    pub fn announced(&self) -> impl Iterator<Item = (&str, Ipv4Addr, PortId)> + '_ {
-        self.list.iter().filter_map(|s| {
+    /// True when `group` is the solicited-node group of a load balancer's
+    /// IPv6 address announced on `port`.
+    pub fn announces_group(&self, port: PortId, group: Ipv6Addr) -> bool {
+        !self.groups.is_empty() && self.groups.contains(&(port, group))
+    }
+
+    /// Each load balancer's name, addresses and announcing port.
+    pub fn announced(&self) -> impl Iterator<Item = (&str, IpAddr, PortId)> + '_ {
+        self.list.iter().flat_map(|s| {
             let c = &s.cfg;
-            match (c.kind, c.announce) {
-                (ServiceKind::LoadBalancer, Some(p)) => Some((c.name.as_str(), c.vip, p)),
-                _ => None,
-            }
+            let port = match c.kind {
+                ServiceKind::LoadBalancer => c.announce,
+                ServiceKind::ClusterIp => None,
+            };
+            port.into_iter()
+                .flat_map(move |p| c.vips.iter().map(move |&v| (c.name.as_str(), v, p)))
         })
     }
 
@@ -353,6 +403,16 @@ impl Services {
     /// Service `i`'s configuration.
     pub fn config(&self, i: usize) -> &ServiceConfig {
         &self.list[i].cfg
+    }
+
+    /// Service `i`'s address of the family `v4` says.
+    pub fn vip_of(&self, i: usize, v4: bool) -> Option<IpAddr> {
+        self.list[i]
+            .cfg
+            .vips
+            .iter()
+            .copied()
+            .find(|v| v.is_ipv4() == v4)
     }
 
     /// True when a cluster IP answers a packet that came in on `iface`.
@@ -375,16 +435,13 @@ impl Services {
         let mut out = Vec::new();
         let next = self.flows.scan(cursor, FLOWS_PAGE_WAYS, now, |k, f| {
             if k.proto & (REPLY | AFFINITY) == 0 && f.service as usize == i {
-                let v4 = |a: u128| std::net::Ipv6Addr::from(a).to_ipv4_mapped();
-                if let Some(client) = v4(k.client) {
-                    out.push(FlowView {
-                        proto: k.proto,
-                        client: (client, k.client_port),
-                        port: k.vip_port,
-                        backend: Ipv4Addr::from(f.backend),
-                        expires_in: FlowTable::expires_in(f, now),
-                    });
-                }
+                out.push(FlowView {
+                    proto: k.proto,
+                    client: (narrow(k.client), k.client_port),
+                    port: k.vip_port,
+                    backend: f.address(),
+                    expires_in: FlowTable::expires_in(f, now),
+                });
             }
         });
         (out, next)
@@ -400,38 +457,31 @@ impl Services {
         &mut self.list[i].counters
     }
 
-    /// A new flow's backend in service `i` (its hash of the 5-tuple).
-    pub(crate) fn pick(&self, i: usize, hash: u64) -> Option<Ipv4Addr> {
-        let s = &self.list[i];
-        s.maglev.pick(hash).map(|b| s.active[b as usize])
+    /// A new flow's backend in service `i` (its hash of the 5-tuple), of
+    /// the family `v4` says.
+    pub(crate) fn pick(&self, i: usize, v4: bool, hash: u64) -> Option<IpAddr> {
+        let b = &self.list[i].balancers[usize::from(!v4)];
+        b.maglev.pick(hash).map(|k| b.active[k as usize])
     }
 
     /// The state of backend `addr` in service `i`.
-    pub(crate) fn state_of(&self, i: usize, addr: Ipv4Addr) -> BackendState {
+    pub(crate) fn state_of(&self, i: usize, addr: IpAddr) -> BackendState {
         self.list[i].state_of(addr)
     }
 }
 
 /// The key of a reply from `backend` to the gateway address `gw` that a
 /// hairpinned client was sourced from.
-pub(crate) fn hairpin_key(proto: u8, backend: (Ipv4Addr, u16), gw: (Ipv4Addr, u16)) -> FlowKey {
-    FlowKey::new(
-        proto | REPLY | HAIRPIN,
-        (backend.0.into(), backend.1),
-        (gw.0.into(), gw.1),
-    )
+pub(crate) fn hairpin_key(proto: u8, backend: (IpAddr, u16), gw: (IpAddr, u16)) -> FlowKey {
+    FlowKey::new(proto | REPLY | HAIRPIN, backend, gw)
 }
 
 /// The key of `client`'s affinity to a backend of the service at `vip`.
-pub(crate) fn affinity_key(client: Ipv4Addr, vip: Ipv4Addr) -> FlowKey {
-    FlowKey::new(AFFINITY, (client.into(), 0), (vip.into(), 0))
+pub(crate) fn affinity_key(client: IpAddr, vip: IpAddr) -> FlowKey {
+    FlowKey::new(AFFINITY, (client, 0), (vip, 0))
 }
 
 /// The key of a reply from `backend` to `client`.
-pub(crate) fn reply_key(proto: u8, backend: (Ipv4Addr, u16), client: (Ipv4Addr, u16)) -> FlowKey {
-    FlowKey::new(
-        proto | REPLY,
-        (backend.0.into(), backend.1),
-        (client.0.into(), client.1),
-    )
+pub(crate) fn reply_key(proto: u8, backend: (IpAddr, u16), client: (IpAddr, u16)) -> FlowKey {
+    FlowKey::new(proto | REPLY, backend, client)
 }

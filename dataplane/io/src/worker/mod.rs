@@ -343,13 +343,13 @@ impl Worker {
     /// Installs what `snap` carries: the FIB and link states always, the
     /// services when `services` (they changed, or the worker starts).
     ///
-    /// Worker 0 announces load balancers (gratuitous ARP): the addresses
-    /// new in the snapshot, those of a port that came up, and one asked
-    /// for by name (`service announce`).
+    /// Worker 0 announces load balancers (gratuitous ARP, unsolicited NA):
+    /// the addresses new in the snapshot, those of a port that came up,
+    /// and one asked for by name (`service announce`).
     fn apply(&mut self, snap: &Snapshot, services: bool) {
         let announcer = self.id == 0;
         if services {
-            let before: Vec<std::net::Ipv4Addr> = self
+            let before: Vec<std::net::IpAddr> = self
                 .router
                 .services()
                 .announced()

@@ -508,4 +508,5 @@ mod fast;
 mod l2;
 mod punt;
 mod svc;
+mod svc6;
 mod watch;

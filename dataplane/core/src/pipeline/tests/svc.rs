@@ -12,7 +12,7 @@ fn service(kind: ServiceKind, states: [BackendState; 3]) -> ServiceConfig {
     ServiceConfig {
         name: "web".into(),
         kind,
-        vip: Ipv4Addr::from(VIP),
+        vips: vec![IpAddr::from(VIP)],
         announce: Some(P2),
         ports: vec![
             ServicePort {
@@ -30,7 +30,7 @@ fn service(kind: ServiceKind, states: [BackendState; 3]) -> ServiceConfig {
             .iter()
             .zip(states)
             .map(|(a, state)| Backend {
-                addr: Ipv4Addr::from(*a),
+                addr: IpAddr::from(*a),
                 weight: 1,
                 state,
             })

@@ -1,7 +1,7 @@
-//! svc-in and svc-out: where services meet packets (IPv4).
+//! svc-in and svc-out: where services meet packets (IPv4 and IPv6).
 //!
-//! svc-in runs after ip4-input (and nat44-in) over packets routed onward
-//! to a service address. A flow the connection table knows keeps its
+//! svc-in runs after ip4-input (and nat44-in) and ip6-input over packets
+//! routed onward to a service address. A flow the connection table knows keeps its
 //! backend while that backend is active or draining; a new flow (or a UDP
 //! flow, or a new TCP connection, whose backend was removed) gets one from
 //! the service's Maglev table (or its client's, with client-IP affinity);
@@ -26,20 +26,22 @@
 //! gateway port is one that names its owner (`handoff::port_for`), so the
 //! backend's answer to that port finds it.
 
+mod packet;
+
 use std::hash::BuildHasher;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use foldhash::fast::FixedState;
 
-use super::handoff::{address_owner, hand_off, port_for, port_owner};
+use super::handoff::{hand_off, owner_of, port_for, port_owner};
 use super::{Output, Tables};
-use crate::nat::{parse, set_endpoint, End, Parsed, Proto, Sum};
-use crate::packet::view::Ipv4View;
-use crate::packet::{checksum, Meta, Next, Origin, Packet, Resume, ETHERTYPE_IPV4, ETH_HLEN};
+use crate::nat::{End, Proto, Sum};
+use crate::packet::{Meta, Next, Origin, Packet, Resume};
 use crate::service::{
     affinity_key, hairpin_key, reply_key, BackendState, Flow, FlowKey, ServiceKind,
 };
 use crate::stats::DropReason;
+use packet::{addrs, seen, set_endpoint, tcp_segment, write_reset, Seen};
 
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
@@ -56,26 +58,23 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
         return;
     }
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpLookup) {
-        let Some((src, dst)) = Ipv4View::new_checked(p.l3()).map(|h| (h.src(), h.dst())) else {
+        let Some((src, dst)) = addrs(p.l3()) else {
             continue;
         };
-        if t.svc.is_backend(src) && t.ports.is_local_v4(dst) {
+        if t.svc.is_backend(src) && t.ports.is_local(dst) {
             // An answer to a hairpinned flow: its port names the owner.
-            let owner = match parse(p.l3()) {
-                Parsed::Flow { dst, .. } => Some(port_owner(dst.1, t.workers)),
-                _ => None,
-            };
+            let owner = seen(p.l3()).map(|f| port_owner(f.dst.1, t.workers));
             match hand_off(t, p, owner, Resume::SvcIn) {
                 Some(next) => p.meta.next = next,
                 // Handed over on its port alone, it may be for the
-                // appliance after all: delivered as ip4-input would.
+                // appliance after all: delivered as ip-input would.
                 None if !hairpin_back(t, out, p) => p.meta.next = deliver(t, out, p),
                 None => {}
             }
             continue;
         }
         if let Some(i) = t.svc.at(dst) {
-            if let Some(next) = hand_off(t, p, Some(address_owner(src, t.workers)), Resume::SvcIn) {
+            if let Some(next) = hand_off(t, p, Some(owner_of(src, t.workers)), Resume::SvcIn) {
                 p.meta.next = next;
                 continue;
             }
@@ -95,7 +94,7 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
                 _ => {
                     c.packets += 1;
                     c.bytes += bytes;
-                    if let Some(b) = Ipv4View::new_checked(p.l3()).map(|h| h.dst()) {
+                    if let Some((_, b)) = addrs(p.l3()) {
                         let per = c.backend(b);
                         per[1] += 1;
                         per[2] += bytes;
@@ -108,17 +107,17 @@ pub(super) fn input(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
 }
 
 fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Next {
-    let Parsed::Flow {
+    let Some(Seen {
         proto,
         src,
         dst,
         flags,
-        ..
-    } = parse(p.l3())
+    }) = seen(p.l3())
     else {
         return Next::Drop(DropReason::ServiceNoPort);
     };
-    let (kind, vip) = (t.svc.config(i).kind, t.svc.config(i).vip);
+    let vip = dst.0;
+    let kind = t.svc.config(i).kind;
     let internal = p.meta.origin != Origin::Received || t.svc.is_internal(p.meta.iface);
     if kind == ServiceKind::ClusterIp && !internal {
         return Next::Drop(DropReason::ServiceOutsideCluster);
@@ -134,11 +133,11 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
         return Next::Drop(DropReason::ServiceNoPort);
     };
     let proto_n = proto.ip_number();
-    let key = FlowKey::new(proto_n, (src.0.into(), src.1), (vip.into(), dst.1));
+    let key = FlowKey::new(proto_n, src, dst);
     let now = out.now.whole_secs();
     let known = t.svc.flows.lookup(&key, now, flags).map(|f| {
-        let addr = Ipv4Addr::from(f.backend);
-        (addr, t.svc.state_of(i, addr), f.generation)
+        let addr = f.address();
+        (addr, t.svc.state_of(i, addr), f.aux)
     });
     // The backend, and for a hairpinned client the gateway address and
     // port it is sourced from.
@@ -155,46 +154,45 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
         {
             t.svc.flows.remove(&key);
             if flags & RST == 0 {
-                reset(out, p, (vip, dst.1), src);
+                reset(out, p, dst, src);
             }
             return Next::Drop(DropReason::ServiceBackendGone);
         }
         _ => {
             let affinity = t.svc.config(i).affinity;
             let sticky = affinity.and_then(|_| {
-                let f = t.svc.flows.peek(&affinity_key(src.0, vip), now)?;
-                let a = Ipv4Addr::from(f.backend);
+                let a = t.svc.flows.peek(&affinity_key(src.0, vip), now)?.address();
                 (t.svc.state_of(i, a) == BackendState::Active).then_some(a)
             });
-            let Some(addr) = sticky.or_else(|| t.svc.pick(i, flow_hash(&key))) else {
+            let picked = sticky.or_else(|| t.svc.pick(i, vip.is_ipv4(), flow_hash(&key)));
+            let Some(addr) = picked else {
                 return Next::Drop(DropReason::ServiceNoBackend);
             };
             if let Some(seconds) = affinity {
-                let entry = Flow::to(i as u32, u32::from(addr), 0);
+                let entry = Flow::to(i as u32, addr, 0);
                 t.svc
                     .flows
                     .insert_for(affinity_key(src.0, vip), entry, now, seconds);
             }
             let hp = hairpin_gateway(t, p.meta.iface, addr)
                 .and_then(|gw| hairpin_port(t, proto_n, (addr, port.target), gw, src, now));
-            let generation = hp.map_or(0, |(_, hp)| u32::from(hp) + 1);
-            let flow = Flow::to(i as u32, u32::from(addr), generation);
-            t.svc.flows.insert(key, flow, now, flags);
-            let back = Flow::to(i as u32, u32::from(dst.1), 0);
+            let aux = hp.map_or(0, |(_, hp)| u32::from(hp) + 1);
+            t.svc
+                .flows
+                .insert(key, Flow::to(i as u32, addr, aux), now, flags);
             match hp {
-                Some((gw, hp)) => {
+                Some(gw) => {
                     // The reply comes to the gateway address: note who it
                     // is for (service port and client port; client address).
-                    let to = Flow::to(
-                        i as u32,
-                        u32::from(dst.1) << 16 | u32::from(src.1),
-                        u32::from(src.0),
-                    );
-                    let k = hairpin_key(proto_n, (addr, port.target), (gw, hp));
-                    t.svc.flows.insert(k, to, now, 0);
+                    let aux = u32::from(dst.1) << 16 | u32::from(src.1);
+                    let k = hairpin_key(proto_n, (addr, port.target), gw);
+                    t.svc
+                        .flows
+                        .insert(k, Flow::to(i as u32, src.0, aux), now, 0);
                 }
                 None => {
                     let reply = reply_key(proto_n, (addr, port.target), src);
+                    let back = Flow::to(i as u32, vip, u32::from(dst.1));
                     t.svc.flows.insert(reply, back, now, 0);
                 }
             }
@@ -219,12 +217,16 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
 
 /// The gateway address a client arriving on `iface` is sourced from when
 /// `backend` lies behind that same interface (hairpin), else `None`.
-fn hairpin_gateway(t: &Tables, iface: crate::port::PortId, backend: Ipv4Addr) -> Option<Ipv4Addr> {
-    let (_, group) = t.fib.lookup(std::net::IpAddr::V4(backend))?;
+fn hairpin_gateway(t: &Tables, iface: crate::port::PortId, backend: IpAddr) -> Option<IpAddr> {
+    let (_, group) = t.fib.lookup(backend)?;
     if group.members.first()?.port != iface {
         return None;
     }
-    t.ports.get(iface)?.source_v4(backend)
+    let port = t.ports.get(iface)?;
+    match backend {
+        IpAddr::V4(b) => port.source_v4(b).map(IpAddr::V4),
+        IpAddr::V6(b) => port.source_v6(b).map(IpAddr::V6),
+    }
 }
 
 /// A port of `gw` for a hairpinned flow from `client` to `backend`, one
@@ -233,11 +235,11 @@ fn hairpin_gateway(t: &Tables, iface: crate::port::PortId, backend: Ipv4Addr) ->
 fn hairpin_port(
     t: &Tables,
     proto: u8,
-    backend: (Ipv4Addr, u16),
-    gw: Ipv4Addr,
-    client: (Ipv4Addr, u16),
+    backend: (IpAddr, u16),
+    gw: IpAddr,
+    client: (IpAddr, u16),
     now: u32,
-) -> Option<(Ipv4Addr, u16)> {
+) -> Option<(IpAddr, u16)> {
     let step = t.workers.max(1) as u16;
     let mut port = if t.workers > 1 {
         port_for(client.1, t.worker, t.workers)
@@ -251,7 +253,7 @@ fn hairpin_port(
             .peek(&hairpin_key(proto, backend, (gw, port)), now)
         {
             None => return Some((gw, port)),
-            Some(f) if f.generation == u32::from(client.0) && f.backend as u16 == client.1 => {
+            Some(f) if f.address() == client.0 && f.aux as u16 == client.1 => {
                 return Some((gw, port));
             }
             Some(_) if step > 1 => port = port_for(port.wrapping_add(step), t.worker, t.workers),
@@ -268,9 +270,9 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
     if t.svc.is_empty() {
         return false;
     }
-    let Parsed::Flow {
+    let Some(Seen {
         proto, src, dst, ..
-    } = parse(p.l3())
+    }) = seen(p.l3())
     else {
         return false;
     };
@@ -290,26 +292,32 @@ pub(super) fn is_hairpin_reply(t: &Tables, p: &Packet, now: crate::time::Time) -
 }
 
 /// Local delivery of `p`, addressed to the appliance.
-fn deliver(t: &Tables, out: &mut Output, p: &mut Packet) -> Next {
-    let Some(h) = Ipv4View::new_checked(p.l3()) else {
-        return Next::Drop(DropReason::Ip4Malformed);
-    };
-    let (proto, hl) = (h.protocol(), h.header_len());
-    let fragment = h.more_fragments() || h.frag_offset() != 0;
-    let mirrored = t.mirrors.has(p.meta.iface);
-    super::ip4_input::deliver_local(p, proto, fragment, hl, mirrored, &mut out.stats.local)
+fn deliver(t: &mut Tables, out: &mut Output, p: &mut Packet) -> Next {
+    if let Some(h) = crate::packet::view::Ipv4View::new_checked(p.l3()) {
+        let (proto, hl) = (h.protocol(), h.header_len());
+        let fragment = h.more_fragments() || h.frag_offset() != 0;
+        let mirrored = t.mirrors.has(p.meta.iface);
+        return super::ip4_input::deliver_local(
+            p,
+            proto,
+            fragment,
+            hl,
+            mirrored,
+            &mut out.stats.local,
+        );
+    }
+    super::ip6_input::deliver_to_appliance(t, out, p)
 }
 
 /// A backend's reply to a hairpinned flow: back from the service to its
 /// client. False when there is no such flow.
 fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) -> bool {
-    let Parsed::Flow {
+    let Some(Seen {
         proto,
         src,
         dst,
         flags,
-        ..
-    } = parse(p.l3())
+    }) = seen(p.l3())
     else {
         return false;
     };
@@ -322,10 +330,7 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) -> bool {
     else {
         return false;
     };
-    let (vport, client) = (
-        (f.backend >> 16) as u16,
-        (Ipv4Addr::from(f.generation), f.backend as u16),
-    );
+    let (vport, client) = ((f.aux >> 16) as u16, (f.address(), f.aux as u16));
     as_service(
         t,
         p,
@@ -347,13 +352,15 @@ fn as_service(
     t: &mut Tables,
     p: &mut Packet,
     i: usize,
-    (vport, client): (u16, (Ipv4Addr, u16)),
-    backend: Ipv4Addr,
+    (vport, client): (u16, (IpAddr, u16)),
+    backend: IpAddr,
     (proto, now, flags): (u8, u32, u8),
     to_client: bool,
 ) {
-    let vip = t.svc.config(i).vip;
-    let key = FlowKey::new(proto, (client.0.into(), client.1), (vip.into(), vport));
+    let Some(vip) = t.svc.vip_of(i, backend.is_ipv4()) else {
+        return;
+    };
+    let key = FlowKey::new(proto, client, (vip, vport));
     t.svc.flows.lookup(&key, now, flags);
     let ip = usize::from(p.meta.l3);
     let sum = Sum::of(&p.meta.offload);
@@ -374,53 +381,24 @@ fn as_service(
 /// with a reset (RFC 9293 3.10.7.1: its sequence number is the segment's
 /// acknowledgment, or it acknowledges the segment), so that a client
 /// whose backend was removed learns at once instead of timing out.
-fn reset(out: &mut Output, orig: &Packet, from: (Ipv4Addr, u16), client: (Ipv4Addr, u16)) {
-    let l3 = orig.l3();
-    let Some(h) = Ipv4View::new_checked(l3) else {
-        return;
-    };
-    let (hl, total) = (h.header_len(), usize::from(h.total_len()));
-    let Some(tcp) = l3.get(hl..total).filter(|t| t.len() >= 20) else {
+fn reset(out: &mut Output, orig: &Packet, from: (IpAddr, u16), client: (IpAddr, u16)) {
+    let Some(tcp) = tcp_segment(orig.l3()) else {
         return;
     };
     let word = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
     let (seg_seq, seg_ack, flags) = (word(4), word(8), tcp[13]);
-    let seg_len = (tcp.len() - usize::from(tcp[12] >> 4) * 4) as u32
+    let seg_len = (tcp.len().saturating_sub(usize::from(tcp[12] >> 4) * 4)) as u32
         + u32::from(flags & SYN != 0)
         + u32::from(flags & 0x01 != 0);
-    let (seq, ack, rflags) = if flags & ACK != 0 {
+    let answer = if flags & ACK != 0 {
         (seg_ack, 0, RST)
     } else {
         (0, seg_seq.wrapping_add(seg_len), RST | ACK)
     };
     let mut buf = out.pool.get();
-    buf.set_len(ETH_HLEN + 40);
-    let f = buf.frame_mut();
-    f[..12].fill(0);
-    f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    let ip = &mut f[ETH_HLEN..];
-    #[rustfmt::skip]
-    ip[..20].copy_from_slice(&[
-        0x45, 0, 0, 40,        // version 4, IHL 5, total length 40
-        0, 0, 0x40, 0,         // id, DF
-        64, 6, 0, 0,           // TTL, TCP, checksum (below)
-        0, 0, 0, 0, 0, 0, 0, 0, // source, destination (below)
-    ]);
-    ip[12..16].copy_from_slice(&from.0.octets());
-    ip[16..20].copy_from_slice(&client.0.octets());
-    let c = checksum::checksum(&ip[..20]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let t = &mut ip[20..40];
-    t.fill(0);
-    t[0..2].copy_from_slice(&from.1.to_be_bytes());
-    t[2..4].copy_from_slice(&client.1.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = rflags;
-    let sum = checksum::pseudo_v4(from.0, client.0, 6, 20) + checksum::sum(t);
-    let c = checksum::finish(sum);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
+    buf.set_len(buf.capacity().min(128));
+    let len = write_reset(buf.frame_mut(), from, client, answer);
+    buf.set_len(len);
     let mut meta = Meta::received(orig.meta.rx_port, out.now);
     meta.iface = orig.meta.iface;
     meta.origin = Origin::Generated;
@@ -436,26 +414,25 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
     }
     let now = out.now.whole_secs();
     for p in pkts.iter_mut().filter(|p| p.meta.next == Next::IpRewrite) {
-        let Some(src) = Ipv4View::new_checked(p.l3()).map(|h| h.src()) else {
+        let Some((src, _)) = addrs(p.l3()) else {
             continue;
         };
         if !t.svc.is_backend(src) {
             continue;
         }
-        let Parsed::Flow {
+        let Some(Seen {
             proto,
             src,
             dst,
             flags,
-            ..
-        } = parse(p.l3())
+        }) = seen(p.l3())
         else {
             continue;
         };
         let proto_n = proto.ip_number();
         // A reply to a client another worker owns goes to it.
         if t.svc.targets(proto_n, src.1) {
-            let owner = Some(address_owner(dst.0, t.workers));
+            let owner = Some(owner_of(dst.0, t.workers));
             if let Some(next) = hand_off(t, p, owner, Resume::Out) {
                 p.meta.next = next;
                 continue;
@@ -472,7 +449,7 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
             t,
             p,
             f.service as usize,
-            (f.backend as u16, dst),
+            (f.aux as u16, dst),
             src.0,
             (proto_n, now, flags),
             false,
