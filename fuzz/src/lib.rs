@@ -4,9 +4,12 @@
 //!
 //! The appliance is the demo's three routed ports plus an internal switch
 //! (vm1 and vm2, NAT out of Port2) and an external switch (vm3) bridged
-//! onto Port4. Static neighbours on every port let forwarded packets leave
-//! at once instead of waiting on ARP, so a target's frames reach the
-//! rewrite and transmit stages on their first pass.
+//! onto Port4, with a dual-stack load balancer (10.0.2.100 and
+//! 2001:db8:2::100, backends of both families) and a cluster IP, so frames
+//! reach svc-in and svc-out too. Static neighbours on every port let
+//! forwarded packets leave at once instead of waiting on ARP, so a
+//! target's frames reach the rewrite and transmit stages on their first
+//! pass.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
@@ -81,6 +84,20 @@ mac = "02:00:00:00:28:11"
 interface = "Port2"
 destination = "::/0"
 next_hop = "2001:db8:2::1"
+[services]
+flows = 1024
+[[service]]
+name = "web"
+kind = "load-balancer"
+addresses = ["10.0.2.100", "2001:db8:2::100"]
+ports = [{ protocol = "tcp", port = 80, target_port = 8080 }, { protocol = "udp", port = 53 }]
+backends = ["192.168.20.50", "172.28.0.11", "2001:db8:20::50"]
+[[service]]
+name = "dns"
+kind = "cluster-ip"
+address = "10.96.0.10"
+ports = [{ protocol = "udp", port = 53 }]
+backends = ["172.28.0.11"]
 "#;
 
 /// The uplink: default gateway 10.0.2.1, NAT outside port.
