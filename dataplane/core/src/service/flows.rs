@@ -28,6 +28,7 @@ pub const WAYS: usize = 16;
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
 
 /// TCP state bits of a flow.
 const SYN_SEEN: u8 = 1;
@@ -114,6 +115,11 @@ impl Flow {
             aux,
             ..Flow::default()
         }
+    }
+
+    /// True once a FIN or RST of its TCP connection was seen.
+    pub fn closing(&self) -> bool {
+        self.tcp & CLOSING != 0
     }
 
     /// [`Flow::addr`] as an address.
@@ -355,7 +361,9 @@ impl FlowTable {
 }
 
 fn tcp_state(state: u8, flags: u8) -> u8 {
-    let mut s = state;
+    // A SYN alone on a closed connection opens a new one on its tuple.
+    let reopened = flags & (SYN | ACK) == SYN && state & CLOSING != 0;
+    let mut s = if reopened { 0 } else { state };
     if flags & SYN != 0 {
         s |= if s & SYN_SEEN != 0 {
             SYN_ACKED
@@ -432,6 +440,22 @@ mod tests {
         t.lookup(&k, 3000, FIN);
         assert!(t.lookup(&k, 3239, 0).is_some());
         assert!(t.lookup(&k, 3479 + 240, 0).is_none());
+    }
+
+    #[test]
+    fn a_syn_on_a_closed_connection_opens_a_new_one() {
+        let mut t = FlowTable::with_capacity(64, Timeouts::default());
+        let mut k = key(1);
+        k.proto = 6;
+        t.insert(k, flow(1), 0, SYN);
+        t.lookup(&k, 1, SYN | ACK);
+        assert!(t.lookup(&k, 2, FIN | ACK).unwrap().closing());
+        assert!(!t.lookup(&k, 3, SYN).unwrap().closing(), "reopened");
+        t.lookup(&k, 4, SYN | ACK);
+        assert!(
+            t.lookup(&k, 3000, ACK).is_some(),
+            "established again: two hours"
+        );
     }
 
     #[test]

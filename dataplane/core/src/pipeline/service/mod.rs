@@ -143,9 +143,17 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
     // port it is sourced from.
     let (backend, hairpin) = match known {
         Some((addr, BackendState::Active | BackendState::Draining, hp)) => {
-            let port = hp.checked_sub(1).map(|p| p as u16);
-            let gw = port.and_then(|_| hairpin_gateway(t, p.meta.iface, addr));
-            (addr, gw.zip(port))
+            let hp_port = hp.checked_sub(1).map(|p| p as u16);
+            let gw = hp_port.and_then(|_| hairpin_gateway(t, p.meta.iface, addr));
+            if proto == Proto::Tcp && flags & (SYN | ACK) == SYN && hp_port.is_none() {
+                // A new connection on the tuple of a closed one: its reply
+                // entry starts afresh too (svc-out takes a backend's SYN
+                // on a closed entry for another connection's).
+                let reply = reply_key(proto_n, (addr, port.target), src);
+                let back = Flow::to(i as u32, vip, u32::from(dst.1));
+                t.svc.flows.insert(reply, back, now, 0);
+            }
+            (addr, gw.zip(hp_port))
         }
         // A TCP connection in its middle cannot move: its new backend
         // would answer with a reset.
@@ -438,11 +446,20 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
                 continue;
             }
         }
-        let Some(f) = t
-            .svc
-            .flows
-            .lookup(&reply_key(proto_n, src, dst), now, flags)
-        else {
+        let key = reply_key(proto_n, src, dst);
+        // A backend's SYN on the entry of a closed connection answers a
+        // connection made to it directly, not through the service (a new
+        // one through the service renewed the entry in svc-in): it passes
+        // as it is, and the stale entry goes.
+        if proto == Proto::Tcp && flags & SYN != 0 {
+            if let Some(f) = t.svc.flows.peek(&key, now) {
+                if f.closing() {
+                    t.svc.flows.remove(&key);
+                    continue;
+                }
+            }
+        }
+        let Some(f) = t.svc.flows.lookup(&key, now, flags) else {
             continue;
         };
         as_service(

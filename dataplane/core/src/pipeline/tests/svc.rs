@@ -472,3 +472,69 @@ fn with_services_plain_traffic_still_takes_ip4_fast_and_service_traffic_the_stag
     assert_eq!(r.stats().fast_path, 1, "service traffic took the stages");
     assert_identity(&r);
 }
+
+/// A TCP segment from backend `b` (index) port 8080 to the client.
+fn from_backend(b: usize, client: (u32, u16), flags: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut t = PacketBuilder::ethernet2([2, 0, 0, 0, 0x51, b as u8], P3_MAC.0)
+        .ipv4(BACKENDS[b], (0xc633_6400 + client.0).to_be_bytes(), 64)
+        .tcp(8080, client.1, 500, 1000)
+        .ack(2);
+    if flags & 0x02 != 0 {
+        t = t.syn();
+    }
+    if flags & 0x01 != 0 {
+        t = t.fin();
+    }
+    t.write(&mut v, b"").unwrap();
+    v
+}
+
+/// Source endpoint of each TCP frame sent on Port2.
+fn sources_on_p2(r: &mut Router) -> Vec<(Ipv4Addr, u16)> {
+    sent(r, P2)
+        .iter()
+        .map(|f| {
+            let s = SlicedPacket::from_ethernet(f).unwrap();
+            let Some(TransportSlice::Tcp(t)) = s.transport else {
+                panic!("TCP")
+            };
+            (ipv4_of(f).0, t.source_port())
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_straight_to_a_pod_on_a_closed_service_flows_ports_is_not_rewritten() {
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let vip = (Ipv4Addr::from(VIP), 80);
+    // Through the service: opened, then closed both ways.
+    feed(&mut r, P2, t(0), &[to_vip(1, 4000, Some(0x02))]);
+    let (b_addr, _) = backends_hit(&mut r)[0];
+    let b = BACKENDS.iter().position(|a| *a == b_addr.octets()).unwrap();
+    feed(&mut r, P3, t(1), &[from_backend(b, (1, 4000), 0x12)]);
+    feed(&mut r, P2, t(2), &[to_vip(1, 4000, Some(0x11))]);
+    feed(&mut r, P3, t(3), &[from_backend(b, (1, 4000), 0x11)]);
+    assert_eq!(sources_on_p2(&mut r), [vip, vip], "the service's answers");
+    backends_hit(&mut r);
+
+    // The same client port, straight to the pod: its answer is the pod's.
+    let mut direct = Vec::new();
+    PacketBuilder::ethernet2(GW_MAC.0, P2_MAC.0)
+        .ipv4([198, 51, 100, 1], BACKENDS[b], 64)
+        .tcp(4000, 8080, 7, 1000)
+        .syn()
+        .write(&mut direct, b"")
+        .unwrap();
+    feed(&mut r, P2, t(10), &[direct]);
+    assert_eq!(backends_hit(&mut r), [(b_addr, 8080)], "routed as it is");
+    feed(&mut r, P3, t(11), &[from_backend(b, (1, 4000), 0x12)]);
+    assert_eq!(sources_on_p2(&mut r), [(b_addr, 8080)], "not the service's");
+
+    // The same tuple through the service again: the service answers.
+    feed(&mut r, P2, t(20), &[to_vip(1, 4000, Some(0x02))]);
+    assert_eq!(backends_hit(&mut r), [(b_addr, 8080)], "the flow's backend");
+    feed(&mut r, P3, t(21), &[from_backend(b, (1, 4000), 0x12)]);
+    assert_eq!(sources_on_p2(&mut r), [vip]);
+    assert_identity(&r);
+}
