@@ -139,21 +139,24 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
         let addr = f.address();
         (addr, t.svc.state_of(i, addr), f.aux)
     });
-    // The backend, and for a hairpinned client the gateway address and
-    // port it is sourced from.
+    // The backend, and the endpoint the client is sourced from when not
+    // its own: a hairpinned client's gateway address and port, or its own
+    // address with another port (a clash, see `clash_port`).
     let (backend, hairpin) = match known {
         Some((addr, BackendState::Active | BackendState::Draining, hp)) => {
             let hp_port = hp.checked_sub(1).map(|p| p as u16);
             let gw = hp_port.and_then(|_| hairpin_gateway(t, p.meta.iface, addr));
-            if proto == Proto::Tcp && flags & (SYN | ACK) == SYN && hp_port.is_none() {
+            let source = hp_port.map(|p| (gw.unwrap_or(src.0), p));
+            if proto == Proto::Tcp && flags & (SYN | ACK) == SYN && gw.is_none() {
                 // A new connection on the tuple of a closed one: its reply
                 // entry starts afresh too (svc-out takes a backend's SYN
                 // on a closed entry for another connection's).
-                let reply = reply_key(proto_n, (addr, port.target), src);
-                let back = Flow::to(i as u32, vip, u32::from(dst.1));
+                let seen = source.unwrap_or(src);
+                let reply = reply_key(proto_n, (addr, port.target), seen);
+                let back = Flow::to(i as u32, vip, reply_aux(dst.1, source.map(|_| src.1)));
                 t.svc.flows.insert(reply, back, now, 0);
             }
-            (addr, gw.zip(hp_port))
+            (addr, source)
         }
         // A TCP connection in its middle cannot move: its new backend
         // would answer with a reset.
@@ -182,9 +185,15 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
                     .flows
                     .insert_for(affinity_key(src.0, vip), entry, now, seconds);
             }
+            let target = (addr, port.target);
             let hp = hairpin_gateway(t, p.meta.iface, addr)
-                .and_then(|gw| hairpin_port(t, proto_n, (addr, port.target), gw, src, now));
-            let aux = hp.map_or(0, |(_, hp)| u32::from(hp) + 1);
+                .and_then(|gw| hairpin_port(t, proto_n, target, gw, src, now));
+            let remap = match hp {
+                None => clash_port(t, proto_n, target, src, (i, vip, dst.1), now),
+                Some(_) => None,
+            };
+            let source = hp.or(remap.map(|p| (src.0, p)));
+            let aux = source.map_or(0, |(_, p)| u32::from(p) + 1);
             t.svc
                 .flows
                 .insert(key, Flow::to(i as u32, addr, aux), now, flags);
@@ -199,24 +208,26 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
                         .insert(k, Flow::to(i as u32, src.0, aux), now, 0);
                 }
                 None => {
-                    let reply = reply_key(proto_n, (addr, port.target), src);
-                    let back = Flow::to(i as u32, vip, u32::from(dst.1));
+                    let reply = reply_key(proto_n, target, source.unwrap_or(src));
+                    let aux = reply_aux(dst.1, remap.map(|_| src.1));
+                    let back = Flow::to(i as u32, vip, aux);
                     t.svc.flows.insert(reply, back, now, 0);
                 }
             }
             let c = t.svc.counters_mut(i);
             c.new_flows += 1;
             c.backend(addr)[0] += 1;
-            (addr, hp)
+            (addr, source)
         }
     };
     let ip = usize::from(p.meta.l3);
     let sum = Sum::of(&p.meta.offload);
     set_endpoint(p.buf.frame_mut(), ip, End::Dst, (backend, port.target), sum);
-    if let Some(gw) = hairpin {
-        // The client shares the backend's segment: the reply would go
-        // straight back past the service. From the gateway, it returns.
-        set_endpoint(p.buf.frame_mut(), ip, End::Src, gw, sum);
+    if let Some(from) = hairpin {
+        // The client shares the backend's segment (the reply would go
+        // straight back past the service: from the gateway, it returns),
+        // or its port clashed.
+        set_endpoint(p.buf.frame_mut(), ip, End::Src, from, sum);
     }
     // Let in through a NAT outside port like a translated reply.
     p.meta.nat_in = true;
@@ -266,6 +277,47 @@ fn hairpin_port(
             }
             Some(_) if step > 1 => port = port_for(port.wrapping_add(step), t.worker, t.workers),
             Some(_) => port = port.wrapping_add(1).max(1024),
+        }
+    }
+    None
+}
+
+/// A reply entry's `aux`: the service port the client came to, and the
+/// client's own port when the backend sees another (`remapped`).
+fn reply_aux(vport: u16, remapped: Option<u16>) -> u32 {
+    u32::from(vport) | u32::from(remapped.unwrap_or(0)) << 16
+}
+
+/// Another port for `client` when the backend-side tuple of its new flow
+/// to service `i` at (`vip`, `vport`) is another flow's: a live reply
+/// entry from `backend` to `client` that answers for another service
+/// address or port. The backend may hold that tuple in TIME_WAIT from the
+/// other connection and refuse the new SYN (the client's timestamps
+/// differ by destination), and the reply entry can serve only one flow;
+/// so, as the kernel's NAT does on such a clash, the client is given
+/// another source port: the next free one up (at most 64 tried). `None`
+/// when there is no clash (or no free port).
+fn clash_port(
+    t: &Tables,
+    proto: u8,
+    backend: (IpAddr, u16),
+    client: (IpAddr, u16),
+    (i, vip, vport): (usize, IpAddr, u16),
+    now: u32,
+) -> Option<u16> {
+    let ours = |f: &Flow| {
+        f.service == i as u32 && f.address() == vip && f.aux as u16 == vport && f.aux >> 16 == 0
+    };
+    match t.svc.flows.peek(&reply_key(proto, backend, client), now) {
+        Some(f) if !ours(&f) => {}
+        _ => return None,
+    }
+    let mut port = client.1;
+    for _ in 0..64 {
+        port = port.wrapping_add(1).max(1024);
+        let key = reply_key(proto, backend, (client.0, port));
+        if t.svc.flows.peek(&key, now).is_none() {
+            return Some(port);
         }
     }
     None
@@ -462,14 +514,21 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
         let Some(f) = t.svc.flows.lookup(&key, now, flags) else {
             continue;
         };
+        // A client whose port was remapped gets its own back.
+        let remapped = (f.aux >> 16) as u16;
+        let client = if remapped == 0 {
+            dst
+        } else {
+            (dst.0, remapped)
+        };
         as_service(
             t,
             p,
             f.service as usize,
-            (f.aux as u16, dst),
+            (f.aux as u16, client),
             src.0,
             (proto_n, now, flags),
-            false,
+            remapped != 0,
         );
     }
 }

@@ -538,3 +538,93 @@ fn a_connection_straight_to_a_pod_on_a_closed_service_flows_ports_is_not_rewritt
     assert_eq!(sources_on_p2(&mut r), [vip]);
     assert_identity(&r);
 }
+
+#[test]
+fn a_client_port_reused_towards_the_same_pod_through_another_service_gets_another_port() {
+    // Two load balancers over the same one pod.
+    let mut r = balancer(ServiceKind::LoadBalancer);
+    let one = |name: &str, vip: [u8; 4]| ServiceConfig {
+        name: name.into(),
+        vips: vec![IpAddr::from(vip)],
+        backends: vec![Backend {
+            addr: IpAddr::from(BACKENDS[0]),
+            weight: 1,
+            state: BackendState::Active,
+        }],
+        ..service(ServiceKind::LoadBalancer, ACTIVE)
+    };
+    let second = [10, 0, 2, 101];
+    r.set_services(
+        vec![one("web", VIP), one("web2", second)],
+        vec![false, true],
+        1 << 16,
+    );
+    let to = |vip: [u8; 4], flags: u8| {
+        let mut v = Vec::new();
+        let mut b = PacketBuilder::ethernet2(GW_MAC.0, P2_MAC.0)
+            .ipv4([198, 51, 100, 1], vip, 64)
+            .tcp(4000, 80, 1, 1000);
+        if flags & 0x02 != 0 {
+            b = b.syn();
+        }
+        b.write(&mut v, b"").unwrap();
+        v
+    };
+    feed(&mut r, P2, t(0), &[to(VIP, 0x02)]);
+    let first = sent(&mut r, P3);
+    assert_eq!(first.len(), 1);
+    let seen = |f: &[u8]| {
+        let s = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(TransportSlice::Tcp(t)) = s.transport else {
+            panic!("TCP")
+        };
+        (ipv4_of(f).0, t.source_port())
+    };
+    let client = Ipv4Addr::new(198, 51, 100, 1);
+    assert_eq!(seen(&first[0]), (client, 4000), "the client's own port");
+    // The same client port to the other service, onto the same pod: the
+    // pod's tuple is taken, so it sees another port.
+    feed(&mut r, P2, t(1), &[to(second, 0x02)]);
+    let other = sent(&mut r, P3);
+    assert_eq!(other.len(), 1);
+    let (addr, port) = seen(&other[0]);
+    assert_eq!(addr, client, "the client's address still reaches the pod");
+    assert_ne!(port, 4000, "another port");
+
+    // Each answer goes back to port 4000 from its own service.
+    let answer = |port: u16| {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0x51, 0], P3_MAC.0)
+            .ipv4(BACKENDS[0], client.octets(), 64)
+            .tcp(8080, port, 500, 1000)
+            .syn()
+            .ack(2)
+            .write(&mut v, b"")
+            .unwrap();
+        v
+    };
+    feed(&mut r, P3, t(2), &[answer(port), answer(4000)]);
+    let back: Vec<_> = sent(&mut r, P2)
+        .iter()
+        .map(|f| {
+            let s = SlicedPacket::from_ethernet(f).unwrap();
+            let Some(TransportSlice::Tcp(t)) = s.transport else {
+                panic!("TCP")
+            };
+            (
+                ipv4_of(f).0,
+                t.source_port(),
+                ipv4_of(f).1,
+                t.destination_port(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        back,
+        [
+            (Ipv4Addr::from(second), 80, client, 4000),
+            (Ipv4Addr::from(VIP), 80, client, 4000),
+        ]
+    );
+    assert_identity(&r);
+}
