@@ -546,6 +546,110 @@ fn connections_through_the_vip_split_evenly_over_three_backends_and_drain_stops_
     drop(servers);
 }
 
+/// Backends' echo (TCP 8081: the name, then echo until closed) and name
+/// (UDP 5353: each datagram answered with the name) servers.
+const ECHO_AND_NAME: &str = "import socket,sys,threading\na,n=sys.argv[1],sys.argv[2].encode()\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind((a,5353))\ndef udp():\n while True:\n  d,p=u.recvfrom(64);u.sendto(n,p)\nthreading.Thread(target=udp,daemon=True).start()\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((a,8081));s.listen(128)\ndef serve(c):\n try:\n  c.sendall(n)\n  while True:\n   d=c.recv(64)\n   if not d: break\n   c.sendall(d)\n except OSError: pass\nwhile True:\n c,_=s.accept();threading.Thread(target=serve,args=(c,),daemon=True).start()";
+
+/// The client of the removal test: 60 TCP connections to the VIP's echo
+/// port and 60 UDP flows to its port 53, from fixed source ports; prints
+/// each one's backend, waits for a line, then prints, per TCP connection,
+/// whether it still echoes, and per UDP flow, who answers now.
+const HOLDER: &str = "import socket,sys,json\nvip='10.0.2.100'\ntcp=[];udp=[]\nfor i in range(60):\n s=socket.socket();s.bind(('10.0.2.2',30000+i));s.settimeout(5);s.connect((vip,81));tcp.append((s,s.recv(64).decode()))\n u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('10.0.2.2',31000+i));u.settimeout(5);u.sendto(b'q',(vip,53));udp.append((u,u.recvfrom(64)[0].decode()))\nprint('ready',flush=True)\nsys.stdin.readline()\nout={'tcp':[],'udp':[]}\nfor s,n in tcp:\n ok=False\n try:\n  s.settimeout(2);s.sendall(b'x');ok=s.recv(1)==b'x'\n except OSError: pass\n out['tcp'].append([n,ok])\nfor u,n in udp:\n u.settimeout(2);u.sendto(b'q',(vip,53))\n try: now=u.recvfrom(64)[0].decode()\n except OSError: now=''\n out['udp'].append([n,now])\nprint(json.dumps(out),flush=True)";
+
+/// On TAPs, a backend removed while a client holds TCP connections and UDP
+/// flows through the service: no connection to the other backends breaks,
+/// those to the removed one are reset, the UDP flows on the other backends
+/// keep them, and those on the removed one are answered by a live backend
+/// with their next datagram.
+#[test]
+fn removing_a_backend_breaks_no_connection_to_the_others_and_moves_its_udp_flows() {
+    const T: &str = "removing_a_backend_breaks_no_connection_to_the_others_and_moves_its_udp_flows";
+    if !common::need_root_and_ping(T) || !common::need_tool(T, "python3", "--version") {
+        return;
+    }
+    let services = "[services]\nflows = 65536\n\n[[service]]\nname = \"web\"\nkind = \"load-balancer\"\naddress = \"10.0.2.100\"\nports = [{ protocol = \"tcp\", port = 81, target_port = 8081 }, { protocol = \"udp\", port = 53, target_port = 5353 }]\nbackends = [\"10.0.3.2\", \"10.0.4.2\", \"172.28.0.10\"]\n";
+    let app =
+        common::appliance::Appliance::start("svcr", &["Port2", "Port3", "Port4", "vm1"], services);
+    let mut servers = Vec::new();
+    for port in ["Port3", "Port4", "vm1"] {
+        let h = app.host(port);
+        servers.push(h.ns.spawn(&["python3", "-c", ECHO_AND_NAME, &h.addr(), port]));
+        h.ns.wait_for_listener(8081);
+    }
+    let client = app.host("Port2");
+    let mut holder = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "ip",
+            "netns",
+            "exec",
+            client.ns.name(),
+            "python3",
+            "-c",
+            HOLDER,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(holder.stdout.take().unwrap()));
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "ready",
+        "the client's flows did not open"
+    );
+    edgefwd_control::api::call(
+        &app.socket,
+        edgefwd_control::api::Command::ServiceBackend {
+            name: "web".into(),
+            action: "remove".into(),
+            address: "172.28.0.10".into(),
+            weight: None,
+        },
+    )
+    .unwrap();
+    // The workers take the change with their next snapshot.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::io::Write::write_all(&mut holder.stdin.take().unwrap(), b"go\n").unwrap();
+    let report: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(holder.wait().unwrap().success());
+    let pairs = |k: &str| -> Vec<(String, serde_json::Value)> {
+        report[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].clone()))
+            .collect()
+    };
+    let tcp = pairs("tcp");
+    let on_gone = tcp.iter().filter(|(b, _)| b == "vm1").count();
+    assert!(
+        (5..55).contains(&on_gone),
+        "{on_gone} of 60 connections on vm1"
+    );
+    for (backend, ok) in &tcp {
+        assert_eq!(
+            ok.as_bool(),
+            Some(backend != "vm1"),
+            "a connection to {backend}: the others' live on, the removed one's are reset"
+        );
+    }
+    let udp = pairs("udp");
+    assert!(udp.iter().any(|(b, _)| b == "vm1"), "{udp:?}");
+    for (before, now) in &udp {
+        let now = now.as_str().unwrap();
+        if before == "vm1" {
+            assert!(
+                now == "Port3" || now == "Port4",
+                "a UDP flow of the removed backend moved with its next datagram: {now:?}"
+            );
+        } else {
+            assert_eq!(now, before, "a UDP flow keeps its live backend");
+        }
+    }
+    drop(servers);
+}
+
 /// A backend's own traffic to the appliance is the appliance's, on any
 /// worker: pings to its gateway are answered, and a datagram from a port
 /// a service targets, which answers no hairpinned flow, is delivered
