@@ -142,7 +142,7 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
     // The backend, and the endpoint the client is sourced from when not
     // its own: a hairpinned client's gateway address and port, or its own
     // address with another port (a clash, see `clash_port`).
-    let (backend, hairpin) = match known {
+    let (backend, source) = match known {
         Some((addr, BackendState::Active | BackendState::Draining, hp)) => {
             let hp_port = hp.checked_sub(1).map(|p| p as u16);
             let gw = hp_port.and_then(|_| hairpin_gateway(t, p.meta.iface, addr));
@@ -151,8 +151,8 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
                 // A new connection on the tuple of a closed one: its reply
                 // entry starts afresh too (svc-out takes a backend's SYN
                 // on a closed entry for another connection's).
-                let seen = source.unwrap_or(src);
-                let reply = reply_key(proto_n, (addr, port.target), seen);
+                let from = source.unwrap_or(src);
+                let reply = reply_key(proto_n, (addr, port.target), from);
                 let back = Flow::to(i as u32, vip, reply_aux(dst.1, source.map(|_| src.1)));
                 t.svc.flows.insert(reply, back, now, 0);
             }
@@ -223,7 +223,7 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
     let ip = usize::from(p.meta.l3);
     let sum = Sum::of(&p.meta.offload);
     set_endpoint(p.buf.frame_mut(), ip, End::Dst, (backend, port.target), sum);
-    if let Some(from) = hairpin {
+    if let Some(from) = source {
         // The client shares the backend's segment (the reply would go
         // straight back past the service: from the gateway, it returns),
         // or its port clashed.
