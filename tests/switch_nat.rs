@@ -269,21 +269,29 @@ fn vms_on_the_internal_switch_reach_the_internet_as_port2() {
         arrived.iter().all(|p| p.ip().to_string() == EXT),
         "{arrived:?}"
     );
-    let v = api::call(&app.socket, Command::Stats {}).unwrap();
+    // Each worker publishes its counters every 100 ms, each on its own
+    // clock: the two sides of the hand-offs agree within a period or two.
+    let hand_offs = |v: &serde_json::Value| -> (u64, u64) {
+        let workers = v["workers"].as_array().expect("per-worker counters");
+        let sum = |k: &str| workers.iter().map(|w| w[k].as_u64().unwrap()).sum();
+        (sum("handed_off"), sum("handed_in"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let v = loop {
+        let v = api::call(&app.socket, Command::Stats {}).unwrap();
+        let (handed, taken) = hand_offs(&v);
+        if handed == taken || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let workers = v["workers"].as_array().expect("per-worker counters");
     assert_eq!(workers.len(), 2, "{v}");
     for w in workers {
         assert!(w["bursts"].as_u64().unwrap() > 0, "both workers busy: {v}");
         assert!(w["busy_seconds"].as_f64().unwrap() > 0.0, "{v}");
     }
-    let handed: u64 = workers
-        .iter()
-        .map(|w| w["handed_off"].as_u64().unwrap())
-        .sum();
-    let taken: u64 = workers
-        .iter()
-        .map(|w| w["handed_in"].as_u64().unwrap())
-        .sum();
+    let (handed, taken) = hand_offs(&v);
     assert!(
         handed > 0 && handed == taken,
         "hand-off between the workers: {v}"
