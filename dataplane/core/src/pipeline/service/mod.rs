@@ -201,7 +201,7 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
                 Some(gw) => {
                     // The reply comes to the gateway address: note who it
                     // is for (service port and client port; client address).
-                    let aux = u32::from(dst.1) << 16 | u32::from(src.1);
+                    let aux = reply_aux(dst.1, Some(src.1));
                     let k = hairpin_key(proto_n, (addr, port.target), gw);
                     t.svc
                         .flows
@@ -272,7 +272,7 @@ fn hairpin_port(
             .peek(&hairpin_key(proto, backend, (gw, port)), now)
         {
             None => return Some((gw, port)),
-            Some(f) if f.address() == client.0 && f.aux as u16 == client.1 => {
+            Some(f) if f.address() == client.0 && reply_ports(f.aux).1 == Some(client.1) => {
                 return Some((gw, port));
             }
             Some(_) if step > 1 => port = port_for(port.wrapping_add(step), t.worker, t.workers),
@@ -282,10 +282,16 @@ fn hairpin_port(
     None
 }
 
-/// A reply entry's `aux`: the service port the client came to, and the
-/// client's own port when the backend sees another (`remapped`).
-fn reply_aux(vport: u16, remapped: Option<u16>) -> u32 {
-    u32::from(vport) | u32::from(remapped.unwrap_or(0)) << 16
+/// A reply entry's `aux` (a hairpinned reply's too): the service port the
+/// client came to, and the client's own port when the backend sees
+/// another (a hairpin's gateway port, a remapped one).
+fn reply_aux(vport: u16, client_port: Option<u16>) -> u32 {
+    u32::from(vport) << 16 | u32::from(client_port.unwrap_or(0))
+}
+
+/// What [`reply_aux`] holds.
+fn reply_ports(aux: u32) -> (u16, Option<u16>) {
+    ((aux >> 16) as u16, Some(aux as u16).filter(|&p| p != 0))
 }
 
 /// Another port for `client` when the backend-side tuple of its new flow
@@ -305,9 +311,8 @@ fn clash_port(
     (i, vip, vport): (usize, IpAddr, u16),
     now: u32,
 ) -> Option<u16> {
-    let ours = |f: &Flow| {
-        f.service == i as u32 && f.address() == vip && f.aux as u16 == vport && f.aux >> 16 == 0
-    };
+    let ours =
+        |f: &Flow| f.service == i as u32 && f.address() == vip && f.aux == reply_aux(vport, None);
     match t.svc.flows.peek(&reply_key(proto, backend, client), now) {
         Some(f) if !ours(&f) => {}
         _ => return None,
@@ -390,7 +395,8 @@ fn hairpin_back(t: &mut Tables, out: &Output, p: &mut Packet) -> bool {
     else {
         return false;
     };
-    let (vport, client) = ((f.aux >> 16) as u16, (f.address(), f.aux as u16));
+    let (vport, port) = reply_ports(f.aux);
+    let client = (f.address(), port.unwrap_or(0));
     as_service(
         t,
         p,
@@ -515,20 +521,16 @@ pub(super) fn output(t: &mut Tables, out: &mut Output, pkts: &mut [Packet]) {
             continue;
         };
         // A client whose port was remapped gets its own back.
-        let remapped = (f.aux >> 16) as u16;
-        let client = if remapped == 0 {
-            dst
-        } else {
-            (dst.0, remapped)
-        };
+        let (vport, remapped) = reply_ports(f.aux);
+        let client = (dst.0, remapped.unwrap_or(dst.1));
         as_service(
             t,
             p,
             f.service as usize,
-            (f.aux as u16, client),
+            (vport, client),
             src.0,
             (proto_n, now, flags),
-            remapped != 0,
+            remapped.is_some(),
         );
     }
 }
