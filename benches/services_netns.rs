@@ -259,9 +259,8 @@ struct Removal {
 /// Removes backend `gone` (its name) while the removal client holds its
 /// connections: `remove` does it.
 fn removal(client: &Netns, gone: &str, remove: impl FnOnce()) -> Removal {
-    let mut child = std::process::Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", client.name(), "python3", "-c"])
-        .args([REMOVAL, VIP, "300", gone])
+    let mut child = client
+        .command(60, &["python3", "-c", REMOVAL, VIP, "300", gone])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -312,10 +312,7 @@ fn a_client_reaches_a_backend_through_the_vip_on_taps_and_hears_it_announced() {
     let services = "[services]\nflows = 1024\n\n[[service]]\nname = \"web\"\nkind = \"load-balancer\"\naddress = \"10.0.2.100\"\nports = [{ protocol = \"tcp\", port = 80, target_port = 8080 }]\nbackends = [\"10.0.3.2\"]\n";
     let app = common::appliance::Appliance::start("svc", &["Port2", "Port3"], services);
     let (h2, h3) = (app.host("Port2"), app.host("Port3"));
-    let _server = h3.ns.spawn(&[
-        "python3", "-c",
-        "import http.server as s\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\ns.HTTPServer(('10.0.3.2',8080),H).serve_forever()",
-    ]);
+    let _server = h3.ns.spawn(&["python3", "-c", WHO_ASKS]);
     h3.ns.wait_for_listener(8080);
     let out = h2.ns.exec(
         10,
@@ -349,9 +346,9 @@ fn announce_under_tcpdump(
     name: &str,
     filter: &str,
 ) -> (serde_json::Value, String) {
-    let mut dump = std::process::Command::new("ip")
-        .args(["netns", "exec", host.ns.name(), "timeout", "5", "tcpdump"])
-        .args(["-l", "-nn", "-i", host.dev, filter])
+    let mut dump = host
+        .ns
+        .command(5, &["tcpdump", "-l", "-nn", "-i", host.dev, filter])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -403,10 +400,7 @@ fn an_ipv6_client_reaches_a_dual_stack_service_on_taps_and_hears_it_announced() 
     let (h2, h3) = (app.host("Port2"), app.host("Port3"));
     h2.configure_v6();
     h3.configure_v6();
-    let _server = h3.ns.spawn(&[
-        "python3", "-c",
-        "import http.server as s, socket\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].removeprefix('::ffff:').encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\nclass S(s.HTTPServer):\n address_family=socket.AF_INET6\nS(('::',8080),H).serve_forever()",
-    ]);
+    let _server = h3.ns.spawn(&["python3", "-c", WHO_ASKS]);
     h3.ns.wait_for_listener(8080);
     let shown = edgefwd_control::api::call(
         &app.socket,
@@ -463,6 +457,10 @@ fn an_ipv6_client_reaches_a_dual_stack_service_on_taps_and_hears_it_announced() 
         "{nas} unsolicited neighbour advertisements seen:\n{seen}"
     );
 }
+
+/// A small HTTP server on port 8080 of every address, IPv4 and IPv6,
+/// answering each request with the address it came from.
+const WHO_ASKS: &str = "import http.server as s, socket\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=self.client_address[0].removeprefix('::ffff:').encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\nclass S(s.HTTPServer):\n address_family=socket.AF_INET6\nS(('::',8080),H).serve_forever()";
 
 /// A small HTTP server answering every request with `name`.
 const SERVER: &str = "import http.server as s, sys\nclass H(s.BaseHTTPRequestHandler):\n def do_GET(self):\n  b=sys.argv[2].encode()\n  self.send_response(200);self.send_header('Content-Length',str(len(b)));self.end_headers();self.wfile.write(b)\n def log_message(self,*a): pass\ns.ThreadingHTTPServer((sys.argv[1],8080),H).serve_forever()";
@@ -577,17 +575,9 @@ fn removing_a_backend_breaks_no_connection_to_the_others_and_moves_its_udp_flows
         h.ns.wait_for_listener(8081);
     }
     let client = app.host("Port2");
-    let mut holder = std::process::Command::new("timeout")
-        .args([
-            "60",
-            "ip",
-            "netns",
-            "exec",
-            client.ns.name(),
-            "python3",
-            "-c",
-            HOLDER,
-        ])
+    let mut holder = client
+        .ns
+        .command(60, &["python3", "-c", HOLDER])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -247,10 +247,16 @@ impl Netns {
 
     /// Runs a command inside the namespace, bounded to `secs` seconds.
     pub fn exec(&self, secs: u32, cmd: &[&str]) -> std::process::Output {
-        let secs = secs.to_string();
-        let mut full = vec![secs.as_str(), "ip", "netns", "exec", &self.0];
-        full.extend_from_slice(cmd);
-        Command::new("timeout").args(&full).output().unwrap()
+        self.command(secs, cmd).output().unwrap()
+    }
+
+    /// A command inside the namespace, bounded to `secs` seconds, for the
+    /// caller to give its input and output and start.
+    pub fn command(&self, secs: u32, cmd: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args([&secs.to_string(), "ip", "netns", "exec", &self.0]);
+        c.args(cmd);
+        c
     }
 }
 
