@@ -8,7 +8,7 @@ use crate::service::{Backend, BackendState, ServiceConfig, ServiceKind, ServiceP
 const VIP: [u8; 4] = [10, 0, 2, 100];
 const BACKENDS: [[u8; 4]; 3] = [[192, 168, 20, 51], [192, 168, 20, 52], [192, 168, 20, 53]];
 
-fn service(kind: ServiceKind, states: [BackendState; 3]) -> ServiceConfig {
+pub(super) fn service(kind: ServiceKind, states: [BackendState; 3]) -> ServiceConfig {
     ServiceConfig {
         name: "web".into(),
         kind,

@@ -4,8 +4,7 @@
 //! held to `check_frame` (etherparse's checksums) by `sent`.
 
 use super::*;
-use crate::nat::Proto;
-use crate::service::{Backend, BackendState, ServiceConfig, ServiceKind, ServicePort};
+use crate::service::{Backend, BackendState, ServiceConfig, ServiceKind};
 
 const VIP4: [u8; 4] = [10, 0, 2, 100];
 const VIP6: &str = "2001:db8:2::100";
@@ -37,25 +36,13 @@ fn service(states6: [BackendState; 3]) -> ServiceConfig {
             weight: 1,
             state,
         });
+    // The IPv4 tests' load balancer (ports TCP 80 to 8080, UDP 53 to
+    // 5353, announced on Port2), with both addresses and both families'
+    // backends.
     ServiceConfig {
-        name: "web".into(),
-        kind: ServiceKind::LoadBalancer,
         vips: vec![IpAddr::from(VIP4), vip6().into()],
-        announce: Some(P2),
-        ports: vec![
-            ServicePort {
-                proto: Proto::Tcp,
-                port: 80,
-                target: 8080,
-            },
-            ServicePort {
-                proto: Proto::Udp,
-                port: 53,
-                target: 5353,
-            },
-        ],
         backends: v4.chain(v6).collect(),
-        affinity: None,
+        ..super::svc::service(ServiceKind::LoadBalancer, [BackendState::Active; 3])
     }
 }
 
