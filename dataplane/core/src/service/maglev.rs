@@ -117,7 +117,7 @@ impl Maglev {
         // cheaper (see `Tail`).
         let mut tail: Option<Tail> = None;
         let tail_from = if size >= Tail::MIN_SIZE {
-            Tail::FROM.max(isqrt(size) * 2 / 3)
+            Tail::FROM.max(size.isqrt() * 2 / 3)
         } else {
             0
         };
@@ -279,11 +279,6 @@ fn pow_mod(mut b: u64, mut e: u64, m: u64) -> u64 {
         e >>= 1;
     }
     r
-}
-
-/// The integer square root of `n`, rounded down.
-fn isqrt(n: usize) -> usize {
-    (n as f64).sqrt() as usize
 }
 
 /// Slots each backend is entitled to: `size × w / Σw`, the remainder one
