@@ -148,12 +148,8 @@ pub fn change(
     let addr: IpAddr = address
         .parse()
         .map_err(|_| format!("{address:?} is not an address"))?;
-    if !s.vips.iter().any(|v| v.is_ipv4() == addr.is_ipv4()) {
-        let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
-        return Err(format!(
-            "{addr} is {family} and {} has no {family} address",
-            s.name
-        ));
+    if let Some(why) = crate::config::family_refusal(&s.vips, addr, &s.name) {
+        return Err(why);
     }
     if let Some(w) = weight {
         if !(1..=255).contains(&w) {

@@ -458,8 +458,8 @@ mod switch;
 mod validate;
 
 pub use service::{
-    check_text as check_services, entry_toml, to_toml as services_toml, ServicesPolicy,
-    DEFAULT_FLOWS,
+    check_text as check_services, entry_toml, family_refusal, to_toml as services_toml,
+    ServicesPolicy, DEFAULT_FLOWS,
 };
 pub use validate::{check_route, RouteError, RouteField};
 

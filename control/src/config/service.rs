@@ -272,7 +272,7 @@ fn checked(
             }
             for v4 in families {
                 let Some(a) = free_address(pool, v4, &taken, &ours) else {
-                    let family = if v4 { "IPv4" } else { "IPv6" };
+                    let family = family(v4);
                     return Err(l.err(
                         Some(s.name.span()),
                         "services.load_balancer_pool",
@@ -284,16 +284,9 @@ fn checked(
             }
         }
         for (j, b) in backends.iter().enumerate() {
-            if !vips.iter().any(|v| v.is_ipv4() == b.addr.is_ipv4()) {
-                let family = if b.addr.is_ipv4() { "IPv4" } else { "IPv6" };
-                return Err(l.at(
-                    &s.backends[j],
-                    format!("service[{i}].backends[{j}]"),
-                    format!(
-                        "{} is {family} and the service has no {family} address",
-                        b.addr
-                    ),
-                ));
+            if let Some(why) = family_refusal(&vips, b.addr, "the service") {
+                let field = format!("service[{i}].backends[{j}]");
+                return Err(l.at(&s.backends[j], field, why));
             }
         }
         let announce = match (&s.announce, kind) {
@@ -444,6 +437,24 @@ pub fn entry_toml(s: &ServiceConfig, ports: &[PortConfig]) -> String {
     }
     out.push('\n');
     out
+}
+
+/// An address family's name.
+fn family(v4: bool) -> &'static str {
+    if v4 {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// Why `backend` cannot serve a service at `vips` (`whose` names it): it
+/// is of a family the service has no address of. `None` when it can.
+pub fn family_refusal(vips: &[IpAddr], backend: IpAddr, whose: &str) -> Option<String> {
+    let v4 = backend.is_ipv4();
+    let f = family(v4);
+    (!vips.iter().any(|v| v.is_ipv4() == v4))
+        .then(|| format!("{backend} is {f} and {whose} has no {f} address"))
 }
 
 /// The addresses `s` (entry `i`) gives, each with its field's name.
