@@ -151,10 +151,8 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
                 // A new connection on the tuple of a closed one: its reply
                 // entry starts afresh too (svc-out takes a backend's SYN
                 // on a closed entry for another connection's).
-                let from = source.unwrap_or(src);
-                let reply = reply_key(proto_n, (addr, port.target), from);
-                let back = Flow::to(i as u32, vip, reply_aux(dst.1, source.map(|_| src.1)));
-                t.svc.flows.insert(reply, back, now, 0);
+                let service = (i, dst);
+                note_reply(t, proto_n, (addr, port.target), src, service, source, now);
             }
             (addr, source)
         }
@@ -207,12 +205,7 @@ fn to_service(t: &mut Tables, out: &mut Output, p: &mut Packet, i: usize) -> Nex
                         .flows
                         .insert(k, Flow::to(i as u32, src.0, aux), now, 0);
                 }
-                None => {
-                    let reply = reply_key(proto_n, target, source.unwrap_or(src));
-                    let aux = reply_aux(dst.1, remap.map(|_| src.1));
-                    let back = Flow::to(i as u32, vip, aux);
-                    t.svc.flows.insert(reply, back, now, 0);
-                }
+                None => note_reply(t, proto_n, target, src, (i, dst), source, now),
             }
             let c = t.svc.counters_mut(i);
             c.new_flows += 1;
@@ -280,6 +273,25 @@ fn hairpin_port(
         }
     }
     None
+}
+
+/// Records the reply entry of `client`'s flow to service `i` at
+/// `service` (address, port), served by `backend`: the backend answers
+/// the client, or the endpoint the client was sourced from (`source`,
+/// its port remapped), and the answer comes from the service.
+fn note_reply(
+    t: &mut Tables,
+    proto: u8,
+    backend: (IpAddr, u16),
+    client: (IpAddr, u16),
+    (i, service): (usize, (IpAddr, u16)),
+    source: Option<(IpAddr, u16)>,
+    now: u32,
+) {
+    let key = reply_key(proto, backend, source.unwrap_or(client));
+    let aux = reply_aux(service.1, source.map(|_| client.1));
+    let entry = Flow::to(i as u32, service.0, aux);
+    t.svc.flows.insert(key, entry, now, 0);
 }
 
 /// A reply entry's `aux` (a hairpinned reply's too): the service port the
