@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::testpmd::{need_testpmd, Testpmd, VmSpec};
-use common::virtio::{TestVm, F_VERSION_1, NEXT, TX_AT, WRITE};
+use common::virtio::{TestVm, F_VERSION_1, NEXT, RX_AT, RX_BUF, TX_AT, WRITE};
 use common::{Daemon, Netns};
 use edgefwd_control::config::Config;
 use edgefwd_core::stats::DropReason;
@@ -140,6 +140,129 @@ fn hostile_descriptors_are_counted_given_back_and_the_port_keeps_working() {
     assert_eq!(port.drops[DropReason::VirtioBadDescriptor as usize], 5);
     assert_eq!(port.drops[DropReason::Oversize as usize], 2);
     assert_eq!(port.rx, 9, "seven bad chains and two ARP requests received");
+    drop(dir);
+}
+
+const VM1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x28, 0x11];
+const VM2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x28, 0x12];
+
+/// An Ethernet frame of `len` bytes from `src` to `dst` (an experimental
+/// ethertype), its payload a pattern that differs from frame to frame.
+fn pattern_frame(src: [u8; 6], dst: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend((0..len - 14).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    f
+}
+
+/// Posts `frame` (behind a zero 12-byte header) on `vm`'s transmit ring as
+/// chain `head`, split over three descriptors: the header, 7 bytes, the rest
+/// (descriptors `head`, `head + 1`, `head + 2`).
+fn send_split(vm: &mut TestVm, head: u16, frame: &[u8]) {
+    let mut bytes = vec![0u8; 12];
+    bytes.extend_from_slice(frame);
+    let at = TX_AT + 0x1000 * u64::from(head);
+    vm.write(at, &bytes);
+    let cut = [0, 12, 19.min(bytes.len()), bytes.len()];
+    for k in 0..3u16 {
+        let (from, to) = (cut[k as usize], cut[k as usize + 1]);
+        let flags = if k < 2 { NEXT } else { 0 };
+        vm.desc(
+            1,
+            head + k,
+            at + from as u64,
+            (to - from) as u32,
+            flags,
+            head + k + 1,
+        );
+    }
+    vm.post(1, head);
+}
+
+/// Posts `n` receive chains of two descriptors on `vm` (64 bytes, then the
+/// rest of an `RX_BUF` buffer), so that frames are written across pieces.
+fn post_rx_split(vm: &mut TestVm, n: u16) {
+    for i in 0..n {
+        let at = RX_AT + u64::from(i) * RX_BUF;
+        vm.desc(0, 2 * i, at, 64, WRITE | NEXT, 2 * i + 1);
+        vm.desc(0, 2 * i + 1, at + 64, RX_BUF as u32 - 64, WRITE, 0);
+        vm.post(0, 2 * i);
+    }
+    vm.kick(0);
+}
+
+#[test]
+fn frames_between_two_vms_on_a_switch_go_guest_to_guest_intact() {
+    let dir = common::temp_dir("vhost-direct");
+    let (sock1, sock2) = (dir.path().join("vm1.sock"), dir.path().join("vm2.sock"));
+    let control = dir.path().join("control.sock");
+    let toml = format!(
+        "[dataplane]\nworkers = 2\n[control]\nsocket = \"{}\"\n\n\
+         [[port]]\nname = \"vm1\"\nswitch = \"internal\"\nbind = \"vhost-user:{}\"\n\n\
+         [[port]]\nname = \"vm2\"\nswitch = \"internal\"\nbind = \"vhost-user:{}\"\n\n\
+         [[switch]]\nname = \"internal\"\nkind = \"internal\"\naddress = \"172.28.0.1/24\"\nmac = \"02:00:00:00:28:01\"\n",
+        control.display(),
+        sock1.display(),
+        sock2.display()
+    );
+    let mut daemon = Daemon::start(Config::parse(&toml).unwrap_or_else(|e| panic!("{e}")));
+    let mut vm1 = TestVm::connect(&sock1, F_VERSION_1);
+    let mut vm2 = TestVm::connect(&sock2, F_VERSION_1);
+    common::wait_for_link(&control, "vm1", "up");
+    common::wait_for_link(&control, "vm2", "up");
+    post_rx_split(&mut vm2, 8);
+
+    // vm2 speaks first, so the switch learns where its address is; the
+    // frame goes to vm1, which has no buffers (counted, not delivered).
+    send_split(&mut vm2, 0, &pattern_frame(VM2_MAC, [0xff; 6], 60, 0));
+    vm2.kick(1);
+    vm2.wait_used(1, 1);
+
+    // Then vm1 sends vm2 frames of every shape: all header, just past
+    // the head edgefwd copies, and long; and one to an address nobody
+    // has (flooded, so its tail is copied in first).
+    let sizes = [60usize, 128, 129, 200, 1000, 1514];
+    let mut sent = Vec::new();
+    for (k, &len) in sizes.iter().enumerate() {
+        sent.push(pattern_frame(VM1_MAC, VM2_MAC, len, k as u8));
+    }
+    sent.push(pattern_frame(VM1_MAC, [0x02, 0, 0, 0, 0x28, 0x77], 900, 99));
+    // Five frames a round: three descriptors each, of the ring's 16.
+    for (round, frames) in sent.chunks(5).enumerate() {
+        for (k, f) in frames.iter().enumerate() {
+            send_split(&mut vm1, 3 * k as u16, f);
+        }
+        vm1.kick(1);
+        vm1.wait_used(1, (5 * round + frames.len()) as u16);
+    }
+    vm2.wait_used(0, sent.len() as u16);
+    for (n, want) in sent.iter().enumerate() {
+        let (id, len) = vm2.used(0, n as u16);
+        assert_eq!(len as usize, 12 + want.len(), "frame {n}: length written");
+        let got = vm2.rx_buffer(id / 2, len);
+        assert_eq!(&got[..10], &[0; 10], "frame {n}: a plain virtio-net header");
+        assert_eq!(got[10..12], [1, 0], "frame {n}: num_buffers");
+        assert!(
+            got[12..] == want[..],
+            "frame {n} ({} bytes) differs",
+            want.len()
+        );
+    }
+    let ports = edgefwd_control::api::call(&control, edgefwd_control::api::Command::PortShow {})
+        .expect("port show");
+    let direct = ports["ports"][1]["device"]["tx_direct"].as_u64();
+    let longer = sizes.iter().filter(|&&l| l > 128).count() as u64;
+    assert_eq!(
+        direct,
+        Some(longer),
+        "frames copied guest to guest: {ports}"
+    );
+
+    drop((vm1, vm2));
+    let s = daemon.stop().expect("daemon");
+    common::assert_identity(&s);
     drop(dir);
 }
 

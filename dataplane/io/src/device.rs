@@ -134,6 +134,8 @@ pub struct QueueIo {
     pub ring: Option<Ring>,
     /// Room to cut a super-packet into segments for a device without TSO.
     pub scratch: Vec<u8>,
+    /// Frame tails the burst being run left in VMs' memory.
+    pub(crate) tails: crate::vhost::Tails,
     /// Buffers lent to a batch of reads, and what each read gave.
     pub(crate) rx_bufs: Vec<PacketBuf>,
     pub(crate) rx_results: Vec<io::Result<Result<Offload, DropReason>>>,
@@ -158,6 +160,7 @@ impl QueueIo {
             queue,
             ring,
             scratch: vec![0; SEGMENT_MAX],
+            tails: crate::vhost::Tails::default(),
             rx_bufs: Vec::new(),
             rx_results: Vec::new(),
         }
@@ -195,6 +198,14 @@ pub trait Device: Send + Sync {
     /// device refused. A device without checksum offload or TSO gets each
     /// packet made plain first ([`plain_frames`]).
     fn tx_burst(&self, io: &mut QueueIo, pkts: &mut [Packet]) -> u64;
+
+    /// True for a device that may leave a received frame's tail in its
+    /// sender's memory and sends such tails left by devices of its kind
+    /// (vhost-user: `vhost::tails`). A wrapper does not pass it through,
+    /// so a wrapped device gets whole frames.
+    fn carries_tails(&self) -> bool {
+        false
+    }
 
     /// Its link state now (a few syscalls at most; not for the packet path).
     fn link(&self) -> LinkState;

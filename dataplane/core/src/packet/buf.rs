@@ -5,6 +5,13 @@
 //! through a [`BufPool`], so the hot path never allocates. The frame sits at an
 //! offset inside the buffer; the headroom in front lets a stage prepend a
 //! header (a tag, an encapsulation) without moving the frame.
+//!
+//! A frame's tail may be left out of the buffer ([`PacketBuf::defer_tail`]):
+//! a VM port copies only the headers in, and the frame's payload goes from
+//! the sending VM's memory straight into the receiving VM's when a switch
+//! sends it from one to the other, one copy instead of two. Only the
+//! device that received it knows where the tail is; it fills it in for
+//! anything else.
 
 use std::net::IpAddr;
 
@@ -24,6 +31,9 @@ pub struct PacketBuf {
     data: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Bytes from this index to `end` are not in the buffer yet, and the
+    /// receiving device's token for where they are.
+    tail: Option<(usize, u32)>,
 }
 
 impl Default for PacketBuf {
@@ -45,6 +55,7 @@ impl PacketBuf {
             data: vec![0; HEADROOM + max_frame].into_boxed_slice(),
             start: HEADROOM,
             end: HEADROOM,
+            tail: None,
         }
     }
 
@@ -59,6 +70,30 @@ impl PacketBuf {
     pub fn clear(&mut self) {
         self.start = HEADROOM;
         self.end = HEADROOM;
+        self.tail = None;
+    }
+
+    /// Marks the frame's bytes from offset `at` on as not in the buffer
+    /// yet: the receiving device keeps them under `token` (see the module
+    /// docs). Only the headers before `at` may be read until
+    /// [`PacketBuf::tail_filled`].
+    pub fn defer_tail(&mut self, at: usize, token: u32) {
+        if at < self.len() {
+            self.tail = Some((self.start + at, token));
+        }
+    }
+
+    /// The offset in the frame from which its bytes are not in the buffer
+    /// yet, and the receiving device's token for them.
+    #[inline]
+    pub fn deferred_tail(&self) -> Option<(usize, u32)> {
+        self.tail
+            .map(|(at, token)| (at.saturating_sub(self.start), token))
+    }
+
+    /// Says that the deferred tail is now in the buffer.
+    pub fn tail_filled(&mut self) {
+        self.tail = None;
     }
 
     /// Copies `frame` in after the headroom. Fails (leaving the buffer empty)
@@ -448,5 +483,22 @@ mod tests {
         p.put(b);
         let _ = p.get();
         assert_eq!(p.allocated(), 2);
+    }
+
+    #[test]
+    fn a_deferred_tail_follows_the_frame_start_and_goes_with_reuse() {
+        let mut b = PacketBuf::new();
+        b.set_frame(&[7; 300]).unwrap();
+        b.defer_tail(300, 1);
+        assert_eq!(b.deferred_tail(), None, "nothing past the end to defer");
+        b.defer_tail(128, 5);
+        assert_eq!(b.deferred_tail(), Some((128, 5)));
+        assert!(b.push_front(4));
+        assert_eq!(b.deferred_tail(), Some((132, 5)), "the same bytes");
+        b.tail_filled();
+        assert_eq!(b.deferred_tail(), None);
+        b.defer_tail(10, 2);
+        b.clear();
+        assert_eq!(b.deferred_tail(), None, "a reused buffer has no tail");
     }
 }

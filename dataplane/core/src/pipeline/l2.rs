@@ -18,6 +18,7 @@ use crate::packet::{
 };
 use crate::port::PortId;
 use crate::stats::DropReason;
+use crate::time::Time;
 
 /// Most addresses a router keeps to tell the other workers between two
 /// takes; beyond it they hear of an address at its next refresh (and flood
@@ -66,8 +67,7 @@ fn input(t: &mut Tables, out: &mut Output, sw: SwitchId, p: &mut Packet) -> Next
         Ok(_) => {}
     }
     let router_port = t.l2.router_port(sw);
-    let router_mac = t.ports.get(router_port).map(|i| i.mac);
-    if router_mac == Some(dst) {
+    if is_router_mac(t, sw, dst) {
         p.meta.iface = router_port;
         return Next::EthInput;
     }
@@ -91,6 +91,28 @@ fn input(t: &mut Tables, out: &mut Output, sw: SwitchId, p: &mut Packet) -> Next
             }
             None => Next::Drop(DropReason::L2NoDestination),
         },
+    }
+}
+
+fn is_router_mac(t: &Tables, sw: SwitchId, mac: MacAddr) -> bool {
+    t.ports.get(t.l2.router_port(sw)).map(|i| i.mac) == Some(mac)
+}
+
+/// The member a frame received on member `rx` goes across to, as [`input`]
+/// decides it, when that is known from its destination alone: a unicast
+/// address learned on another member (not the router's). `None` for
+/// anything else (a frame for the router, flooded, or not on a switch).
+/// Learning by earlier frames of a burst may still move the address to
+/// another member, never make it flood.
+pub(super) fn unicast_member(t: &Tables, rx: PortId, frame: &[u8], now: Time) -> Option<PortId> {
+    let sw = t.l2.member_of(rx)?;
+    let dst = MacAddr::from_slice(frame)?;
+    if dst.is_multicast() || is_router_mac(t, sw, dst) {
+        return None;
+    }
+    match t.l2.lookup(sw, dst, now) {
+        L2Dest::Port(port) if port != rx => Some(port),
+        _ => None,
     }
 }
 

@@ -743,6 +743,19 @@ impl Router {
         self.out.watch.is_some()
     }
 
+    /// The switch member a frame received on `port` will be sent to
+    /// unchanged, if the burst it is in runs at `now` while nothing is
+    /// watched (see [`l2::unicast_member`]): such a frame's payload may
+    /// stay where its device received it until that member's device sends
+    /// it ([`PacketBuf::defer_tail`]). Only `frame`'s Ethernet header is
+    /// read.
+    pub fn switched_to(&self, port: PortId, frame: &[u8], now: Time) -> Option<PortId> {
+        if self.watching() {
+            return None;
+        }
+        l2::unicast_member(&self.t, port, frame, now)
+    }
+
     /// The finished traces, oldest first.
     pub fn traces(&self) -> &[PacketTrace] {
         &self.traces

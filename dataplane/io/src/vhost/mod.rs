@@ -29,7 +29,10 @@
 //! between the guest and the workers.
 
 mod session;
+mod tails;
 mod virtq;
+
+pub(crate) use tails::Tails;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -130,6 +133,8 @@ pub(crate) struct Shared {
     tx_failed: AtomicU64,
     tx_no_buffers: AtomicU64,
     tx_bad_chain: AtomicU64,
+    /// Frames sent whose tail came straight from another VM's memory.
+    tx_direct: AtomicU64,
     connections: AtomicU64,
     /// Frames taken from each pair's transmit ring.
     rx_frames: Vec<AtomicU64>,
@@ -164,6 +169,7 @@ impl Shared {
             tx_failed: AtomicU64::new(0),
             tx_no_buffers: AtomicU64::new(0),
             tx_bad_chain: AtomicU64::new(0),
+            tx_direct: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             rx_frames: (0..pairs).map(|_| AtomicU64::new(0)).collect(),
         })
@@ -219,6 +225,13 @@ impl Shared {
         } else {
             NET_HDR_LEN - 2
         }
+    }
+
+    /// Publishes ring `ring`'s used chains (held while their frames' tails
+    /// were out).
+    fn publish(&self, ring: usize) {
+        let map = self.mem.memory();
+        self.vqs[ring].lock().publish(&Guest::new(&map));
     }
 
     /// Empties worker `pair`'s epoll, so the next kick wakes it again.
@@ -436,6 +449,10 @@ impl Device for VhostUser {
         }
     }
 
+    fn carries_tails(&self) -> bool {
+        true
+    }
+
     fn readiness(&self, queue: usize) -> Readiness {
         Readiness::Fd(self.shared.kick_fds[queue % self.shared.kick_fds.len()])
     }
@@ -452,7 +469,7 @@ impl Device for VhostUser {
             return RxStatus::Drained;
         };
         let features = s.features.load(Ordering::Acquire);
-        let map = s.mem.memory();
+        let map = s.mem.memory().into_inner();
         let mem = Guest::new(&map);
         let mut vq = vq.lock();
         if !vq.live() {
@@ -461,8 +478,15 @@ impl Device for VhostUser {
             return RxStatus::Drained;
         }
         vq.quiet(&mem);
-        let taken = vq.take_frames(&mem, Shared::hdr_len(features), pool, max, out);
-        vq.publish(&mem);
+        let hdr_len = Shared::hdr_len(features);
+        let tails = io.tails.allow.then_some((&mut io.tails, &map));
+        let (taken, deferred) = vq.take_frames(&mem, hdr_len, pool, max, out, tails);
+        if deferred {
+            // The chains go back once the burst is sent (`Tails::release`).
+            io.tails.hold(&self.shared, 2 * io.queue + 1);
+        } else {
+            vq.publish(&mem);
+        }
         s.rx_frames[io.queue].fetch_add(taken as u64, Ordering::Relaxed);
         if taken >= max {
             vq.empty_polls = 0;
@@ -521,6 +545,7 @@ impl Device for VhostUser {
             let result = if guest_takes(features, &off) {
                 put.reserve_for(i, hdr_len + p.buf.len(), mergeable)
             } else {
+                io.tails.fill(&mut p.buf);
                 let mut last = Ok(());
                 let cut = plain_frames(p, &mut io.scratch, |f| {
                     let mut hdr = [0u8; NET_HDR_LEN];
@@ -537,7 +562,7 @@ impl Device for VhostUser {
                 failed += count(e, &mut starved);
             }
         }
-        let mut k = 0;
+        let (mut k, mut direct) = (0, 0);
         while let Some((i, slot)) = put.reserved(k) {
             k += 1;
             let p = &pkts[i];
@@ -547,10 +572,23 @@ impl Device for VhostUser {
                 h.flags = 0;
             }
             h.encode((&mut hdr[..10]).try_into().expect("ten bytes"));
-            if let Err(e) = put.write(&slot, &mut hdr, hdr_len, p.buf.frame()) {
-                failed += count(e, &mut starved);
+            let frame = p.buf.frame();
+            let written = match p.buf.deferred_tail() {
+                None => put.write(&slot, &mut hdr, hdr_len, frame, None),
+                Some((at, token)) => match io.tails.source(token) {
+                    Some(src) => {
+                        let tail = Some((&src, frame.len() - at));
+                        put.write(&slot, &mut hdr, hdr_len, &frame[..at], tail)
+                    }
+                    None => Err(PutError::BadChain),
+                },
+            };
+            match written {
+                Ok(()) => direct += u64::from(p.buf.deferred_tail().is_some()),
+                Err(e) => failed += count(e, &mut starved),
             }
         }
+        s.tx_direct.fetch_add(direct, Ordering::Relaxed);
         vq.publish(&mem);
         s.tx_failed.fetch_add(failed, Ordering::Relaxed);
         failed
@@ -587,6 +625,7 @@ impl Device for VhostUser {
             ),
             ("tx_no_buffers".to_owned(), c.tx_no_buffers),
             ("tx_bad_chain".to_owned(), c.tx_bad_chain),
+            ("tx_direct".to_owned(), s.tx_direct.load(Ordering::Relaxed)),
         ];
         for (i, n) in s.rx_frames.iter().enumerate() {
             d.push((format!("rx_pair{i}"), n.load(Ordering::Relaxed)));

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 
 use edgefwd_core::packet::offload::{Offload, VNET_HDR_LEN};
 use edgefwd_core::stats::DropReason;
@@ -21,6 +22,7 @@ use vm_memory::{
     GuestRegionMmap,
 };
 
+use super::tails::{TailSource, Tails, HEAD};
 use crate::device::{BufSource, Received};
 
 /// Bytes of a guest's buffer prefetched before a frame is copied out of
@@ -155,6 +157,11 @@ impl Vq {
     /// buffers from `pool`, appending them to `out`; returns how many
     /// chains it took. A frame's virtio-net header (`hdr_len` bytes) lands
     /// in front of it.
+    ///
+    /// With `tails` (the worker's, and the map `mem` reads), a frame
+    /// longer than [`HEAD`] bytes has only those copied in: the rest is
+    /// left in the guest's chain as a tail ([`Tails`]), and true is
+    /// returned with the count when any was.
     pub fn take_frames(
         &mut self,
         mem: &Guest<'_>,
@@ -162,13 +169,14 @@ impl Vq {
         pool: &mut dyn BufSource,
         max: usize,
         out: &mut Vec<Received>,
-    ) -> usize {
+        mut tails: Option<(&mut Tails, &Arc<GuestMemoryMmap>)>,
+    ) -> (usize, bool) {
         // One read of the avail index for the burst. The chains are walked
         // first and their data prefetched, so the copies then find in
         // cache what the guest's core wrote last, the misses of the whole
         // burst in flight together rather than one frame's at a time.
         let Ok(chains) = self.queue.iter(mem) else {
-            return 0;
+            return (0, false);
         };
         self.walked.clear();
         self.descs.clear();
@@ -178,10 +186,22 @@ impl Vq {
             let walk = walk_chain(chain, mem, &mut self.descs);
             self.walked.push((head, from, self.descs.len(), walk));
         }
+        let mut deferred = false;
         for &(head, from, to, walk) in &self.walked {
             let mut buf = pool.take();
+            let descs = &self.descs[from..to];
+            let total: usize = descs.iter().map(|d| d.1).sum();
+            let defer = tails.is_some()
+                && walk.is_ok()
+                && total > hdr_len + HEAD
+                && total - hdr_len <= buf.capacity()
+                && descs.iter().all(|&(a, l)| mem.check_range(a, l));
             let space = buf.read_space(hdr_len);
-            let got = walk.and_then(|()| copy_chain(mem, &self.descs[from..to], space));
+            let got = if defer {
+                copy_head(mem, descs, &mut space[..hdr_len + HEAD]).map(|()| total)
+            } else {
+                walk.and_then(|()| copy_chain(mem, descs, space))
+            };
             let offload = match got {
                 Ok(n) if n < hdr_len => {
                     buf.set_read(hdr_len, hdr_len);
@@ -189,6 +209,11 @@ impl Vq {
                 }
                 Ok(n) => {
                     buf.set_read(hdr_len, n);
+                    if let (true, Some((tails, map))) = (defer, tails.as_mut()) {
+                        let token = tails.keep(map, descs, hdr_len + HEAD);
+                        buf.defer_tail(HEAD, token);
+                        deferred = true;
+                    }
                     let mut h = [0; VNET_HDR_LEN];
                     h.copy_from_slice(&buf.front(hdr_len)[..VNET_HDR_LEN]);
                     Offload::decode(&h).ok_or(DropReason::OffloadInvalid)
@@ -205,7 +230,7 @@ impl Vq {
             });
             self.used.push((head, 0));
         }
-        self.walked.len()
+        (self.walked.len(), deferred)
     }
 
     /// Starts putting a burst of frames in the guest's receive queue
@@ -355,7 +380,8 @@ impl Putter<'_> {
         })
     }
 
-    /// Writes a frame (`hdr` then `frame`) into the chains `slot` holds,
+    /// Writes a frame (`hdr`, then `frame`, then `tail`'s bytes if it has
+    /// one left in another guest's memory) into the chains `slot` holds,
     /// with their number in the header's `num_buffers`.
     pub fn write(
         &mut self,
@@ -363,14 +389,21 @@ impl Putter<'_> {
         hdr: &mut [u8; NET_HDR_LEN],
         hdr_len: usize,
         frame: &[u8],
+        tail: Option<(&TailSource<'_>, usize)>,
     ) -> Result<(), PutError> {
-        let total = hdr_len + frame.len();
+        let total = hdr_len + frame.len() + tail.map_or(0, |t| t.1);
         let buffers = slot.used.len() as u16;
         hdr[10..12].copy_from_slice(&buffers.to_le_bytes());
         let mut at = 0;
         for &(addr, len) in &self.pieces[slot.pieces.clone()] {
             let end = (at + len).min(total);
-            if !write_span(self.mem, addr, hdr, hdr_len, frame, at, end) {
+            let span = Span {
+                hdr,
+                hdr_len,
+                frame,
+                tail: tail.map(|t| t.0),
+            };
+            if !span.write(self.mem, addr, at, end) {
                 // A buffer outside guest memory.
                 give_back_empty(&mut self.used[slot.used.clone()]);
                 return Err(PutError::BadChain);
@@ -404,7 +437,7 @@ impl Putter<'_> {
         mergeable: bool,
     ) -> Result<(), PutError> {
         let slot = self.reserve(hdr_len + frame.len(), mergeable)?;
-        self.write(&slot, hdr, hdr_len, frame)
+        self.write(&slot, hdr, hdr_len, frame, None)
     }
 }
 
@@ -486,6 +519,27 @@ fn copy_chain(
     Ok(n)
 }
 
+/// Copies the first `space.len()` bytes of a walked transmit chain into
+/// `space` (the chain is known to be longer).
+fn copy_head(
+    mem: &Guest<'_>,
+    descs: &[(GuestAddress, usize)],
+    space: &mut [u8],
+) -> Result<(), DropReason> {
+    let mut n = 0;
+    for &(addr, len) in descs {
+        let k = len.min(space.len() - n);
+        if !read_guest(mem, addr, &mut space[n..n + k]) {
+            return Err(DropReason::VirtioBadDescriptor);
+        }
+        n += k;
+        if n == space.len() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Appends a receive chain's writable pieces to `pieces`, up to `want`
 /// bytes; how many bytes it holds (up to `want`), or `None` for a bad
 /// chain (readable descriptors, a loop, a descriptor it cannot read).
@@ -522,28 +576,39 @@ fn writable_pieces(
     Some(n)
 }
 
-/// Writes bytes `at..end` of (header, frame) to `addr`.
-fn write_span(
-    mem: &Guest<'_>,
-    addr: GuestAddress,
-    hdr: &[u8; NET_HDR_LEN],
+/// What a frame put in a guest is made of: its virtio-net header, the
+/// frame (or its head), and its tail in another guest's memory.
+struct Span<'a> {
+    hdr: &'a [u8; NET_HDR_LEN],
     hdr_len: usize,
-    frame: &[u8],
-    at: usize,
-    end: usize,
-) -> bool {
-    let mut ok = true;
-    let mut addr = addr;
-    if at < hdr_len {
-        let h = &hdr[at..end.min(hdr_len)];
-        ok &= write_guest(mem, addr, h);
-        addr = addr.unchecked_add(h.len() as u64);
+    frame: &'a [u8],
+    tail: Option<&'a TailSource<'a>>,
+}
+
+impl Span<'_> {
+    /// Writes bytes `at..end` of it to `addr`.
+    fn write(&self, mem: &Guest<'_>, addr: GuestAddress, at: usize, end: usize) -> bool {
+        let (hdr_len, head) = (self.hdr_len, self.hdr_len + self.frame.len());
+        let mut ok = true;
+        let mut addr = addr;
+        if at < hdr_len {
+            let h = &self.hdr[at..end.min(hdr_len)];
+            ok &= write_guest(mem, addr, h);
+            addr = addr.unchecked_add(h.len() as u64);
+        }
+        if end > hdr_len && at < head {
+            let f = &self.frame[at.max(hdr_len) - hdr_len..end.min(head) - hdr_len];
+            ok &= write_guest(mem, addr, f);
+            addr = addr.unchecked_add(f.len() as u64);
+        }
+        if end > head {
+            let from = at.max(head);
+            ok &= self
+                .tail
+                .is_some_and(|t| t.copy_to(from - head, mem, addr, end - from));
+        }
+        ok
     }
-    if end > hdr_len {
-        let f = &frame[at.max(hdr_len) - hdr_len..end - hdr_len];
-        ok &= write_guest(mem, addr, f);
-    }
-    ok
 }
 
 /// Copies guest memory at `addr` into `to`: one checked slice when the

@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use edgefwd_core::packet::Packet;
+use edgefwd_core::packet::{Packet, PacketBuf};
 use edgefwd_core::port::PortId;
 use edgefwd_core::time::Time;
 use mio::unix::SourceFd;
@@ -117,6 +117,15 @@ impl Worker {
         }
     }
 
+    /// True when a frame received on `port` will be switched unchanged to
+    /// a port whose device sends tails left in a VM's memory: its tail may
+    /// stay there until then.
+    fn tail_goes_to_vm(&self, port: PortId, buf: &PacketBuf, now: Time) -> bool {
+        let to = self.router.switched_to(port, buf.frame(), now);
+        to.and_then(|to| self.snapshot.devices.get(usize::from(to)))
+            .is_some_and(|d| d.carries_tails())
+    }
+
     /// Takes one burst from `port` into `burst`. A port found drained is no
     /// longer ready; one whose device failed is no longer polled, and the
     /// control plane hears of it.
@@ -134,11 +143,20 @@ impl Worker {
             return;
         };
         let room = self.cfg.burst.saturating_sub(burst.len());
+        // A VM's frames may leave their tails in its memory while nothing
+        // else looks at them (see `vhost::tails`).
+        self.io.tails.allow = dev.carries_tails() && !self.shared.captures.armed();
         let status = dev.rx_burst(&mut self.io, &mut self.router, room, &mut self.received);
-        for r in self.received.drain(..) {
+        self.io.tails.allow = false;
+        let mut received = std::mem::take(&mut self.received);
+        for mut r in received.drain(..) {
+            if r.buf.deferred_tail().is_some() && !self.tail_goes_to_vm(port, &r.buf, now) {
+                self.io.tails.fill(&mut r.buf);
+            }
             self.router
                 .receive_buf(burst, port, r.at.unwrap_or(now), r.buf, r.offload);
         }
+        self.received = received;
         match status {
             RxStatus::More => {}
             RxStatus::Drained => io.ready[p] = false,

@@ -10,6 +10,15 @@ impl Worker {
     /// Hands every port's queued packets to its device; frames a device
     /// refuses are counted as the port's `tx_errors`.
     pub(super) fn flush(&mut self) {
+        self.send();
+        // The burst is out: the VMs get back the chains whose frames' tails
+        // it carried.
+        if !self.io.tails.is_empty() {
+            self.io.tails.release();
+        }
+    }
+
+    fn send(&mut self) {
         if !self.router.has_tx() {
             return;
         }
@@ -20,8 +29,14 @@ impl Worker {
             let (captures, epoch) = (&self.shared.captures, self.epoch_unix_ns);
             self.router.drain_tx_all(port, |pkts| {
                 if captures.armed() && !pkts.is_empty() {
-                    for p in pkts.iter() {
+                    for p in pkts.iter_mut() {
+                        io.tails.fill(&mut p.buf);
                         captures.offer(port, epoch + p.meta.ts.0, Direction::Tx, p.buf.frame());
+                    }
+                }
+                if !dev.carries_tails() && !io.tails.is_empty() {
+                    for p in pkts.iter_mut() {
+                        io.tails.fill(&mut p.buf);
                     }
                 }
                 refused = dev.tx_burst(io, pkts);
