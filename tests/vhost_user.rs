@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::testpmd::{need_testpmd, Testpmd, VmSpec};
-use common::virtio::{TestVm, F_VERSION_1, NEXT, RX_AT, RX_BUF, TX_AT, WRITE};
+use common::virtio::{TestVm, F_VERSION_1, MEM, NEXT, RX_AT, RX_BUF, TX_AT, WRITE};
 use common::{Daemon, Netns};
 use edgefwd_control::config::Config;
 use edgefwd_core::stats::DropReason;
+use vm_memory::Bytes;
 
 const TEST: &str = "vhost_user";
 const VM_MAC: [u8; 6] = [0x02, 0, 0, 0, 3, 2];
@@ -161,9 +162,13 @@ fn pattern_frame(src: [u8; 6], dst: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
 /// chain `head`, split over three descriptors: the header, 7 bytes, the rest
 /// (descriptors `head`, `head + 1`, `head + 2`).
 fn send_split(vm: &mut TestVm, head: u16, frame: &[u8]) {
+    send_split_at(vm, head, frame, TX_AT + 0x1000 * u64::from(head));
+}
+
+/// [`send_split`] from guest address `at`.
+fn send_split_at(vm: &mut TestVm, head: u16, frame: &[u8], at: u64) {
     let mut bytes = vec![0u8; 12];
     bytes.extend_from_slice(frame);
-    let at = TX_AT + 0x1000 * u64::from(head);
     vm.write(at, &bytes);
     let cut = [0, 12, 19.min(bytes.len()), bytes.len()];
     for k in 0..3u16 {
@@ -208,11 +213,17 @@ fn frames_between_two_vms_on_a_switch_go_guest_to_guest_intact() {
         sock2.display()
     );
     let mut daemon = Daemon::start(Config::parse(&toml).unwrap_or_else(|e| panic!("{e}")));
-    let mut vm1 = TestVm::connect(&sock1, F_VERSION_1);
-    let mut vm2 = TestVm::connect(&sock2, F_VERSION_1);
+    // Each VM's memory is two regions, and the last frame's buffers on
+    // both sides span the two.
+    let mut vm1 = TestVm::connect_in(&sock1, F_VERSION_1, 2);
+    let mut vm2 = TestVm::connect_in(&sock2, F_VERSION_1, 2);
     common::wait_for_link(&control, "vm1", "up");
     common::wait_for_link(&control, "vm2", "up");
-    post_rx_split(&mut vm2, 8);
+    post_rx_split(&mut vm2, 7);
+    let spanning_rx = MEM / 2 - 1000;
+    vm2.desc(0, 14, spanning_rx, RX_BUF as u32, WRITE, 0);
+    vm2.post(0, 14);
+    vm2.kick(0);
 
     // vm2 speaks first, so the switch learns where its address is; the
     // frame goes to vm1, which has no buffers (counted, not delivered).
@@ -237,11 +248,24 @@ fn frames_between_two_vms_on_a_switch_go_guest_to_guest_intact() {
         vm1.kick(1);
         vm1.wait_used(1, (5 * round + frames.len()) as u16);
     }
+    let spanning = pattern_frame(VM1_MAC, VM2_MAC, 1400, 7);
+    send_split_at(&mut vm1, 0, &spanning, MEM / 2 - 700);
+    vm1.kick(1);
+    sent.push(spanning);
+    vm1.wait_used(1, sent.len() as u16);
     vm2.wait_used(0, sent.len() as u16);
     for (n, want) in sent.iter().enumerate() {
         let (id, len) = vm2.used(0, n as u16);
         assert_eq!(len as usize, 12 + want.len(), "frame {n}: length written");
-        let got = vm2.rx_buffer(id / 2, len);
+        let got = if id == 14 {
+            let mut b = vec![0; len as usize];
+            vm2.mem
+                .read_slice(&mut b, vm_memory::GuestAddress(spanning_rx))
+                .unwrap();
+            b
+        } else {
+            vm2.rx_buffer(id / 2, len)
+        };
         assert_eq!(&got[..10], &[0; 10], "frame {n}: a plain virtio-net header");
         assert_eq!(got[10..12], [1, 0], "frame {n}: num_buffers");
         assert!(
@@ -253,7 +277,7 @@ fn frames_between_two_vms_on_a_switch_go_guest_to_guest_intact() {
     let ports = edgefwd_control::api::call(&control, edgefwd_control::api::Command::PortShow {})
         .expect("port show");
     let direct = ports["ports"][1]["device"]["tx_direct"].as_u64();
-    let longer = sizes.iter().filter(|&&l| l > 128).count() as u64;
+    let longer = sizes.iter().filter(|&&l| l > 128).count() as u64 + 1;
     assert_eq!(
         direct,
         Some(longer),

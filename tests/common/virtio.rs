@@ -67,6 +67,13 @@ impl TestVm {
     /// Connects to edgefwd's socket at `path` (waiting up to 5 s for it)
     /// and sets up one queue pair with `features` (and protocol features).
     pub fn connect(path: &Path, features: u64) -> TestVm {
+        TestVm::connect_in(path, features, 1)
+    }
+
+    /// As [`TestVm::connect`], with guest memory in `regions` mappings of
+    /// equal size, back to back in guest addresses (a frame may then span
+    /// two of them).
+    pub fn connect_in(path: &Path, features: u64, regions: u64) -> TestVm {
         let deadline = Instant::now() + Duration::from_secs(5);
         let frontend = loop {
             match Frontend::connect(path, 2) {
@@ -79,14 +86,21 @@ impl TestVm {
         };
         let file: File = tempfile::tempfile_in("/dev/shm").expect("guest memory file");
         file.set_len(MEM).unwrap();
-        let region = GuestRegionMmap::new(
-            MmapRegion::from_file(FileOffset::new(file, 0), MEM as usize).unwrap(),
-            GuestAddress(0),
-        )
-        .unwrap();
-        let info = VhostUserMemoryRegionInfo::from_guest_region(&region).unwrap();
-        let host = info.userspace_addr;
-        let mem = GuestMemoryMmap::from_regions(vec![region]).unwrap();
+        let size = MEM / regions;
+        let list: Vec<GuestRegionMmap> = (0..regions)
+            .map(|i| {
+                let f = FileOffset::new(file.try_clone().unwrap(), i * size);
+                let m = MmapRegion::from_file(f, size as usize).unwrap();
+                GuestRegionMmap::new(m, GuestAddress(i * size)).unwrap()
+            })
+            .collect();
+        let infos: Vec<VhostUserMemoryRegionInfo> = list
+            .iter()
+            .map(|r| VhostUserMemoryRegionInfo::from_guest_region(r).unwrap())
+            .collect();
+        // The rings lie in the first region.
+        let host = infos[0].userspace_addr;
+        let mem = GuestMemoryMmap::from_regions(list).unwrap();
 
         frontend.set_owner().unwrap();
         let offered = frontend.get_features().unwrap();
@@ -101,7 +115,7 @@ impl TestVm {
         let pf = fe.get_protocol_features().unwrap();
         fe.set_protocol_features(pf & VhostUserProtocolFeatures::REPLY_ACK)
             .unwrap();
-        fe.set_mem_table(&[info]).unwrap();
+        fe.set_mem_table(&infos).unwrap();
         let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
         let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
         for (q, r) in RINGS.iter().enumerate() {

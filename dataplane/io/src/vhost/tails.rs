@@ -54,11 +54,8 @@ impl TailSource<'_> {
                     s.copy_to_volatile_slice(d);
                     true
                 }
-                // A range that spans regions: through a bounce buffer.
-                _ => {
-                    let mut b = vec![0; k];
-                    self.mem.read_slice(&mut b, src).is_ok() && to.write_slice(&b, addr).is_ok()
-                }
+                // A range that spans regions: through a buffer on the stack.
+                _ => bounce(self.mem, src, to, addr, k),
             };
             if !copied {
                 return false;
@@ -68,6 +65,32 @@ impl TailSource<'_> {
         }
         left == 0
     }
+}
+
+/// Copies `n` bytes from `src` in `from` to `addr` in `to` a piece at a
+/// time, for ranges that span memory regions; false when any of it is
+/// outside either.
+fn bounce(
+    from: &GuestMemoryMmap,
+    src: GuestAddress,
+    to: &Guest<'_>,
+    addr: GuestAddress,
+    n: usize,
+) -> bool {
+    let mut b = [0u8; 512];
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(b.len());
+        let (s, d) = (
+            src.unchecked_add(done as u64),
+            addr.unchecked_add(done as u64),
+        );
+        if from.read_slice(&mut b[..k], s).is_err() || to.write_slice(&b[..k], d).is_err() {
+            return false;
+        }
+        done += k;
+    }
+    true
 }
 
 /// One worker's tails of the burst it is running.
