@@ -160,6 +160,10 @@ fn copy_to_members(
     except: PortId,
     original: Original,
 ) -> Option<PortId> {
+    debug_assert!(
+        p.buf.deferred_tail().is_none(),
+        "a frame without its tail flooded"
+    );
     let mut first = None;
     for i in 0..t.l2.members(sw).len() {
         let m = t.l2.members(sw)[i];

@@ -639,6 +639,13 @@ impl Router {
         punt::inject(t, out, pkts);
         l2::run(t, out, pkts);
         look(out, Stage::L2, pkts, t);
+        // A frame whose tail is still in its sender's memory was only let
+        // in because a switch sends it on as it is (`Router::switched_to`).
+        debug_assert!(
+            pkts.iter()
+                .all(|p| p.buf.deferred_tail().is_none() || !p.meta.next.is_stage()),
+            "a frame without its tail reached the stages"
+        );
         // Service traffic needs svc-in and svc-out: ip4-fast leaves it to
         // the stages.
         if self.fast.enabled {
