@@ -93,6 +93,15 @@ impl Session {
         )
         .ok_or(Error::InvalidParam)
     }
+
+    /// Where the frontend has `region`, for its ring addresses.
+    fn mapping(region: &VhostUserMemoryRegion) -> Mapping {
+        Mapping {
+            frontend: region.user_addr,
+            size: region.memory_size,
+            guest: region.guest_phys_addr,
+        }
+    }
 }
 
 impl VhostUserBackendReqHandlerMut for Session {
@@ -162,11 +171,7 @@ impl VhostUserBackendReqHandlerMut for Session {
         let mut mappings = Vec::new();
         for (r, file) in ctx.iter().zip(files) {
             regions.push(Self::region(r, file)?);
-            mappings.push(Mapping {
-                frontend: r.user_addr,
-                size: r.memory_size,
-                guest: r.guest_phys_addr,
-            });
+            mappings.push(Self::mapping(r));
         }
         let bytes: u64 = ctx.iter().map(|r| r.memory_size).sum();
         tracing::info!(regions = ctx.len(), bytes, "vhost-user guest memory mapped");
@@ -333,13 +338,7 @@ impl VhostUserBackendReqHandlerMut for Session {
         if postcopy_listening.is_some() {
             return Err(invalid("postcopy is not offered"));
         }
-        let guest = Arc::new(
-            GuestRegionMmap::new(
-                region.mmap_region(fd)?,
-                GuestAddress(region.guest_phys_addr),
-            )
-            .ok_or(Error::InvalidParam)?,
-        );
+        let guest = Arc::new(Self::region(region, fd)?);
         let mem = self
             .shared
             .mem
@@ -347,11 +346,7 @@ impl VhostUserBackendReqHandlerMut for Session {
             .insert_region(guest)
             .map_err(internal)?;
         self.replace_memory(mem)?;
-        self.mappings.push(Mapping {
-            frontend: region.user_addr,
-            size: region.memory_size,
-            guest: region.guest_phys_addr,
-        });
+        self.mappings.push(Self::mapping(region));
         Ok(None)
     }
 
