@@ -45,6 +45,34 @@ pub fn need_testpmd(test: &str) -> bool {
     ok
 }
 
+/// testpmd's EAL options on this machine: lcores 0 and 1 with `main` the
+/// main one (the other forwards), no hugepages (`mem_mb` of memory), no
+/// PCI devices, and a runtime directory of its own under `prefix` (see
+/// [`remove_runtime`]).
+pub fn eal_args(main: u32, mem_mb: u32, prefix: &str) -> Vec<String> {
+    let main = main.to_string();
+    let mem = mem_mb.to_string();
+    [
+        "-l",
+        "0-1",
+        "--main-lcore",
+        &main,
+        "--no-huge",
+        "-m",
+        &mem,
+        "--no-pci",
+        "--file-prefix",
+        prefix,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Removes the runtime directory of the testpmd started with `prefix`.
+pub fn remove_runtime(prefix: &str) {
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+}
+
 impl Testpmd {
     /// Starts testpmd in `ns` with `vms` (port `2i` the TAP, `2i + 1` the
     /// virtio-user device, forwarded to each other), writing its output
@@ -53,23 +81,10 @@ impl Testpmd {
     /// name, in its own namespace).
     pub fn start(ns: &Netns, tag: &str, vms: &[VmSpec], log: &Path) -> Testpmd {
         let prefix = format!("efw-{tag}-{}", std::process::id());
-        let mut args: Vec<String> = [
-            "netns",
-            "exec",
-            ns.name(),
-            "dpdk-testpmd",
-            "-l",
-            "0-1",
-            "--no-huge",
-            "-m",
-            "512",
-            "--no-pci",
-            "--file-prefix",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(prefix.clone());
+        let mut args: Vec<String> = ["netns", "exec", ns.name(), "dpdk-testpmd"]
+            .map(String::from)
+            .to_vec();
+        args.extend(eal_args(0, 512, &prefix));
         for (i, vm) in vms.iter().enumerate() {
             args.push(format!("--vdev=net_tap{i},iface={}", vm.iface));
             args.push(format!(
@@ -147,7 +162,7 @@ impl Testpmd {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+        remove_runtime(&self.prefix);
     }
 }
 
