@@ -28,6 +28,8 @@
 //! backend with the rings on each kick, which would put a thread hop
 //! between the guest and the workers.
 
+#[cfg(feature = "fuzzing")]
+pub mod harness;
 mod session;
 mod tails;
 mod virtq;
