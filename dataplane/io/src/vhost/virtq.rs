@@ -154,14 +154,13 @@ impl Vq {
     }
 
     /// Takes up to `max` frames the guest posted (its transmit queue) into
-    /// buffers from `pool`, appending them to `out`; returns how many
-    /// chains it took. A frame's virtio-net header (`hdr_len` bytes) lands
-    /// in front of it.
+    /// buffers from `pool`, appending them to `out`. A frame's virtio-net
+    /// header (`hdr_len` bytes) lands in front of it.
     ///
     /// With `tails` (the worker's, and the map `mem` reads), a frame
     /// longer than [`HEAD`] bytes has only those copied in: the rest is
-    /// left in the guest's chain as a tail ([`Tails`]), and true is
-    /// returned with the count when any was.
+    /// left in the guest's chain as a tail ([`Tails`]). Returns the chains
+    /// taken, and whether any frame left its tail.
     pub fn take_frames(
         &mut self,
         mem: &Guest<'_>,
@@ -394,15 +393,15 @@ impl Putter<'_> {
         let total = hdr_len + frame.len() + tail.map_or(0, |t| t.1);
         let buffers = slot.used.len() as u16;
         hdr[10..12].copy_from_slice(&buffers.to_le_bytes());
+        let span = Span {
+            hdr,
+            hdr_len,
+            frame,
+            tail: tail.map(|t| t.0),
+        };
         let mut at = 0;
         for &(addr, len) in &self.pieces[slot.pieces.clone()] {
             let end = (at + len).min(total);
-            let span = Span {
-                hdr,
-                hdr_len,
-                frame,
-                tail: tail.map(|t| t.0),
-            };
             if !span.write(self.mem, addr, at, end) {
                 // A buffer outside guest memory.
                 give_back_empty(&mut self.used[slot.used.clone()]);
