@@ -8,7 +8,8 @@
 //! (each port's frames go to the other port's MAC), seeded with
 //! `start tx_first 16`; the frames then circulate through the switch, so
 //! the VM's received frames per second are the frames switched. Joined by
-//! - edgefwd's internal switch between two `vhost-user:` ports;
+//! - edgefwd's internal switch between two `vhost-user:` ports, and the
+//!   same with `vm_one_copy = false` (each frame copied in and out);
 //! - a Linux bridge between the VM's two TAPs (what VMs on TAPs get from
 //!   the kernel);
 //! - DPDK's own io forwarding between two `net_vhost` ports (the ceiling);
@@ -249,12 +250,13 @@ struct Edge {
 }
 
 impl Edge {
-    /// Starts edgefwd with `ports` (the `[[port]]` and `[[switch]]`
-    /// sections; `{dir}` stands for its directory).
-    fn start(ports: &str) -> Edge {
+    /// Starts edgefwd with `dataplane` (more `[dataplane]` settings) and
+    /// `ports` (the `[[port]]` and `[[switch]]` sections; `{dir}` stands
+    /// for its directory).
+    fn start(dataplane: &str, ports: &str) -> Edge {
         let dir = common::temp_dir("vm-bench");
         let toml = format!(
-            "[dataplane]\nworkers = 1\nbusy_poll_us = 20000\n[control]\nsocket = \"{}\"\n\n{}",
+            "[dataplane]\nworkers = 1\nbusy_poll_us = 20000\n{dataplane}[control]\nsocket = \"{}\"\n\n{}",
             dir.path().join("control.sock").display(),
             ports.replace("{dir}", &dir.path().display().to_string())
         );
@@ -308,17 +310,22 @@ impl Edge {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Switch {
     EdgefwdVhost,
+    /// The same with `vm_one_copy = false`: each frame copied into a
+    /// worker's buffer and out.
+    EdgefwdVhostTwoCopies,
     Bridge,
     Dpdk,
     EdgefwdAfxdp,
 }
 
 impl Switch {
-    /// In the order measured: DPDK right after edgefwd's vhost switch, so
-    /// that a round's ratio of the two sees the machine alike.
-    const ALL: [Switch; 4] = [
+    /// In the order measured: DPDK and the two-copy run right after
+    /// edgefwd's vhost switch, so that a round's ratios see the machine
+    /// alike.
+    const ALL: [Switch; 5] = [
         Switch::EdgefwdVhost,
         Switch::Dpdk,
+        Switch::EdgefwdVhostTwoCopies,
         Switch::Bridge,
         Switch::EdgefwdAfxdp,
     ];
@@ -326,6 +333,7 @@ impl Switch {
     fn name(self) -> &'static str {
         match self {
             Switch::EdgefwdVhost => "edgefwd, vhost-user",
+            Switch::EdgefwdVhostTwoCopies => "edgefwd, vhost-user, two copies",
             Switch::Bridge => "Linux bridge, TAPs",
             Switch::Dpdk => "DPDK io fwd, vhost",
             Switch::EdgefwdAfxdp => "edgefwd, afxdp: on TAPs",
@@ -405,9 +413,10 @@ fn vm_to_vm(sw: Switch, size: usize, round: usize) -> Sample {
     let ns = Netns::new(&format!("vm{}", &tag[..tag.len().min(6)]));
     let taps = [tap(0, "ta", MAC_A), tap(1, "tb", MAC_B)];
     let (mut vm, edge, dpdk) = match sw {
-        Switch::EdgefwdVhost => {
+        Switch::EdgefwdVhost | Switch::EdgefwdVhostTwoCopies => {
             let ports = switch_ports("vhost-user:{dir}/a.sock", "vhost-user:{dir}/b.sock");
-            let edge = Edge::start(&ports);
+            let one_copy = sw == Switch::EdgefwdVhost;
+            let edge = Edge::start(&format!("vm_one_copy = {one_copy}\n"), &ports);
             let vdevs = [
                 virtio_user(0, &edge.sock("a.sock"), MAC_A),
                 virtio_user(1, &edge.sock("b.sock"), MAC_B),
@@ -460,7 +469,7 @@ fn vm_to_vm(sw: Switch, size: usize, round: usize) -> Sample {
                 &format!("afxdp:ta@{}", ns.name()),
                 &format!("afxdp:tb@{}", ns.name()),
             );
-            let edge = Edge::start(&ports);
+            let edge = Edge::start("", &ports);
             (vm, Some(edge), None)
         }
     };
@@ -530,7 +539,7 @@ fn vm_to_host(r: Router, size: usize, round: usize) -> Sample {
                  [[port]]\nname = \"Port3\"\nbind = \"vhost-user:{{dir}}/vm.sock\"\nmac = \"02:00:00:00:03:01\"\naddresses = [\"10.0.3.1/24\"]\n",
                 host.name()
             );
-            let edge = Edge::start(&ports);
+            let edge = Edge::start("", &ports);
             host.wait_for_device("p2");
             host.address("p2", "10.0.2.2/24", Some("10.0.2.1"));
             let args = gen_args("02:00:00:00:03:01");
@@ -649,7 +658,7 @@ fn main() {
     for (si, size) in sizes.iter().enumerate() {
         let med =
             |i: usize| common::median(&loops[si][i].iter().map(|x| x.pps).collect::<Vec<_>>());
-        let (dpdk, bridge) = (med(1), med(2));
+        let (dpdk, bridge) = (med(1), med(3));
         println!("\nVM to VM, {size}-byte frames (frames switched per second; CPU per frame: machine, switch)\n");
         println!("| Switch | Rate | Machine CPU/frame | Switch CPU/frame | Ratios |");
         println!("|---|---|---|---|---|");
@@ -660,18 +669,20 @@ fn main() {
                 &[("bridge", bridge), ("DPDK", dpdk)],
             );
         }
-        let per_round: Vec<f64> = loops[si][0]
-            .iter()
-            .zip(&loops[si][1])
-            .map(|(e, d)| e.pps / d.pps)
-            .collect();
-        if !per_round.is_empty() {
-            let each: Vec<String> = per_round.iter().map(|r| format!("{r:.2}×")).collect();
-            println!(
-                "\nedgefwd / DPDK, round by round (measured back to back): {} (median {:.2}×)",
-                each.join(", "),
-                common::median(&per_round)
-            );
+        for (what, other) in [("DPDK", 1), ("edgefwd with two copies", 2)] {
+            let per_round: Vec<f64> = loops[si][0]
+                .iter()
+                .zip(&loops[si][other])
+                .map(|(e, d)| e.pps / d.pps)
+                .collect();
+            if !per_round.is_empty() {
+                let each: Vec<String> = per_round.iter().map(|r| format!("{r:.2}×")).collect();
+                println!(
+                    "\nedgefwd / {what}, round by round (measured back to back): {} (median {:.2}×)",
+                    each.join(", "),
+                    common::median(&per_round)
+                );
+            }
         }
         let kernel = common::median(&routed[si][1].iter().map(|x| x.pps).collect::<Vec<_>>());
         println!("\nVM to host, routed, {size}-byte frames (delivered to the host per second)\n");

@@ -188,6 +188,7 @@ pub fn run(cfg: &Config, name: &Path, control: &Control) -> Result<RunSummary, R
         burst: cfg.dataplane.burst,
         busy_poll: Duration::from_micros(cfg.dataplane.busy_poll_us),
         io_uring: cfg.dataplane.io_uring,
+        vm_one_copy: cfg.dataplane.vm_one_copy,
     };
     let routers = daemon
         .rib()

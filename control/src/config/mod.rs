@@ -84,6 +84,10 @@ pub struct DataplaneConfig {
     /// TAP frames read and written in batches through io_uring (else, or
     /// where the kernel refuses io_uring, a syscall per frame).
     pub io_uring: bool,
+    /// A frame switched from one `vhost-user:` port to another has its
+    /// payload copied once, from the sending VM's memory straight into the
+    /// receiving VM's (else into a worker's buffer and out again).
+    pub vm_one_copy: bool,
     /// ICMP errors per second per port.
     pub icmp_rate: u32,
     /// ICMP error burst per port.

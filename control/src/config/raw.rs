@@ -17,6 +17,7 @@ pub(super) struct RawDataplane {
     pub(super) queue_depth: Option<Spanned<usize>>,
     pub(super) busy_poll_us: Option<Spanned<u64>>,
     pub(super) io_uring: Option<bool>,
+    pub(super) vm_one_copy: Option<bool>,
     pub(super) icmp_rate: Option<u32>,
     pub(super) icmp_burst: Option<u32>,
     pub(super) punt_rate: Option<u32>,

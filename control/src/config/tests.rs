@@ -148,6 +148,15 @@ fn busy_poll_defaults_to_sleeping_and_is_bounded() {
 }
 
 #[test]
+fn vm_one_copy_is_on_unless_turned_off() {
+    assert!(Config::parse(GOOD).unwrap().dataplane.vm_one_copy);
+    let c = Config::parse(&with("burst = 32", "vm_one_copy = false")).unwrap();
+    assert!(!c.dataplane.vm_one_copy);
+    let e = refused(&with("burst = 32", "vm_one_copy = 1"));
+    assert_eq!(e.field, "dataplane.vm_one_copy", "{e}");
+}
+
+#[test]
 fn io_uring_is_on_unless_turned_off() {
     assert!(Config::parse(GOOD).unwrap().dataplane.io_uring);
     let c = Config::parse(&with("burst = 32", "io_uring = false")).unwrap();

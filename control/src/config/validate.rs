@@ -59,6 +59,7 @@ pub(super) fn validate(raw: RawConfig, l: &Lines) -> Result<Config, ConfigError>
         queue_depth,
         busy_poll_us,
         io_uring: dp.io_uring.unwrap_or(true),
+        vm_one_copy: dp.vm_one_copy.unwrap_or(true),
         icmp_rate: dp.icmp_rate.unwrap_or(10),
         icmp_burst: dp.icmp_burst.unwrap_or(10),
         punt_rate: dp

@@ -263,6 +263,10 @@ pub struct WorkerConfig {
     /// to a syscall per frame where the kernel refuses it); false: always a
     /// syscall per frame.
     pub io_uring: bool,
+    /// Let a VM frame switched to another VM leave its payload in the
+    /// sender's memory until it is sent (`vhost::tails`); false: every
+    /// frame is copied into a buffer whole.
+    pub vm_one_copy: bool,
 }
 
 const TICK: Duration = Duration::from_millis(10);

@@ -145,7 +145,8 @@ impl Worker {
         let room = self.cfg.burst.saturating_sub(burst.len());
         // A VM's frames may leave their tails in its memory while nothing
         // else looks at them (see `vhost::tails`).
-        self.io.tails.allow = dev.carries_tails() && !self.shared.captures.armed();
+        self.io.tails.allow =
+            self.cfg.vm_one_copy && dev.carries_tails() && !self.shared.captures.armed();
         let status = dev.rx_burst(&mut self.io, &mut self.router, room, &mut self.received);
         self.io.tails.allow = false;
         let mut received = std::mem::take(&mut self.received);
