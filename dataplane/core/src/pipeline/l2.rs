@@ -102,8 +102,9 @@ fn is_router_mac(t: &Tables, sw: SwitchId, mac: MacAddr) -> bool {
 /// decides it, when that is known from its destination alone: a unicast
 /// address learned on another member (not the router's). `None` for
 /// anything else (a frame for the router, flooded, or not on a switch).
-/// Learning by earlier frames of a burst may still move the address to
-/// another member, never make it flood.
+/// Learning within the burst (by this frame or an earlier one) may still
+/// move the address to another member, or to `rx` (the frame is then
+/// dropped); it never makes the frame flood or go up to the router.
 pub(super) fn unicast_member(t: &Tables, rx: PortId, frame: &[u8], now: Time) -> Option<PortId> {
     let sw = t.l2.member_of(rx)?;
     let dst = MacAddr::from_slice(frame)?;

@@ -582,6 +582,8 @@ impl Device for VhostUser {
                         let tail = Some((&src, frame.len() - at));
                         put.write(&slot, &mut hdr, hdr_len, &frame[..at], tail)
                     }
+                    // A tail of another burst: never (`Tails::release`
+                    // runs after every flush); refused rather than sent.
                     None => Err(PutError::BadChain),
                 },
             };
