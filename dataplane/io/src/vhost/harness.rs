@@ -112,22 +112,8 @@ pub fn run(sender: &[u8], receiver: &[u8], tails: bool, mergeable: bool) -> Outc
     let mut k = 0;
     while let Some((i, slot)) = put.reserved(k) {
         k += 1;
-        let b = &out[i].buf;
         let mut hdr = [0u8; NET_HDR_LEN];
-        let frame = b.frame();
-        let _ = match b.deferred_tail() {
-            None => put.write(&slot, &mut hdr, NET_HDR_LEN, frame, None),
-            Some((at, token)) => {
-                let src = kept.source(token).expect("a tail of this burst");
-                put.write(
-                    &slot,
-                    &mut hdr,
-                    NET_HDR_LEN,
-                    &frame[..at],
-                    Some((&src, frame.len() - at)),
-                )
-            }
-        };
+        let _ = put.write_buf(&slot, &mut hdr, NET_HDR_LEN, &out[i].buf, &kept);
     }
     rx.publish(&rx_mem);
     tx.publish(&tx_mem);

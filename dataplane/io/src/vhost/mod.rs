@@ -574,21 +574,8 @@ impl Device for VhostUser {
                 h.flags = 0;
             }
             h.encode((&mut hdr[..10]).try_into().expect("ten bytes"));
-            let frame = p.buf.frame();
-            let written = match p.buf.deferred_tail() {
-                None => put.write(&slot, &mut hdr, hdr_len, frame, None),
-                Some((at, token)) => match io.tails.source(token) {
-                    Some(src) => {
-                        let tail = Some((&src, frame.len() - at));
-                        put.write(&slot, &mut hdr, hdr_len, &frame[..at], tail)
-                    }
-                    // A tail of another burst: never (`Tails::release`
-                    // runs after every flush); refused rather than sent.
-                    None => Err(PutError::BadChain),
-                },
-            };
-            match written {
-                Ok(()) => direct += u64::from(p.buf.deferred_tail().is_some()),
+            match put.write_buf(&slot, &mut hdr, hdr_len, &p.buf, &io.tails) {
+                Ok(tail) => direct += u64::from(tail),
                 Err(e) => failed += count(e, &mut starved),
             }
         }

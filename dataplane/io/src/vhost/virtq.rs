@@ -14,6 +14,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use edgefwd_core::packet::offload::{Offload, VNET_HDR_LEN};
+use edgefwd_core::packet::PacketBuf;
 use edgefwd_core::stats::DropReason;
 use edgefwd_prefetch::{prefetch_addr, prefetch_write_addr};
 use virtio_queue::{AvailIter, DescriptorChain, Queue, QueueOwnedT, QueueT};
@@ -425,6 +426,29 @@ impl Putter<'_> {
     /// chains; `None` past the last.
     pub fn reserved(&self, k: usize) -> Option<(usize, Slot)> {
         self.slots.get(k).cloned()
+    }
+
+    /// Writes `buf`'s frame behind `hdr` into the chains `slot` holds
+    /// ([`Putter::write`]), its tail, if it left one, straight from the
+    /// sending guest's memory as `tails` has it; true when it did.
+    pub fn write_buf(
+        &mut self,
+        slot: &Slot,
+        hdr: &mut [u8; NET_HDR_LEN],
+        hdr_len: usize,
+        buf: &PacketBuf,
+        tails: &Tails,
+    ) -> Result<bool, PutError> {
+        let frame = buf.frame();
+        let Some((at, token)) = buf.deferred_tail() else {
+            return self.write(slot, hdr, hdr_len, frame, None).map(|()| false);
+        };
+        // A tail of another burst cannot be (`Tails::release` runs after
+        // every flush); it would be refused rather than sent.
+        let src = tails.source(token).ok_or(PutError::BadChain)?;
+        let tail = Some((&src, frame.len() - at));
+        self.write(slot, hdr, hdr_len, &frame[..at], tail)
+            .map(|()| true)
     }
 
     /// Puts one frame at once: [`Putter::reserve`] and [`Putter::write`].
