@@ -98,10 +98,7 @@ fn main() {
     if !common::need_root("failover bench") {
         return;
     }
-    let n: usize = std::env::var("EDGEFWD_FLAPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let n: usize = common::env_or("EDGEFWD_FLAPS", 20);
     let ports = ["Port2", "Port3", "Port4"];
     let mut medians = Vec::new();
     let (mut downs, mut ups) = (Vec::new(), Vec::new());

@@ -228,7 +228,7 @@ fn edgefwd(services: usize) -> (Appliance, Vec<common::Spawned>) {
             vip(i)
         );
     }
-    let workers = std::env::var("EDGEFWD_LB_WORKERS").unwrap_or_else(|_| "2".into());
+    let workers: usize = common::env_or("EDGEFWD_LB_WORKERS", 2);
     let app = Appliance::start_tuned(
         &format!("lbe{services}"),
         &["Port2", "Port3", "Port4", "vm1"],
@@ -328,10 +328,7 @@ fn main() {
     {
         std::process::exit(1);
     }
-    let conns: usize = std::env::var("EDGEFWD_LB_CONNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let conns: usize = common::env_or("EDGEFWD_LB_CONNS", 2000);
     let loads: Vec<usize> = std::env::var("EDGEFWD_LB_SERVICES")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())

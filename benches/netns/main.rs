@@ -119,10 +119,7 @@ fn cpu_us(threads: &[u32]) -> f64 {
 }
 
 fn secs() -> u32 {
-    std::env::var("EDGEFWD_NETNS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2)
+    common::env_or("EDGEFWD_NETNS_SECS", 2)
 }
 
 fn ok(out: &Output, what: &str) -> String {

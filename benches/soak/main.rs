@@ -43,10 +43,7 @@ use edgefwd_control::config::Config;
 const TAG: &str = "soak";
 
 fn soak_secs() -> u64 {
-    std::env::var("EDGEFWD_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1800)
+    common::env_or("EDGEFWD_SOAK_SECS", 1800)
 }
 
 /// Resident memory of this process, in KiB.

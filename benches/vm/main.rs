@@ -57,10 +57,7 @@ const MAC_B: &str = "02:00:00:00:aa:02";
 
 /// Rounds of every measurement (`EDGEFWD_VM_ROUNDS`, default 3).
 fn rounds() -> usize {
-    std::env::var("EDGEFWD_VM_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+    common::env_or("EDGEFWD_VM_ROUNDS", 3)
 }
 
 /// Whether a scenario is measured: all, or those whose name holds
@@ -70,10 +67,7 @@ fn wanted(name: &str) -> bool {
 }
 
 fn secs() -> u64 {
-    std::env::var("EDGEFWD_VM_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+    common::env_or("EDGEFWD_VM_SECS", 3)
 }
 
 /// Busy time of the whole machine so far, in clock ticks (10 ms).

@@ -630,6 +630,19 @@ pub fn wait_for_link(socket: &std::path::Path, port: &str, want: &str) {
     }
 }
 
+/// The value of the environment variable `name` (a bench's knob), or
+/// `default` when it is not set; a value that does not parse stops the
+/// run naming the variable, rather than quietly measuring something else.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?}: not a value this bench takes")),
+        Err(_) => default,
+    }
+}
+
 /// The median of `v` (the upper one of an even count); NaN when empty.
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
