@@ -324,6 +324,14 @@ impl Switch {
         Switch::EdgefwdAfxdp,
     ];
 
+    /// Its place in [`Switch::ALL`] (and in the bench's lists of samples).
+    fn index(self) -> usize {
+        Switch::ALL
+            .iter()
+            .position(|&s| s == self)
+            .expect("every switch is in ALL")
+    }
+
     fn name(self) -> &'static str {
         match self {
             Switch::EdgefwdVhost => "edgefwd, vhost-user",
@@ -650,9 +658,10 @@ fn main() {
         }
     }
     for (si, size) in sizes.iter().enumerate() {
+        let samples = |sw: Switch| &loops[si][sw.index()];
         let med =
-            |i: usize| common::median(&loops[si][i].iter().map(|x| x.pps).collect::<Vec<_>>());
-        let (dpdk, bridge) = (med(1), med(3));
+            |sw: Switch| common::median(&samples(sw).iter().map(|x| x.pps).collect::<Vec<_>>());
+        let (dpdk, bridge) = (med(Switch::Dpdk), med(Switch::Bridge));
         println!("\nVM to VM, {size}-byte frames (frames switched per second; CPU per frame: machine, switch)\n");
         println!("| Switch | Rate | Machine CPU/frame | Switch CPU/frame | Ratios |");
         println!("|---|---|---|---|---|");
@@ -663,10 +672,13 @@ fn main() {
                 &[("bridge", bridge), ("DPDK", dpdk)],
             );
         }
-        for (what, other) in [("DPDK", 1), ("edgefwd with two copies", 2)] {
-            let per_round: Vec<f64> = loops[si][0]
+        for (what, other) in [
+            ("DPDK", Switch::Dpdk),
+            ("edgefwd with two copies", Switch::EdgefwdVhostTwoCopies),
+        ] {
+            let per_round: Vec<f64> = samples(Switch::EdgefwdVhost)
                 .iter()
-                .zip(&loops[si][other])
+                .zip(samples(other))
                 .map(|(e, d)| e.pps / d.pps)
                 .collect();
             if !per_round.is_empty() {
