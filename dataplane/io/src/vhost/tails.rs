@@ -34,21 +34,27 @@ pub(crate) struct TailSource<'a> {
 }
 
 impl TailSource<'_> {
+    /// The guest ranges that hold `n` bytes of the tail from byte `from`
+    /// of it on, in order (fewer bytes when the chain is shorter).
+    fn spans(&self, from: usize, n: usize) -> impl Iterator<Item = (GuestAddress, usize)> + '_ {
+        let (mut at, mut left) = (self.skip + from, n);
+        self.pieces.iter().filter_map(move |&(addr, len)| {
+            if at >= len {
+                at -= len;
+                return None;
+            }
+            let k = (len - at).min(left);
+            let span = (addr.unchecked_add(at as u64), k);
+            (at, left) = (0, left - k);
+            (k > 0).then_some(span)
+        })
+    }
+
     /// Copies `n` bytes of the tail, from byte `from` of it on, into guest
     /// memory `to` at `addr`; false when any of it is outside either.
     pub fn copy_to(&self, from: usize, to: &Guest<'_>, addr: GuestAddress, n: usize) -> bool {
-        let mut at = self.skip + from;
         let (mut addr, mut left) = (addr, n);
-        for &(src, len) in self.pieces {
-            if left == 0 {
-                break;
-            }
-            if at >= len {
-                at -= len;
-                continue;
-            }
-            let k = (len - at).min(left);
-            let src = src.unchecked_add(at as u64);
+        for (src, k) in self.spans(from, n) {
             let copied = match (self.mem.get_slice(src, k), to.get_slice(addr, k)) {
                 (Ok(s), Ok(d)) => {
                     s.copy_to_volatile_slice(d);
@@ -60,7 +66,7 @@ impl TailSource<'_> {
             if !copied {
                 return false;
             }
-            (at, left) = (0, left - k);
+            left -= k;
             addr = addr.unchecked_add(k as u64);
         }
         left == 0
@@ -163,17 +169,10 @@ impl Tails {
         };
         let space = &mut buf.frame_mut()[at..];
         let mut done = 0;
-        let mut skip = src.skip;
-        for &(addr, len) in src.pieces {
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let k = (len - skip).min(space.len() - done);
-            let from = addr.unchecked_add(skip as u64);
+        for (from, k) in src.spans(0, space.len()) {
             // Checked whole when the frame was taken.
             let _ = src.mem.read_slice(&mut space[done..done + k], from);
-            (skip, done) = (0, done + k);
+            done += k;
         }
         buf.tail_filled();
     }
