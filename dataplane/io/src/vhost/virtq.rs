@@ -190,10 +190,12 @@ impl Vq {
         for &(head, from, to, walk) in &self.walked {
             let mut buf = pool.take();
             let descs = &self.descs[from..to];
-            let total: usize = descs.iter().map(|d| d.1).sum();
-            let defer = tails.is_some()
-                && walk.is_ok()
-                && total > hdr_len + HEAD
+            // The chain's length matters only when its tail may stay.
+            let total: usize = match (&tails, walk) {
+                (Some(_), Ok(())) => descs.iter().map(|d| d.1).sum(),
+                _ => 0,
+            };
+            let defer = total > hdr_len + HEAD
                 && total - hdr_len <= buf.capacity()
                 && descs.iter().all(|&(a, l)| mem.check_range(a, l));
             let space = buf.read_space(hdr_len);
